@@ -1,0 +1,79 @@
+"""The paper's training augmentation: flips, rotations 0–360°, crops, pans and Gaussian noise.
+
+Images tagged *restricted* (tip-change labels, and every sample of the binary
+tip-change network) only get horizontal flips (mirroring along x) and noise:
+tip changes are horizontal shears, and rotating or zooming could hide the
+discontinuity. Operates on preprocessed (size, size) float32 images in −1…1;
+geometric transforms use reflective boundaries so no blank corners appear.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from qcodes_stmtip.classify.preprocess import resize
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Augmentation strengths: ``min_crop`` is the smallest crop side as a fraction of the image,
+    ``max_noise`` the largest Gaussian noise standard deviation (in the −1…1 units)."""
+
+    min_crop: float = 0.7
+    max_noise: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.min_crop <= 1.0:
+            raise ValueError(f"min_crop must be in (0, 1], got {self.min_crop}")
+        if self.max_noise < 0.0:
+            raise ValueError(f"max_noise must be ≥ 0, got {self.max_noise}")
+
+
+def augment_image(
+    image: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    restricted: bool = False,
+    config: AugmentConfig = AugmentConfig(),  # noqa: B008 - frozen dataclass
+) -> np.ndarray:
+    """Return one randomly augmented copy of a 2-D image (float32, same shape)."""
+    img = np.asarray(image, dtype=np.float32)
+    if img.ndim != 2 or img.shape[0] != img.shape[1]:
+        raise ValueError(f"image must be a square 2-D array, got shape {img.shape}")
+    size = img.shape[0]
+    if rng.random() < 0.5:
+        img = img[:, ::-1]
+    if not restricted:
+        if rng.random() < 0.5:
+            img = img[::-1, :]
+        angle = rng.uniform(0.0, 360.0)
+        img = ndimage.rotate(img, angle, reshape=False, order=1, mode="reflect")
+        side = int(round(size * rng.uniform(config.min_crop, 1.0)))
+        if side < size:
+            y0 = int(rng.integers(0, size - side + 1))
+            x0 = int(rng.integers(0, size - side + 1))
+            img = resize(img[y0 : y0 + side, x0 : x0 + side], size)
+    sigma = rng.uniform(0.0, config.max_noise)
+    if sigma > 0.0:
+        img = img + rng.normal(0.0, sigma, img.shape)
+    return np.ascontiguousarray(img, dtype=np.float32)
+
+
+def augment_batch(
+    images: np.ndarray,
+    rng: np.random.Generator,
+    restricted: np.ndarray | bool = False,
+    config: AugmentConfig = AugmentConfig(),  # noqa: B008 - frozen dataclass
+) -> np.ndarray:
+    """Augment a (N, size, size, 1) batch; ``restricted`` is one bool or one per image."""
+    batch = np.asarray(images, dtype=np.float32)
+    if batch.ndim != 4 or batch.shape[-1] != 1:
+        raise ValueError(f"images must have shape (N, size, size, 1), got {batch.shape}")
+    flags = np.broadcast_to(np.asarray(restricted, dtype=bool), (batch.shape[0],))
+    out = np.empty_like(batch)
+    for i in range(batch.shape[0]):
+        out[i, :, :, 0] = augment_image(batch[i, :, :, 0], rng, restricted=bool(flags[i]), config=config)
+    return out

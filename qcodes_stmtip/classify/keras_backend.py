@@ -1,0 +1,17 @@
+"""Import Keras with the TensorFlow backend as default (only if ``KERAS_BACKEND`` is unset).
+
+Every Keras-using module of :mod:`qcodes_stmtip.classify` imports ``keras`` from
+here, so that the backend choice is made in one place. Importing this module
+imports Keras (and its backend): only do it lazily.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+
+__all__ = ["keras"]
