@@ -1,0 +1,480 @@
+"""A thread-safe Nanonis TCP client with one typed method per reference command.
+
+The client connects lazily on the first call, serialises each request/response pair
+with a lock, and reconnects on demand: a dropped connection raises
+:class:`NanonisConnectionError` for that call and the next call opens a fresh socket.
+A stalled reply raises :class:`NanonisTimeoutError` and the socket is discarded, so a
+late reply can never be read as the answer to the next request.
+
+Replies are received with exact-length ``recv_into`` loops into one preallocated
+buffer, and 2-D data is decoded with ``np.frombuffer`` (no per-element Python), which
+makes ``Scan.FrameDataGrab`` of a 512×512 frame a few milliseconds over loopback.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Self
+
+import numpy as np
+
+from qcodes_stmtip.nanonis.protocol import (
+    COMMANDS,
+    HEADER_SIZE,
+    NanonisConnectionError,
+    NanonisProtocolError,
+    NanonisTimeoutError,
+    decode_response_body,
+    decode_response_header,
+    encode_request,
+)
+
+__all__ = [
+    "FrameData",
+    "NanonisClient",
+    "ScanBuffer",
+    "ScanFrame",
+    "ScanSpeed",
+    "TipShaperProps",
+    "VersionInfo",
+]
+
+#: Seconds added to a command's own duration (pulse width, wait timeout) before giving up.
+TIMEOUT_MARGIN_S = 5.0
+
+
+@dataclass(frozen=True)
+class ScanFrame:
+    """Scan frame: centre (m), size (m), rotation angle (degrees, clockwise)."""
+
+    centre_x: float
+    centre_y: float
+    width: float
+    height: float
+    angle: float
+
+
+@dataclass(frozen=True)
+class ScanBuffer:
+    """Recorded channel indexes and the frame resolution."""
+
+    channels: tuple[int, ...]
+    pixels: int
+    lines: int
+
+
+@dataclass(frozen=True)
+class ScanSpeed:
+    """Scan speeds (m/s), times per line (s), the kept parameter and the bwd/fwd ratio.
+
+    ``keep_constant`` as returned by ``Scan.SpeedGet``: 0 speed, 1 time per line.
+    """
+
+    forward_speed: float
+    backward_speed: float
+    forward_time_per_line: float
+    backward_time_per_line: float
+    keep_constant: int
+    speed_ratio: float
+
+
+@dataclass(frozen=True)
+class TipShaperProps:
+    """Tip-shaper settings (SI units; ``tip_lift`` < 0 moves the tip into the sample).
+
+    ``change_bias`` and ``restore_feedback``: 0 no change, 1 yes, 2 no.
+    """
+
+    switch_off_delay: float
+    change_bias: int
+    bias: float
+    tip_lift: float
+    lift_time_1: float
+    bias_lift: float
+    bias_settling_time: float
+    lift_height: float
+    lift_time_2: float
+    end_wait_time: float
+    restore_feedback: int
+
+
+@dataclass(frozen=True)
+class FrameData:
+    """One channel of a scan frame: ``data`` is float32 ``(lines, pixels)``, NaN where unacquired."""
+
+    channel_name: str
+    data: np.ndarray
+    scan_up: bool
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """Controller software identification."""
+
+    product: str
+    version: str
+    host_release: int
+    rt_release: int
+
+
+def _wait_timeout(timeout_ms: int, wait: bool) -> float | None:
+    """Socket timeout for a call that waits up to ``timeout_ms`` on the controller."""
+    if not wait:
+        return None
+    if timeout_ms < 0:
+        return float("inf")
+    return timeout_ms / 1000.0 + TIMEOUT_MARGIN_S
+
+
+class NanonisClient:
+    """Client for the Nanonis TCP interface.
+
+    Args:
+        host: controller address.
+        port: TCP port (6501 by default; 6502–6504 are the other ports).
+        timeout: default seconds to wait for a connection and for each reply.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 6501, timeout: float = 5.0) -> None:
+        if not isinstance(port, int) or not 0 < port < 65536:
+            raise ValueError(f"port must be an integer in 1..65535, got {port!r}")
+        if not timeout > 0:
+            raise ValueError(f"timeout must be positive (seconds), got {timeout!r}")
+        self.host = host
+        self.port = port
+        self.timeout = float(timeout)
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._buffer = bytearray(1 << 16)
+
+    # ------------------------------------------------------------------ connection
+    def __repr__(self) -> str:
+        return f"NanonisClient(host={self.host!r}, port={self.port})"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def connected(self) -> bool:
+        """Whether a socket is currently open (it may still turn out to be dead)."""
+        return self._sock is not None
+
+    def connect(self) -> None:
+        """Open the connection now instead of on the first call."""
+        with self._lock:
+            self._ensure_socket()
+
+    def close(self) -> None:
+        """Close the connection (the next call reconnects)."""
+        with self._lock:
+            self._discard()
+
+    def _discard(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:  # pragma: no cover - closing a dead socket
+                pass
+
+    def _ensure_socket(self) -> socket.socket:
+        if self._sock is None:
+            try:
+                sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+            except TimeoutError as exc:
+                raise NanonisTimeoutError(
+                    f"connecting to Nanonis at {self.host}:{self.port} timed out after {self.timeout} s"
+                ) from exc
+            except OSError as exc:
+                raise NanonisConnectionError(
+                    f"cannot connect to Nanonis at {self.host}:{self.port}: {exc}"
+                ) from exc
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._sock = sock
+        return self._sock
+
+    def _recv_exact(self, sock: socket.socket, n: int, command: str, what: str) -> memoryview:
+        if len(self._buffer) < n:
+            self._buffer = bytearray(max(n, 2 * len(self._buffer)))
+        view = memoryview(self._buffer)[:n]
+        got = 0
+        while got < n:
+            k = sock.recv_into(view[got:], n - got)
+            if k == 0:
+                raise NanonisConnectionError(
+                    f"{command}: connection to {self.host}:{self.port} closed after {got} of "
+                    f"{n} {what} bytes"
+                )
+            got += k
+        return view
+
+    # ------------------------------------------------------------------ generic call
+    def call(self, command: str, *args: Any, timeout: float | None = None) -> tuple[Any, ...]:
+        """Send a table command with its arguments and return its decoded return values.
+
+        Args:
+            command: a command of the reference table, e.g. ``"Bias.Get"``.
+            args: the command's arguments in table order.
+            timeout: seconds to wait for the reply (default: the client's timeout;
+                ``inf`` waits forever).
+
+        Raises:
+            ValueError: unknown command or bad argument (nothing is sent).
+            NanonisError: the controller replied with an error.
+            NanonisConnectionError / NanonisTimeoutError / NanonisProtocolError: transport
+                failures; the socket is discarded and the next call reconnects.
+        """
+        request = encode_request(command, *args)
+        spec = COMMANDS[command]
+        wait = self.timeout if timeout is None else timeout
+        if not wait > 0:
+            raise ValueError(f"timeout must be positive (seconds), got {timeout!r}")
+        with self._lock:
+            sock = self._ensure_socket()
+            try:
+                sock.settimeout(None if wait == float("inf") else wait)
+                sock.sendall(request)
+                header = decode_response_header(self._recv_exact(sock, HEADER_SIZE, command, "header"))
+                if header.command != command:
+                    raise NanonisProtocolError(
+                        f"{command}: reply header echoes {header.command!r} instead"
+                    )
+                body = self._recv_exact(sock, header.body_size, command, "body")
+                # Decode before releasing the lock: ``body`` views the shared buffer.
+                return decode_response_body(spec, body)
+            except TimeoutError as exc:
+                self._discard()
+                raise NanonisTimeoutError(
+                    f"{command}: no complete reply from {self.host}:{self.port} within {wait} s"
+                ) from exc
+            except NanonisConnectionError:
+                self._discard()
+                raise
+            except NanonisProtocolError:
+                self._discard()  # the stream position is unknown now
+                raise
+            except OSError as exc:
+                self._discard()
+                raise NanonisConnectionError(
+                    f"{command}: connection to {self.host}:{self.port} failed: {exc}"
+                ) from exc
+
+    # ------------------------------------------------------------------ Bias
+    def bias_set(self, bias_V: float, *, timeout: float | None = None) -> None:
+        """Set the bias voltage (V)."""
+        self.call("Bias.Set", bias_V, timeout=timeout)
+
+    def bias_get(self, *, timeout: float | None = None) -> float:
+        """Return the bias voltage (V)."""
+        return self.call("Bias.Get", timeout=timeout)[0]
+
+    def bias_pulse(self, width_s: float, bias_V: float, *, wait: bool = True, z_hold: int = 0,
+                   absolute: int = 0, timeout: float | None = None) -> None:
+        """Apply a bias pulse of ``bias_V`` for ``width_s`` seconds.
+
+        ``z_hold``: 0 no change, 1 hold the Z controller, 2 don't; ``absolute``: 0 no
+        change, 1 relative to the current bias, 2 absolute. Side effect: may change the tip.
+        """
+        if timeout is None and wait:
+            timeout = max(self.timeout, float(width_s) + TIMEOUT_MARGIN_S)
+        self.call("Bias.Pulse", int(wait), width_s, bias_V, z_hold, absolute, timeout=timeout)
+
+    # ------------------------------------------------------------------ Current
+    def current_get(self, *, timeout: float | None = None) -> float:
+        """Return the tunnelling current (A)."""
+        return self.call("Current.Get", timeout=timeout)[0]
+
+    # ------------------------------------------------------------------ Z controller
+    def z_ctrl_setpnt_set(self, setpoint_A: float, *, timeout: float | None = None) -> None:
+        """Set the Z-controller (current) setpoint (A)."""
+        self.call("ZCtrl.SetpntSet", setpoint_A, timeout=timeout)
+
+    def z_ctrl_setpnt_get(self, *, timeout: float | None = None) -> float:
+        """Return the Z-controller setpoint (A)."""
+        return self.call("ZCtrl.SetpntGet", timeout=timeout)[0]
+
+    def z_ctrl_on_off_set(self, on: bool, *, timeout: float | None = None) -> None:
+        """Switch the Z controller (feedback) on or off."""
+        self.call("ZCtrl.OnOffSet", int(bool(on)), timeout=timeout)
+
+    def z_ctrl_on_off_get(self, *, timeout: float | None = None) -> bool:
+        """Whether the Z controller is on."""
+        return bool(self.call("ZCtrl.OnOffGet", timeout=timeout)[0])
+
+    def z_ctrl_z_pos_set(self, z_m: float, *, timeout: float | None = None) -> None:
+        """Set the tip Z position (m) — only effective with the feedback off."""
+        self.call("ZCtrl.ZPosSet", z_m, timeout=timeout)
+
+    def z_ctrl_z_pos_get(self, *, timeout: float | None = None) -> float:
+        """Return the tip Z position (m)."""
+        return self.call("ZCtrl.ZPosGet", timeout=timeout)[0]
+
+    def z_ctrl_withdraw(self, wait: bool = True, timeout_ms: int = -1, *,
+                        timeout: float | None = None) -> None:
+        """Withdraw the tip (feedback off, Z fully retracted)."""
+        if timeout is None:
+            timeout = _wait_timeout(timeout_ms, wait)
+        self.call("ZCtrl.Withdraw", int(wait), timeout_ms, timeout=timeout)
+
+    def z_ctrl_status_get(self, *, timeout: float | None = None) -> int:
+        """Z-controller status: 1 off, 2 on, 3 hold, 4 switching off, 5 safe-tip event, 6 withdrawing."""
+        return self.call("ZCtrl.StatusGet", timeout=timeout)[0]
+
+    def z_ctrl_home(self, *, timeout: float | None = None) -> None:
+        """Move the tip to its home Z position."""
+        self.call("ZCtrl.Home", timeout=timeout)
+
+    # ------------------------------------------------------------------ SafeTip / approach
+    def safe_tip_props_set(self, auto_recovery: int, auto_pause: int, threshold: float, *,
+                           timeout: float | None = None) -> None:
+        """Configure the tip-crash protection: ``threshold`` is a current (A).
+
+        ``auto_recovery`` / ``auto_pause``: 0 no change, 1 on, 2 off.
+        """
+        self.call("SafeTip.PropsSet", auto_recovery, auto_pause, threshold, timeout=timeout)
+
+    def auto_approach_on_off_set(self, on: bool, *, timeout: float | None = None) -> None:
+        """Start (True) or stop (False) the auto-approach."""
+        self.call("AutoApproach.OnOffSet", int(bool(on)), timeout=timeout)
+
+    def auto_approach_on_off_get(self, *, timeout: float | None = None) -> bool:
+        """Whether the auto-approach is running."""
+        return bool(self.call("AutoApproach.OnOffGet", timeout=timeout)[0])
+
+    # ------------------------------------------------------------------ Scan
+    def scan_action(self, action: int, up: bool, *, timeout: float | None = None) -> None:
+        """Scan action: 0 start, 1 stop, 2 pause, 3 resume, 4 freeze, 5 unfreeze, 6 go to centre."""
+        self.call("Scan.Action", action, int(bool(up)), timeout=timeout)
+
+    def scan_status_get(self, *, timeout: float | None = None) -> bool:
+        """Whether a scan is running."""
+        return bool(self.call("Scan.StatusGet", timeout=timeout)[0])
+
+    def scan_wait_end_of_scan(self, timeout_ms: int, *,
+                              timeout: float | None = None) -> tuple[bool, str]:
+        """Block until the frame ends or ``timeout_ms`` passes (-1: forever).
+
+        Returns:
+            ``(timed_out, path)`` — the saved file's path (may be empty).
+        """
+        if timeout is None:
+            timeout = _wait_timeout(timeout_ms, True)
+        timed_out, path = self.call("Scan.WaitEndOfScan", timeout_ms, timeout=timeout)
+        return bool(timed_out), path
+
+    def scan_frame_set(self, centre_x: float, centre_y: float, width: float, height: float,
+                       angle: float = 0.0, *, timeout: float | None = None) -> None:
+        """Set the scan frame: centre and size in metres, angle in degrees (clockwise)."""
+        self.call("Scan.FrameSet", centre_x, centre_y, width, height, angle, timeout=timeout)
+
+    def scan_frame_get(self, *, timeout: float | None = None) -> ScanFrame:
+        """Return the scan frame."""
+        return ScanFrame(*self.call("Scan.FrameGet", timeout=timeout))
+
+    def scan_buffer_set(self, channels: Sequence[int], pixels: int, lines: int, *,
+                        timeout: float | None = None) -> None:
+        """Set the recorded channel indexes and the frame resolution."""
+        self.call("Scan.BufferSet", list(channels), pixels, lines, timeout=timeout)
+
+    def scan_buffer_get(self, *, timeout: float | None = None) -> ScanBuffer:
+        """Return the recorded channels and the resolution."""
+        channels, pixels, lines = self.call("Scan.BufferGet", timeout=timeout)
+        return ScanBuffer(tuple(channels), pixels, lines)
+
+    def scan_speed_set(self, forward_speed: float, backward_speed: float,
+                       forward_time_per_line: float, backward_time_per_line: float,
+                       keep_constant: int = 0, speed_ratio: float = 1.0, *,
+                       timeout: float | None = None) -> None:
+        """Set scan speeds (m/s) and times per line (s).
+
+        ``keep_constant``: 0 no change, 1 speed, 2 time per line.
+        """
+        self.call("Scan.SpeedSet", forward_speed, backward_speed, forward_time_per_line,
+                  backward_time_per_line, keep_constant, speed_ratio, timeout=timeout)
+
+    def scan_speed_get(self, *, timeout: float | None = None) -> ScanSpeed:
+        """Return the scan speed settings."""
+        return ScanSpeed(*self.call("Scan.SpeedGet", timeout=timeout))
+
+    def scan_props_set(self, continuous: int = 0, bouncy: int = 0, autosave: int = 0,
+                       series_name: str = "", comment: str = "",
+                       modules: Sequence[str] = (), autopaste: int = 0, *,
+                       timeout: float | None = None) -> None:
+        """Set scan properties; 0 leaves a setting unchanged.
+
+        ``continuous``/``bouncy``: 1 on, 2 off; ``autosave``: 1 all, 2 next, 3 off.
+        """
+        self.call("Scan.PropsSet", continuous, bouncy, autosave, series_name, comment,
+                  list(modules), autopaste, timeout=timeout)
+
+    def scan_frame_data_grab(self, channel: int, forward: bool = True, *,
+                             timeout: float | None = None) -> FrameData:
+        """Grab one channel of the current (or last) frame; NaN rows are unacquired."""
+        name, data, up = self.call("Scan.FrameDataGrab", channel, int(bool(forward)),
+                                   timeout=timeout)
+        return FrameData(name, data, bool(up))
+
+    def scan_xy_pos_get(self, wait: bool = True, *,
+                        timeout: float | None = None) -> tuple[float, float]:
+        """Return the X and Y position signals (m)."""
+        x, y = self.call("Scan.XYPosGet", int(bool(wait)), timeout=timeout)
+        return x, y
+
+    # ------------------------------------------------------------------ Follow Me
+    def fol_me_xy_pos_set(self, x: float, y: float, wait: bool = True, *,
+                          timeout: float | None = None) -> None:
+        """Move the tip to ``(x, y)`` (m)."""
+        self.call("FolMe.XYPosSet", x, y, int(bool(wait)), timeout=timeout)
+
+    def fol_me_xy_pos_get(self, wait: bool = True, *,
+                          timeout: float | None = None) -> tuple[float, float]:
+        """Return the tip position (m)."""
+        x, y = self.call("FolMe.XYPosGet", int(bool(wait)), timeout=timeout)
+        return x, y
+
+    # ------------------------------------------------------------------ Tip shaper
+    def tip_shaper_start(self, wait: bool = True, timeout_ms: int = -1, *,
+                         timeout: float | None = None) -> None:
+        """Run the tip-shaper procedure (side effect: changes the tip)."""
+        if timeout is None:
+            timeout = _wait_timeout(timeout_ms, wait)
+        self.call("TipShaper.Start", int(bool(wait)), timeout_ms, timeout=timeout)
+
+    def tip_shaper_props_set(self, props: TipShaperProps, *,
+                             timeout: float | None = None) -> None:
+        """Set the tip-shaper properties."""
+        if not isinstance(props, TipShaperProps):
+            raise ValueError(f"props must be a TipShaperProps, got {type(props).__name__}")
+        fields = COMMANDS["TipShaper.PropsSet"].args
+        self.call("TipShaper.PropsSet", *(getattr(props, f.name) for f in fields),
+                  timeout=timeout)
+
+    def tip_shaper_props_get(self, *, timeout: float | None = None) -> TipShaperProps:
+        """Return the tip-shaper properties."""
+        return TipShaperProps(*self.call("TipShaper.PropsGet", timeout=timeout))
+
+    # ------------------------------------------------------------------ Motor
+    def motor_start_move(self, direction: int, steps: int, group: int = 0, wait: bool = True, *,
+                         timeout: float | None = None) -> None:
+        """Coarse-motor steps: direction 0 X+, 1 X−, 2 Y+, 3 Y−, 4 Z+, 5 Z−."""
+        self.call("Motor.StartMove", direction, steps, group, int(bool(wait)), timeout=timeout)
+
+    # ------------------------------------------------------------------ Signals / Util
+    def signals_names_get(self, *, timeout: float | None = None) -> list[str]:
+        """Names of the signals; index ``i`` names signal ``i``."""
+        return list(self.call("Signals.NamesGet", timeout=timeout)[0])
+
+    def signals_val_get(self, index: int, wait: bool = True, *,
+                        timeout: float | None = None) -> float:
+        """Value of signal ``index`` (SI units)."""
+        return self.call("Signals.ValGet", index, int(bool(wait)), timeout=timeout)[0]
+
+    def util_version_get(self, *, timeout: float | None = None) -> VersionInfo:
+        """Controller software product, version and releases."""
+        return VersionInfo(*self.call("Util.VersionGet", timeout=timeout))
