@@ -1,0 +1,130 @@
+"""Table I scores with scikit-learn: per-class and mean AUROC, balanced accuracy, mean precision."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from sklearn.metrics import (
+    balanced_accuracy_score,
+    confusion_matrix,
+    precision_recall_curve,
+    precision_score,
+    roc_auc_score,
+)
+
+
+@dataclass
+class Scores:
+    """Scores of one model on one labelled set (JSON-ready via :meth:`as_dict`).
+
+    ``auroc`` maps class → one-vs-rest AUROC (NaN when the class is absent);
+    ``mean_auroc`` averages the defined ones; ``balanced_accuracy`` and
+    ``mean_precision`` (macro) use the predicted classes; ``confusion`` has true
+    classes in rows, predictions in columns.
+    """
+
+    classes: tuple[str, ...]
+    auroc: dict[str, float]
+    mean_auroc: float
+    balanced_accuracy: float
+    mean_precision: float
+    confusion: list[list[int]]
+    n: int
+
+    def as_dict(self) -> dict[str, object]:
+        out = asdict(self)
+        out["classes"] = list(self.classes)
+        return out
+
+
+def _check(y_true: np.ndarray, probabilities: np.ndarray, classes: tuple[str, ...]) -> None:
+    if probabilities.ndim != 2 or probabilities.shape[1] != len(classes):
+        raise ValueError(
+            f"probabilities must have shape (N, {len(classes)}), got {probabilities.shape}"
+        )
+    if y_true.shape != (probabilities.shape[0],):
+        raise ValueError(f"y_true must have shape ({probabilities.shape[0]},), got {y_true.shape}")
+    if y_true.size == 0:
+        raise ValueError("y_true is empty: nothing to score")
+    if np.any((y_true < 0) | (y_true >= len(classes))):
+        raise ValueError("y_true holds labels outside 0…n_classes−1 (drop ambiguous frames first)")
+
+
+def score(
+    y_true: np.ndarray,
+    probabilities: np.ndarray,
+    classes: tuple[str, ...] | list[str],
+    predictions: np.ndarray | None = None,
+) -> Scores:
+    """Score class ``probabilities`` (N, K) against integer ``y_true``.
+
+    ``predictions`` (N,) default to the arg-max of ``probabilities``; an ensemble
+    passes its majority vote instead.
+    """
+    classes = tuple(classes)
+    y = np.asarray(y_true, dtype=int)
+    p = np.asarray(probabilities, dtype=np.float64)
+    _check(y, p, classes)
+    pred = np.argmax(p, axis=1) if predictions is None else np.asarray(predictions, dtype=int)
+    labels = list(range(len(classes)))
+    auroc: dict[str, float] = {}
+    for k, name in enumerate(classes):
+        positive = y == k
+        if positive.all() or not positive.any():
+            auroc[name] = float("nan")
+        else:
+            auroc[name] = float(roc_auc_score(positive, p[:, k]))
+    defined = [v for v in auroc.values() if np.isfinite(v)]
+    present = np.unique(y)
+    return Scores(
+        classes=classes,
+        auroc=auroc,
+        mean_auroc=float(np.mean(defined)) if defined else float("nan"),
+        balanced_accuracy=float(balanced_accuracy_score(y, pred)),
+        mean_precision=float(
+            precision_score(y, pred, labels=present, average="macro", zero_division=0)
+        ),
+        confusion=confusion_matrix(y, pred, labels=labels).tolist(),
+        n=int(y.size),
+    )
+
+
+def binary_scores(y_true: np.ndarray, probability: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+    """AUROC, balanced accuracy and precision of a binary detector (e.g. tip change)."""
+    y = np.asarray(y_true, dtype=bool)
+    p = np.asarray(probability, dtype=np.float64)
+    if y.shape != p.shape or y.ndim != 1:
+        raise ValueError(f"y_true and probability must be equal 1-D shapes, got {y.shape}, {p.shape}")
+    pred = p >= threshold
+    both = y.any() and not y.all()
+    return {
+        "auroc": float(roc_auc_score(y, p)) if both else float("nan"),
+        "balanced_accuracy": float(balanced_accuracy_score(y, pred)),
+        "precision": float(precision_score(y, pred, zero_division=0)),
+        "n": int(y.size),
+        "positives": int(y.sum()),
+    }
+
+
+def thresholds_for_precision(
+    y_true: np.ndarray, probabilities: np.ndarray, target: float, default: float = 0.5
+) -> np.ndarray:
+    """Per-class confidence thresholds: the lowest reaching ``target`` precision on (validation) data.
+
+    A class that never reaches ``target`` (or is absent) keeps ``default``.
+    """
+    if not 0.0 < target <= 1.0:
+        raise ValueError(f"target precision must be in (0, 1], got {target}")
+    y = np.asarray(y_true, dtype=int)
+    p = np.asarray(probabilities, dtype=np.float64)
+    out = np.full(p.shape[1], default, dtype=np.float64)
+    for k in range(p.shape[1]):
+        positive = y == k
+        if not positive.any() or positive.all():
+            continue
+        precision, _, thresholds = precision_recall_curve(positive, p[:, k])
+        ok = np.flatnonzero(precision[:-1] >= target)
+        if ok.size:
+            out[k] = float(thresholds[ok[0]])
+    return out
