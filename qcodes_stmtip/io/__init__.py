@@ -1,0 +1,21 @@
+"""STM file readers: every supported format becomes one :class:`STMFrame`.
+
+>>> from qcodes_stmtip.io import read_frame
+>>> frame = read_frame("scan_001.sxm", channel="Z", direction="forward")  # doctest: +SKIP
+
+Importing this package needs numpy only; format packages (``gwyfile``,
+``access2thematrix``, Pillow) are imported when a file of their format is read.
+"""
+
+from qcodes_stmtip.io.frame import DIRECTIONS, FrameReadError, STMFrame
+from qcodes_stmtip.io.read import SUPPORTED_SUFFIXES, is_supported, list_channels, read_frame
+
+__all__ = [
+    "DIRECTIONS",
+    "FrameReadError",
+    "STMFrame",
+    "SUPPORTED_SUFFIXES",
+    "is_supported",
+    "list_channels",
+    "read_frame",
+]
