@@ -1,0 +1,149 @@
+"""``stmtip train``, ``stmtip evaluate`` and ``stmtip classify`` (Keras imported in the handlers only)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the classifier subcommands to the ``stmtip`` parser."""
+    from qcodes_stmtip.sim.classes import SURFACES
+
+    p = subparsers.add_parser("train", help="train a tip-state ensemble bundle",
+                              description="Train the ensemble (and the H:Si(100) tip-change network) "
+                              "on DIR (images + labels.csv) with a session-split validation set.")
+    p.add_argument("--surface", required=True, choices=SURFACES)
+    p.add_argument("--data", required=True, type=Path, help="dataset directory with labels.csv")
+    p.add_argument("--out", required=True, type=Path, help="bundle directory to create")
+    p.add_argument("--members", default=None,
+                   help="comma list of architecture[:optimizer[:lr]] "
+                   "(default: the paper's squeezenet:adam:1e-3,squeezenet:sgd:1e-4,vgg_bn:rmsprop:1e-4)")
+    p.add_argument("--width", type=float, default=0.25, help="filter-count multiplier (1 = paper size)")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--steps-per-epoch", type=int, default=None)
+    p.add_argument("--patience", type=int, default=5)
+    p.add_argument("--lr-decay", type=float, default=0.95, help="learning-rate factor per epoch")
+    p.add_argument("--head", choices=("softmax", "sigmoid"), default="softmax")
+    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--target-precision", type=float, default=None,
+                   help="set per-class thresholds reaching this validation precision")
+    p.add_argument("--no-tip-change", action="store_true", help="skip the binary tip-change network")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_train)
+
+    p = subparsers.add_parser("evaluate", help="score a bundle on a labelled dataset (Table I, plots)")
+    p.add_argument("--model", required=True, type=Path, help="bundle directory")
+    p.add_argument("--data", required=True, type=Path, help="dataset directory with labels.csv")
+    p.add_argument("--plots", type=Path, default=None, help="directory for roc.png, pr.png, confusion.png")
+    p.add_argument("--json", type=Path, default=None, help="write the scores as JSON here")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_evaluate)
+
+    p = subparsers.add_parser("classify", help="classify frame files into a CSV of probabilities")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", type=Path, help="bundle directory")
+    src.add_argument("--surface", choices=SURFACES, help="use the shipped default bundle")
+    p.add_argument("--output", required=True, type=Path, help="CSV file to write")
+    p.add_argument("files", nargs="+", type=Path, help="frame files (PNG, NPY, or formats qcodes_stmtip.io reads)")
+    p.set_defaults(func=_classify)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from qcodes_stmtip.classify.bundle import save_bundle
+    from qcodes_stmtip.classify.dataset_images import load_images
+    from qcodes_stmtip.classify.ensemble_training import (
+        PAPER_MEMBERS,
+        parse_members,
+        train_ensemble,
+    )
+    from qcodes_stmtip.classify.labels import load_labels
+    from qcodes_stmtip.classify.training import TrainConfig
+
+    members = parse_members(args.members or PAPER_MEMBERS)
+    frames = load_labels(args.data, args.surface)
+    data = load_images(frames, progress=not args.quiet)
+    base = TrainConfig(members[0].architecture, width=args.width, head=args.head, epochs=args.epochs,
+                       batch_size=args.batch_size, patience=args.patience, lr_decay=args.lr_decay,
+                       steps_per_epoch=args.steps_per_epoch, seed=args.seed)
+    ensemble, report = train_ensemble(
+        data, base, members, val_fraction=args.val_fraction, split_seed=args.seed,
+        tip_change=False if args.no_tip_change else None,
+        target_precision=args.target_precision, progress=not args.quiet,
+    )
+    summary = {**data.frames.summary(), "skipped_frames": len(data.skipped),
+               "validation_sessions": report["validation_sessions"]}
+    save_bundle(ensemble, args.out, training_data=summary, metrics={"validation": report})
+    e = report["ensemble"]
+    print(f"saved {args.out}: validation AUROC {e['mean_auroc']:.3f}, balanced accuracy "
+          f"{e['balanced_accuracy']:.3f}, mean precision {e['mean_precision']:.3f}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from qcodes_stmtip.classify.bundle import load_bundle
+    from qcodes_stmtip.classify.dataset_images import load_images
+    from qcodes_stmtip.classify.ensemble_training import evaluate_ensemble, format_table
+    from qcodes_stmtip.classify.labels import load_labels
+
+    ensemble = load_bundle(args.model)
+    data = load_images(load_labels(args.data, ensemble.surface), progress=not args.quiet)
+    result = evaluate_ensemble(ensemble, data, args.plots)
+    print(format_table(result["table"], ensemble.classes))
+    if "tip_change" in result:
+        t = result["tip_change"]
+        print(f"tip change (binary): AUROC {t['auroc']:.3f}, balanced accuracy "
+              f"{t['balanced_accuracy']:.3f}, precision {t['precision']:.3f}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def _classify(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from qcodes_stmtip.classify.bundle import default_bundle_path, load_bundle
+    from qcodes_stmtip.classify.frame_files import read_frame_array
+    from qcodes_stmtip.classify.preprocess import FrameTooShortError, preprocess_frame
+
+    path = args.model if args.model is not None else default_bundle_path(args.surface)
+    ensemble = load_bundle(path)
+    size = int(ensemble.manifest["preprocessing"]["image_size"])
+    images, ok, notes = [], [], {}
+    for f in args.files:
+        try:
+            images.append(preprocess_frame(read_frame_array(f), size))
+            ok.append(str(f))
+        except FrameTooShortError as exc:
+            notes[str(f)] = str(exc)
+            print(f"stmtip classify: {f}: unclassified ({exc})", file=sys.stderr)
+    rows: dict[str, dict[str, object]] = {str(f): {"file": str(f)} for f in args.files}
+    if images:
+        pred = ensemble.predict(np.stack(images)[..., None])
+        verdict = ensemble.good_bad(pred)
+        for i, f in enumerate(ok):
+            row = rows[f]
+            row.update({c: f"{pred.mean[i, k]:.6f}" for k, c in enumerate(ensemble.classes)})
+            if pred.tip_change_probability is not None:
+                row["tip_change"] = f"{pred.tip_change_probability[i]:.6f}"
+            d = int(pred.decision[i])
+            row["decision"] = ensemble.classes[d] if d >= 0 else "uncertain"
+            row["good_bad"] = verdict[i]
+    for f in notes:
+        rows[f].update({"decision": "unclassified", "good_bad": "unclassified"})
+    fields = ["file", *ensemble.classes]
+    if ensemble.tip_change is not None:
+        fields.append("tip_change")
+    fields += ["decision", "good_bad"]
+    with open(args.output, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields, restval="")
+        writer.writeheader()
+        for f in args.files:
+            writer.writerow(rows[str(f)])
+    print(f"wrote {len(args.files)} rows to {args.output}")
+    return 0

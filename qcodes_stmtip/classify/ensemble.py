@@ -1,0 +1,147 @@
+"""Majority-vote ensembles with per-class confidence thresholds and the good/bad collapse.
+
+The voting logic (:func:`majority_vote`, :func:`collapse_good_bad`) is plain
+numpy; :class:`Ensemble` wraps Keras member models but does not import Keras.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Decision value of a frame whose winning class is below its confidence threshold.
+UNCERTAIN = -1
+
+
+@dataclass
+class EnsemblePrediction:
+    """Ensemble outputs for N frames and K classes (M members).
+
+    ``member_probabilities`` (M, N, K); ``mean`` (N, K) their average; ``votes``
+    (N, K) how many members rank each class first; ``vote_class`` (N,) the
+    majority class (ties → higher mean probability); ``decision`` (N,) the
+    majority class, or :data:`UNCERTAIN` when its mean probability is below the
+    class threshold; ``tip_change_probability`` (N,) from the binary network, or None.
+    """
+
+    member_probabilities: np.ndarray
+    mean: np.ndarray
+    votes: np.ndarray
+    vote_class: np.ndarray
+    decision: np.ndarray
+    tip_change_probability: np.ndarray | None = None
+
+
+def majority_vote(
+    member_probabilities: np.ndarray, thresholds: Sequence[float] | np.ndarray | None = None
+) -> EnsemblePrediction:
+    """Combine (M, N, K) member probabilities by majority vote, then apply per-class thresholds."""
+    p = np.asarray(member_probabilities, dtype=np.float64)
+    if p.ndim != 3 or p.shape[0] < 1 or p.shape[2] < 1:
+        raise ValueError(f"member_probabilities must have shape (M, N, K), got {p.shape}")
+    m, n, k = p.shape
+    th = np.zeros(k) if thresholds is None else np.asarray(thresholds, dtype=np.float64)
+    if th.shape != (k,):
+        raise ValueError(f"thresholds must have one value per class ({k}), got shape {th.shape}")
+    mean = p.mean(axis=0)
+    votes = np.zeros((n, k), dtype=int)
+    firsts = np.argmax(p, axis=2)  # (M, N)
+    for j in range(m):
+        votes[np.arange(n), firsts[j]] += 1
+    # Majority class; ties between vote counts resolved by the higher mean probability.
+    tie_break = np.where(votes == votes.max(axis=1, keepdims=True), mean, -np.inf)
+    vote_class = np.argmax(tie_break, axis=1)
+    confident = mean[np.arange(n), vote_class] >= th[vote_class]
+    decision = np.where(confident, vote_class, UNCERTAIN)
+    return EnsemblePrediction(p, mean, votes, vote_class, decision)
+
+
+def collapse_good_bad(
+    decision: np.ndarray,
+    classes: Sequence[str],
+    good_classes: frozenset[str] | set[str],
+    tip_change: np.ndarray | None = None,
+) -> np.ndarray:
+    """Map decisions to ``"good"`` / ``"bad"`` / ``"uncertain"``; a flagged tip change is ``"bad"``."""
+    unknown = set(good_classes) - set(classes)
+    if unknown:
+        raise ValueError(f"good_classes {sorted(unknown)} are not among classes {tuple(classes)}")
+    d = np.asarray(decision, dtype=int)
+    good_idx = [i for i, c in enumerate(classes) if c in good_classes]
+    out = np.where(np.isin(d, good_idx), "good", "bad").astype(object)
+    out[d == UNCERTAIN] = "uncertain"
+    if tip_change is not None:
+        out[np.asarray(tip_change, dtype=bool)] = "bad"
+    return out.astype(str)
+
+
+@dataclass
+class Member:
+    """One ensemble member: a name, its architecture and a Keras model with K softmax outputs."""
+
+    name: str
+    architecture: str
+    model: object
+    info: dict | None = None
+
+
+class Ensemble:
+    """Majority-vote ensemble of Keras models for one surface, plus an optional tip-change network.
+
+    ``thresholds`` (one per class, default 0.5) gate the majority class;
+    ``tip_change`` is a 2-output model whose column 1 is P(tip change), flagged
+    at ``tip_change_threshold``.
+    """
+
+    def __init__(
+        self,
+        surface: str,
+        classes: Sequence[str],
+        members: Sequence[Member],
+        *,
+        thresholds: Sequence[float] | None = None,
+        tip_change: Member | None = None,
+        tip_change_threshold: float = 0.5,
+        good_classes: frozenset[str] | None = None,
+    ):
+        if not members:
+            raise ValueError("members must hold at least one model")
+        self.surface = surface
+        self.classes = tuple(classes)
+        self.members = list(members)
+        self.thresholds = np.full(len(self.classes), 0.5) if thresholds is None else np.asarray(
+            thresholds, dtype=np.float64
+        )
+        if self.thresholds.shape != (len(self.classes),):
+            raise ValueError(f"thresholds must have {len(self.classes)} values, got {self.thresholds.shape}")
+        self.tip_change = tip_change
+        self.tip_change_threshold = float(tip_change_threshold)
+        if good_classes is None:
+            from qcodes_stmtip.sim.classes import GOOD_CLASSES
+
+            good_classes = GOOD_CLASSES.get(surface, frozenset())
+        self.good_classes = frozenset(good_classes)
+
+    def predict(self, batch: np.ndarray, batch_size: int = 64) -> EnsemblePrediction:
+        """Classify a preprocessed (N, s, s, 1) float32 batch."""
+        x = np.asarray(batch, dtype=np.float32)
+        if x.ndim != 4 or x.shape[-1] != 1:
+            raise ValueError(f"batch must have shape (N, size, size, 1), got {x.shape}")
+        probs = np.stack([
+            np.asarray(m.model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float64)
+            for m in self.members
+        ])
+        pred = majority_vote(probs, self.thresholds)
+        if self.tip_change is not None:
+            tc = np.asarray(self.tip_change.model.predict(x, batch_size=batch_size, verbose=0))
+            pred.tip_change_probability = tc[:, 1].astype(np.float64)
+        return pred
+
+    def good_bad(self, prediction: EnsemblePrediction) -> np.ndarray:
+        """``"good"`` / ``"bad"`` / ``"uncertain"`` per frame of ``prediction``."""
+        flag = None
+        if prediction.tip_change_probability is not None:
+            flag = prediction.tip_change_probability >= self.tip_change_threshold
+        return collapse_good_bad(prediction.decision, self.classes, self.good_classes, flag)

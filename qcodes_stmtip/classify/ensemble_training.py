@@ -1,0 +1,184 @@
+"""Train a whole surface ensemble (members + optional binary tip-change network) and score it.
+
+Used by ``stmtip train`` / ``stmtip evaluate`` and the Table I benchmark. The
+validation split is by session (:func:`~qcodes_stmtip.classify.labels.session_split`);
+ambiguous frames (label −1) are left out of the multi-class task but used by the
+tip-change network. Importing this module imports Keras.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from qcodes_stmtip.classify.dataset_images import ImageSet
+from qcodes_stmtip.classify.ensemble import Ensemble, EnsemblePrediction, Member, majority_vote
+from qcodes_stmtip.classify.labels import session_split
+from qcodes_stmtip.classify.metrics import binary_scores, score, thresholds_for_precision
+from qcodes_stmtip.classify.training import TrainConfig, predict_probabilities, train_classifier
+
+#: The paper's H:Si(100) ensemble: two SqueezeNets and one batch-normalised VGG with
+#: adam, sgd and rmsprop at learning rates 1e-3, 1e-4, 1e-4.
+PAPER_MEMBERS = "squeezenet:adam:1e-3,squeezenet:sgd:1e-4,vgg_bn:rmsprop:1e-4"
+
+
+@dataclass(frozen=True)
+class MemberSpec:
+    """``architecture:optimizer:learning_rate`` of one member."""
+
+    architecture: str
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+
+    @classmethod
+    def parse(cls, text: str) -> MemberSpec:
+        parts = text.strip().split(":")
+        if not 1 <= len(parts) <= 3 or not parts[0]:
+            raise ValueError(f"member spec must be 'architecture[:optimizer[:lr]]', got {text!r}")
+        try:
+            lr = float(parts[2]) if len(parts) == 3 else 1e-3
+        except ValueError as exc:
+            raise ValueError(f"member spec {text!r}: learning rate is not a number") from exc
+        return cls(parts[0], parts[1] if len(parts) > 1 else "adam", lr)
+
+
+def parse_members(text: str) -> list[MemberSpec]:
+    """Parse a comma-separated list of member specs."""
+    specs = [MemberSpec.parse(t) for t in text.split(",") if t.strip()]
+    if not specs:
+        raise ValueError("members: at least one member spec is needed")
+    return specs
+
+
+def split_by_session(data: ImageSet, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) indexes into ``data`` split by whole sessions."""
+    return session_split(data.frames.sessions, val_fraction, seed)
+
+
+def train_ensemble(
+    data: ImageSet,
+    base: TrainConfig,
+    members: list[MemberSpec],
+    *,
+    val_fraction: float = 0.2,
+    split_seed: int = 0,
+    tip_change: bool | None = None,
+    target_precision: float | None = None,
+    progress: bool = True,
+) -> tuple[Ensemble, dict]:
+    """Train the members (and the tip-change network) and return the ensemble and a report.
+
+    ``base`` gives the shared settings (width, epochs, batch size, …); each member
+    overrides architecture, optimizer and learning rate and gets seed ``base.seed + i``.
+    ``tip_change`` defaults to True when the data has tip-change labels and the
+    tip-change state is not itself one of the classes. ``target_precision`` sets
+    per-class thresholds on the validation set (else 0.5).
+    """
+    frames = data.frames
+    classes = frames.classes
+    tr, va = split_by_session(data, val_fraction, split_seed)
+    lab_tr = tr[frames.labels[tr] >= 0]
+    lab_va = va[frames.labels[va] >= 0]
+    if lab_tr.size == 0 or lab_va.size == 0:
+        raise ValueError("the session split left no labelled frames for training or validation")
+    restricted = np.zeros(len(frames), bool)
+    if "tip_change" in classes:
+        restricted = frames.labels == classes.index("tip_change")
+    x_tr, y_tr = data.images[lab_tr], frames.labels[lab_tr]
+    x_va, y_va = data.images[lab_va], frames.labels[lab_va]
+    trained, report_members = [], []
+    for i, spec in enumerate(members):
+        cfg = replace(base, architecture=spec.architecture, optimizer=spec.optimizer,
+                      learning_rate=spec.learning_rate, seed=base.seed + i)
+        name = f"{spec.architecture}_{spec.optimizer}_{i}"
+        result = train_classifier(x_tr, y_tr, x_va, y_va, len(classes), cfg,
+                                  restricted=restricted[lab_tr], progress=progress, name=name)
+        probs = predict_probabilities(result.model, x_va)
+        info = result.summary()
+        info["validation"] = score(y_va, probs, classes).as_dict()
+        trained.append((Member(name, spec.architecture, result.model, info), probs))
+        report_members.append({"name": name, **info})
+    member_probs = np.stack([p for _, p in trained])
+    vote = majority_vote(member_probs)
+    thresholds = np.full(len(classes), 0.5)
+    if target_precision is not None:
+        thresholds = thresholds_for_precision(y_va, vote.mean, target_precision)
+    ens_scores = score(y_va, vote.mean, classes, predictions=vote.vote_class)
+    tc_member, tc_scores = None, None
+    if tip_change is None:
+        tip_change = frames.tip_change is not None and "tip_change" not in classes and bool(
+            frames.tip_change.any())
+    if tip_change:
+        if frames.tip_change is None:
+            raise ValueError("tip_change=True but the labels have no tip-change column")
+        y_tc = frames.tip_change.astype(int)
+        cfg = replace(base, architecture=members[0].architecture, optimizer=members[0].optimizer,
+                      learning_rate=members[0].learning_rate, restricted_augment=True,
+                      seed=base.seed + len(members))
+        result = train_classifier(data.images[tr], y_tc[tr], data.images[va], y_tc[va], 2, cfg,
+                                  progress=progress, name="tip_change")
+        p_tc = predict_probabilities(result.model, data.images[va])[:, 1]
+        tc_scores = binary_scores(y_tc[va].astype(bool), p_tc)
+        info = {**result.summary(), "validation": tc_scores}
+        tc_member = Member("tip_change", members[0].architecture, result.model, info)
+    ensemble = Ensemble(frames.surface, classes, [m for m, _ in trained], thresholds=thresholds,
+                        tip_change=tc_member)
+    report = {
+        "validation_sessions": sorted(set(frames.sessions[va].tolist())),
+        "train_frames": int(lab_tr.size),
+        "validation_frames": int(lab_va.size),
+        "members": report_members,
+        "ensemble": ens_scores.as_dict(),
+        "tip_change": tc_scores,
+        "thresholds": dict(zip(classes, thresholds.tolist(), strict=True)),
+    }
+    return ensemble, report
+
+
+def evaluate_ensemble(ensemble: Ensemble, data: ImageSet, plots_dir: str | Path | None = None) -> dict:
+    """Table I rows (each member and the ensemble) on the labelled frames of ``data``.
+
+    Writes ROC, PR and confusion-matrix PNGs of the ensemble to ``plots_dir`` when given.
+    """
+    frames = data.frames
+    if tuple(frames.classes) != ensemble.classes:
+        raise ValueError(f"data classes {frames.classes} differ from the model's {ensemble.classes}")
+    pred: EnsemblePrediction = ensemble.predict(data.images)
+    lab = frames.labels >= 0
+    if not lab.any():
+        raise ValueError("the data holds no labelled (unambiguous) frames to score")
+    y = frames.labels[lab]
+    rows = {}
+    for m, probs in zip(ensemble.members, pred.member_probabilities, strict=True):
+        rows[m.name] = score(y, probs[lab], ensemble.classes).as_dict()
+    rows["ensemble"] = score(y, pred.mean[lab], ensemble.classes, predictions=pred.vote_class[lab]).as_dict()
+    out: dict = {"table": rows, "n_labelled": int(lab.sum()), "n_frames": len(frames)}
+    if pred.tip_change_probability is not None and frames.tip_change is not None:
+        out["tip_change"] = binary_scores(frames.tip_change, pred.tip_change_probability,
+                                          ensemble.tip_change_threshold)
+    if plots_dir is not None:
+        from qcodes_stmtip.classify.plots import plot_confusion, plot_pr, plot_roc
+
+        d = Path(plots_dir)
+        d.mkdir(parents=True, exist_ok=True)
+        out["plots"] = [
+            str(plot_roc(y, pred.mean[lab], ensemble.classes, d / "roc.png", "Ensemble ROC")),
+            str(plot_pr(y, pred.mean[lab], ensemble.classes, d / "pr.png", "Ensemble precision-recall")),
+            str(plot_confusion(y, pred.vote_class[lab], ensemble.classes, d / "confusion.png")),
+        ]
+    return out
+
+
+def format_table(rows: dict[str, dict], classes: tuple[str, ...] | None = None) -> str:
+    """Plain-text Table I: model, mean AUROC, balanced accuracy, mean precision (+ per-class AUROC)."""
+    names = list(rows)
+    classes = classes or tuple(next(iter(rows.values()))["classes"])
+    head = f"{'model':<28} {'AUROC':>6} {'BalAcc':>6} {'Prec':>6}  " + " ".join(f"{c[:10]:>10}" for c in classes)
+    lines = [head, "-" * len(head)]
+    for n in names:
+        r = rows[n]
+        per = " ".join(f"{r['auroc'].get(c, float('nan')):>10.3f}" for c in classes)
+        lines.append(f"{n:<28} {r['mean_auroc']:>6.3f} {r['balanced_accuracy']:>6.3f} {r['mean_precision']:>6.3f}  {per}")
+    return "\n".join(lines)
