@@ -1,0 +1,502 @@
+"""Sample topography of H:Si(100)-2×1, Au(111) and Cu(111), fixed in sample coordinates.
+
+Everything here works in nanometres (lengths and heights); :mod:`frames` converts to
+metres. A surface is evaluated on a :class:`SampleGrid` (the sample position of every
+pixel, drift included) and imaged through a Gaussian apex (:class:`Blur`): periodic
+parts (lattices) are sums of plane waves attenuated analytically by the apex transfer
+function; steps are smoothed edges; point features are splatted and convolved by FFT.
+The sample layout (lattice orientation, step train, defect positions) depends only on
+``(surface, sample_seed)``, so the same area imaged twice shows the same features.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cache, cached_property
+
+import numpy as np
+import scipy.fft as sfft
+from scipy.special import erf
+
+from qcodes_stmtip.sim.classes import check_surface
+from qcodes_stmtip.sim.sample_hash import cell_points
+
+#: Lattice constants in nm that the periodicity tests measure (row pitch for H:Si).
+LATTICE_NM: dict[str, float] = {"hsi100": 0.768, "au111": 0.288, "cu111": 0.255}
+#: Along-row dimer spacing of H:Si(100)-2×1 in nm.
+HSI_DIMER_NM: float = 0.384
+#: Monatomic step heights in nm.
+STEP_HEIGHT_NM: dict[str, float] = {"hsi100": 0.136, "au111": 0.236, "cu111": 0.208}
+#: Fermi wavelength of the Cu(111) Shockley surface state, nm (standing waves at half of it).
+CU_FERMI_WAVELENGTH_NM: float = 2.95
+#: Period of the Au(111) 22×√3 herringbone ridges (pairs of soliton walls), nm.
+AU_HERRINGBONE_NM: float = 6.34
+
+
+@dataclass(frozen=True)
+class Blur:
+    """Gaussian apex transfer function: ``sigma`` (nm) stretched by ``elongation`` along ``angle_deg``."""
+
+    sigma: float
+    elongation: float = 1.0
+    angle_deg: float = 0.0
+
+    @cached_property
+    def cov(self) -> np.ndarray:
+        """Covariance matrix (nm²) of the apex point-spread function in sample axes."""
+        a = math.radians(self.angle_deg)
+        r = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+        d = np.diag([(self.sigma * self.elongation) ** 2, self.sigma**2])
+        return r @ d @ r.T
+
+    def attenuation(self, g: np.ndarray) -> np.ndarray:
+        """Apex transfer function for wavevectors ``g`` (…, 2) in rad/nm."""
+        return np.exp(-0.5 * np.einsum("...i,ij,...j->...", g, self.cov, g))
+
+
+@dataclass
+class SampleGrid:
+    """Sample position (nm) of every pixel: ``row_origin[i] + col_step * j``."""
+
+    row_origin: np.ndarray  # (lines, 2)
+    col_step: np.ndarray  # (2,)
+    row_step: np.ndarray  # (2,) nominal, drift-free line-to-line step
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.row_origin.shape[0], self.pixels)
+
+    pixels: int = 0
+
+    @cached_property
+    def xy(self) -> tuple[np.ndarray, np.ndarray]:
+        j = np.arange(self.pixels)
+        x = self.row_origin[:, 0:1] + self.col_step[0] * j
+        y = self.row_origin[:, 1:2] + self.col_step[1] * j
+        return x, y
+
+    def shifted(self, dx: float, dy: float) -> SampleGrid:
+        """The same grid displaced by (dx, dy) nm in the sample."""
+        return SampleGrid(self.row_origin + np.array([dx, dy]), self.col_step, self.row_step,
+                          self.pixels)
+
+    def bounds(self, margin: float = 0.0) -> tuple[float, float, float, float]:
+        corners = np.concatenate([self.row_origin, self.row_origin + self.col_step * (self.pixels - 1)])
+        lo, hi = corners.min(axis=0) - margin, corners.max(axis=0) + margin
+        return float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1])
+
+    def to_pixel(self, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Fractional (row, column) of sample points (n, 2), drift included."""
+        basis = np.stack([self.row_step, self.col_step], axis=1)  # columns: d/di, d/dj
+        inv = np.linalg.inv(basis)
+        lines = self.row_origin.shape[0]
+        nominal = self.row_origin[0] + np.outer(np.arange(lines), self.row_step)
+        dev = self.row_origin - nominal
+        corr = np.zeros_like(pts)
+        for _ in range(2):
+            ij = (pts - self.row_origin[0] - corr) @ inv.T
+            k = np.clip(np.rint(ij[:, 0]), 0, lines - 1).astype(int)
+            corr = dev[k]
+        ij = (pts - self.row_origin[0] - corr) @ inv.T
+        return ij[:, 0], ij[:, 1]
+
+    @property
+    def pixel_area(self) -> float:
+        return abs(float(self.row_step[0] * self.col_step[1] - self.row_step[1] * self.col_step[0]))
+
+
+def lattice_image(grid: SampleGrid, g: np.ndarray, coef: np.ndarray, blur: Blur,
+                  floor: float = 1e-6) -> np.ndarray:
+    """Σ Re(coef·exp(i g·r)) over the grid, each wave attenuated by the apex (nm)."""
+    c = coef * blur.attenuation(g)
+    keep = np.abs(c) > floor
+    g, c = g[keep], c[keep]
+    if len(c) == 0:
+        return np.zeros(grid.shape)
+    rows = np.exp(1j * (grid.row_origin @ g.T))  # (lines, K)
+    cols = np.exp(1j * np.outer(g @ grid.col_step, np.arange(grid.pixels)))  # (K, pixels)
+    return (rows @ (c[:, None] * cols)).real
+
+
+def splat_convolve(grid: SampleGrid, pts: np.ndarray, weights: np.ndarray,
+                   transfer, pad: int) -> np.ndarray:
+    """Place point weights at sample positions and convolve with a kernel given in Fourier space.
+
+    ``transfer(g)`` is the kernel's continuous Fourier transform (volume-normalised, nm²·nm)
+    at sample wavevectors ``g`` (…, 2) rad/nm. ``pad`` pixels of margin avoid wrap-around.
+    """
+    lines, pixels = grid.shape
+    if len(pts) == 0:
+        return np.zeros((lines, pixels))
+    shape = (sfft.next_fast_len(lines + 2 * pad, real=True), sfft.next_fast_len(pixels + 2 * pad, real=True))
+    fi, fj = grid.to_pixel(pts)
+    fi, fj = fi + pad, fj + pad
+    i0, j0 = np.floor(fi).astype(int), np.floor(fj).astype(int)
+    di, dj = fi - i0, fj - j0
+    acc = np.zeros(shape[0] * shape[1])
+    for oi, oj, w in ((0, 0, (1 - di) * (1 - dj)), (1, 0, di * (1 - dj)),
+                      (0, 1, (1 - di) * dj), (1, 1, di * dj)):
+        ii, jj = i0 + oi, j0 + oj
+        ok = (ii >= 0) & (ii < shape[0]) & (jj >= 0) & (jj < shape[1])
+        acc += np.bincount(ii[ok] * shape[1] + jj[ok], weights=(weights * w)[ok],
+                           minlength=acc.size)
+    spec = sfft.rfft2(acc.reshape(shape))
+    ki = 2 * np.pi * sfft.fftfreq(shape[0])
+    kj = 2 * np.pi * sfft.rfftfreq(shape[1])
+    basis = np.stack([grid.row_step, grid.col_step], axis=0)  # rows: d r/di, d r/dj
+    # g·row_step = ki, g·col_step = kj  ->  g = inv(basis) @ (ki, kj)
+    inv = np.linalg.inv(basis)
+    kk = np.stack(np.broadcast_arrays(ki[:, None], kj[None, :]), axis=-1)
+    g = kk @ inv.T
+    out = sfft.irfft2(spec * transfer(g) / grid.pixel_area, s=shape)
+    return out[pad:pad + lines, pad:pad + pixels]
+
+
+def gaussian_transfer(peak: float, cov: np.ndarray, blur: Blur):
+    """Fourier transform of a Gaussian bump of ``peak`` height (nm) and covariance ``cov`` seen through ``blur``."""
+    volume = peak * 2 * np.pi * math.sqrt(np.linalg.det(cov))
+    total = cov + blur.cov
+
+    def transfer(g: np.ndarray) -> np.ndarray:
+        return volume * np.exp(-0.5 * np.einsum("...i,ij,...j->...", g, total, g))
+
+    return transfer
+
+
+def _rot(deg: float) -> np.ndarray:
+    a = math.radians(deg)
+    return np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+
+
+@dataclass(frozen=True)
+class FrameContent:
+    """What a frame shows of the sample: steps crossing it and point features inside it."""
+
+    steps: int
+    impurities: int
+    clusters: int
+
+
+class StepTrain:
+    """Monatomic steps: roughly parallel, meandering lines; terrace index rises along ``normal``."""
+
+    def __init__(self, rng: np.random.Generator, height: float, spacing: tuple[float, float],
+                 meander: float, width: float = 0.15) -> None:
+        self.height = height
+        self.angle = rng.uniform(0, 360)
+        a = math.radians(self.angle)
+        self.normal = np.array([math.cos(a), math.sin(a)])
+        self.spacing = rng.uniform(*spacing)
+        self.offset = rng.uniform(0, 1)
+        self.width = width
+        n = 4
+        self.wl = rng.uniform(0.5, 4.0, n) * self.spacing
+        self.amp = meander * self.spacing * rng.uniform(0.2, 1.0, n) / n
+        self.phase = rng.uniform(0, 2 * np.pi, n)
+
+    def coordinate(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Continuous terrace coordinate s: steps at integer s."""
+        nx, ny = self.normal
+        t = -x * ny + y * nx
+        m = np.zeros_like(t)
+        for wl, amp, ph in zip(self.wl, self.amp, self.phase, strict=True):
+            m = m + amp * np.sin(2 * np.pi * t / wl + ph)
+        return (x * nx + y * ny + m) / self.spacing + self.offset
+
+    def terraces(self, s: np.ndarray) -> np.ndarray:
+        return np.floor(s).astype(np.int64)
+
+    def signed_distance(self, s: np.ndarray) -> np.ndarray:
+        """Distance (nm) to the nearest step along the normal, positive on the upper side."""
+        return (s - np.floor(s + 0.5)) * self.spacing
+
+    def heights(self, s: np.ndarray, blur: float) -> np.ndarray:
+        d = self.signed_distance(s)
+        w = math.hypot(self.width, blur)
+        return self.height * (np.floor(s + 0.5) - 0.5 + 0.5 * erf(d / (math.sqrt(2) * w)))
+
+    def nearest_step(self, x: float, y: float) -> tuple[float, float]:
+        """A sample point (nm) on the step closest to (x, y) along the normal."""
+        s = float(self.coordinate(np.array(x), np.array(y)))
+        shift = (round(s) - s) * self.spacing
+        return x + shift * self.normal[0], y + shift * self.normal[1]
+
+
+class Surface:
+    """Base class: topography of one sample (``sample_seed``) of a surface, in nm."""
+
+    name = ""
+
+    def __init__(self, sample_seed: int) -> None:
+        self.sample_seed = int(sample_seed)
+        self.rng = np.random.default_rng([self.sample_seed, 1 + ("hsi100", "au111", "cu111").index(self.name)])
+
+    def height(self, grid: SampleGrid, blur: Blur) -> np.ndarray:
+        raise NotImplementedError
+
+    def content(self, grid: SampleGrid) -> FrameContent:
+        raise NotImplementedError
+
+    def nearest_step(self, x: float, y: float) -> tuple[float, float]:
+        """A point (nm) on the monatomic step nearest to (x, y)."""
+        return self.steps.nearest_step(x, y)
+
+    def _steps_in(self, grid: SampleGrid) -> int:
+        x, y = grid.xy
+        t = self.steps.terraces(self.steps.coordinate(x[::4, ::4], y[::4, ::4]))
+        return int(t.max() - t.min())
+
+    def _points(self, grid: SampleGrid, tag: int, density: float, margin: float,
+                cell: float = 4.0) -> tuple[np.ndarray, np.ndarray]:
+        return cell_points(self.sample_seed, tag, grid.bounds(margin), cell, density)
+
+    def _count_inside(self, grid: SampleGrid, pts: np.ndarray, margin_px: float = 1.0) -> int:
+        if len(pts) == 0:
+            return 0
+        i, j = grid.to_pixel(pts)
+        lines, pixels = grid.shape
+        return int(np.sum((i >= margin_px) & (i <= lines - 1 - margin_px)
+                          & (j >= margin_px) & (j <= pixels - 1 - margin_px)))
+
+    @staticmethod
+    def _pad(grid: SampleGrid, radius_nm: float) -> int:
+        px = min(math.hypot(*grid.col_step), math.hypot(*grid.row_step))
+        return int(min(max(2, math.ceil(radius_nm / px)), 96))
+
+
+class HSi100(Surface):
+    """H:Si(100)-2×1: dimer rows (0.768 nm) of dimers (0.384 nm), rotating 90° at each single-height step."""
+
+    name = "hsi100"
+
+    def __init__(self, sample_seed: int) -> None:
+        super().__init__(sample_seed)
+        r = self.rng
+        self.steps = StepTrain(r, STEP_HEIGHT_NM["hsi100"], (8.0, 60.0), meander=r.uniform(0.05, 0.4))
+        self.lattice_angle = r.uniform(0, 90)
+        self.db_density = r.uniform(0.004, 0.03)  # dangling bonds per nm²
+        self.md_density = r.uniform(0.004, 0.03)  # missing dimers per nm²
+        self.cluster_density = r.uniform(0.0, 0.0015)  # contamination clusters per nm²
+        self.buckle = r.uniform(0.0, 0.3)  # static dimer buckling (asymmetry) fraction
+        self._g, self._c = self._unit_cell()
+
+    def _unit_cell(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        a1, a2 = LATTICE_NM["hsi100"], HSI_DIMER_NM
+        area = a1 * a2
+        m, n = np.meshgrid(np.arange(-5, 6), np.arange(-3, 4), indexing="ij")
+        gu, gv = 2 * np.pi * m.ravel() / a1, 2 * np.pi * n.ravel() / a2
+        c = np.zeros(gu.shape, dtype=complex)
+        # two H-capped Si atoms of a dimer, slightly buckled
+        for pos, amp in ((-0.125, 0.055 * (1 + self.buckle)), (0.125, 0.055 * (1 - self.buckle))):
+            su = sv = 0.075
+            c += amp * 2 * np.pi * su * sv / area * np.exp(-0.5 * (gu**2 * su**2 + gv**2 * sv**2)) * np.exp(-1j * gu * pos)
+        # the dimer bond ("bean")
+        su, sv = 0.2, 0.1
+        c += 0.05 * 2 * np.pi * su * sv / area * np.exp(-0.5 * (gu**2 * su**2 + gv**2 * sv**2))
+        # row envelope (only gv = 0)
+        su = 0.22
+        c += np.where(gv == 0, 0.07 * math.sqrt(2 * np.pi) * su / a1 * np.exp(-0.5 * gu**2 * su**2), 0)
+        c[(gu == 0) & (gv == 0)] = 0
+        gs, cs = [], []
+        for parity in (0, 1):
+            rot = _rot(self.lattice_angle + 90 * parity)
+            g = np.stack([gu, gv], axis=-1) @ rot.T
+            gs.append(g)
+            cs.append(c)
+        return gs, cs
+
+    def lattice_axes(self, parity: int) -> tuple[np.ndarray, np.ndarray]:
+        """Unit vectors (across rows, along rows) on terraces of the given parity."""
+        rot = _rot(self.lattice_angle + 90 * parity)
+        return rot[:, 0], rot[:, 1]
+
+    def _snap(self, pts: np.ndarray, parity: np.ndarray) -> np.ndarray:
+        out = pts.copy()
+        for p in (0, 1):
+            sel = parity == p
+            u, v = self.lattice_axes(p)
+            cu = np.rint(pts[sel] @ u / LATTICE_NM["hsi100"]) * LATTICE_NM["hsi100"]
+            cv = np.rint(pts[sel] @ v / HSI_DIMER_NM) * HSI_DIMER_NM
+            out[sel] = cu[:, None] * u + cv[:, None] * v
+        return out
+
+    def _parity(self, pts: np.ndarray) -> np.ndarray:
+        return self.steps.terraces(self.steps.coordinate(pts[:, 0], pts[:, 1])) % 2
+
+    def height(self, grid: SampleGrid, blur: Blur) -> np.ndarray:
+        x, y = grid.xy
+        s = self.steps.coordinate(x, y)
+        h = self.steps.heights(s, blur.sigma)
+        parity = self.steps.terraces(s) % 2
+        lat0 = lattice_image(grid, self._g[0], self._c[0], blur)
+        if parity.min() == parity.max():
+            lat = lat0 if parity.flat[0] == 0 else lattice_image(grid, self._g[1], self._c[1], blur)
+        else:
+            lat = np.where(parity == 0, lat0, lattice_image(grid, self._g[1], self._c[1], blur))
+        h = h + lat
+        margin = 3.0
+        pad = self._pad(grid, 1.5 + 3 * blur.sigma * blur.elongation)
+        for tag, density, peak, su, sv in (
+            (11, self.db_density, 0.12, 0.22, 0.22),
+            (12, self.md_density, -0.09, 0.26, 0.16),
+        ):
+            pts, extra = self._points(grid, tag, density, margin)
+            if len(pts) == 0:
+                continue
+            par = self._parity(pts)
+            pts = self._snap(pts, par)
+            if tag == 11:  # dangling bond sits on one atom of the dimer
+                for p in (0, 1):
+                    u, _ = self.lattice_axes(p)
+                    sel = par == p
+                    pts[sel] += np.where(extra[sel, 0:1] < 0.5, -0.125, 0.125) * u
+            for p in (0, 1):
+                sel = par == p
+                if not np.any(sel):
+                    continue
+                u, v = self.lattice_axes(p)
+                cov = su**2 * np.outer(u, u) + sv**2 * np.outer(v, v)
+                w = 0.7 + 0.6 * extra[sel, 1]
+                h = h + splat_convolve(grid, pts[sel], w, gaussian_transfer(peak, cov, blur), pad)
+        pts, extra = self._points(grid, 13, self.cluster_density, 4.0, cell=8.0)
+        if len(pts):
+            size = 0.4 + 0.8 * extra[:, 0]
+            for k in range(len(pts)):  # few clusters: individual sizes
+                cov = np.eye(2) * size[k] ** 2
+                h = h + splat_convolve(grid, pts[k:k + 1], np.array([1.0]),
+                                       gaussian_transfer(0.25 + 0.5 * extra[k, 1], cov, blur),
+                                       self._pad(grid, 3 * size[k] + 3 * blur.sigma))
+        return h
+
+    def content(self, grid: SampleGrid) -> FrameContent:
+        pts, _ = self._points(grid, 13, self.cluster_density, 0.0, cell=8.0)
+        return FrameContent(self._steps_in(grid), 0, self._count_inside(grid, pts))
+
+
+class _Metal111(Surface):
+    """Shared parts of the fcc(111) surfaces: hexagonal lattice, steps, adsorbate impurities."""
+
+    atom_corrugation = 0.012  # nm peak-to-valley-ish amplitude of the atomic lattice
+
+    def __init__(self, sample_seed: int) -> None:
+        super().__init__(sample_seed)
+        r = self.rng
+        self.steps = StepTrain(r, STEP_HEIGHT_NM[self.name], (20.0, 120.0), meander=r.uniform(0.05, 0.5))
+        self.lattice_angle = r.uniform(0, 60)
+        self.impurity_density = r.uniform(0.0, 0.004)
+        a = LATTICE_NM[self.name]
+        b = 4 * np.pi / (math.sqrt(3) * a)
+        angs = np.radians(self.lattice_angle + 30 + 60 * np.arange(6))
+        g1 = b * np.stack([np.cos(angs), np.sin(angs)], axis=-1)
+        angs2 = angs + np.radians(30)
+        g2 = math.sqrt(3) * b * np.stack([np.cos(angs2), np.sin(angs2)], axis=-1)
+        self._g = np.concatenate([g1, g2])
+        self._c = np.concatenate([np.full(6, self.atom_corrugation / 6),
+                                  np.full(6, self.atom_corrugation / 30)]).astype(complex)
+
+    def _impurities(self, grid: SampleGrid, margin: float) -> tuple[np.ndarray, np.ndarray]:
+        return self._points(grid, 21, self.impurity_density, margin, cell=6.0)
+
+    def _impurity_heights(self, grid: SampleGrid, blur: Blur) -> np.ndarray:
+        pts, extra = self._impurities(grid, 3.0)
+        out = np.zeros(grid.shape)
+        if len(pts) == 0:
+            return out
+        pad = self._pad(grid, 2.5 + 3 * blur.sigma)
+        bright = extra[:, 0] < 0.7
+        for sel, peak, size in ((bright, 0.09, 0.45), (~bright, -0.04, 0.35)):
+            if np.any(sel):
+                out += splat_convolve(grid, pts[sel], 0.6 + 0.8 * extra[sel, 1],
+                                      gaussian_transfer(peak, np.eye(2) * size**2, blur), pad)
+        return out
+
+    def content(self, grid: SampleGrid) -> FrameContent:
+        pts, _ = self._impurities(grid, 0.0)
+        return FrameContent(self._steps_in(grid), self._count_inside(grid, pts, 2.0), 0)
+
+    def base(self, grid: SampleGrid, blur: Blur) -> tuple[np.ndarray, np.ndarray]:
+        x, y = grid.xy
+        s = self.steps.coordinate(x, y)
+        h = self.steps.heights(s, blur.sigma) + lattice_image(grid, self._g, self._c, blur)
+        return h + self._impurity_heights(grid, blur), s
+
+
+class Au111(_Metal111):
+    """Au(111): 0.288 nm lattice, 22×√3 herringbone with elbows, 0.236 nm steps, adsorbates."""
+
+    name = "au111"
+
+    def __init__(self, sample_seed: int) -> None:
+        super().__init__(sample_seed)
+        self.hb_angle = self.lattice_angle + 60 * self.rng.integers(3)
+        self.hb_zigzag = self.rng.uniform(20.0, 35.0)  # elbow-to-elbow distance, nm
+        self.hb_phase = self.rng.uniform(0, AU_HERRINGBONE_NM)
+
+    def height(self, grid: SampleGrid, blur: Blur) -> np.ndarray:
+        h, _ = self.base(grid, blur)
+        x, y = grid.xy
+        a = math.radians(self.hb_angle)
+        u = x * math.cos(a) + y * math.sin(a)
+        v = -x * math.sin(a) + y * math.cos(a)
+        half = self.hb_zigzag
+        tri = np.abs(np.mod(v, 2 * half) - half)  # triangle wave, slope ±1: elbows every `half` nm
+        q = np.mod(u + math.tan(math.radians(30)) * tri + self.hb_phase, AU_HERRINGBONE_NM)
+        width = math.hypot(0.7, blur.sigma)
+        ridge = np.zeros_like(q)
+        for centre in (0.0, 2.55):  # pair of soliton walls bounding the narrower hcp region
+            d = np.mod(q - centre + AU_HERRINGBONE_NM / 2, AU_HERRINGBONE_NM) - AU_HERRINGBONE_NM / 2
+            ridge += np.exp(-0.5 * (d / width) ** 2)
+        return h + 0.018 * ridge
+
+
+class Cu111(_Metal111):
+    """Cu(111): 0.255 nm lattice, surface-state standing waves at defects and steps, 0.208 nm steps."""
+
+    name = "cu111"
+    atom_corrugation = 0.008
+
+    def __init__(self, sample_seed: int) -> None:
+        super().__init__(sample_seed)
+        self.scatterer_density = self.rng.uniform(0.002, 0.01)
+        self.coherence = self.rng.uniform(6.0, 14.0)  # nm
+
+    def height(self, grid: SampleGrid, blur: Blur) -> np.ndarray:
+        h, s = self.base(grid, blur)
+        kf = 2 * np.pi / CU_FERMI_WAVELENGTH_NM
+        att = float(blur.attenuation(np.array([2 * kf, 0.0])))
+        # standing waves parallel to steps (both terraces)
+        d = np.abs(self.steps.signed_distance(s))
+        h = h + att * 0.02 * np.cos(2 * kf * d - np.pi / 4) * np.exp(-d / self.coherence) / np.sqrt(1 + kf * d)
+        # circular waves around point scatterers (impurities and sub-surface defects)
+        margin = 2 * self.coherence
+        pts, _ = self._points(grid, 22, self.scatterer_density, margin, cell=6.0)
+        imp, _ = self._impurities(grid, margin)
+        pts = np.concatenate([pts, imp]) if len(imp) else pts
+        if len(pts):
+            pad = self._pad(grid, margin)
+            lines, pixels = grid.shape
+            shape = (sfft.next_fast_len(lines + 2 * pad, real=True), sfft.next_fast_len(pixels + 2 * pad, real=True))
+            ii = sfft.fftfreq(shape[0], 1 / shape[0])[:, None]
+            jj = sfft.fftfreq(shape[1], 1 / shape[1])[None, :]
+            rx = ii * grid.row_step[0] + jj * grid.col_step[0]
+            ry = ii * grid.row_step[1] + jj * grid.col_step[1]
+            r = np.hypot(rx, ry)
+            ker = att * 0.012 * np.cos(2 * kf * r - np.pi / 4) * np.exp(-r / self.coherence) / np.sqrt(1 + kf * r)
+            kspec = sfft.rfft2(ker)
+            area = grid.pixel_area
+
+            def transfer(g: np.ndarray, _k=kspec, _a=area) -> np.ndarray:
+                return _k * _a
+
+            h = h + splat_convolve(grid, pts, np.ones(len(pts)), transfer, pad)
+        return h
+
+
+@cache
+def get_surface(surface: str, sample_seed: int = 0) -> Surface:
+    """The sample ``sample_seed`` of ``surface`` (cached; sample layout is immutable)."""
+    check_surface(surface)
+    if isinstance(sample_seed, bool) or not isinstance(sample_seed, int | np.integer):
+        raise ValueError(f"sample_seed must be an integer, got {sample_seed!r}")
+    return {"hsi100": HSi100, "au111": Au111, "cu111": Cu111}[surface](int(sample_seed))
