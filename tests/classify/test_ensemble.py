@@ -1,0 +1,85 @@
+"""Majority voting, thresholds and the good/bad collapse on constructed member outputs."""
+
+import numpy as np
+import pytest
+
+from qcodes_stmtip.classify.ensemble import (
+    UNCERTAIN,
+    Ensemble,
+    Member,
+    collapse_good_bad,
+    majority_vote,
+)
+
+CLASSES = ("dimers_asymmetries", "individual_atoms", "rows", "generic_defect")
+
+
+def test_majority_beats_mean():
+    # two weak votes for class 1 win over one confident vote for class 0
+    p = np.array([[[0.40, 0.60]], [[0.45, 0.55]], [[0.99, 0.01]]])
+    pred = majority_vote(p)
+    assert pred.mean[0, 0] > pred.mean[0, 1]
+    assert pred.vote_class[0] == 1 and pred.decision[0] == 1
+    np.testing.assert_array_equal(pred.votes, [[1, 2]])
+
+
+def test_tie_broken_by_mean_probability():
+    p = np.array([[[0.7, 0.3, 0.0]], [[0.1, 0.8, 0.1]]])
+    pred = majority_vote(p)
+    np.testing.assert_array_equal(pred.votes, [[1, 1, 0]])
+    assert pred.vote_class[0] == 1  # mean 0.55 beats 0.4
+
+
+def test_thresholds_gate_the_decision_per_class():
+    p = np.array([[[0.6, 0.4], [0.1, 0.9]]] * 3)  # every member agrees
+    pred = majority_vote(p, thresholds=[0.7, 0.5])
+    np.testing.assert_array_equal(pred.vote_class, [0, 1])
+    np.testing.assert_array_equal(pred.decision, [UNCERTAIN, 1])
+    with pytest.raises(ValueError, match="one value per class"):
+        majority_vote(p, thresholds=[0.5])
+    with pytest.raises(ValueError, match=r"\(M, N, K\)"):
+        majority_vote(np.zeros((3, 2)))
+
+
+def test_good_bad_collapse():
+    decision = np.array([0, 1, 2, 3, UNCERTAIN, 0])
+    good = frozenset(CLASSES[:3])
+    out = collapse_good_bad(decision, CLASSES, good, tip_change=[0, 0, 0, 0, 0, 1])
+    assert out.tolist() == ["good", "good", "good", "bad", "uncertain", "bad"]
+    with pytest.raises(ValueError, match="not among classes"):
+        collapse_good_bad(decision, CLASSES, {"double_tip"})
+
+
+class _Fixed:
+    """Stand-in model with a fixed output per input row (Keras ``predict`` signature)."""
+
+    def __init__(self, out):
+        self.out = np.asarray(out, dtype=np.float32)
+
+    def predict(self, x, batch_size=64, verbose=0):
+        assert x.dtype == np.float32 and x.ndim == 4
+        return self.out[: len(x)]
+
+
+def test_ensemble_predict_and_tip_change():
+    members = [Member(f"m{i}", "squeezenet", _Fixed(o)) for i, o in enumerate([
+        [[0.7, 0.1, 0.1, 0.1], [0.1, 0.1, 0.1, 0.7]],
+        [[0.6, 0.2, 0.1, 0.1], [0.1, 0.1, 0.1, 0.7]],
+        [[0.1, 0.1, 0.1, 0.7], [0.1, 0.1, 0.1, 0.7]],
+    ])]
+    tip = Member("tip_change", "squeezenet", _Fixed([[0.9, 0.1], [0.2, 0.8]]))
+    ens = Ensemble("hsi100", CLASSES, members, tip_change=tip,
+                   good_classes=frozenset(CLASSES[:3]))
+    pred = ens.predict(np.zeros((2, 8, 8, 1)))
+    # class 0 wins 2:1 but its mean probability 0.467 is below the default 0.5 threshold
+    np.testing.assert_array_equal(pred.vote_class, [0, 3])
+    np.testing.assert_array_equal(pred.decision, [UNCERTAIN, 3])
+    assert ens.good_bad(pred).tolist() == ["uncertain", "bad"]
+    ens.thresholds = np.full(4, 0.4)
+    pred = ens.predict(np.zeros((2, 8, 8, 1)))
+    np.testing.assert_array_equal(pred.decision, [0, 3])
+    np.testing.assert_allclose(pred.tip_change_probability, [0.1, 0.8], rtol=1e-6)
+    assert pred.member_probabilities.shape == (3, 2, 4)
+    assert ens.good_bad(pred).tolist() == ["good", "bad"]
+    with pytest.raises(ValueError, match="at least one"):
+        Ensemble("hsi100", CLASSES, [])

@@ -1,0 +1,62 @@
+"""Table I scores and confidence thresholds (scikit-learn based)."""
+
+import numpy as np
+import pytest
+
+from qcodes_stmtip.classify.metrics import binary_scores, score, thresholds_for_precision
+
+CLASSES = ("a", "b", "c")
+
+
+def test_perfect_and_inverted_classifiers():
+    y = np.array([0, 0, 1, 1, 2, 2])
+    perfect = np.eye(3)[y] * 0.8 + 0.1
+    s = score(y, perfect, CLASSES)
+    assert s.mean_auroc == 1.0 and s.balanced_accuracy == 1.0 and s.mean_precision == 1.0
+    assert s.confusion == [[2, 0, 0], [0, 2, 0], [0, 0, 2]]
+    worst = 1.0 - perfect
+    assert score(y, worst, CLASSES).mean_auroc == 0.0
+
+
+def test_known_values_and_vote_predictions():
+    y = np.array([0, 0, 0, 1, 1, 2])
+    p = np.array([[.8, .1, .1], [.6, .3, .1], [.2, .7, .1], [.3, .6, .1], [.5, .4, .1], [.1, .1, .8]])
+    s = score(y, p, CLASSES)
+    # class a: positives scores .8 .6 .2 vs negatives .3 .5 .1 → 7 of 9 pairs ranked right
+    assert s.auroc["a"] == pytest.approx(7 / 9)
+    # predictions a a b b a c → recalls 2/3, 1/2, 1 → balanced accuracy 13/18
+    assert s.balanced_accuracy == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)
+    # precisions a 2/3, b 1/2, c 1
+    assert s.mean_precision == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)
+    s2 = score(y, p, CLASSES, predictions=np.array([0, 0, 0, 1, 1, 2]))
+    assert s2.balanced_accuracy == 1.0 and s2.auroc == s.auroc
+
+
+def test_absent_class_gives_nan_auroc_and_bad_input_raises():
+    y = np.array([0, 1, 0, 1])
+    s = score(y, np.array([[.9, .1, 0], [.1, .9, 0], [.8, .2, 0], [.3, .7, 0]]), CLASSES)
+    assert np.isnan(s.auroc["c"]) and s.mean_auroc == 1.0
+    with pytest.raises(ValueError, match="shape"):
+        score(y, np.zeros((4, 2)), CLASSES)
+    with pytest.raises(ValueError, match="ambiguous"):
+        score(np.array([0, -1, 1, 1]), np.zeros((4, 3)), CLASSES)
+
+
+def test_binary_scores():
+    y = np.array([0, 0, 1, 1, 1], bool)
+    r = binary_scores(y, np.array([.1, .6, .7, .8, .4]))
+    assert r["auroc"] == pytest.approx(5 / 6)
+    assert r["precision"] == pytest.approx(2 / 3)
+    assert r["balanced_accuracy"] == pytest.approx((1 / 2 + 2 / 3) / 2)
+
+
+def test_thresholds_for_precision():
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    p1 = np.array([.1, .2, .3, .6, .4, .7, .8, .9])
+    p = np.stack([1 - p1, p1], axis=1)
+    th = thresholds_for_precision(y, p, target=1.0)
+    assert th[1] == pytest.approx(0.7)  # lowest threshold with no false positive for class 1
+    th = thresholds_for_precision(y, p, target=0.75)
+    assert th[1] == pytest.approx(0.4)
+    with pytest.raises(ValueError, match="target"):
+        thresholds_for_precision(y, p, 0.0)
