@@ -1,0 +1,583 @@
+"""QCoDeS driver for an STM run by a SPECS Nanonis controller over its binary TCP interface.
+
+:class:`NanonisSTM` is a plain :class:`~qcodes.instrument.Instrument` (the protocol is
+binary TCP, not VISA) that talks through
+:class:`~qcodes_stmtip.nanonis.client.NanonisClient`. Every setting that could harm a
+real tip or sample is bounded by a :class:`~qcodes_stmtip.safety.SafetyEnvelope`: the
+parameter validators are derived from it and every action checks it first, so an
+out-of-envelope request raises :class:`~qcodes_stmtip.safety.SafetyViolation` before a
+single byte is sent.
+
+Frames (``scan_image``, ``last_frame``) are float64 arrays of shape ``(lines, pixels)``
+with **row 0 the bottom line** of the frame and column 0 its left edge, whatever the scan
+direction. Their setpoints ``scan_y`` / ``scan_x`` are the line / pixel-centre positions
+in metres along the (unrotated) frame axes, offset by the frame centre — i.e.
+``centre + (i + 1/2) * size / n - size / 2``; for a rotated frame they are frame
+coordinates, not piezo coordinates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from qcodes.instrument import Instrument
+from qcodes.parameters import Parameter, ParameterWithSetpoints
+from qcodes.validators import Arrays, Bool, Enum, Ints, Numbers
+
+from qcodes_stmtip.safety import EnvelopeValidator, SafetyEnvelope
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from qcodes_stmtip.nanonis.client import NanonisClient
+
+__all__ = ["FrameShapeError", "NanonisSTM"]
+
+#: Channel index of Z (m) in the Nanonis default signal list.
+Z_CHANNEL = 14
+#: Channel index of Current (A) in the Nanonis default signal list.
+CURRENT_CHANNEL = 0
+#: Largest pixels-per-line / lines-per-frame the driver accepts.
+MAX_PIXELS = 8192
+#: Coarse-motor directions of ``Motor.StartMove``.
+MOTOR_DIRECTIONS = {"X+": 0, "X-": 1, "Y+": 2, "Y-": 3, "Z+": 4, "Z-": 5}
+
+
+class FrameShapeError(ValueError):
+    """The controller returned a frame whose shape is not the configured ``(lines, pixels)``."""
+
+
+def frame_rows_bottom_up(data: np.ndarray, scan_up: bool) -> np.ndarray:
+    """Return ``data`` (rows in acquisition order, as ``Scan.FrameDataGrab`` sends them)
+    with row 0 the bottom line: an "up" frame is already so, a "down" frame is flipped."""
+    return data if scan_up else data[::-1]
+
+
+class NanonisSTM(Instrument):
+    """A Nanonis-controlled STM over TCP.
+
+    Args:
+        name: QCoDeS instrument name.
+        address: controller host (the Nanonis software's PC).
+        port: TCP port of the Nanonis programming interface (6501–6504).
+        timeout: socket timeout for one request, seconds.
+        safety: the :class:`SafetyEnvelope` (or a dict of its fields, as in a station YAML);
+            ``None`` uses the conservative defaults.
+        channel: signal index that ``scan_image`` returns (default 14, Z in metres).
+        scan_timeout: how long ``scan_image`` waits for a frame to finish, seconds.
+        client: an already-built client to use instead of connecting to address/port.
+
+    Connection is lazy: nothing is sent until a parameter is read or set.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        address: str = "127.0.0.1",
+        port: int = 6501,
+        *,
+        timeout: float = 5.0,
+        safety: SafetyEnvelope | Mapping[str, Any] | None = None,
+        channel: int = Z_CHANNEL,
+        scan_timeout: float = 600.0,
+        client: NanonisClient | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+            raise ValueError(f"NanonisSTM port must be an int in 1..65535, got {port!r}")
+        if not (isinstance(timeout, int | float) and timeout > 0):
+            raise ValueError(f"NanonisSTM timeout must be > 0 seconds, got {timeout!r}")
+        if not (isinstance(scan_timeout, int | float) and scan_timeout > 0):
+            raise ValueError(f"NanonisSTM scan_timeout must be > 0 seconds, got {scan_timeout!r}")
+        self.safety: SafetyEnvelope = SafetyEnvelope.coerce(safety)
+        super().__init__(name, **kwargs)
+        if client is None:
+            from qcodes_stmtip.nanonis.client import NanonisClient
+
+            client = NanonisClient(address, port, timeout=timeout)
+        self.client: NanonisClient = client
+        self.address = address
+        self.port = port
+        env = self.safety
+
+        # ---- tunnelling -------------------------------------------------------------
+        self.bias: Parameter = self.add_parameter(
+            "bias",
+            label="Bias",
+            unit="V",
+            get_cmd=lambda: float(self.client.bias_get()),
+            set_cmd=lambda v: self.client.bias_set(float(v)),
+            vals=EnvelopeValidator(env.check_bias, f"|bias| <= {env.max_bias_V} V"),
+            docstring="Tip-sample bias (V); bounded by safety.max_bias_V.",
+        )
+        self.setpoint_current: Parameter = self.add_parameter(
+            "setpoint_current",
+            label="Setpoint current",
+            unit="A",
+            get_cmd=lambda: float(self.client.z_ctrl_setpnt_get()),
+            set_cmd=lambda v: self.client.z_ctrl_setpnt_set(float(v)),
+            vals=EnvelopeValidator(
+                env.check_setpoint_current, f"|I| <= {env.max_setpoint_current_A} A"
+            ),
+            docstring="Z-controller current setpoint (A); bounded by safety.max_setpoint_current_A.",
+        )
+        self.current: Parameter = self.add_parameter(
+            "current",
+            label="Tunnelling current",
+            unit="A",
+            get_cmd=lambda: float(self.client.current_get()),
+            set_cmd=False,
+            docstring="Measured tunnelling current (A).",
+        )
+        self.z_position: Parameter = self.add_parameter(
+            "z_position",
+            label="Z position",
+            unit="m",
+            get_cmd=lambda: float(self.client.z_ctrl_z_pos_get()),
+            set_cmd=self._set_z_position,
+            vals=EnvelopeValidator(env.check_z, f"|z| <= {env.max_z_m} m"),
+            docstring="Z-piezo position (m). Setting it requires the feedback to be off.",
+        )
+        self.feedback: Parameter = self.add_parameter(
+            "feedback",
+            label="Z feedback",
+            get_cmd=lambda: bool(self.client.z_ctrl_on_off_get()),
+            set_cmd=lambda on: self.client.z_ctrl_on_off_set(bool(on)),
+            vals=Bool(),
+            docstring="Z-controller (constant-current feedback) on/off.",
+        )
+
+        # ---- scan frame ----------------------------------------------------------------
+        for field, label, unit in (
+            ("centre_x", "Scan centre x", "m"),
+            ("centre_y", "Scan centre y", "m"),
+            ("width", "Scan width", "m"),
+            ("height", "Scan height", "m"),
+            ("angle", "Scan angle", "deg"),
+        ):
+            name_ = "scan_centre_x" if field == "centre_x" else (
+                "scan_centre_y" if field == "centre_y" else f"scan_{field}"
+            )
+            if field in ("width", "height"):
+                vals = EnvelopeValidator(
+                    lambda v: env.check_scan_size(v, v),
+                    f"0 < size <= {env.max_scan_size_m} m",
+                    valid_values=(env.max_scan_size_m / 2,),
+                )
+            elif field == "angle":
+                vals = Numbers(-360.0, 360.0)
+            else:  # the centre: the whole-frame check in the setter bounds it
+                vals = Numbers()
+            self.add_parameter(
+                name_,
+                label=label,
+                unit=unit,
+                get_cmd=lambda f=field: float(getattr(self.client.scan_frame_get(), f)),
+                set_cmd=lambda v, f=field: self._set_frame_field(f, v),
+                vals=vals,
+                docstring=f"{label} ({unit}) of the scan frame; the whole frame (all four "
+                "corners, rotated) must lie in safety.scan_area_*_m.",
+            )
+        self.scan_centre_x: Parameter = self.parameters["scan_centre_x"]  # type: ignore[assignment]
+        self.scan_centre_y: Parameter = self.parameters["scan_centre_y"]  # type: ignore[assignment]
+        self.scan_width: Parameter = self.parameters["scan_width"]  # type: ignore[assignment]
+        self.scan_height: Parameter = self.parameters["scan_height"]  # type: ignore[assignment]
+        self.scan_angle: Parameter = self.parameters["scan_angle"]  # type: ignore[assignment]
+
+        self.pixels: Parameter = self.add_parameter(
+            "pixels",
+            label="Pixels per line",
+            get_cmd=lambda: int(self.client.scan_buffer_get().pixels),
+            set_cmd=lambda n: self._set_buffer(pixels=int(n)),
+            vals=Ints(2, MAX_PIXELS),
+            docstring="Pixels per scan line.",
+        )
+        self.lines: Parameter = self.add_parameter(
+            "lines",
+            label="Lines per frame",
+            get_cmd=lambda: int(self.client.scan_buffer_get().lines),
+            set_cmd=lambda n: self._set_buffer(lines=int(n)),
+            vals=Ints(2, MAX_PIXELS),
+            docstring="Lines per scan frame.",
+        )
+        self.scan_speed: Parameter = self.add_parameter(
+            "scan_speed",
+            label="Scan speed",
+            unit="m/s",
+            get_cmd=lambda: float(self.client.scan_speed_get().forward_speed),
+            set_cmd=self._set_scan_speed,
+            vals=Numbers(min_value=1e-12, max_value=1e-3),
+            docstring="Tip speed along a line, forward and backward alike (m/s).",
+        )
+        self.scan_direction: Parameter = self.add_parameter(
+            "scan_direction",
+            label="Scan direction",
+            initial_value="up",
+            get_cmd=None,
+            set_cmd=None,
+            vals=Enum("up", "down"),
+            docstring='Slow-axis direction of the next scan: "up" starts at the bottom line. '
+            "Driver-side; sent with start_scan.",
+        )
+        self.channel: Parameter = self.add_parameter(
+            "channel",
+            label="Image channel",
+            initial_value=int(channel),
+            get_cmd=None,
+            set_cmd=None,
+            vals=Ints(0, 127),
+            docstring="Signal index that scan_image/last_frame return (0 Current, 14 Z).",
+        )
+        self.data_direction: Parameter = self.add_parameter(
+            "data_direction",
+            label="Data direction",
+            initial_value="forward",
+            get_cmd=None,
+            set_cmd=None,
+            vals=Enum("forward", "backward"),
+            docstring="Which trace of each line scan_image/last_frame return.",
+        )
+        self.scan_timeout: Parameter = self.add_parameter(
+            "scan_timeout",
+            label="Scan timeout",
+            unit="s",
+            initial_value=float(scan_timeout),
+            get_cmd=None,
+            set_cmd=None,
+            vals=Numbers(min_value=1e-3),
+            docstring="How long scan_image waits for the frame to end before raising.",
+        )
+
+        # ---- frames ------------------------------------------------------------------
+        self.scan_x: Parameter = self.add_parameter(
+            "scan_x",
+            label="x",
+            unit="m",
+            get_cmd=lambda: self._axis("x"),
+            set_cmd=False,
+            vals=Arrays(shape=(self._n_pixels,)),
+            docstring="Pixel-centre x positions along the frame's fast axis (m).",
+        )
+        self.scan_y: Parameter = self.add_parameter(
+            "scan_y",
+            label="y",
+            unit="m",
+            get_cmd=lambda: self._axis("y"),
+            set_cmd=False,
+            vals=Arrays(shape=(self._n_lines,)),
+            docstring="Line-centre y positions along the frame's slow axis, row 0 at the bottom (m).",
+        )
+        self.scan_image: ParameterWithSetpoints = self.add_parameter(
+            "scan_image",
+            parameter_class=ParameterWithSetpoints,
+            label="Scan image",
+            unit="",
+            get_cmd=self._acquire_frame,
+            set_cmd=False,
+            setpoints=(self.scan_y, self.scan_x),
+            vals=Arrays(shape=(self._n_lines, self._n_pixels)),
+            docstring="Acquire one frame (start, wait for the end, grab) of `channel` in "
+            "`data_direction`; float64 (lines, pixels), row 0 at the bottom. "
+            "Side effect: runs a whole scan.",
+        )
+        self.last_frame: ParameterWithSetpoints = self.add_parameter(
+            "last_frame",
+            parameter_class=ParameterWithSetpoints,
+            label="Last frame",
+            unit="",
+            get_cmd=self._grab_frame,
+            set_cmd=False,
+            setpoints=(self.scan_y, self.scan_x),
+            vals=Arrays(shape=(self._n_lines, self._n_pixels)),
+            docstring="Grab the controller's current frame without starting a scan "
+            "(unacquired lines are NaN).",
+        )
+
+    # ---- identification / lifetime -------------------------------------------------------
+    def get_idn(self) -> dict[str, str | None]:
+        """Vendor, product and software version reported by ``Util.VersionGet``."""
+        info = self.client.util_version_get()
+        return {
+            "vendor": "SPECS Nanonis",
+            "model": str(info.product),
+            "serial": None,
+            "firmware": f"{info.version} (host {info.host_release}, RT {info.rt_release})",
+        }
+
+    def close(self) -> None:
+        """Close the TCP connection and remove the instrument."""
+        try:
+            self.client.close()
+        finally:
+            super().close()
+
+    # ---- actions ---------------------------------------------------------------------------
+    def start_scan(self, direction: str | None = None) -> None:
+        """Start a scan of the current frame, ``"up"``/``"down"`` (default: ``scan_direction``)."""
+        up = self._direction_up(direction)
+        self.client.scan_action(0, up)
+
+    def stop_scan(self) -> None:
+        """Stop the running scan (the frame keeps the lines acquired so far)."""
+        self.client.scan_action(1, self.scan_direction.get() == "up")
+
+    def scan_running(self) -> bool:
+        """Whether a scan is running now."""
+        return bool(self.client.scan_status_get())
+
+    def wait_end_of_scan(self, timeout_s: float = 60.0) -> bool:
+        """Block until the running scan ends or ``timeout_s`` passes; True if it ended."""
+        timeout_ms = self._timeout_ms(timeout_s, "timeout_s")
+        timed_out, _path = self.client.scan_wait_end_of_scan(timeout_ms)
+        return not timed_out
+
+    def set_frame(
+        self,
+        centre_x: float,
+        centre_y: float,
+        width: float,
+        height: float,
+        angle: float = 0.0,
+    ) -> None:
+        """Set the whole scan frame at once (m, m, m, m, degrees clockwise).
+
+        Raises SafetyViolation, sending nothing, unless the frame lies inside the envelope.
+        """
+        self.safety.check_frame(centre_x, centre_y, width, height, angle)
+        self.client.scan_frame_set(
+            float(centre_x), float(centre_y), float(width), float(height), float(angle)
+        )
+        for param, value in (
+            (self.scan_centre_x, centre_x),
+            (self.scan_centre_y, centre_y),
+            (self.scan_width, width),
+            (self.scan_height, height),
+            (self.scan_angle, angle),
+        ):
+            param.cache.set(float(value))
+
+    def bias_pulse(
+        self,
+        amplitude_V: float,
+        width_s: float,
+        *,
+        relative: bool = False,
+        hold_z: bool = True,
+        wait: bool = True,
+    ) -> None:
+        """Apply a bias pulse of ``amplitude_V`` for ``width_s`` seconds.
+
+        ``relative=True`` adds the amplitude to the present bias; the envelope is then
+        checked against the resulting voltage. ``hold_z`` freezes the z-controller
+        during the pulse. Raises SafetyViolation before sending anything out of envelope.
+        """
+        self.safety.check_pulse(amplitude_V, width_s)
+        if relative:
+            self.safety.check_pulse(float(self.bias.get()) + float(amplitude_V), width_s)
+        self.client.bias_pulse(
+            float(width_s),
+            float(amplitude_V),
+            wait=bool(wait),
+            z_hold=1 if hold_z else 2,
+            absolute=1 if relative else 2,
+        )
+
+    def tip_shaper(
+        self,
+        depth_m: float,
+        *,
+        bias_V: float | None = None,
+        lift_time_s: float = 0.1,
+        lift_height_m: float | None = None,
+        bias_lift_V: float | None = None,
+        timeout_s: float = 30.0,
+    ) -> None:
+        """Controlled indentation: dip the tip ``depth_m`` into the sample with the tip shaper.
+
+        The present tip-shaper properties are read, the dip depth (``tip lift`` = −depth),
+        its time, and optionally the bias during the dip / the lift are replaced, the
+        properties written and the shaper started (blocking up to ``timeout_s``).
+        ``lift_height_m`` is the retraction after the dip (default: equal to the depth).
+        Raises SafetyViolation before sending anything when the depth or a bias is
+        outside the envelope.
+        """
+        self.safety.check_indentation(depth_m)
+        if bias_V is not None:
+            self.safety.check_bias(bias_V)
+        if bias_lift_V is not None:
+            self.safety.check_bias(bias_lift_V)
+        if not (isinstance(lift_time_s, int | float) and 0 < lift_time_s <= 60):
+            raise ValueError(f"tip_shaper lift_time_s must be in (0, 60] s, got {lift_time_s!r}")
+        lift = float(depth_m) if lift_height_m is None else float(lift_height_m)
+        if not (math.isfinite(lift) and 0 <= lift <= self.safety.max_z_m):
+            raise ValueError(
+                f"tip_shaper lift_height_m must be in [0, {self.safety.max_z_m}] m, got {lift!r}"
+            )
+        timeout_ms = self._timeout_ms(timeout_s, "timeout_s")
+        props = self.client.tip_shaper_props_get()
+        changes: dict[str, Any] = {
+            "tip_lift": -float(depth_m),
+            "lift_time_1": float(lift_time_s),
+            "lift_height": lift,
+        }
+        if bias_V is not None:
+            changes["change_bias"] = 1
+            changes["bias"] = float(bias_V)
+        if bias_lift_V is not None:
+            changes["bias_lift"] = float(bias_lift_V)
+        # the controller's own bias settings must also be inside the envelope
+        new_props = dataclasses.replace(props, **changes)
+        if new_props.change_bias == 1:
+            self.safety.check_bias(new_props.bias)
+        self.safety.check_bias(new_props.bias_lift)
+        self.client.tip_shaper_props_set(new_props)
+        self.client.tip_shaper_start(wait=True, timeout_ms=timeout_ms)
+
+    def move_tip(self, x_m: float, y_m: float, *, wait: bool = True) -> None:
+        """Move the tip (Follow Me) to ``(x_m, y_m)`` in piezo coordinates (m)."""
+        self.safety.check_tip_move(x_m, y_m)
+        self.client.fol_me_xy_pos_set(float(x_m), float(y_m), wait=bool(wait))
+
+    def tip_position(self) -> tuple[float, float]:
+        """The present tip position ``(x, y)`` in metres."""
+        x, y = self.client.fol_me_xy_pos_get(wait=True)
+        return float(x), float(y)
+
+    def coarse_move(self, direction: str, steps: int, *, group: int = 0, wait: bool = True) -> None:
+        """Step the coarse motor ``steps`` times in ``direction`` (``"X+"``, ``"X-"``, …, ``"Z-"``)."""
+        if direction not in MOTOR_DIRECTIONS:
+            raise ValueError(
+                f"coarse_move direction must be one of {sorted(MOTOR_DIRECTIONS)}, got {direction!r}"
+            )
+        self.safety.check_motor_steps(steps)
+        self.client.motor_start_move(MOTOR_DIRECTIONS[direction], steps, group=group, wait=wait)
+
+    def withdraw(self, *, wait: bool = True, timeout_s: float | None = None) -> None:
+        """Withdraw the tip (switch the feedback off and retract fully); always allowed."""
+        timeout_ms = -1 if timeout_s is None else self._timeout_ms(timeout_s, "timeout_s")
+        self.client.z_ctrl_withdraw(wait=bool(wait), timeout_ms=timeout_ms)
+        self.feedback.cache.invalidate()
+        self.z_position.cache.invalidate()
+
+    def auto_approach(self, on: bool = True) -> None:
+        """Start (``on=True``) or stop the auto-approach."""
+        self.client.auto_approach_on_off_set(bool(on))
+
+    def refresh_geometry(self) -> None:
+        """Read the frame and buffer from the controller into the parameter caches.
+
+        Two requests (``Scan.FrameGet``, ``Scan.BufferGet``); the frame setpoints
+        ``scan_x``/``scan_y`` are computed from these caches.
+        """
+        frame = self.client.scan_frame_get()
+        buffer = self.client.scan_buffer_get()
+        for param, value in (
+            (self.scan_centre_x, frame.centre_x),
+            (self.scan_centre_y, frame.centre_y),
+            (self.scan_width, frame.width),
+            (self.scan_height, frame.height),
+            (self.scan_angle, frame.angle),
+        ):
+            param.cache.set_from_raw_value(float(value))
+        self.pixels.cache.set_from_raw_value(int(buffer.pixels))
+        self.lines.cache.set_from_raw_value(int(buffer.lines))
+
+    # ---- internals ---------------------------------------------------------------------------
+    def _direction_up(self, direction: str | None) -> bool:
+        if direction is None:
+            direction = self.scan_direction.get()
+        if direction not in ("up", "down"):
+            raise ValueError(f"scan direction must be 'up' or 'down', got {direction!r}")
+        return direction == "up"
+
+    @staticmethod
+    def _timeout_ms(timeout_s: float, name: str) -> int:
+        if not (isinstance(timeout_s, int | float) and math.isfinite(timeout_s) and timeout_s > 0):
+            raise ValueError(f"{name} must be a finite number of seconds > 0, got {timeout_s!r}")
+        return max(1, min(int(round(timeout_s * 1000)), 2**31 - 1))
+
+    def _set_z_position(self, z_m: float) -> None:
+        if self.feedback.get():
+            raise RuntimeError(
+                f"{self.name}.z_position: the z feedback is on; switch it off before setting z"
+            )
+        self.client.z_ctrl_z_pos_set(float(z_m))
+
+    def _set_frame_field(self, field: str, value: float) -> None:
+        frame = {
+            "centre_x": self.scan_centre_x.cache.get(),
+            "centre_y": self.scan_centre_y.cache.get(),
+            "width": self.scan_width.cache.get(),
+            "height": self.scan_height.cache.get(),
+            "angle": self.scan_angle.cache.get(),
+        }
+        frame[field] = float(value)
+        self.safety.check_frame(
+            frame["centre_x"], frame["centre_y"], frame["width"], frame["height"], frame["angle"]
+        )
+        self.client.scan_frame_set(
+            frame["centre_x"], frame["centre_y"], frame["width"], frame["height"], frame["angle"]
+        )
+
+    def _set_buffer(self, *, pixels: int | None = None, lines: int | None = None) -> None:
+        buffer = self.client.scan_buffer_get()
+        channels = list(buffer.channels)
+        self.client.scan_buffer_set(
+            channels,
+            buffer.pixels if pixels is None else pixels,
+            buffer.lines if lines is None else lines,
+        )
+
+    def _set_scan_speed(self, speed: float) -> None:
+        current = self.client.scan_speed_get()
+        self.client.scan_speed_set(
+            float(speed),
+            float(speed),
+            float(current.forward_time_per_line),
+            float(current.backward_time_per_line),
+            1,  # keep the speed constant (times per line follow)
+            float(current.speed_ratio),
+        )
+
+    def _n_pixels(self) -> int:
+        return int(self.pixels.cache.get())
+
+    def _n_lines(self) -> int:
+        return int(self.lines.cache.get())
+
+    def _axis(self, axis: str) -> np.ndarray:
+        if axis == "x":
+            n, size, centre = self._n_pixels(), self.scan_width.cache.get(), self.scan_centre_x.cache.get()
+        else:
+            n, size, centre = self._n_lines(), self.scan_height.cache.get(), self.scan_centre_y.cache.get()
+        return centre + (np.arange(n) + 0.5) * (size / n) - size / 2
+
+    def _acquire_frame(self) -> np.ndarray:
+        """Start a scan, wait for its end and grab the frame (one whole scan)."""
+        timeout_s = float(self.scan_timeout.get())
+        self.start_scan()
+        if not self.wait_end_of_scan(timeout_s):
+            raise TimeoutError(
+                f"{self.name}.scan_image: the scan did not end within {timeout_s} s "
+                "(it is still running; call stop_scan() or raise scan_timeout)"
+            )
+        return self._grab_frame()
+
+    def _grab_frame(self) -> np.ndarray:
+        """Grab the current frame of ``channel``/``data_direction`` as float64, row 0 at the bottom."""
+        self.refresh_geometry()
+        expected = (self._n_lines(), self._n_pixels())
+        frame = self.client.scan_frame_data_grab(
+            int(self.channel.get()), self.data_direction.get() == "forward"
+        )
+        data = np.asarray(frame.data)
+        if data.shape != expected:
+            raise FrameShapeError(
+                f"{self.name}: controller returned a frame of shape {data.shape} for channel "
+                f"{self.channel.get()} ({frame.channel_name!r}); expected (lines, pixels) = "
+                f"{expected}"
+            )
+        return np.ascontiguousarray(frame_rows_bottom_up(data, bool(frame.scan_up)), dtype=np.float64)

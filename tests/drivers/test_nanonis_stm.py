@@ -1,0 +1,252 @@
+"""NanonisSTM against a recording fake controller: bytes sent, envelope, frames, faults."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from qcodes.instrument import Instrument
+
+from qcodes_stmtip.drivers.nanonis_stm import FrameShapeError, NanonisSTM
+from qcodes_stmtip.nanonis.protocol import (
+    NanonisConnectionError,
+    NanonisError,
+    NanonisProtocolError,
+    NanonisTimeoutError,
+)
+from qcodes_stmtip.safety import SafetyEnvelope, SafetyViolation
+
+from .conftest import FakeNanonis, truth_frame
+
+
+@pytest.fixture(autouse=True)
+def _close_all_instruments():
+    yield
+    Instrument.close_all()
+
+
+def test_parameters_round_trip_through_the_wire(fake_stm: NanonisSTM, fake_nanonis: FakeNanonis) -> None:
+    fake_stm.bias(-1.5)
+    assert fake_nanonis.requests[-1] == ("Bias.Set", (-1.5,))
+    assert fake_stm.bias() == pytest.approx(-1.5)
+    fake_stm.setpoint_current(50e-12)
+    assert fake_stm.setpoint_current() == pytest.approx(50e-12, rel=1e-6)
+    assert fake_stm.current() == pytest.approx(50.5e-12, rel=1e-6)
+    fake_stm.feedback(False)
+    assert fake_nanonis.requests[-1] == ("ZCtrl.OnOffSet", (0,))
+    assert fake_stm.feedback() is False
+    fake_stm.z_position(10e-9)
+    assert fake_stm.z_position() == pytest.approx(10e-9, rel=1e-6)
+    fake_stm.pixels(32)
+    fake_stm.lines(24)
+    assert fake_nanonis.state["buffer"] == ((0, 14), 32, 24)  # channels kept
+    fake_stm.scan_speed(50e-9)
+    speed = fake_nanonis.state["speed"]
+    assert speed[0] == pytest.approx(50e-9) and speed[1] == pytest.approx(50e-9)
+    assert speed[4] == 1  # keep the speed constant
+    assert fake_stm.get_idn()["model"] == "Nanonis Fake"
+
+
+def test_z_position_refuses_while_feedback_is_on(fake_stm: NanonisSTM, fake_nanonis: FakeNanonis) -> None:
+    with pytest.raises(RuntimeError, match="feedback is on"):
+        fake_stm.z_position(5e-9)
+    assert "ZCtrl.ZPosSet" not in fake_nanonis.commands()
+
+
+def test_frame_fields_are_set_as_a_whole_frame(fake_stm: NanonisSTM, fake_nanonis: FakeNanonis) -> None:
+    fake_stm.scan_width(40e-9)
+    cx, cy, w, h, a = fake_nanonis.state["frame"]
+    assert (cx, cy, h, a) == (0.0, 0.0, pytest.approx(20e-9), 0.0)
+    assert w == pytest.approx(40e-9)
+    fake_stm.set_frame(1e-6, -2e-6, 30e-9, 10e-9, 15.0)
+    assert fake_nanonis.requests[-1][0] == "Scan.FrameSet"
+    assert fake_stm.scan_angle() == pytest.approx(15.0)
+    assert fake_stm.scan_centre_y() == pytest.approx(-2e-6)
+
+
+@pytest.mark.parametrize(
+    "action",
+    [
+        lambda stm: stm.bias(10.5),
+        lambda stm: stm.bias(-math.inf),
+        lambda stm: stm.setpoint_current(1e-6),
+        lambda stm: stm.z_position(5e-6),
+        lambda stm: stm.scan_width(5e-6),
+        lambda stm: stm.scan_centre_x(4.999e-6),  # frame would stick out of the area
+        lambda stm: stm.set_frame(0.0, 0.0, 2e-6, 1e-7),
+        lambda stm: stm.set_frame(4.9e-6, 0.0, 0.5e-6, 0.5e-6, 30.0),
+        lambda stm: stm.bias_pulse(12.0, 0.01),
+        lambda stm: stm.bias_pulse(3.0, 2.0),
+        lambda stm: stm.tip_shaper(3e-9),
+        lambda stm: stm.tip_shaper(-1e-9),
+        lambda stm: stm.tip_shaper(1e-9, bias_V=20.0),
+        lambda stm: stm.move_tip(6e-6, 0.0),
+        lambda stm: stm.coarse_move("Z-", 1000),
+    ],
+)
+def test_out_of_envelope_sends_no_state_change(fake_stm: NanonisSTM, fake_nanonis: FakeNanonis, action) -> None:
+    fake_stm.refresh_geometry()  # populate the frame caches (reads)
+    before = list(fake_nanonis.requests)
+    with pytest.raises(SafetyViolation):
+        action(fake_stm)
+    sent = fake_nanonis.requests[len(before):]
+    assert not [name for name, _ in sent if not name.endswith("Get")], sent
+    assert sent == [], f"nothing may be sent for an out-of-envelope request, got {sent}"
+
+
+def test_relative_pulse_is_checked_against_the_resulting_voltage(
+    fake_stm: NanonisSTM, fake_nanonis: FakeNanonis
+) -> None:
+    fake_stm.bias(8.0)
+    with pytest.raises(SafetyViolation, match="pulse amplitude"):
+        fake_stm.bias_pulse(3.0, 0.01, relative=True)
+    assert "Bias.Pulse" not in fake_nanonis.commands()
+    fake_stm.bias_pulse(-3.0, 0.02, relative=True, hold_z=True)
+    name, (wait, width, volts, z_hold, absolute) = fake_nanonis.requests[-1]
+    assert name == "Bias.Pulse"
+    assert (wait, z_hold, absolute) == (1, 1, 1)
+    assert width == pytest.approx(0.02) and volts == pytest.approx(-3.0)
+
+
+def test_safety_from_a_dict_tightens_the_validators(fake_nanonis: FakeNanonis) -> None:
+    stm = NanonisSTM("stm_tight", port=fake_nanonis.port, safety={"max_bias_V": 2.0})
+    try:
+        assert stm.safety == SafetyEnvelope(max_bias_V=2.0)
+        stm.bias(1.9)
+        with pytest.raises(SafetyViolation, match="2.0"):
+            stm.bias(2.1)
+        assert fake_nanonis.commands() == ["Bias.Set"]
+    finally:
+        stm.close()
+
+
+def test_tip_shaper_writes_depth_then_starts(fake_stm: NanonisSTM, fake_nanonis: FakeNanonis) -> None:
+    fake_stm.tip_shaper(1.5e-9, bias_V=-2.0, lift_time_s=0.2)
+    names = fake_nanonis.commands()
+    assert names == ["TipShaper.PropsGet", "TipShaper.PropsSet", "TipShaper.Start"]
+    props = fake_nanonis.requests[1][1]
+    assert props[1] == 1 and props[2] == pytest.approx(-2.0)  # change bias to -2 V
+    assert props[3] == pytest.approx(-1.5e-9)  # tip lift: into the sample
+    assert props[4] == pytest.approx(0.2)
+    assert props[7] == pytest.approx(1.5e-9)  # lifted back by the depth
+
+
+def test_tip_shaper_refuses_controller_settings_outside_the_envelope(
+    fake_stm: NanonisSTM, fake_nanonis: FakeNanonis
+) -> None:
+    state = list(fake_nanonis.state["shaper"])
+    state[5] = 12.0  # bias during the lift, configured on the controller
+    fake_nanonis.state["shaper"] = tuple(state)
+    with pytest.raises(SafetyViolation, match="bias"):
+        fake_stm.tip_shaper(1e-9)
+    assert fake_nanonis.commands() == ["TipShaper.PropsGet"]
+
+
+def test_actions_send_the_expected_commands(fake_stm: NanonisSTM, fake_nanonis: FakeNanonis) -> None:
+    fake_stm.move_tip(1e-6, -1e-6)
+    assert fake_nanonis.requests[-1] == ("FolMe.XYPosSet", (1e-6, -1e-6, 1))
+    assert fake_stm.tip_position() == pytest.approx((1e-6, -1e-6))
+    fake_stm.coarse_move("Z-", 3)
+    assert fake_nanonis.requests[-1] == ("Motor.StartMove", (5, 3, 0, 1))
+    fake_stm.withdraw(timeout_s=2.0)
+    assert fake_nanonis.requests[-1] == ("ZCtrl.Withdraw", (1, 2000))
+    assert fake_stm.feedback() is False
+    fake_stm.auto_approach(True)
+    assert fake_nanonis.requests[-1] == ("AutoApproach.OnOffSet", (1,))
+    fake_stm.start_scan("down")
+    assert fake_nanonis.requests[-1] == ("Scan.Action", (0, 0))
+    fake_stm.stop_scan()
+    assert fake_nanonis.requests[-1][0:2] == ("Scan.Action", (1, 1))
+    assert fake_stm.wait_end_of_scan(1.0) is True
+    with pytest.raises(ValueError, match="direction"):
+        fake_stm.coarse_move("W", 1)
+
+
+@pytest.mark.parametrize("direction", ["up", "down"])
+def test_scan_image_is_bottom_row_first_whatever_the_direction(
+    fake_stm: NanonisSTM, fake_nanonis: FakeNanonis, direction: str
+) -> None:
+    fake_stm.scan_direction(direction)
+    image = fake_stm.scan_image()
+    assert fake_nanonis.commands()[:2] == ["Scan.Action", "Scan.WaitEndOfScan"]
+    assert fake_nanonis.requests[0][1] == (0, int(direction == "up"))
+    assert image.dtype == np.float64 and image.shape == (12, 16)
+    np.testing.assert_array_equal(image, truth_frame(12, 16).astype(np.float64))
+    y, x = fake_stm.scan_y(), fake_stm.scan_x()
+    assert x.shape == (16,) and y.shape == (12,)
+    assert x[0] == pytest.approx(-10e-9 + 20e-9 / 32) and y[-1] == pytest.approx(10e-9 - 20e-9 / 24)
+    fake_stm.data_direction("backward")
+    grabbed = fake_stm.last_frame()
+    assert "Scan.Action" not in fake_nanonis.commands()[2:]
+    np.testing.assert_allclose(grabbed - image, 1e-9, rtol=1e-5)
+
+
+def test_last_frame_keeps_nan_rows_of_an_unfinished_scan(
+    fake_stm: NanonisSTM, fake_nanonis: FakeNanonis
+) -> None:
+    fake_nanonis.state["last_up"] = False
+    fake_nanonis.state["nan_from_line"] = 5  # acquired 5 lines from the top
+    frame = fake_stm.last_frame()
+    assert np.isnan(frame[:7]).all()
+    np.testing.assert_array_equal(frame[7:], truth_frame(12, 16)[7:])
+
+
+def test_wrong_frame_shape_raises_naming_both_shapes(fake_stm: NanonisSTM, fake_nanonis: FakeNanonis) -> None:
+    fake_nanonis.state["grab_shape"] = (16, 12)
+    with pytest.raises(FrameShapeError, match=r"\(16, 12\).*\(12, 16\)"):
+        fake_stm.last_frame()
+
+
+def test_scan_image_registers_in_a_measurement_with_setpoints(fake_stm: NanonisSTM, tmp_path) -> None:
+    from qcodes.dataset import (
+        Measurement,
+        initialise_or_create_database_at,
+        load_or_create_experiment,
+    )
+
+    initialise_or_create_database_at(tmp_path / "t.db")
+    exp = load_or_create_experiment("driver", sample_name="fake")
+    meas = Measurement(exp=exp)
+    meas.register_parameter(fake_stm.scan_image)
+    with meas.run() as saver:
+        saver.add_result((fake_stm.scan_image, fake_stm.scan_image()))
+    xr = saver.dataset.to_xarray_dataset()
+    image = xr["stm_fake_scan_image"]
+    assert image.dims == ("stm_fake_scan_y", "stm_fake_scan_x")
+    np.testing.assert_allclose(image.values, truth_frame(12, 16), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "fault, error",
+    [
+        ("drop", NanonisConnectionError),
+        ("malformed", NanonisProtocolError),
+        ("error", NanonisError),
+        ("stall", NanonisTimeoutError),
+    ],
+)
+def test_faults_raise_clearly_and_the_next_call_reconnects(
+    fake_stm: NanonisSTM, fake_nanonis: FakeNanonis, fault: str, error: type[Exception]
+) -> None:
+    assert fake_stm.bias() == pytest.approx(1.0)
+    fake_nanonis.faults["Scan.FrameDataGrab"] = fault
+    with pytest.raises(error) as info:
+        fake_stm.last_frame()
+    message = str(info.value)
+    assert "stm_fake_last_frame" in message  # QCoDeS names the parameter
+    assert {"drop": "FrameDataGrab", "malformed": "header", "error": "simulated controller error",
+            "stall": "FrameDataGrab"}[fault] in message
+    # the next call works (on a fresh connection where the old stream is unusable)
+    frame = fake_stm.last_frame()
+    np.testing.assert_array_equal(frame, truth_frame(12, 16))
+    assert fake_stm.bias() == pytest.approx(1.0)
+
+
+def test_constructor_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="port"):
+        NanonisSTM("bad_port", port=70000)
+    with pytest.raises(ValueError, match="safety"):
+        NanonisSTM("bad_safety", safety=3.0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_bias_V"):
+        NanonisSTM("bad_env", safety={"max_bias_V": -1})
