@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 #: Modules that contribute subcommands, in the order they appear in ``--help``.
 COMMAND_MODULES: list[str] = [
+    "qcodes_stmtip.io.cli",
     "qcodes_stmtip.classify.cli",
 ]
 
