@@ -50,10 +50,22 @@ class FrameShapeError(ValueError):
     """The controller returned a frame whose shape is not the configured ``(lines, pixels)``."""
 
 
-def frame_rows_bottom_up(data: np.ndarray, scan_up: bool) -> np.ndarray:
-    """Return ``data`` (rows in acquisition order, as ``Scan.FrameDataGrab`` sends them)
-    with row 0 the bottom line: an "up" frame is already so, a "down" frame is flipped."""
-    return data if scan_up else data[::-1]
+#: How the controller orders the rows of ``Scan.FrameDataGrab`` (see :class:`NanonisSTM`).
+ROW_ORDERS = ("bottom_first", "acquisition_order")
+
+
+def frame_rows_bottom_up(data: np.ndarray, scan_up: bool, row_order: str) -> np.ndarray:
+    """Return ``data`` with row 0 the bottom line.
+
+    ``row_order="bottom_first"``: the controller already sends row 0 = bottom line for
+    both scan directions (the simulator does); ``"acquisition_order"``: rows come in the
+    order they were scanned, so a "down" frame (top line first) is flipped.
+    """
+    if row_order not in ROW_ORDERS:
+        raise ValueError(f"row_order must be one of {ROW_ORDERS}, got {row_order!r}")
+    if row_order == "acquisition_order" and not scan_up:
+        return data[::-1]
+    return data
 
 
 class NanonisSTM(Instrument):
@@ -69,6 +81,11 @@ class NanonisSTM(Instrument):
         channel: signal index that ``scan_image`` returns (default 14, Z in metres).
         scan_timeout: how long ``scan_image`` waits for a frame to finish, seconds.
         client: an already-built client to use instead of connecting to address/port.
+        row_order: how ``Scan.FrameDataGrab`` orders rows: ``"bottom_first"`` (default;
+            what the simulator sends, and what the reference states for "up" frames) or
+            ``"acquisition_order"`` (a "down" frame arrives top line first and is
+            flipped). Not confirmed on hardware for "down" frames: check once with a
+            real controller by scanning the same frame up and down.
 
     Connection is lazy: nothing is sent until a parameter is read or set.
     """
@@ -84,8 +101,12 @@ class NanonisSTM(Instrument):
         channel: int = Z_CHANNEL,
         scan_timeout: float = 600.0,
         client: NanonisClient | None = None,
+        row_order: str = "bottom_first",
         **kwargs: Any,
     ) -> None:
+        if row_order not in ROW_ORDERS:
+            raise ValueError(f"NanonisSTM row_order must be one of {ROW_ORDERS}, got {row_order!r}")
+        self.row_order = row_order
         if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
             raise ValueError(f"NanonisSTM port must be an int in 1..65535, got {port!r}")
         if not (isinstance(timeout, int | float) and timeout > 0):
@@ -580,4 +601,4 @@ class NanonisSTM(Instrument):
                 f"{self.channel.get()} ({frame.channel_name!r}); expected (lines, pixels) = "
                 f"{expected}"
             )
-        return np.ascontiguousarray(frame_rows_bottom_up(data, bool(frame.scan_up)), dtype=np.float64)
+        return np.ascontiguousarray(frame_rows_bottom_up(data, bool(frame.scan_up), self.row_order), dtype=np.float64)

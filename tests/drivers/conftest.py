@@ -53,6 +53,7 @@ class FakeNanonis:
             "folme": (0.0, 0.0),
             "grab_shape": None,  # override the served frame shape
             "nan_from_line": None,  # acquisition-order line from which the frame is NaN
+            "acquisition_order": False,  # send rows in scan order instead of bottom first
         }
         self._sock = socket.create_server(("127.0.0.1", 0))
         self._sock.settimeout(0.05)  # so that the accept loop notices close()
@@ -219,10 +220,11 @@ class FakeNanonis:
         shape = self.state["grab_shape"] or (lines, pixels)
         truth = truth_frame(*shape)
         up = self.state["last_up"]
-        sent = truth if up else truth[::-1]  # rows in acquisition order
-        sent = sent.copy()
+        sent = truth[::-1].copy() if not up else truth.copy()  # rows in acquisition order
         if self.state["nan_from_line"] is not None:
             sent[self.state["nan_from_line"]:] = np.nan
+        if not self.state["acquisition_order"]:
+            sent = sent if up else sent[::-1]  # back to bottom first
         if not a[1]:  # backward trace: a distinguishable offset
             sent = sent + np.float32(1e-9)
         return ("Z (m)", sent, int(up))

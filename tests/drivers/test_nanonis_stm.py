@@ -163,10 +163,13 @@ def test_actions_send_the_expected_commands(fake_stm: NanonisSTM, fake_nanonis: 
         fake_stm.coarse_move("W", 1)
 
 
+@pytest.mark.parametrize("row_order", ["bottom_first", "acquisition_order"])
 @pytest.mark.parametrize("direction", ["up", "down"])
 def test_scan_image_is_bottom_row_first_whatever_the_direction(
-    fake_stm: NanonisSTM, fake_nanonis: FakeNanonis, direction: str
+    fake_nanonis: FakeNanonis, direction: str, row_order: str
 ) -> None:
+    fake_nanonis.state["acquisition_order"] = row_order == "acquisition_order"
+    fake_stm = NanonisSTM("stm_fake", port=fake_nanonis.port, row_order=row_order)
     fake_stm.scan_direction(direction)
     image = fake_stm.scan_image()
     assert fake_nanonis.commands()[:2] == ["Scan.Action", "Scan.WaitEndOfScan"]
@@ -250,3 +253,5 @@ def test_constructor_rejects_bad_arguments() -> None:
         NanonisSTM("bad_safety", safety=3.0)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="max_bias_V"):
         NanonisSTM("bad_env", safety={"max_bias_V": -1})
+    with pytest.raises(ValueError, match="row_order"):
+        NanonisSTM("bad_rows", row_order="top_first")
