@@ -577,9 +577,10 @@ class SimulatedMicroscope:
                 self.tip_x, self.tip_y = cx, cy
 
     def scan_running(self) -> bool:
+        """Whether a frame is in progress (running or paused)."""
         with self._lock:
             self._update()
-            return self._scan_state == "running"
+            return self._scan_state != "idle"
 
     def wait_end_of_scan(self, timeout_ms: int) -> tuple[bool, str]:
         """Block until the running (or paused) frame completes or ``timeout_ms`` passes.

@@ -1,0 +1,323 @@
+"""A simulated Nanonis controller: a TCP server speaking the Nanonis protocol.
+
+:class:`SimulatedNanonisServer` accepts connections on 127.0.0.1 (by default), runs one
+thread per connection, executes each connection's commands in order against a
+:class:`~qcodes_stmtip.sim.microscope.SimulatedMicroscope`, and answers every request
+of the reference table using the shared codec (:mod:`qcodes_stmtip.nanonis.protocol`).
+Like the real controller, an unknown command or a bad argument gets an error reply
+(status 1 + description), never a dropped connection; each reply goes out in one
+``sendall`` (``nanonis-spm`` reads the header with a single ``recv``). Only a malformed
+*header* (whose body size cannot be trusted) closes the connection.
+
+``stmtip sim serve --port 6501 --surface hsi100`` runs it in the foreground.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Self
+
+from qcodes_stmtip.nanonis.protocol import (
+    COMMANDS,
+    HEADER_SIZE,
+    NanonisProtocolError,
+    decode_request_body,
+    decode_request_header,
+    encode_error_response,
+    encode_response,
+)
+
+if TYPE_CHECKING:
+    from qcodes_stmtip.sim.microscope import SimulatedMicroscope
+
+__all__ = ["HANDLERS", "SimulatedNanonisServer", "add_serve_command", "serve_simulator"]
+
+log = logging.getLogger(__name__)
+
+#: Product and version strings of ``Util.VersionGet``.
+PRODUCT = "Nanonis SPM Control Software (qcodes-stmtip simulator)"
+VERSION = "Generic 5e"
+RELEASE = 14718
+
+Handler = Callable[["SimulatedMicroscope", tuple[Any, ...]], tuple[Any, ...]]
+
+
+def _flag(value: int, name: str) -> bool:
+    if value not in (0, 1):
+        raise ValueError(f"{name} must be 0 or 1, got {value}")
+    return bool(value)
+
+
+def _tip_shaper_names() -> list[str]:
+    return [f.name for f in COMMANDS["TipShaper.PropsSet"].args]
+
+
+def _none(_: Any) -> tuple[()]:
+    return ()
+
+
+def _frame_grab(m: SimulatedMicroscope, a: tuple[Any, ...]) -> tuple[Any, ...]:
+    name, data, up = m.frame_data(a[0], _flag(a[1], "data direction"))
+    return name, data, int(up)
+
+
+def _wait_end(m: SimulatedMicroscope, a: tuple[Any, ...]) -> tuple[Any, ...]:
+    timed_out, path = m.wait_end_of_scan(a[0])
+    return int(timed_out), path
+
+
+def _signal_names(m: SimulatedMicroscope, a: tuple[Any, ...]) -> tuple[Any, ...]:
+    from qcodes_stmtip.sim.microscope import SIGNAL_NAMES
+
+    return (SIGNAL_NAMES,)
+
+
+#: How each command of the table acts on the microscope: ``handler(microscope, args) -> returns``.
+HANDLERS: dict[str, Handler] = {
+    "Bias.Set": lambda m, a: _none(m.set_bias(a[0])),
+    "Bias.Get": lambda m, a: (m.get_bias(),),
+    "Bias.Pulse": lambda m, a: _none(m.bias_pulse(a[1], a[2], wait=_flag(a[0], "wait"),
+                                                  z_hold=a[3], absolute=a[4])),
+    "Current.Get": lambda m, a: (m.get_current(),),
+    "ZCtrl.SetpntSet": lambda m, a: _none(m.set_setpoint(a[0])),
+    "ZCtrl.SetpntGet": lambda m, a: (m.get_setpoint(),),
+    "ZCtrl.OnOffSet": lambda m, a: _none(m.set_feedback(_flag(a[0], "Z-controller status"))),
+    "ZCtrl.OnOffGet": lambda m, a: (int(m.get_feedback()),),
+    "ZCtrl.ZPosSet": lambda m, a: _none(m.set_z(a[0])),
+    "ZCtrl.ZPosGet": lambda m, a: (m.get_z(),),
+    "ZCtrl.Withdraw": lambda m, a: _none(m.withdraw(_flag(a[0], "wait"), a[1])),
+    "ZCtrl.StatusGet": lambda m, a: (m.z_status(),),
+    "ZCtrl.Home": lambda m, a: _none(m.home()),
+    "SafeTip.PropsSet": lambda m, a: _none(m.set_safe_tip(*a)),
+    "AutoApproach.OnOffSet": lambda m, a: _none(m.set_approach(_flag(a[0], "on/off"))),
+    "AutoApproach.OnOffGet": lambda m, a: (int(m.get_approach()),),
+    "Scan.Action": lambda m, a: _none(m.scan_action(a[0], _flag(a[1], "scan direction"))),
+    "Scan.StatusGet": lambda m, a: (int(m.scan_running()),),
+    "Scan.WaitEndOfScan": _wait_end,
+    "Scan.FrameSet": lambda m, a: _none(m.set_frame(*a)),
+    "Scan.FrameGet": lambda m, a: m.get_frame(),
+    "Scan.BufferSet": lambda m, a: _none(m.set_buffer(*a)),
+    "Scan.BufferGet": lambda m, a: m.get_buffer(),
+    "Scan.SpeedSet": lambda m, a: _none(m.set_speed(*a)),
+    "Scan.SpeedGet": lambda m, a: m.get_speed(),
+    "Scan.PropsSet": lambda m, a: _none(m.set_props(*a)),
+    "Scan.FrameDataGrab": _frame_grab,
+    "Scan.XYPosGet": lambda m, a: m.xy_position(),
+    "FolMe.XYPosSet": lambda m, a: _none(m.move_tip(a[0], a[1], _flag(a[2], "wait"))),
+    "FolMe.XYPosGet": lambda m, a: m.xy_position(),
+    "TipShaper.Start": lambda m, a: _none(m.tip_shaper_start(_flag(a[0], "wait"), a[1])),
+    "TipShaper.PropsSet": lambda m, a: _none(m.set_tip_shaper(**dict(zip(_tip_shaper_names(), a, strict=True)))),
+    "TipShaper.PropsGet": lambda m, a: tuple(m.get_tip_shaper()[k] for k in _tip_shaper_names()),
+    "Motor.StartMove": lambda m, a: _none(m.motor_move(a[0], a[1], a[2], _flag(a[3], "wait"))),
+    "Signals.NamesGet": _signal_names,
+    "Signals.ValGet": lambda m, a: (m.signal_value(a[0]),),
+    "Util.VersionGet": lambda m, a: (PRODUCT, VERSION, RELEASE, RELEASE),
+}
+
+if set(HANDLERS) != set(COMMANDS):  # pragma: no cover - a table/handler mismatch is a bug
+    raise RuntimeError(f"handlers and command table differ: {set(HANDLERS) ^ set(COMMANDS)}")
+
+
+def _recv_exact(conn: socket.socket, n: int) -> bytes | None:
+    """Exactly ``n`` bytes, or None if the peer closed the connection first."""
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = conn.recv_into(view[got:], n - got)
+        if k == 0:
+            return None
+        got += k
+    return bytes(buf)
+
+
+class SimulatedNanonisServer:
+    """TCP server for a :class:`SimulatedMicroscope` (Nanonis protocol).
+
+    Args:
+        microscope: the simulated microscope the commands act on.
+        host: bind address (loopback by default).
+        port: TCP port; 0 picks a free one (read it from :attr:`port` after ``start``).
+    """
+
+    def __init__(self, microscope: SimulatedMicroscope, host: str = "127.0.0.1",
+                 port: int = 0) -> None:
+        if not isinstance(port, int) or not 0 <= port < 65536:
+            raise ValueError(f"port must be an integer in 0..65535, got {port!r}")
+        self.microscope = microscope
+        self.host = host
+        self._requested_port = port
+        self._server: socket.socket | None = None
+        self._accept_thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._connections: set[socket.socket] = set()
+        self._threads: list[threading.Thread] = []
+        self._guard = threading.Lock()
+        self.requests_served = 0
+
+    @property
+    def port(self) -> int:
+        """The bound port (after :meth:`start`)."""
+        if self._server is None:
+            raise RuntimeError("the server is not started")
+        return self._server.getsockname()[1]
+
+    def __enter__(self) -> Self:
+        if self._server is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Bind, listen and serve in background threads (returns at once)."""
+        if self._server is not None:
+            raise RuntimeError("the server is already started")
+        self._stopping.clear()
+        self._server = socket.create_server((self.host, self._requested_port), backlog=8)
+        self._server.settimeout(0.1)
+        self._accept_thread = threading.Thread(target=self._accept_loop, daemon=True,
+                                               name=f"nanonis-sim-accept-{self.port}")
+        self._accept_thread.start()
+        log.info("simulated Nanonis controller listening on %s:%d", self.host, self.port)
+
+    def stop(self) -> None:
+        """Stop accepting, close every connection and join the threads."""
+        self._stopping.set()
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        if self._accept_thread is not None:
+            self._accept_thread.join(2)
+        with self._guard:
+            conns = list(self._connections)
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        for t in self._threads:
+            t.join(2)
+        self._threads = []
+
+    def serve_forever(self) -> None:
+        """Start (if needed) and block until :meth:`stop` or Ctrl-C."""
+        if self._server is None:
+            self.start()
+        try:
+            while not self._stopping.wait(0.5):
+                pass
+        finally:
+            self.stop()
+
+    def _accept_loop(self) -> None:
+        server = self._server
+        assert server is not None
+        while not self._stopping.is_set():
+            try:
+                conn, addr = server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self._guard:
+                self._connections.add(conn)
+                self._threads = [t for t in self._threads if t.is_alive()]
+                t = threading.Thread(target=self._serve_connection, args=(conn, addr), daemon=True,
+                                     name=f"nanonis-sim-conn-{addr[1]}")
+                self._threads.append(t)
+            t.start()
+
+    def _serve_connection(self, conn: socket.socket, addr: tuple[str, int]) -> None:
+        try:
+            with conn:
+                while not self._stopping.is_set():
+                    raw = _recv_exact(conn, HEADER_SIZE)
+                    if raw is None:
+                        return
+                    try:
+                        header = decode_request_header(raw)
+                    except NanonisProtocolError as exc:
+                        log.warning("closing connection from %s: %s", addr, exc)
+                        return
+                    body = _recv_exact(conn, header.body_size)
+                    if body is None:
+                        return
+                    reply = self.handle(header.command, body)
+                    if header.send_response:
+                        conn.sendall(reply)
+                    self.requests_served += 1
+        except OSError:
+            return
+        finally:
+            with self._guard:
+                self._connections.discard(conn)
+
+    def handle(self, command: str, body: bytes) -> bytes:
+        """Execute one request and return the complete reply (header + body)."""
+        spec = COMMANDS.get(command)
+        if spec is None:
+            return encode_error_response(command, f"Unknown command {command!r}")
+        try:
+            args = decode_request_body(spec, body)
+            returns = HANDLERS[command](self.microscope, args)
+            return encode_response(command, returns)
+        except (ValueError, NanonisProtocolError) as exc:
+            return encode_response(command, error=str(exc))
+        except Exception as exc:  # a bug must not kill the connection: report it
+            log.exception("simulated controller failed on %s", command)
+            return encode_response(command, error=f"internal simulator error: {exc!r}")
+
+
+def serve_simulator(surface: str = "hsi100", seed: int = 0, time_acceleration: float = 1.0,
+                    port: int = 0, host: str = "127.0.0.1",
+                    initial_tip: str | None = None) -> SimulatedNanonisServer:
+    """Create a :class:`SimulatedMicroscope` and serve it in background threads.
+
+    Returns the started server (``.port`` is the bound port; ``.stop()`` ends it).
+    """
+    from qcodes_stmtip.sim.microscope import SimulatedMicroscope
+
+    microscope = SimulatedMicroscope(surface, seed=seed, time_acceleration=time_acceleration,
+                                     initial_tip=initial_tip)
+    server = SimulatedNanonisServer(microscope, host=host, port=port)
+    server.start()
+    return server
+
+
+def _serve_command(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    server = serve_simulator(args.surface, seed=args.seed, time_acceleration=args.time_acceleration,
+                             port=args.port, host=args.host, initial_tip=args.initial_tip)
+    print(f"simulated Nanonis controller ({args.surface}, seed {args.seed}, "
+          f"×{args.time_acceleration:g} time) on {args.host}:{server.port} — Ctrl-C to stop",
+          flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        server.stop()
+    return 0
+
+
+def add_serve_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``serve`` (the simulated controller) to a subcommand group (e.g. ``stmtip sim``)."""
+    from qcodes_stmtip.sim.classes import SURFACES
+
+    parser = subparsers.add_parser(
+        "serve", help="run a simulated Nanonis controller (TCP) until Ctrl-C",
+        description="Serve a simulated STM over the Nanonis TCP protocol.")
+    parser.add_argument("--port", type=int, default=6501, help="TCP port (default 6501; 0 = any free)")
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    parser.add_argument("--surface", choices=SURFACES, default="hsi100")
+    parser.add_argument("--seed", type=int, default=0, help="sample/tip/noise seed")
+    parser.add_argument("--time-acceleration", type=float, default=1.0,
+                        help="simulated seconds per wall second (default 1)")
+    parser.add_argument("--initial-tip", default=None, help="initial tip class (default: random)")
+    parser.set_defaults(func=_serve_command)
+    return parser
