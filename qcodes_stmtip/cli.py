@@ -17,6 +17,7 @@ from collections.abc import Sequence
 COMMAND_MODULES: list[str] = [
     "qcodes_stmtip.io.cli",
     "qcodes_stmtip.classify.cli",
+    "qcodes_stmtip.sim.cli",
 ]
 
 

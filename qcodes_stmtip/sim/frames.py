@@ -174,31 +174,44 @@ def render_scan(
         changes = _auto_changes(surface, lines, rng)
 
     grid = sample_grid(geometry, inst, scan_up, seconds_per_line, t0)
+    acq_rows = np.arange(lines) if scan_up else np.arange(lines)[::-1]  # image row of acquisition line k
     bounds = [0] + [c[0] for c in changes] + [lines]
     tips = [tip] + [c[1] for c in changes]
-    h = np.empty((lines, pixels))
+    h = np.empty((lines, pixels))  # acquisition order; what the retrace sees
+    lost: dict[int, np.ndarray] = {}  # line -> the outgoing apex's view of the line where it changes
     seg_lengths = []
-    for (a, b), seg_tip in zip(zip(bounds[:-1], bounds[1:], strict=True), tips, strict=True):
-        rows = np.arange(a, b) if scan_up else np.arange(lines - b, lines - a)
-        sub = SampleGrid(grid.row_origin[rows], grid.col_step, grid.row_step, pixels)
-        h[rows] = _topography(surf, seg_tip, sub)
+    for k, seg_tip in enumerate(tips):
+        a, b = bounds[k], bounds[k + 1]
+        last = min(b + 1, lines)
+        sub = SampleGrid(grid.row_origin[acq_rows[a:last]], grid.col_step, grid.row_step, pixels)
+        topo = _topography(surf, seg_tip, sub)
+        h[a:b] = topo[: b - a]
+        if last > b:
+            lost[b] = topo[-1]
         seg_lengths.append(b - a)
+    # the apex changes during the trace of its line, at a random pixel
+    cuts = {line: int(rng.integers(1, pixels)) for line in lost}
+    h_fwd = h.copy()
+    for line, row in lost.items():
+        h_fwd[line, : cuts[line]] = row[: cuts[line]]
     x, y = grid.xy
     tx, ty = sample_tilt(sample_seed)
-    h += tx * x + ty * y
+    tilt = (tx * x + ty * y)[acq_rows]
+    h += tilt
+    h_fwd += tilt
 
-    # to acquisition order
-    acq_rows = np.arange(lines) if scan_up else np.arange(lines)[::-1]
-    h = h[acq_rows]
     t_px = t0 + (np.arange(lines)[:, None] * 2 + (np.arange(pixels)[None, :] + 0.5) / pixels) * seconds_per_line
     zdrift = inst.z_drift_nm_s * t_px
-    fwd = feedback(h, inst.feedback_omega, inst.feedback_damping) + zdrift
+    fwd = feedback(h_fwd, inst.feedback_omega, inst.feedback_damping) + zdrift
     bwd = feedback(fractional_shift(h, inst.retrace_shift_px), inst.feedback_omega,
                    inst.feedback_damping, reverse=True) + zdrift + inst.z_drift_nm_s * seconds_per_line
     noise = flicker(rng, lines * 2 * pixels, inst.flicker_noise_nm).reshape(lines, 2, pixels)
     offsets = np.cumsum(rng.normal(0, inst.line_offset_nm, lines)) * 0.5 + rng.normal(0, inst.line_offset_nm, lines)
     fwd += noise[:, 0] + offsets[:, None] + rng.normal(0, inst.white_noise_nm, (lines, pixels))
     bwd += noise[:, 1, ::-1] + offsets[:, None] + rng.normal(0, inst.white_noise_nm, (lines, pixels))
+    for line, cut in cuts.items():  # the change itself is a brief glitch
+        width = int(rng.integers(1, max(2, pixels // 32)))
+        fwd[line, cut:cut + width] += rng.normal(0, 0.1)
     for seg_tip, a, b in zip(tips, bounds[:-1], bounds[1:], strict=True):
         if seg_tip.instability > 0 or seg_tip.contamination > 0:
             f, r = fwd[a:b], bwd[a:b]

@@ -43,22 +43,29 @@ class Instrument:
         return t[..., None] * np.asarray(self.drift_nm_s) + creep
 
 
-def sample_instrument(rng: np.random.Generator, *, quiet: bool = False) -> Instrument:
-    """Draw room-temperature-like instrument parameters; ``quiet`` gives an ideal, drift-free instrument."""
+def sample_instrument(rng: np.random.Generator, *, quiet: bool = False,
+                      low_temperature: bool = False) -> Instrument:
+    """Draw typical instrument parameters.
+
+    Room temperature (the H:Si(100) VT-STM data): drift ~0.01–0.05 nm/s, noise of a few
+    pm to ~20 pm. ``low_temperature`` (the 4.5 K Au/Cu data): ~10× less drift and noise.
+    ``quiet`` gives an ideal, drift- and noise-free instrument.
+    """
     if quiet:
         return Instrument()
+    lt = 0.12 if low_temperature else 1.0
     phi = rng.uniform(0, 2 * np.pi)
-    speed = rng.lognormal(math.log(0.01), 0.8)  # nm/s, RT drift ~ 0.01–0.05 nm/s
+    speed = lt * rng.lognormal(math.log(0.01), 0.8)  # nm/s
     cphi = rng.uniform(0, 2 * np.pi)
-    creep = rng.uniform(0.0, 0.6)
+    creep = lt * rng.uniform(0.0, 0.6)
     return Instrument(
         drift_nm_s=(speed * math.cos(phi), speed * math.sin(phi)),
         creep_nm=(creep * math.cos(cphi), creep * math.sin(cphi)),
         creep_tau_s=rng.uniform(1.0, 10.0),
-        z_drift_nm_s=rng.normal(0, 0.005),
-        line_offset_nm=rng.lognormal(math.log(0.006), 0.6),
-        white_noise_nm=rng.lognormal(math.log(0.004), 0.5),
-        flicker_noise_nm=rng.lognormal(math.log(0.006), 0.5),
+        z_drift_nm_s=lt * rng.normal(0, 0.005),
+        line_offset_nm=lt * rng.lognormal(math.log(0.008), 0.6),
+        white_noise_nm=lt * rng.lognormal(math.log(0.005), 0.5),
+        flicker_noise_nm=lt * rng.lognormal(math.log(0.012), 0.6),
         feedback_omega=rng.uniform(0.6, 2.0),
         feedback_damping=rng.uniform(0.25, 0.9),
         retrace_shift_px=rng.normal(0, 0.3),
@@ -139,8 +146,8 @@ def glitches(rng: np.random.Generator, fwd: np.ndarray, bwd: np.ndarray, instabi
                 dz = rng.normal(0, 0.3) * span
                 fwd[sl, start:] += dz
                 bwd[sl, : pixels - start] += dz
-            elif kind == 1:  # saturated: z at the range limit
-                v = np.sign(rng.normal()) * z_range_nm
+            elif kind == 1:  # saturated: z pinned far outside the frame's range
+                v = float(np.mean(fwd)) + np.sign(rng.normal()) * min(z_range_nm, rng.uniform(1, 6) * span)
                 fwd[sl] = v
                 bwd[sl] = v
             elif kind == 2:  # dropped lines: the controller repeats a constant

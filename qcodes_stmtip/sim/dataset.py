@@ -1,0 +1,201 @@
+"""Labelled simulated data sets laid out like the real ``hsi100`` set.
+
+``DIR/images/<name>.png`` (8-bit, line-flattened and min–max scaled like the real PNGs),
+``DIR/frames/<name>.npy`` (raw float32 trace heights in metres, row 0 = bottom line) and
+``DIR/labels.csv`` with columns :data:`CSV_COLUMNS`. One ``session`` per simulated sample
+area, so validation can split by session. Deterministic for a seed.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from qcodes_stmtip.sim.classes import CLASSES, TIP_CHANGE, check_label, check_surface
+from qcodes_stmtip.sim.frames import SimScan, render_scan, sample_grid
+from qcodes_stmtip.sim.geometry import ScanGeometry
+from qcodes_stmtip.sim.realism import Instrument
+from qcodes_stmtip.sim.surfaces import get_surface
+from qcodes_stmtip.sim.tips import sample_tip
+
+CSV_COLUMNS: tuple[str, ...] = ("session", "Name", "surface", "label", "tip_change", "width_m",
+                                "height_m", "pixels", "lines", "angle_deg", "seed")
+
+#: Class frequencies of "natural" data (H:Si from the real dev split; metals roughly even).
+NATURAL_WEIGHTS: dict[str, tuple[float, ...]] = {
+    "hsi100": (0.41, 0.065, 0.155, 0.37),
+    "au111": (0.2, 0.15, 0.15, 0.2, 0.15, 0.15),
+    "cu111": (0.2, 0.15, 0.15, 0.2, 0.15, 0.15),
+}
+
+#: Scan-size ranges (nm, log-uniform) per class; H:Si ranges follow the real frames.
+SIZE_RANGE_NM: dict[str, dict[str, tuple[float, float]]] = {
+    "hsi100": {"individual_atoms": (3.0, 7.0), "dimers_asymmetries": (3.0, 10.0),
+               "rows": (3.5, 15.0), "generic_defect": (3.0, 80.0)},
+    "au111": {"individual_atoms": (4.0, 12.0)},
+    "cu111": {"individual_atoms": (4.0, 12.0)},
+}
+_METAL_SIZE = (12.0, 45.0)
+
+
+@dataclass
+class Example:
+    """One labelled simulated frame."""
+
+    scan: SimScan
+    sample_seed: int
+    session: str
+
+
+def class_weights(surface: str, balance: str = "uniform",
+                  weights: Mapping[str, float] | None = None) -> np.ndarray:
+    """Sampling probability per class of ``surface`` (``uniform``, ``natural`` or explicit ``weights``)."""
+    check_surface(surface)
+    classes = CLASSES[surface]
+    if weights is not None:
+        for k, v in weights.items():
+            check_label(surface, k, "weights")
+            if not (math.isfinite(v) and v >= 0):
+                raise ValueError(f"weights[{k!r}] must be a non-negative number, got {v!r}")
+        w = np.array([float(weights.get(c, 0.0)) for c in classes])
+    elif balance == "uniform":
+        w = np.ones(len(classes))
+    elif balance == "natural":
+        w = np.array(NATURAL_WEIGHTS[surface])
+    else:
+        raise ValueError(f"balance={balance!r} must be 'uniform' or 'natural'")
+    if w.sum() <= 0:
+        raise ValueError("weights must give at least one class a positive weight")
+    return w / w.sum()
+
+
+def _geometry(surface: str, label: str, rng: np.random.Generator, pixels: int, lines: int,
+              centre_nm: tuple[float, float] | None = None) -> ScanGeometry:
+    lo, hi = SIZE_RANGE_NM.get(surface, {}).get(label, _METAL_SIZE)
+    size = math.exp(rng.uniform(math.log(lo), math.log(hi)))
+    height = size * lines / pixels
+    if centre_nm is None:
+        centre_nm = tuple(rng.uniform(-3000, 3000, 2))
+    angle = float(rng.choice([0.0, 0.0, 45.0, 90.0, rng.uniform(0, 360)]))
+    return ScanGeometry(size * 1e-9, height * 1e-9, pixels, lines,
+                        centre_nm[0] * 1e-9, centre_nm[1] * 1e-9, angle)
+
+
+def _place_metal(surface: str, label: str, rng: np.random.Generator, sample_seed: int,
+                 pixels: int, lines: int) -> ScanGeometry | None:
+    """A frame geometry whose content fits the content class (None if this sample cannot)."""
+    surf = get_surface(surface, sample_seed)
+    for _ in range(12):
+        geo = _geometry(surface, label, rng, pixels, lines)
+        if label == "step_edge":
+            sx, sy = surf.nearest_step(geo.centre_x * 1e9, geo.centre_y * 1e9)
+            shift = rng.uniform(-0.3, 0.3) * geo.width * 1e9
+            nx, ny = surf.steps.normal
+            geo = ScanGeometry(geo.width, geo.height, pixels, lines, (sx + shift * nx) * 1e-9,
+                               (sy + shift * ny) * 1e-9, geo.angle_deg)
+        content = surf.content(sample_grid(geo, Instrument(), True, 0.1, 0.0))
+        if label == "step_edge" and content.steps > 0:
+            return geo
+        if label == "impurity" and content.steps == 0 and content.impurities > 0:
+            return geo
+        if label not in ("step_edge", "impurity") and content.steps == 0 and content.impurities == 0:
+            return geo
+    return None
+
+
+def generate_example(surface: str, label: str, rng: np.random.Generator, *, pixels: int = 128,
+                     lines: int | None = None, sample_seed: int | None = None,
+                     tip_change_p: float = 0.15) -> Example:
+    """Render one frame whose ground-truth class is ``label``.
+
+    For H:Si(100) a binary tip change is added with probability ``tip_change_p``
+    (the four-class label stays that of the tip imaging most lines).
+    """
+    check_label(surface, label)
+    lines = pixels if lines is None else lines
+    for _ in range(50):
+        seed = int(rng.integers(0, 2**31)) if sample_seed is None else int(sample_seed)
+        if surface == "hsi100" or label not in ("individual_atoms", "step_edge", "impurity"):
+            geo = _geometry(surface, label, rng, pixels, lines)
+        else:
+            geo = _place_metal(surface, label, rng, seed, pixels, lines)
+            if geo is None:
+                if sample_seed is not None:
+                    break
+                continue
+        tip = sample_tip(surface, label, rng)
+        changes = []
+        if surface == "hsi100" and rng.random() < tip_change_p:
+            line = int(rng.integers(max(1, lines // 6), lines - max(1, lines // 6)))
+            acq_major = line >= lines / 2
+            other = str(rng.choice(CLASSES[surface]))
+            new = sample_tip(surface, other, rng)
+            new.apex_z_m = tip.apex_z_m + rng.choice([-1, 1]) * rng.uniform(0.05e-9, 0.3e-9)
+            if not acq_major:  # keep the labelled tip on the majority of lines
+                tip, new = new, tip
+            changes = [(line, new)]
+        scan = render_scan(surface, tip, geo, rng, sample_seed=seed, scan_up=bool(rng.random() < 0.5),
+                           seconds_per_line=float(rng.uniform(0.05, 0.4)), tip_changes=changes,
+                           t0=float(rng.exponential(60.0)))
+        if scan.label == label:
+            return Example(scan, seed, f"{surface}-{seed}")
+    raise ValueError(f"could not simulate a frame of class {label!r} on {surface!r}"
+                     + (f" with sample_seed={sample_seed}" if sample_seed is not None else ""))
+
+
+def generate_dataset(surface: str, count: int, out: str | Path, *, seed: int = 0,
+                     balance: str = "uniform", weights: Mapping[str, float] | None = None,
+                     pixels: int = 128, sessions: int | None = None, progress: bool = True,
+                     tip_change_p: float = 0.15) -> Path:
+    """Write ``count`` labelled frames of ``surface`` to ``out``; returns the labels.csv path.
+
+    Frames are spread over ``sessions`` simulated sample areas (default ≈ count / 10).
+    Side effects: creates ``out/images``, ``out/frames`` and ``out/labels.csv``.
+    """
+    from PIL import Image
+    from tqdm import tqdm
+
+    from qcodes_stmtip.sim.export import to_uint8
+
+    check_surface(surface)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"count must be a positive integer, got {count!r}")
+    if isinstance(pixels, bool) or not isinstance(pixels, int) or not 16 <= pixels <= 1024:
+        raise ValueError(f"pixels must be an integer in 16..1024, got {pixels!r}")
+    p = class_weights(surface, balance, weights)
+    n_sessions = max(1, count // 10) if sessions is None else int(sessions)
+    if n_sessions < 1:
+        raise ValueError(f"sessions must be >= 1, got {sessions!r}")
+    out = Path(out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "frames").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    session_seeds = rng.integers(0, 2**31, n_sessions)
+    classes = CLASSES[surface]
+    path = out / "labels.csv"
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(CSV_COLUMNS)
+        for k in tqdm(range(count), desc=f"simulating {surface}", disable=not progress):
+            frame_rng = np.random.default_rng([seed, k])
+            label = str(classes[frame_rng.choice(len(classes), p=p)])
+            sample_seed = int(session_seeds[k % n_sessions])
+            try:
+                ex = generate_example(surface, label, frame_rng, pixels=pixels, sample_seed=sample_seed,
+                                      tip_change_p=tip_change_p)
+            except ValueError:  # this sample area cannot show the class: use a fresh one
+                ex = generate_example(surface, label, frame_rng, pixels=pixels, tip_change_p=tip_change_p)
+            name = f"{surface}_{seed}_{k:06d}"
+            scan = ex.scan
+            Image.fromarray(to_uint8(scan.forward)).save(out / "images" / f"{name}.png")
+            np.save(out / "frames" / f"{name}.npy", scan.forward.astype(np.float32))
+            g = scan.geometry
+            tc = int(bool(scan.tip_change_lines)) if surface == "hsi100" else int(scan.label == TIP_CHANGE)
+            writer.writerow([ex.session, f"{name}.png", surface, scan.label, tc, f"{g.width:.6e}",
+                             f"{g.height:.6e}", g.pixels, g.lines, f"{g.angle_deg:.3f}", ex.sample_seed])
+    return path
