@@ -141,33 +141,41 @@ class STMFrame:
 
     @property
     def acquired_rows(self) -> np.ndarray:
-        """Boolean mask over rows: True where the row holds at least one non-NaN value."""
-        return ~np.isnan(self.data).all(axis=1)
+        """Boolean mask over rows: True where the whole line was acquired (no NaN in it)."""
+        return ~np.isnan(self.data).any(axis=1)
 
     @property
     def is_complete(self) -> bool:
-        """True if no row is entirely NaN (every line was acquired)."""
+        """True if every line was fully acquired (no NaN anywhere in ``data``)."""
         return bool(self.acquired_rows.all())
 
     def acquired(self) -> STMFrame:
-        """Return a frame cropped to the acquired rows (unchanged if complete).
+        """Return a frame cropped to the block of fully acquired rows (``self`` if complete).
 
-        The extent and centre are shrunk to the rows kept, so the pixel size is
-        preserved. Raises ValueError if no row was acquired.
+        Rows with NaN (never reached, or half-scanned when the scan stopped) are
+        cut from both ends; NaN rows between acquired ones stay. The height and
+        centre follow the rows kept (the centre moves along the frame's own y
+        axis, rotated by ``angle_deg`` clockwise), so the pixel size is
+        preserved. Raises ValueError if no line was fully acquired.
         """
         mask = self.acquired_rows
         if mask.all():
             return self
         if not mask.any():
-            raise ValueError(f"{self.source or 'frame'}: no line was acquired (all rows NaN)")
+            raise ValueError(
+                f"{self.source or 'frame'}: no line was fully acquired (every row has NaN)"
+            )
         rows = np.flatnonzero(mask)
         first, last = int(rows[0]), int(rows[-1]) + 1
         data = self.data[first:last]
-        height, centre_y = self.height_m, self.centre_y_m
+        height, centre_x, centre_y = self.height_m, self.centre_x_m, self.centre_y_m
         if self.height_m is not None:
             dy = self.height_m / self.lines
             height = dy * data.shape[0]
-            if self.centre_y_m is not None:
-                # Shift along the frame's own y axis (ignores rotation of the offset).
-                centre_y = self.centre_y_m + dy * (0.5 * (first + last) - 0.5 * self.lines)
-        return replace(self, data=data, height_m=height, centre_y_m=centre_y)
+            if self.centre_x_m is not None and self.centre_y_m is not None:
+                shift = dy * (0.5 * (first + last) - 0.5 * self.lines)
+                angle = math.radians(self.angle_deg)
+                # The frame's +y axis, rotated clockwise by angle_deg, is (sin a, cos a).
+                centre_x = self.centre_x_m + shift * math.sin(angle)
+                centre_y = self.centre_y_m + shift * math.cos(angle)
+        return replace(self, data=data, height_m=height, centre_x_m=centre_x, centre_y_m=centre_y)

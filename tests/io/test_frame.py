@@ -50,9 +50,28 @@ def test_acquired_crops_nan_rows_and_keeps_pixel_size() -> None:
     assert frame.acquired() is not frame and STMFrame(data=np.ones((2, 2))).acquired().lines == 2
 
 
+def test_half_scanned_last_line_is_cut_and_centre_follows_rotation() -> None:
+    data = np.ones((4, 3))
+    data[0, 1:] = np.nan  # a "down" scan stopped in the middle of its 4th line (the bottom row)
+    frame = STMFrame(
+        data=data, width_m=3e-9, height_m=4e-9, centre_x_m=0.0, centre_y_m=0.0, angle_deg=90.0
+    )
+    assert not frame.is_complete
+    assert frame.acquired_rows.tolist() == [False, True, True, True]
+    cropped = frame.acquired()
+    assert cropped.lines == 3 and cropped.height_m == pytest.approx(3e-9)
+    # Rows 1..3 of 4: the centre moves +0.5 nm along the frame's y axis, which a 90° clockwise
+    # rotation turns into lab +x.
+    assert cropped.centre_x_m == pytest.approx(0.5e-9) and cropped.centre_y_m == pytest.approx(
+        0.0, abs=1e-20
+    )
+
+
 def test_acquired_with_nothing_acquired() -> None:
-    with pytest.raises(ValueError, match="no line was acquired"):
-        STMFrame(data=np.full((2, 2), np.nan)).acquired()
+    data = np.ones((2, 2))
+    data[:, 0] = np.nan
+    with pytest.raises(ValueError, match="no line was fully acquired"):
+        STMFrame(data=data).acquired()
 
 
 def test_frame_read_error_is_value_error_naming_file() -> None:

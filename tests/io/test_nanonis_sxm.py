@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from qcodes_stmtip.io import FrameReadError, read_frame
 from qcodes_stmtip.io.nanonis_sxm import list_channels, read_header, read_sxm
@@ -260,3 +262,32 @@ def test_not_an_sxm(tmp_path: Path) -> None:
     path.write_bytes(b"hello world\n" * 10)
     with pytest.raises(FrameReadError, match="not a Nanonis .sxm file"):
         read_frame(path)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    lines=st.integers(1, 9),
+    pixels=st.integers(1, 9),
+    scan_dir=st.sampled_from(["up", "down"]),
+    direction=st.sampled_from(["forward", "backward"]),
+)
+def test_orientation_round_trip(
+    tmp_path: Path, lines: int, pixels: int, scan_dir: str, direction: str
+) -> None:
+    """A surface z(x, y) = x + 100·y, stored as the instrument acquires it, reads back in frame order."""
+    surface = np.arange(pixels)[None, :] + 100.0 * np.arange(lines)[:, None]  # row 0 = bottom
+    by_time = surface if scan_dir == "up" else surface[::-1]
+    stored = {"forward": by_time, "backward": by_time[:, ::-1]}
+    path = tmp_path / f"rt_{lines}_{pixels}_{scan_dir}.sxm"
+    write_sxm(
+        path,
+        {"Z": ("both", [stored["forward"], stored["backward"]])},
+        pixels=pixels,
+        lines=lines,
+        scan_dir=scan_dir,
+    )
+    frame = read_frame(path, "Z", direction)
+    np.testing.assert_array_equal(frame.data, surface)
+    assert frame.scan_up is (scan_dir == "up")
