@@ -292,12 +292,16 @@ class SimulatedMicroscope:
         if not self._approached():
             return 0.0
         gap = z - self._tunnel_z()
-        return self.setpoint * math.exp(min(-2.0 * KAPPA * gap, 50.0))
+        tunnelling = self.setpoint * math.exp(min(-2.0 * KAPPA * gap, 50.0))
+        return min(tunnelling, self._contact_current())
+
+    def _contact_current(self) -> float:
+        """Point-contact current (A): one conductance quantum at the bias."""
+        return G0 * max(abs(self.bias), 0.01)
 
     def _contact_z(self) -> float:
         """Piezo height (m) at which the apex touches the sample."""
-        contact_current = G0 * max(abs(self.bias), 0.01)
-        return self._tunnel_z() - math.log(contact_current / self.setpoint) / (2.0 * KAPPA)
+        return self._tunnel_z() - math.log(self._contact_current() / self.setpoint) / (2.0 * KAPPA)
 
     def _tip_change(self, scan: _Frame | None, line: int | None, new: TipState) -> None:
         """Record a tip change at acquisition ``line`` of a running frame and re-render."""
@@ -646,6 +650,7 @@ class SimulatedMicroscope:
                 sweep = heights if forward else heights[:, ::-1]
                 lag = lfilter([0.4], [1.0, -0.6], sweep - sweep[:, :1], axis=1) + sweep[:, :1]
                 error = lag - sweep
+                error -= np.median(error, axis=1, keepdims=True)  # integral action: no offset
                 if not forward:
                     error = error[:, ::-1]
                 current = scan.setpoint * np.exp(np.clip(-2 * KAPPA * error, -50, 50))
@@ -671,12 +676,13 @@ class SimulatedMicroscope:
         if scan.complete:
             return out
         lines, pixels = out.shape
-        line = int(scan.elapsed // scan.line_period)
+        line = int(scan.elapsed / scan.line_period + 1e-9)
         into = scan.elapsed - line * scan.line_period
         if forward:
-            done = pixels if into >= scan.fwd_time else int(pixels * into / scan.fwd_time)
+            done = pixels if into >= scan.fwd_time else int(pixels * into / scan.fwd_time + 1e-6)
         else:
-            done = 0 if into <= scan.fwd_time else int(pixels * (into - scan.fwd_time) / scan.bwd_time)
+            done = 0 if into <= scan.fwd_time else int(
+                pixels * (into - scan.fwd_time) / scan.bwd_time + 1e-6)
         rows_pending = [scan.row_of(a) for a in range(line + 1, lines)]
         if line < lines:
             row = scan.row_of(line)
