@@ -1,0 +1,105 @@
+"""End to end on a tiny simulated-layout dataset: stmtip train → evaluate → classify."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("keras")
+from qcodes_stmtip.cli import main  # noqa: E402
+
+CLASSES = ("dimers_asymmetries", "individual_atoms", "rows", "generic_defect")
+
+
+def _frame(label: int, rng) -> np.ndarray:
+    y, x = np.mgrid[0:48, 0:48].astype(float)
+    tilt = rng.normal() * 0.05 * x  # a per-frame tilt the flattening removes
+    if label == 0:
+        z = np.sin(x / 1.5) * np.sin(y / 3)
+    elif label == 1:
+        z = np.sin(x / 2.0) * np.sin(y / 2.0)
+    elif label == 2:
+        z = np.sin(y / 4.0)
+    else:
+        z = rng.normal(size=x.shape).cumsum(axis=1) * 0.1
+    return (z + tilt + 0.1 * rng.normal(size=x.shape)) * 1e-10
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("simdata")
+    (root / "frames").mkdir()
+    rng = np.random.default_rng(0)
+    rows = ["session,Name,surface,label,tip_change"]
+    for i in range(48):
+        label = i % 4
+        name = f"f{i:03d}"
+        np.save(root / "frames" / f"{name}.npy", _frame(label, rng))
+        rows.append(f"s{i % 3},{name}.png,hsi100,{CLASSES[label]},{int(i % 5 == 0)}")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def bundle(dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bundles") / "hsi"
+    rc = main(["train", "--surface", "hsi100", "--data", str(dataset), "--out", str(out),
+               "--members", "squeezenet:adam:3e-3,vgg_bn:rmsprop:1e-3,squeezenet:adam:3e-3",
+               "--width", "0.0625", "--epochs", "2", "--batch-size", "16", "--val-fraction", "0.3",
+               "--quiet"])
+    assert rc == 0
+    return out
+
+
+def test_train_writes_manifest(bundle):
+    m = json.loads((bundle / "manifest.json").read_text())
+    assert m["surface"] == "hsi100" and m["classes"] == list(CLASSES)
+    assert len(m["members"]) == 3 and m["tip_change"] is not None
+    assert m["training_data"]["frames"] == 48
+    assert m["metrics"]["validation"]["validation_sessions"]
+    assert all((bundle / e["file"]).is_file() for e in m["members"])
+
+
+def test_evaluate_prints_table_and_plots(bundle, dataset, tmp_path, capsys):
+    rc = main(["evaluate", "--model", str(bundle), "--data", str(dataset), "--plots", str(tmp_path),
+               "--json", str(tmp_path / "scores.json"), "--quiet"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "ensemble" in out and "AUROC" in out and "tip change" in out
+    for name in ("roc.png", "pr.png", "confusion.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    assert scores["n_labelled"] == 48 and 0.0 <= scores["table"]["ensemble"]["mean_auroc"] <= 1.0
+
+
+def test_classify_csv(bundle, dataset, tmp_path):
+    short = tmp_path / "short.npy"
+    np.save(short, np.zeros((3, 40)))
+    files = [str(dataset / "frames" / "f000.npy"), str(dataset / "frames" / "f001.npy"), str(short)]
+    out = tmp_path / "preds.csv"
+    assert main(["classify", "--model", str(bundle), "--output", str(out), *files]) == 0
+    with open(out, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["file", *CLASSES, "tip_change", "decision", "good_bad"]
+    assert [r["file"] for r in rows] == files
+    for r in rows[:2]:
+        assert sum(float(r[c]) for c in CLASSES) == pytest.approx(1.0, abs=1e-4)
+        assert r["decision"] in (*CLASSES, "uncertain")
+        assert 0.0 <= float(r["tip_change"]) <= 1.0
+    assert rows[2]["decision"] == "unclassified" and rows[2][CLASSES[0]] == ""
+
+
+def test_cli_errors(tmp_path, capsys):
+    assert main(["classify", "--model", str(tmp_path / "none"), "--output", str(tmp_path / "p.csv"),
+                 "x.png"]) == 1
+    assert "model bundle directory not found" in capsys.readouterr().err
+
+
+def test_parser_stays_tensorflow_free():
+    code = ("import sys; from qcodes_stmtip.cli import build_parser; build_parser(); "
+            "import qcodes_stmtip.classify; "
+            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
