@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from qcodes.instrument import Instrument
 from qcodes.parameters import Parameter, ParameterWithSetpoints
-from qcodes.validators import Arrays, Bool, Enum, Ints, Numbers
+from qcodes.validators import Arrays, Bool, Enum, Ints, Multiples, Numbers
 
 from qcodes_stmtip.safety import EnvelopeValidator, SafetyEnvelope
 
@@ -40,8 +40,12 @@ __all__ = ["FrameShapeError", "NanonisSTM"]
 Z_CHANNEL = 14
 #: Channel index of Current (A) in the Nanonis default signal list.
 CURRENT_CHANNEL = 0
-#: Largest pixels-per-line / lines-per-frame the driver accepts.
-MAX_PIXELS = 8192
+#: Units of the default Nanonis channels that frames are usually taken in.
+CHANNEL_UNITS = {CURRENT_CHANNEL: "A", Z_CHANNEL: "m"}
+#: Largest pixels-per-line / lines-per-frame the controller accepts.
+MAX_PIXELS = 4096
+#: Nanonis scans a multiple of this many pixels per line.
+PIXEL_MULTIPLE = 16
 #: Coarse-motor directions of ``Motor.StartMove``.
 MOTOR_DIRECTIONS = {"X+": 0, "X-": 1, "Y+": 2, "Y-": 3, "Z+": 4, "Z-": 5}
 
@@ -213,8 +217,8 @@ class NanonisSTM(Instrument):
             label="Pixels per line",
             get_cmd=lambda: int(self.client.scan_buffer_get().pixels),
             set_cmd=lambda n: self._set_buffer(pixels=int(n)),
-            vals=Ints(2, MAX_PIXELS),
-            docstring="Pixels per scan line.",
+            vals=Multiples(PIXEL_MULTIPLE, min_value=PIXEL_MULTIPLE, max_value=MAX_PIXELS),
+            docstring=f"Pixels per scan line (a multiple of {PIXEL_MULTIPLE}).",
         )
         self.lines: Parameter = self.add_parameter(
             "lines",
@@ -246,11 +250,11 @@ class NanonisSTM(Instrument):
         self.channel: Parameter = self.add_parameter(
             "channel",
             label="Image channel",
-            initial_value=int(channel),
             get_cmd=None,
-            set_cmd=None,
+            set_cmd=self._set_channel,
             vals=Ints(0, 127),
-            docstring="Signal index that scan_image/last_frame return (0 Current, 14 Z).",
+            docstring="Signal index that scan_image/last_frame return (0 Current in A, "
+            "14 Z in m; sets their unit).",
         )
         self.data_direction: Parameter = self.add_parameter(
             "data_direction",
@@ -316,6 +320,8 @@ class NanonisSTM(Instrument):
             docstring="Grab the controller's current frame without starting a scan "
             "(unacquired lines are NaN).",
         )
+
+        self.channel(int(channel))
 
     # ---- identification / lifetime -------------------------------------------------------
     def get_idn(self) -> dict[str, str | None]:
@@ -562,6 +568,12 @@ class NanonisSTM(Instrument):
             1,  # keep the speed constant (times per line follow)
             float(current.speed_ratio),
         )
+
+    def _set_channel(self, channel: int) -> None:
+        unit = CHANNEL_UNITS.get(int(channel), "")
+        for name in ("scan_image", "last_frame"):
+            if name in self.parameters:
+                self.parameters[name].unit = unit
 
     def _n_pixels(self) -> int:
         return int(self.pixels.cache.get())

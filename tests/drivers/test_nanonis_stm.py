@@ -41,6 +41,8 @@ def test_parameters_round_trip_through_the_wire(fake_stm: NanonisSTM, fake_nanon
     fake_stm.pixels(32)
     fake_stm.lines(24)
     assert fake_nanonis.state["buffer"] == ((0, 14), 32, 24)  # channels kept
+    with pytest.raises(ValueError, match="16"):
+        fake_stm.pixels(24)  # Nanonis lines hold a multiple of 16 pixels
     fake_stm.scan_speed(50e-9)
     speed = fake_nanonis.state["speed"]
     assert speed[0] == pytest.approx(50e-9) and speed[1] == pytest.approx(50e-9)

@@ -1,0 +1,147 @@
+"""NanonisSTM against the simulated Nanonis controller: frames, envelope, station YAML, example."""
+
+from __future__ import annotations
+
+import runpy
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from qcodes.instrument import Instrument
+
+from qcodes_stmtip.drivers.nanonis_stm import NanonisSTM
+from qcodes_stmtip.safety import SafetyViolation
+from qcodes_stmtip.sim.controller import SimulatedNanonisServer, serve_simulator
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def server() -> Iterator[SimulatedNanonisServer]:
+    srv = serve_simulator(surface="hsi100", seed=3, time_acceleration=1000.0,
+                          initial_tip="individual_atoms")
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+def stm(server: SimulatedNanonisServer) -> Iterator[NanonisSTM]:
+    instrument = NanonisSTM("stm_test", address="127.0.0.1", port=server.port)
+    try:
+        yield instrument
+    finally:
+        instrument.close()
+        Instrument.close_all()
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a - a.mean(), b - b.mean()
+    return float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum()))
+
+
+def test_up_and_down_frames_of_the_same_area_agree_row_for_row(
+    stm: NanonisSTM, server: SimulatedNanonisServer
+) -> None:
+    stm.pixels(48)
+    stm.lines(40)
+    up = stm.scan_image()  # the default 20 nm frame: sample tilt and steps dominate
+    assert server.microscope.ground_truth().frame_complete
+    stm.scan_direction("down")
+    down = stm.scan_image()
+    assert up.shape == down.shape == (40, 48) and up.dtype == np.float64
+    assert np.isfinite(up).all() and np.isfinite(down).all()
+    # the same sample area: heights correlate when rows are aligned, not when flipped
+    assert _corr(up, down) > 0.5
+    assert _corr(up, down) > _corr(up, down[::-1]) + 0.3
+    # heights are ångström-scale corrugation in metres
+    assert 1e-12 < up.std() < 1e-9
+    x, y = stm.scan_x(), stm.scan_y()
+    assert x[0] == pytest.approx(-10e-9 + 10e-9 / 48) and y[-1] == pytest.approx(10e-9 - 10e-9 / 40)
+
+
+def test_current_channel_is_near_the_setpoint(stm: NanonisSTM) -> None:
+    stm.pixels(32)
+    stm.lines(32)
+    stm.channel(0)
+    assert stm.scan_image.unit == "A"
+    image = stm.scan_image()
+    setpoint = stm.setpoint_current()
+    assert np.median(image) == pytest.approx(setpoint, rel=0.3)
+
+
+def test_stopped_scan_leaves_nan_lines(stm: NanonisSTM, server: SimulatedNanonisServer) -> None:
+    server.microscope.time_acceleration = 20.0  # slow enough to stop part-way
+    stm.pixels(16)
+    stm.lines(64)
+    stm.start_scan("up")
+    assert stm.scan_running()
+    stm.stop_scan()
+    frame = stm.last_frame()
+    assert frame.shape == (64, 16)
+    nan_rows = np.isnan(frame).all(axis=1)
+    assert nan_rows[-1] and nan_rows.any()
+    assert not np.isnan(frame[0]).any()  # an "up" scan starts at the bottom
+
+
+def test_out_of_envelope_requests_reach_nothing(stm: NanonisSTM, server: SimulatedNanonisServer) -> None:
+    stm.refresh_geometry()
+    served = server.requests_served
+    for action in (
+        lambda: stm.bias(11.0),
+        lambda: stm.bias_pulse(10.5, 0.01),
+        lambda: stm.tip_shaper(5e-9),
+        lambda: stm.set_frame(4.9e-6, 0.0, 0.5e-6, 0.5e-6),
+        lambda: stm.move_tip(0.0, -7e-6),
+        lambda: stm.coarse_move("Z-", 500),
+    ):
+        with pytest.raises(SafetyViolation):
+            action()
+    assert server.requests_served == served
+    before_bias = stm.bias()
+    stm.bias_pulse(3.0, 0.01)
+    assert stm.bias() == pytest.approx(before_bias)
+
+
+def test_conditioning_actions_run_on_the_simulator(stm: NanonisSTM, server: SimulatedNanonisServer) -> None:
+    stm.tip_shaper(1e-9, lift_time_s=0.05)
+    stm.move_tip(1e-7, -1e-7)
+    assert stm.tip_position() == pytest.approx((1e-7, -1e-7), abs=1e-12)
+    stm.withdraw(timeout_s=5.0)
+    assert stm.feedback() is False
+
+
+def test_station_yaml_loads_the_driver_against_the_simulator(server: SimulatedNanonisServer) -> None:
+    from qcodes.station import Station
+
+    station = Station(config_file=str(REPO / "instruments" / "simulated_stm.station.yaml"))
+    stm = station.load_instrument("stm", port=server.port)
+    try:
+        assert isinstance(stm, NanonisSTM)
+        assert stm.safety.max_bias_V == 5.0 and stm.safety.max_motor_steps == 50
+        assert stm.get_idn()["vendor"] == "SPECS Nanonis"
+        with pytest.raises(SafetyViolation):
+            stm.bias(6.0)
+        stm.bias(-2.0)
+        assert stm.bias() == pytest.approx(-2.0)
+    finally:
+        station.close_all_registered_instruments()
+
+
+def test_measure_frames_example_stores_and_reads_back(tmp_path: Path, capsys) -> None:
+    module = runpy.run_path(str(REPO / "examples" / "measure_frames.py"))
+    db = tmp_path / "frames.db"
+    assert module["main"](["--frames", "2", "--pixels", "32", "--db", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert "shape (2, 32, 32)" in out and str(db) in out
+
+    from qcodes.dataset import initialise_or_create_database_at, load_by_run_spec
+
+    initialise_or_create_database_at(db)
+    xr = load_by_run_spec(captured_run_id=1).to_xarray_dataset()
+    image = xr["stm_scan_image"]
+    assert image.dims == ("frame", "stm_scan_y", "stm_scan_x")
+    assert image.attrs["units"] == "m"
+    assert np.isfinite(image.values).all() and image.values.std() > 0
