@@ -850,7 +850,8 @@ class SimulatedMicroscope:
             if name in props and abs(props[name]) > 100e-9:
                 raise ValueError(f"tip shaper {name} {props[name]} m exceeds ±100 nm")
         with self._lock:
-            self.tip_shaper.update({k: float(v) for k, v in props.items()})
+            self.tip_shaper.update({k: int(v) if k in ("change_bias", "restore_feedback")
+                                    else float(v) for k, v in props.items()})
 
     def tip_shaper_start(self, wait: bool = True, timeout_ms: int = -1) -> TipState:
         """Run the tip shaper: feedback off, move by ``tip_lift`` (indenting past contact),

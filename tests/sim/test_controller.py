@@ -1,0 +1,289 @@
+"""The simulated controller over TCP: our client, the vendor's client, and error replies."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+
+import numpy as np
+import pytest
+
+from qcodes_stmtip.nanonis import protocol as p
+from qcodes_stmtip.nanonis.client import NanonisClient, TipShaperProps
+from qcodes_stmtip.sim import microscope as ms
+from qcodes_stmtip.sim.controller import HANDLERS, SimulatedNanonisServer, serve_simulator
+from qcodes_stmtip.sim.microscope import SimulatedMicroscope
+
+
+@pytest.fixture
+def server():
+    srv = serve_simulator("hsi100", seed=7, time_acceleration=200.0, initial_tip="rows")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def client(server):
+    with NanonisClient(port=server.port, timeout=5) as c:
+        yield c
+
+
+def test_every_table_command_has_a_handler() -> None:
+    assert set(HANDLERS) == set(p.COMMANDS)
+
+
+def test_settings_round_trip_through_the_client(client: NanonisClient) -> None:
+    client.bias_set(-1.5)
+    assert client.bias_get() == pytest.approx(-1.5)
+    client.z_ctrl_setpnt_set(80e-12)
+    assert client.z_ctrl_setpnt_get() == pytest.approx(80e-12)
+    assert client.current_get() == pytest.approx(80e-12, rel=0.15)
+    client.scan_frame_set(10e-9, -5e-9, 30e-9, 20e-9, 15.0)
+    f = client.scan_frame_get()
+    assert (f.centre_x, f.centre_y, f.width, f.height, f.angle) == pytest.approx(
+        (10e-9, -5e-9, 30e-9, 20e-9, 15.0))
+    client.scan_buffer_set([0, 14, 1], 64, 48)
+    assert client.scan_buffer_get() == type(client.scan_buffer_get())((0, 14, 1), 64, 48)
+    client.scan_speed_set(0, 0, 0.05, 0.05, 2, 2.0)
+    speed = client.scan_speed_get()
+    assert speed.forward_time_per_line == pytest.approx(0.05)
+    assert speed.backward_time_per_line == pytest.approx(0.025)
+    assert speed.forward_speed == pytest.approx(30e-9 / 0.05)
+    assert speed.keep_constant == 1 and speed.speed_ratio == pytest.approx(2.0)
+    client.scan_props_set(2, 2, 3, "series_", "a comment", ["Z-Controller", "Bias"], 3)
+    props = TipShaperProps(0.1, 1, 0.2, -2e-9, 0.1, 3.0, 0.05, 3e-9, 0.1, 0.05, 1)
+    client.tip_shaper_props_set(props)
+    got = client.tip_shaper_props_get()
+    assert got.change_bias == 1 and got.restore_feedback == 1
+    assert (got.tip_lift, got.bias_lift, got.lift_height) == pytest.approx((-2e-9, 3.0, 3e-9))
+    client.safe_tip_props_set(1, 1, 5e-9)
+    names = client.signals_names_get()
+    assert names[0] == "Current (A)" and names[14] == "Z (m)"
+    assert client.signals_val_get(1) == pytest.approx(-1.5)
+    assert client.signals_val_get(14) == pytest.approx(client.z_ctrl_z_pos_get(), abs=1e-11)
+    version = client.util_version_get()
+    assert "simulator" in version.product and version.host_release > 0
+
+
+def test_scan_cycle_through_the_client(client: NanonisClient, server) -> None:
+    client.scan_buffer_set([0, 14], 64, 64)
+    client.scan_speed_set(0, 0, 0.05, 0.05, 2, 1.0)  # 6.4 s simulated = 32 ms wall
+    client.scan_props_set(2, 2, 1, "tc_", "", [], 0)
+    client.scan_action(0, True)
+    assert client.scan_status_get()
+    timed_out, path = client.scan_wait_end_of_scan(10000)
+    assert not timed_out and path.endswith("tc_00001.sxm")
+    assert not client.scan_status_get()
+    z = client.scan_frame_data_grab(14, True)
+    cur = client.scan_frame_data_grab(0, False)
+    assert z.channel_name == "Z (m)" and cur.channel_name == "Current (A)"
+    assert z.data.shape == (64, 64) and z.scan_up
+    assert np.isfinite(z.data).all()
+    assert 1e-12 < float(np.ptp(z.data)) < 1e-8  # ångström-scale corrugation, in metres
+    truth = server.microscope.ground_truth()
+    assert truth.frame_complete and truth.frame_label is not None
+    with pytest.raises(p.NanonisError, match="not in the scan buffer"):
+        client.scan_frame_data_grab(5, True)
+    client.scan_action(0, False)
+    partial = client.scan_frame_data_grab(14, True)
+    assert not partial.scan_up and np.isnan(partial.data[0]).all()  # bottom line comes last
+
+
+def test_positions_motor_pulse_withdraw_and_approach(client: NanonisClient, server) -> None:
+    client.fol_me_xy_pos_set(3e-9, -2e-9, wait=True)
+    assert client.fol_me_xy_pos_get() == pytest.approx((3e-9, -2e-9))
+    assert client.scan_xy_pos_get() == pytest.approx((3e-9, -2e-9), abs=1e-15)
+    client.scan_action(6, True)  # go to the frame centre
+    assert client.fol_me_xy_pos_get() == pytest.approx((0.0, 0.0))
+    client.motor_start_move(0, 3, 0, True)
+    assert server.microscope.coarse_x == pytest.approx(3 * ms.STEP_XY)
+    client.bias_pulse(0.02, 3.0, wait=True, z_hold=1, absolute=2)
+    client.z_ctrl_withdraw(True, 1000)
+    assert not client.z_ctrl_on_off_get()
+    assert client.current_get() == 0.0
+    assert client.z_ctrl_status_get() in (ms.ZSTATUS_OFF, ms.ZSTATUS_WITHDRAWING)
+    client.auto_approach_on_off_set(True)
+    assert client.auto_approach_on_off_get()
+    client.auto_approach_on_off_set(False)
+    assert not client.auto_approach_on_off_get()
+    server.microscope.set_approach(True)
+    server.microscope._finish_approach()
+    assert client.z_ctrl_on_off_get()
+    client.z_ctrl_on_off_set(False)
+    client.z_ctrl_z_pos_set(client.z_ctrl_z_pos_get() + 1e-10)
+    client.z_ctrl_home()
+    assert client.z_ctrl_status_get() == ms.ZSTATUS_OFF
+    client.z_ctrl_on_off_set(True)
+    client.tip_shaper_start(True, 5000)
+    assert client.z_ctrl_on_off_get()
+
+
+def test_bad_arguments_get_error_replies_and_the_connection_survives(client: NanonisClient) -> None:
+    with pytest.raises(p.NanonisError) as info:
+        client.bias_set(50.0)
+    assert info.value.command == "Bias.Set" and "±10 V" in info.value.message
+    with pytest.raises(p.NanonisError, match="pixels"):
+        client.scan_buffer_set([0], 33, 10)
+    with pytest.raises(p.NanonisError, match="signal index"):
+        client.signals_val_get(999)
+    with pytest.raises(p.NanonisError, match="Z controller off"):
+        client.z_ctrl_z_pos_set(1e-9)
+    assert client.bias_get() == pytest.approx(1.0)
+
+
+def _raw_exchange(port: int, request: bytes) -> tuple[str, bytes]:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(request)
+        header = p.decode_response_header(_recv(s, 40))
+        body = _recv(s, header.body_size)
+        # The same connection still answers.
+        s.sendall(p.encode_request("Bias.Get"))
+        h2 = p.decode_response_header(_recv(s, 40))
+        assert p.decode_response_body(p.COMMANDS["Bias.Get"], _recv(s, h2.body_size)) == (
+            pytest.approx(1.0),)
+        return header.command, body
+
+
+def _recv(s: socket.socket, n: int) -> bytes:
+    out = b""
+    while len(out) < n:
+        chunk = s.recv(n - len(out))
+        assert chunk, "server closed the connection"
+        out += chunk
+    return out
+
+
+def test_unknown_command_gets_an_error_reply(server) -> None:
+    request = p.encode_request_header("Scan.Teleport", 4) + b"\0\0\0\1"
+    command, body = _raw_exchange(server.port, request)
+    assert command == "Scan.Teleport"
+    status, message = p.decode_error_section(body, 0)
+    assert status == 1 and "Unknown command" in message
+
+
+def test_truncated_arguments_get_an_error_reply(server) -> None:
+    request = p.encode_request_header("Scan.FrameSet", 6) + b"\0" * 6
+    command, body = _raw_exchange(server.port, request)
+    with pytest.raises(p.NanonisError, match="offset"):
+        p.decode_response_body(p.COMMANDS[command], body)
+
+
+def test_no_reply_when_the_flag_is_zero(server) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        body = struct.pack(">f", 2.5)
+        s.sendall(p.encode_request_header("Bias.Set", 4, send_response=False) + body)
+        s.sendall(p.encode_request("Bias.Get"))
+        header = p.decode_response_header(_recv(s, 40))
+        assert header.command == "Bias.Get"
+        assert p.decode_response_body(p.COMMANDS["Bias.Get"], _recv(s, header.body_size))[0] == 2.5
+
+
+def test_concurrent_clients_and_blocking_waits(server) -> None:
+    """A WaitEndOfScan on one connection does not block another connection."""
+    waiter = NanonisClient(port=server.port)
+    other = NanonisClient(port=server.port)
+    waiter.scan_buffer_set([14], 32, 32)
+    waiter.scan_speed_set(0, 0, 1.0, 1.0, 2, 1.0)  # 64 s simulated = 0.32 s wall
+    waiter.scan_action(0, True)
+    result: list = []
+    t = threading.Thread(target=lambda: result.append(waiter.scan_wait_end_of_scan(-1)))
+    t.start()
+    answers = [other.bias_get() for _ in range(20)]
+    assert t.is_alive(), "the frame should still be running while the other client is served"
+    t.join(5)
+    assert result and result[0][0] is False
+    assert answers == [pytest.approx(1.0)] * 20
+    waiter.close()
+    other.close()
+
+
+def test_server_lifecycle() -> None:
+    m = SimulatedMicroscope("au111", seed=1, time_acceleration=10.0)
+    with SimulatedNanonisServer(m) as srv:
+        port = srv.port
+        with NanonisClient(port=port) as c:
+            assert c.signals_names_get()[14] == "Z (m)"
+    with pytest.raises(p.NanonisConnectionError):
+        NanonisClient(port=port, timeout=1).bias_get()
+    with pytest.raises(ValueError, match="port"):
+        SimulatedNanonisServer(m, port=-1)
+
+
+# ---------------------------------------------------------------- the vendor's client
+@pytest.fixture
+def vendor(server):
+    nanonis_spm = pytest.importorskip("nanonis_spm")
+    conn = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    yield nanonis_spm.Nanonis(conn)
+    conn.close()
+
+
+def _ok(result) -> list:
+    error, _raw, values = result
+    assert error == "", error
+    return values
+
+
+def test_vendor_client_against_the_simulator(vendor, server) -> None:
+    """Every table command through nanonis-spm (its Scan_PropsGet/Util_VersionGet are broken)."""
+    m = server.microscope
+    _ok(vendor.Bias_Set(0.75))
+    assert _ok(vendor.Bias_Get())[0] == pytest.approx(0.75)
+    _ok(vendor.ZCtrl_SetpntSet(60e-12))
+    assert _ok(vendor.ZCtrl_SetpntGet())[0] == pytest.approx(60e-12)
+    assert _ok(vendor.Current_Get())[0] == pytest.approx(60e-12, rel=0.15)
+    assert _ok(vendor.ZCtrl_OnOffGet())[0] == 1
+    assert _ok(vendor.ZCtrl_StatusGet())[0] == ms.ZSTATUS_ON
+    z = _ok(vendor.ZCtrl_ZPosGet())[0]
+    _ok(vendor.ZCtrl_OnOffSet(0))
+    _ok(vendor.ZCtrl_ZPosSet(z + 2e-10))
+    assert _ok(vendor.ZCtrl_ZPosGet())[0] == pytest.approx(z + 2e-10, abs=1e-13)
+    _ok(vendor.ZCtrl_OnOffSet(1))
+    _ok(vendor.SafeTip_PropsSet(1, 1, 2e-9))
+    assert m.safe_tip_threshold == pytest.approx(2e-9)
+    _ok(vendor.Scan_FrameSet(1e-9, 2e-9, 25e-9, 25e-9, 0.0))
+    assert _ok(vendor.Scan_FrameGet()) == pytest.approx([1e-9, 2e-9, 25e-9, 25e-9, 0.0])
+    _ok(vendor.Scan_BufferSet([0, 14], 64, 32))
+    assert m.get_buffer() == ((0, 14), 64, 32)
+    n, channels, pixels, lines = _ok(vendor.Scan_BufferGet())
+    assert (n, [c[0] for c in channels], pixels, lines) == (2, [0, 14], 64, 32)
+    _ok(vendor.Scan_SpeedSet(0.0, 0.0, 0.05, 0.05, 2, 1.0))
+    speed = _ok(vendor.Scan_SpeedGet())
+    assert speed[2] == pytest.approx(0.05) and speed[4] == 1
+    _ok(vendor.Scan_PropsSet(2, 2, 1, "vendor_", "via nanonis-spm", ["Z-Ctrl"], 0))
+    assert m.series_name == "vendor_" and m.comment == "via nanonis-spm" and m.modules == ("Z-Ctrl",)
+    _ok(vendor.Scan_Action(0, 1))
+    assert _ok(vendor.Scan_StatusGet())[0] == 1
+    timed_out, length, path = _ok(vendor.Scan_WaitEndOfScan(10000))
+    assert timed_out == 0 and path.endswith("vendor_00001.sxm") and length == len(path)
+    name_len, name, rows, cols, data, up = _ok(vendor.Scan_FrameDataGrab(14, 1))
+    assert (name, rows, cols, up) == ("Z (m)", 32, 64, 1) and name_len == len(name)
+    ours = m.frame_data(14, True)[1]
+    np.testing.assert_array_equal(np.asarray(data, dtype=np.float32), ours)
+    x, y = _ok(vendor.Scan_XYPosGet(1))
+    assert np.isfinite(x) and np.isfinite(y)
+    _ok(vendor.FolMe_XYPosSet(4e-9, 5e-9, 1))
+    assert _ok(vendor.FolMe_XYPosGet(1)) == pytest.approx([4e-9, 5e-9])
+    _ok(vendor.Bias_Pulse(1, 0.01, 2.0, 0, 2))
+    _ok(vendor.TipShaper_PropsSet(0.05, 2, 0.0, -1e-9, 0.05, 1.0, 0.05, 2e-9, 0.05, 0.05, 1))
+    props = _ok(vendor.TipShaper_PropsGet())
+    assert props[3] == pytest.approx(-1e-9) and props[10] == 1
+    _ok(vendor.TipShaper_Start(1, 5000))
+    _ok(vendor.Motor_StartMove(2, 1, 0, 1))
+    assert m.coarse_y == pytest.approx(ms.STEP_XY)
+    total, count, names = _ok(vendor.Signals_NamesGet())
+    assert count == len(ms.SIGNAL_NAMES) and names[:1] == ["Current (A)"]
+    assert total == sum(4 + len(s) for s in ms.SIGNAL_NAMES)
+    assert _ok(vendor.Signals_ValGet(1, 1))[0] == pytest.approx(0.75)
+    _ok(vendor.AutoApproach_OnOffSet(0))
+    assert _ok(vendor.AutoApproach_OnOffGet())[0] == 0
+    _ok(vendor.ZCtrl_Home())
+    _ok(vendor.ZCtrl_Withdraw(1, 1000))
+    assert _ok(vendor.Current_Get())[0] == 0.0
+
+
+def test_vendor_client_sees_error_strings(vendor) -> None:
+    error, _, _ = vendor.Bias_Set(42.0)
+    assert "±10 V" in error
+    assert _ok(vendor.Bias_Get())[0] == pytest.approx(1.0)
