@@ -6,6 +6,7 @@
 | ``.gwy`` | Gwyddion | :mod:`.gwyddion` (``gwyfile``) |
 | ``.<channel>_mtrx`` | Scienta Omicron MATRIX (+ ``.mtrx`` beside it) | :mod:`.matrix` (``access2thematrix``) |
 | ``.dat`` | Createc (text header), else SPIEPy raw array | :mod:`.createc`, :mod:`.spiepy_raw` |
+| ``.sm4`` | RHK | :mod:`.rhk_sm4` (``spym``) |
 | ``.png`` | grey-level picture, no extent | :mod:`.images` |
 | ``.npy`` | NumPy array, no extent | :mod:`.images` |
 """
@@ -20,7 +21,7 @@ from qcodes_stmtip.io.frame import FrameReadError, STMFrame, check_direction
 Reader = Callable[..., STMFrame]
 
 #: File suffixes ``read_frame`` accepts (``*_mtrx`` stands for ``.Z_mtrx``, ``.I_mtrx``…).
-SUPPORTED_SUFFIXES: tuple[str, ...] = (".sxm", ".gwy", "*_mtrx", ".dat", ".png", ".npy")
+SUPPORTED_SUFFIXES: tuple[str, ...] = (".sxm", ".gwy", "*_mtrx", ".dat", ".sm4", ".png", ".npy")
 
 
 def _format_of(path: Path) -> str:
@@ -44,6 +45,8 @@ def _format_of(path: Path) -> str:
             "unrecognised .dat file: neither a Createc header ([Paramco32]/[Paramet32]/[Parameter]) "
             "nor a SPIEPy raw array",
         )
+    if suffix == ".sm4":
+        return "sm4"
     if suffix == ".png":
         return "png"
     if suffix == ".npy":
@@ -79,6 +82,10 @@ def _reader(fmt: str) -> Reader:
         from qcodes_stmtip.io.spiepy_raw import read_spiepy
 
         return read_spiepy
+    if fmt == "sm4":
+        from qcodes_stmtip.io.rhk_sm4 import read_sm4
+
+        return read_sm4
     if fmt == "png":
         from qcodes_stmtip.io.images import read_png
 
@@ -126,6 +133,8 @@ def list_channels(path: str | Path) -> list[tuple[str, tuple[str, ...]]]:
         from qcodes_stmtip.io.matrix import list_channels as channels
     elif fmt == "createc":
         from qcodes_stmtip.io.createc import list_channels as channels
+    elif fmt == "sm4":
+        from qcodes_stmtip.io.rhk_sm4 import list_channels as channels
     elif fmt == "png":
         return [("grey", ("forward",))]
     else:
@@ -136,4 +145,4 @@ def list_channels(path: str | Path) -> list[tuple[str, tuple[str, ...]]]:
 def is_supported(path: str | Path) -> bool:
     """True if the file name has a suffix ``read_frame`` knows (the content is not checked)."""
     suffix = Path(path).suffix.lower()
-    return suffix in (".sxm", ".gwy", ".dat", ".png", ".npy") or suffix.endswith("_mtrx")
+    return suffix in (".sxm", ".gwy", ".dat", ".sm4", ".png", ".npy") or suffix.endswith("_mtrx")

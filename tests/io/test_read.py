@@ -61,12 +61,8 @@ def test_every_real_file_reads_or_is_refused_clearly() -> None:
     assert len(files) >= 10
     read = 0
     for path in files:
-        if path.suffix == ".sm4":
-            with pytest.raises(FrameReadError, match="unknown file extension '.sm4'"):
-                read_frame(path)
-            continue
         frame = read_frame(path)
         assert frame.source == str(path) and frame.lines >= 64 and frame.pixels >= 64
-        assert list_channels(path)[0][0] == frame.channel
+        assert frame.channel in [name for name, _ in list_channels(path)]
         read += 1
-    assert read == 11
+    assert read == 13
