@@ -18,6 +18,7 @@ COMMAND_MODULES: list[str] = [
     "qcodes_stmtip.io.cli",
     "qcodes_stmtip.classify.cli",
     "qcodes_stmtip.sim.cli",
+    "qcodes_stmtip.demo",
 ]
 
 
