@@ -15,6 +15,7 @@ import importlib
 SIM_SUBCOMMANDS: list[tuple[str, str]] = [
     ("qcodes_stmtip.sim.cli", "register_dataset"),
     ("qcodes_stmtip.sim.cli", "register_gallery"),
+    ("qcodes_stmtip.sim.controller", "add_serve_command"),
 ]
 
 _SURFACES = ("hsi100", "au111", "cu111")

@@ -23,7 +23,10 @@ from scipy.signal import lfilter, lfilter_zi
 
 @dataclass
 class Instrument:
-    """Per-frame instrument parameters (nm, s). Draw typical ones with :func:`sample_instrument`."""
+    """Per-frame instrument parameters (nm, s); the defaults are an ideal instrument.
+
+    Draw typical ones with :func:`sample_instrument`.
+    """
 
     drift_nm_s: tuple[float, float] = (0.0, 0.0)
     creep_nm: tuple[float, float] = (0.0, 0.0)
@@ -32,7 +35,7 @@ class Instrument:
     line_offset_nm: float = 0.0
     white_noise_nm: float = 0.0
     flicker_noise_nm: float = 0.0
-    feedback_omega: float = 1.0  # natural frequency, rad per pixel
+    feedback_omega: float = math.inf  # natural frequency, rad per pixel (inf: ideal loop)
     feedback_damping: float = 0.7
     retrace_shift_px: float = 0.0
 
