@@ -287,3 +287,35 @@ def test_vendor_client_sees_error_strings(vendor) -> None:
     error, _, _ = vendor.Bias_Set(42.0)
     assert "±10 V" in error
     assert _ok(vendor.Bias_Get())[0] == pytest.approx(1.0)
+
+
+def test_serve_command_runs_until_ctrl_c() -> None:
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    from qcodes_stmtip.cli import build_parser
+
+    args = build_parser().parse_args(["sim", "serve", "--surface", "cu111", "--seed", "4"])
+    assert (args.port, args.surface, args.seed, args.time_acceleration) == (6501, "cu111", 4, 1.0)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qcodes_stmtip", "sim", "serve", "--port", "0", "--surface", "au111"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        match = None
+        lines = []
+        while match is None:
+            line = proc.stdout.readline()
+            assert line, f"server exited (rc={proc.poll()}) after printing {lines}"
+            lines.append(line)
+            match = re.search(r"127\.0\.0\.1:(\d+)", line)
+        port = int(match.group(1))
+        with NanonisClient(port=port, timeout=5) as c:
+            assert c.signals_names_get()[0] == "Current (A)"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
