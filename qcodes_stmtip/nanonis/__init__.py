@@ -1,5 +1,6 @@
 """Nanonis TCP interface: the wire codec (:mod:`.protocol`) and the client (:mod:`.client`)."""
 
+from qcodes_stmtip.nanonis.client import FrameData, NanonisClient
 from qcodes_stmtip.nanonis.protocol import (
     NanonisConnectionError,
     NanonisError,
@@ -8,6 +9,8 @@ from qcodes_stmtip.nanonis.protocol import (
 )
 
 __all__ = [
+    "FrameData",
+    "NanonisClient",
     "NanonisConnectionError",
     "NanonisError",
     "NanonisProtocolError",

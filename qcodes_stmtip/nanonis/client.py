@@ -25,6 +25,7 @@ from qcodes_stmtip.nanonis.protocol import (
     COMMANDS,
     HEADER_SIZE,
     NanonisConnectionError,
+    NanonisError,
     NanonisProtocolError,
     NanonisTimeoutError,
     decode_response_body,
@@ -264,6 +265,11 @@ class NanonisClient:
                 raise NanonisConnectionError(
                     f"{command}: connection to {self.host}:{self.port} failed: {exc}"
                 ) from exc
+            except NanonisError:
+                raise  # a complete error reply: the stream is still in step
+            except BaseException:
+                self._discard()  # e.g. KeyboardInterrupt mid-reply: the stream position is unknown
+                raise
 
     # ------------------------------------------------------------------ Bias
     def bias_set(self, bias_V: float, *, timeout: float | None = None) -> None:

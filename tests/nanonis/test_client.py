@@ -303,3 +303,20 @@ def test_oversized_body_size_is_rejected_before_reading(peer_factory) -> None:
         with pytest.raises(p.NanonisProtocolError, match="body size"):
             client.bias_get()
         assert client.bias_get() == pytest.approx(2.5)
+
+
+def test_interrupt_mid_reply_discards_the_socket(peer_factory, monkeypatch) -> None:
+    peer = peer_factory([])
+    client = NanonisClient(port=peer.port, timeout=2)
+    assert client.bias_get() == pytest.approx(2.5)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(client, "_recv_exact", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        client.bias_get()
+    assert not client.connected
+    monkeypatch.undo()
+    assert client.bias_get() == pytest.approx(2.5)
+    client.close()
