@@ -119,6 +119,7 @@ class NanonisSTM(Instrument):
             raise ValueError(f"NanonisSTM scan_timeout must be > 0 seconds, got {scan_timeout!r}")
         self.safety: SafetyEnvelope = SafetyEnvelope.coerce(safety)
         super().__init__(name, **kwargs)
+        self.add_metadata_safety()
         if client is None:
             from qcodes_stmtip.nanonis.client import NanonisClient
 
@@ -279,6 +280,7 @@ class NanonisSTM(Instrument):
         # ---- frames ------------------------------------------------------------------
         self.scan_x: Parameter = self.add_parameter(
             "scan_x",
+            snapshot_value=False,
             label="x",
             unit="m",
             get_cmd=lambda: self._axis("x"),
@@ -288,6 +290,7 @@ class NanonisSTM(Instrument):
         )
         self.scan_y: Parameter = self.add_parameter(
             "scan_y",
+            snapshot_value=False,
             label="y",
             unit="m",
             get_cmd=lambda: self._axis("y"),
@@ -298,6 +301,8 @@ class NanonisSTM(Instrument):
         self.scan_image: ParameterWithSetpoints = self.add_parameter(
             "scan_image",
             parameter_class=ParameterWithSetpoints,
+            snapshot_get=False,  # a snapshot must never start a scan
+            snapshot_value=False,
             label="Scan image",
             unit="",
             get_cmd=self._acquire_frame,
@@ -311,6 +316,8 @@ class NanonisSTM(Instrument):
         self.last_frame: ParameterWithSetpoints = self.add_parameter(
             "last_frame",
             parameter_class=ParameterWithSetpoints,
+            snapshot_get=False,  # a snapshot must never start a scan
+            snapshot_value=False,
             label="Last frame",
             unit="",
             get_cmd=self._grab_frame,
@@ -323,7 +330,11 @@ class NanonisSTM(Instrument):
 
         self.channel(int(channel))
 
-    # ---- identification / lifetime -------------------------------------------------------
+    # ---- identification / lifetime ---------------------------------------------------------
+    def add_metadata_safety(self) -> None:
+        """Record the safety envelope in the instrument metadata (hence in every snapshot)."""
+        self.metadata["safety_envelope"] = self.safety.as_dict()
+
     def get_idn(self) -> dict[str, str | None]:
         """Vendor, product and software version reported by ``Util.VersionGet``."""
         info = self.client.util_version_get()

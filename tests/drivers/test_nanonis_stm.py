@@ -257,3 +257,11 @@ def test_constructor_rejects_bad_arguments() -> None:
         NanonisSTM("bad_env", safety={"max_bias_V": -1})
     with pytest.raises(ValueError, match="row_order"):
         NanonisSTM("bad_rows", row_order="top_first")
+
+
+def test_snapshot_reads_settings_but_never_scans(fake_stm: NanonisSTM, fake_nanonis: FakeNanonis) -> None:
+    snap = fake_stm.snapshot(update=True)
+    assert not {"Scan.Action", "Scan.FrameDataGrab"} & set(fake_nanonis.commands())
+    assert snap["parameters"]["bias"]["value"] == pytest.approx(1.0)
+    assert "value" not in snap["parameters"]["scan_image"]
+    assert snap["metadata"]["safety_envelope"]["max_bias_V"] == 10.0

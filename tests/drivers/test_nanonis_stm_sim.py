@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import runpy
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -72,17 +73,25 @@ def test_current_channel_is_near_the_setpoint(stm: NanonisSTM) -> None:
     assert np.median(image) == pytest.approx(setpoint, rel=0.3)
 
 
-def test_stopped_scan_leaves_nan_lines(stm: NanonisSTM, server: SimulatedNanonisServer) -> None:
-    server.microscope.time_acceleration = 20.0  # slow enough to stop part-way
-    stm.pixels(16)
-    stm.lines(64)
-    stm.start_scan("up")
-    assert stm.scan_running()
-    stm.stop_scan()
-    frame = stm.last_frame()
+def test_stopped_scan_leaves_nan_lines() -> None:
+    # slow time: 0.1 s wall per line and direction, so the scan is stopped a few lines in
+    server = serve_simulator(surface="hsi100", seed=3, time_acceleration=1.0)
+    stm = NanonisSTM("stm_slow", port=server.port)
+    try:
+        stm.pixels(16)
+        stm.lines(64)
+        stm.start_scan("up")
+        assert stm.scan_running()
+        time.sleep(0.7)
+        stm.stop_scan()
+        assert not stm.scan_running()
+        frame = stm.last_frame()
+    finally:
+        stm.close()
+        server.stop()
     assert frame.shape == (64, 16)
     nan_rows = np.isnan(frame).all(axis=1)
-    assert nan_rows[-1] and nan_rows.any()
+    assert nan_rows[-1] and nan_rows.sum() > 32
     assert not np.isnan(frame[0]).any()  # an "up" scan starts at the bottom
 
 
