@@ -53,7 +53,8 @@ class FakeNanonis:
             "folme": (0.0, 0.0),
             "grab_shape": None,  # override the served frame shape
             "nan_from_line": None,  # acquisition-order line from which the frame is NaN
-            "acquisition_order": False,  # send rows in scan order instead of bottom first
+            "acquisition_order": False,
+            "wait_timed_out": 0,  # Scan.WaitEndOfScan answers "timed out"  # send rows in scan order instead of bottom first
         }
         self._sock = socket.create_server(("127.0.0.1", 0))
         self._sock.settimeout(0.05)  # so that the accept loop notices close()
@@ -213,7 +214,7 @@ class FakeNanonis:
         return (0,)
 
     def _Scan_WaitEndOfScan(self, a):  # noqa: N802
-        return (0, "")
+        return (self.state["wait_timed_out"], "")
 
     def _Scan_FrameDataGrab(self, a):  # noqa: N802
         _, pixels, lines = self.state["buffer"]

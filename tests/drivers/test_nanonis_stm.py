@@ -265,3 +265,17 @@ def test_snapshot_reads_settings_but_never_scans(fake_stm: NanonisSTM, fake_nano
     assert snap["parameters"]["bias"]["value"] == pytest.approx(1.0)
     assert "value" not in snap["parameters"]["scan_image"]
     assert snap["metadata"]["safety_envelope"]["max_bias_V"] == 10.0
+
+
+def test_scan_image_raises_when_the_scan_does_not_end_in_time(
+    fake_stm: NanonisSTM, fake_nanonis: FakeNanonis
+) -> None:
+    fake_nanonis.state["wait_timed_out"] = 1
+    fake_stm.scan_timeout(2.5)
+    assert fake_stm.wait_end_of_scan(0.1) is False
+    with pytest.raises(TimeoutError, match=r"did not end within 2.5 s"):
+        fake_stm.scan_image()
+    assert ("Scan.WaitEndOfScan", (2500,)) in fake_nanonis.requests
+    assert "Scan.FrameDataGrab" not in fake_nanonis.commands()
+    with pytest.raises(ValueError, match="timeout_s"):
+        fake_stm.wait_end_of_scan(-1.0)
