@@ -19,6 +19,7 @@ COMMAND_MODULES: list[str] = [
     "qcodes_stmtip.classify.cli",
     "qcodes_stmtip.sim.cli",
     "qcodes_stmtip.demo",
+    "qcodes_stmtip.labelling.cli",
 ]
 
 

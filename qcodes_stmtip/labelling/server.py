@@ -1,0 +1,402 @@
+"""The labelling web app: a :class:`LabellingSession` (state) behind a JSON API on 127.0.0.1.
+
+API (all JSON unless stated; POST bodies are ``application/json``):
+
+| route | what |
+|---|---|
+| ``GET /`` | the page (``static/index.html``) |
+| ``GET /api/config`` | surface, categories (key order), labeller, whether a model is loaded |
+| ``GET /api/next`` | the frame to label now (``null`` when done), the one after it, progress |
+| ``GET /api/frame/<name>.png`` | the frame drawn for display (PNG) |
+| ``GET /api/guess/<name>`` | the model's class probabilities for the frame (only with a model) |
+| ``GET /api/progress`` | counts for this labeller and the merged sheet |
+| ``POST /api/vote`` | ``{"frame": name, "classes": [...]}`` |
+| ``POST /api/skip`` | ``{"frame": name}`` |
+| ``POST /api/undo`` | ``{}``: cancels the latest vote or skip; that frame is shown again |
+
+Every vote, skip and undo is appended to ``votes/<labeller>.csv`` and re-merged
+into ``labels.csv`` at once; the first vote on a frame also writes its data to
+``images/<name>`` (``.npy``, row 0 the bottom line) for training.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qcodes_stmtip.labelling.merge import column_title, merge_votes
+from qcodes_stmtip.labelling.render import frame_png
+from qcodes_stmtip.labelling.sources import FrameRef
+from qcodes_stmtip.labelling.votes import VoteStore
+
+#: Static files the page may request, with their content types.
+STATIC_FILES: dict[str, str] = {
+    "index.html": "text/html; charset=utf-8",
+    "label.js": "text/javascript; charset=utf-8",
+    "label.css": "text/css; charset=utf-8",
+}
+_PNG_CACHE_SIZE = 16
+#: Button titles where the Title Case of the category name is not clear enough.
+DISPLAY_TITLES: dict[str, str] = {
+    "dimers_asymmetries": "Dimers / asymmetries",
+    "generic_defect": "Generic defect (bad, blurry)",
+}
+
+
+class LabellingError(ValueError):
+    """A request the session cannot honour (unknown frame, bad classes…); carries an HTTP status."""
+
+    def __init__(self, message: str, status: int = HTTPStatus.BAD_REQUEST) -> None:
+        super().__init__(message)
+        self.status = int(status)
+
+
+class LabellingSession:
+    """One labeller working through ``frames`` of ``surface``, writing into ``out_dir``.
+
+    ``model``: path of a classifier bundle whose guess is shown (loaded, with
+    TensorFlow, on the first guess asked for). Thread-safe.
+    """
+
+    def __init__(self, frames: Sequence[FrameRef], *, surface: str, labeller: str,
+                 out_dir: str | Path, model: str | Path | None = None) -> None:
+        if not frames:
+            raise ValueError("frames must hold at least one frame to label")
+        self.out_dir = Path(out_dir)
+        self.store = VoteStore(self.out_dir, labeller, surface)
+        self.surface = surface
+        self.frames = list(frames)
+        self._by_name: dict[str, FrameRef] = {}
+        for ref in self.frames:
+            if ref.name in self._by_name:
+                raise ValueError(f"frames: two frames are named {ref.name!r}")
+            self._by_name[ref.name] = ref
+        self.model_path = None if model is None else Path(model)
+        if self.model_path is not None and not self.model_path.exists():
+            raise FileNotFoundError(f"model bundle {self.model_path} does not exist")
+        self._lock = threading.RLock()
+        self._pending: tuple[str, tuple[str, ...]] | None = None
+        self._png: OrderedDict[str, bytes] = OrderedDict()
+        self._ensemble: Any = None
+        self._model_lock = threading.Lock()
+        self._guesses: dict[str, dict[str, Any]] = {}
+        self.merged = merge_votes(self.out_dir, surface)
+
+    # ---- frames ----------------------------------------------------------------------------
+    def frame(self, name: str) -> FrameRef:
+        """The frame called ``name``; :class:`LabellingError` (404) if it is not in this session."""
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise LabellingError(f"no frame named {name!r} in this session",
+                                 HTTPStatus.NOT_FOUND) from None
+
+    def _undecided(self) -> list[FrameRef]:
+        decided = self.store.decisions()
+        return [f for f in self.frames if f.name not in decided]
+
+    def next_frame(self) -> dict[str, Any]:
+        """The frame to show now (the one just undone, else the first undecided) and the next one."""
+        with self._lock:
+            todo = self._undecided()
+            preselect: tuple[str, ...] = ()
+            current = todo[0] if todo else None
+            if self._pending is not None and self._pending[0] in {f.name for f in todo}:
+                current = self._by_name[self._pending[0]]
+                preselect = self._pending[1]
+            upcoming = next((f.name for f in todo if current is not None and f is not current),
+                            None)
+            return {
+                "frame": None if current is None else self._describe(current, preselect),
+                "upcoming": upcoming,
+                "progress": self.progress(),
+            }
+
+    def _describe(self, ref: FrameRef, preselect: tuple[str, ...]) -> dict[str, Any]:
+        return {
+            "name": ref.name,
+            "session": ref.session,
+            "source": ref.source,
+            "index": self.frames.index(ref),
+            "image": f"/api/frame/{ref.name}.png",
+            "preselect": list(preselect),
+        }
+
+    def png(self, name: str) -> bytes:
+        """The display PNG of frame ``name`` (cached); :class:`LabellingError` (422) if unreadable."""
+        ref = self.frame(name)
+        with self._lock:
+            if name in self._png:
+                self._png.move_to_end(name)
+                return self._png[name]
+        try:
+            data = frame_png(ref.load())
+        except (ValueError, OSError) as exc:
+            raise LabellingError(f"cannot read frame {name!r} from {ref.source}: {exc}",
+                                 HTTPStatus.UNPROCESSABLE_ENTITY) from exc
+        with self._lock:
+            self._png[name] = data
+            while len(self._png) > _PNG_CACHE_SIZE:
+                self._png.popitem(last=False)
+        return data
+
+    def _export(self, ref: FrameRef) -> Path:
+        target = self.out_dir / "images" / ref.name
+        if target.exists():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            data = ref.load()
+        except (ValueError, OSError) as exc:
+            raise LabellingError(f"cannot read frame {ref.name!r} from {ref.source}: {exc}",
+                                 HTTPStatus.UNPROCESSABLE_ENTITY) from exc
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        with open(tmp, "wb") as fh:
+            np.save(fh, np.ascontiguousarray(data, dtype=np.float64), allow_pickle=False)
+        os.replace(tmp, target)
+        return target
+
+    # ---- decisions -------------------------------------------------------------------------
+    def vote(self, name: str, classes: Sequence[str]) -> dict[str, Any]:
+        """Record this labeller's vote ``classes`` on frame ``name``; export it; re-merge."""
+        ref = self.frame(name)
+        if isinstance(classes, str) or not isinstance(classes, Sequence):
+            raise LabellingError(f"classes must be a list of category names, got {classes!r}")
+        unknown = [c for c in classes if c not in self.store.categories]
+        if unknown or not classes:
+            raise LabellingError(f"classes must name at least one of {self.store.categories}; "
+                                 f"got {list(classes)}")
+        with self._lock:
+            self._export(ref)
+            try:
+                self.store.vote(name, list(classes), session=ref.session, source=ref.source)
+            except ValueError as exc:
+                raise LabellingError(str(exc)) from exc
+            self._pending = None
+            self.merged = merge_votes(self.out_dir, self.surface)
+            return self.next_frame()
+
+    def skip(self, name: str) -> dict[str, Any]:
+        """Record that this labeller skips frame ``name``; re-merge."""
+        ref = self.frame(name)
+        with self._lock:
+            self.store.skip(name, session=ref.session, source=ref.source)
+            self._pending = None
+            self.merged = merge_votes(self.out_dir, self.surface)
+            return self.next_frame()
+
+    def undo(self) -> dict[str, Any]:
+        """Cancel the latest vote or skip; its frame comes back with its classes preselected."""
+        with self._lock:
+            event = self.store.undo()
+            if event is not None and event.frame in self._by_name:
+                self._pending = (event.frame, event.classes)
+            self.merged = merge_votes(self.out_dir, self.surface)
+            out = self.next_frame()
+            out["undone"] = None if event is None else {
+                "frame": event.frame, "action": event.action, "classes": list(event.classes)}
+            return out
+
+    def progress(self) -> dict[str, Any]:
+        """Counts: frames in the session, voted / skipped by this labeller, left; merged sheet."""
+        decided = self.store.decisions()
+        mine = [d for name, d in decided.items() if name in self._by_name]
+        voted = sum(1 for d in mine if d.action == "vote")
+        skipped = sum(1 for d in mine if d.action == "skip")
+        return {
+            "total": len(self.frames),
+            "voted": voted,
+            "skipped": skipped,
+            "remaining": len(self.frames) - voted - skipped,
+            "merged_frames": len(self.merged.frames),
+            "labellers": list(self.merged.labellers),
+            "labels_csv": str(self.merged.labels_path),
+        }
+
+    def config(self) -> dict[str, Any]:
+        """What the page needs to draw its buttons."""
+        cats = self.store.categories
+        return {
+            "surface": self.surface,
+            "labeller": self.store.labeller,
+            "categories": [{"name": c, "title": DISPLAY_TITLES.get(c, column_title(c)),
+                            "key": str(i + 1)}
+                           for i, c in enumerate(cats)],
+            "model": None if self.model_path is None else str(self.model_path),
+        }
+
+    # ---- model guess -----------------------------------------------------------------------
+    def guess(self, name: str) -> dict[str, Any]:
+        """The model's guess on frame ``name``: mean probability per class, decision, tip change.
+
+        Loads the bundle (TensorFlow) on first use. :class:`LabellingError` (404)
+        when no model was given; a frame too short to classify gives ``error``.
+        """
+        ref = self.frame(name)
+        if self.model_path is None:
+            raise LabellingError("no model bundle was given (--model)", HTTPStatus.NOT_FOUND)
+        if name in self._guesses:
+            return self._guesses[name]
+        from qcodes_stmtip.classify.preprocess import FrameTooShortError, preprocess_frame
+
+        with self._model_lock:
+            if self._ensemble is None:
+                from qcodes_stmtip.classify.bundle import load_bundle
+
+                self._ensemble = load_bundle(self.model_path, self.surface)
+            ensemble = self._ensemble
+            try:
+                image = preprocess_frame(ref.load())
+            except FrameTooShortError as exc:
+                return {"frame": name, "error": str(exc)}
+            pred = ensemble.predict(image[None, :, :, None])
+        decision = int(pred.decision[0])
+        out = {
+            "frame": name,
+            "classes": list(ensemble.classes),
+            "probabilities": [float(p) for p in pred.mean[0]],
+            "decision": None if decision < 0 else ensemble.classes[decision],
+            "tip_change_probability": None if pred.tip_change_probability is None
+            else float(pred.tip_change_probability[0]),
+        }
+        self._guesses[name] = out
+        return out
+
+
+def _static(name: str) -> bytes:
+    return resources.files("qcodes_stmtip.labelling").joinpath("static", name).read_bytes()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    session: LabellingSession  # set on the subclass made by LabellingServer
+    server_version = "stmtip-label"
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+        pass  # keep the terminal quiet; votes are in the CSV
+
+    def _send(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _json(self, payload: object, status: int = HTTPStatus.OK) -> None:
+        self._send(status, json.dumps(payload).encode("utf-8"), "application/json")
+
+    def _error(self, status: int, message: str) -> None:
+        self._json({"error": message}, status)
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib name
+        path = self.path.split("?", 1)[0]
+        try:
+            if path in ("/", "/index.html"):
+                self._send(HTTPStatus.OK, _static("index.html"), STATIC_FILES["index.html"])
+            elif path.startswith("/static/") and path[8:] in STATIC_FILES:
+                self._send(HTTPStatus.OK, _static(path[8:]), STATIC_FILES[path[8:]])
+            elif path == "/api/config":
+                self._json(self.session.config())
+            elif path == "/api/next":
+                self._json(self.session.next_frame())
+            elif path == "/api/progress":
+                self._json(self.session.progress())
+            elif path.startswith("/api/frame/") and path.endswith(".png"):
+                self._send(HTTPStatus.OK, self.session.png(path[len("/api/frame/"):-4]),
+                           "image/png")
+            elif path.startswith("/api/guess/"):
+                self._json(self.session.guess(path[len("/api/guess/"):]))
+            else:
+                self._error(HTTPStatus.NOT_FOUND, f"no such page {path!r}")
+        except LabellingError as exc:
+            self._error(exc.status, str(exc))
+        except Exception as exc:  # report, keep serving
+            self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"{type(exc).__name__}: {exc}")
+
+    def do_POST(self) -> None:  # noqa: N802 - stdlib name
+        path = self.path.split("?", 1)[0]
+        try:
+            if self.headers.get("Content-Type", "").split(";")[0].strip() != "application/json":
+                raise LabellingError("POST bodies must be application/json",
+                                     HTTPStatus.UNSUPPORTED_MEDIA_TYPE)
+            length = int(self.headers.get("Content-Length") or 0)
+            try:
+                body = json.loads(self.rfile.read(length) or b"{}")
+            except json.JSONDecodeError as exc:
+                raise LabellingError(f"request body is not JSON: {exc}") from exc
+            if not isinstance(body, dict):
+                raise LabellingError("request body must be a JSON object")
+            if path == "/api/vote":
+                self._json(self.session.vote(str(body.get("frame", "")), body.get("classes")))
+            elif path == "/api/skip":
+                self._json(self.session.skip(str(body.get("frame", ""))))
+            elif path == "/api/undo":
+                self._json(self.session.undo())
+            else:
+                self._error(HTTPStatus.NOT_FOUND, f"no such action {path!r}")
+        except LabellingError as exc:
+            self._error(exc.status, str(exc))
+        except Exception as exc:  # report, keep serving
+            self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"{type(exc).__name__}: {exc}")
+
+
+class LabellingServer:
+    """Serve ``session`` on ``http://127.0.0.1:<port>/`` (``port=0``: a free port).
+
+    :meth:`start` serves from a daemon thread, :meth:`serve_forever` from the
+    caller's; :meth:`stop` closes the socket. Context manager (starts, stops).
+    """
+
+    def __init__(self, session: LabellingSession, port: int = 0) -> None:
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ValueError(f"port must be an integer in 0..65535, got {port!r}")
+        handler = type("LabellingHandler", (_Handler,), {"session": session})
+        self.session = session
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self._httpd.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        """The TCP port served."""
+        return int(self._httpd.server_address[1])
+
+    @property
+    def url(self) -> str:
+        """The page's address."""
+        return f"http://127.0.0.1:{self.port}/"
+
+    def start(self) -> LabellingServer:
+        """Serve from a background thread; returns self."""
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="stmtip-label",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Serve from this thread until :meth:`stop` is called from another (or KeyboardInterrupt)."""
+        self._httpd.serve_forever()
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        if self._thread is not None:
+            self._httpd.shutdown()
+            self._thread.join(timeout=5)
+            self._thread = None
+        self._httpd.server_close()
+
+    def __enter__(self) -> LabellingServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
