@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from qcodes.instrument import Instrument
 from qcodes.parameters import Parameter, ParameterWithSetpoints
-from qcodes.validators import Arrays, Bool, Enum, Ints, Multiples, Numbers
+from qcodes.validators import Arrays, Bool, Enum, Ints, Multiples, Numbers, Validator
 
 from qcodes_stmtip.safety import EnvelopeValidator, SafetyEnvelope
 
@@ -177,41 +177,25 @@ class NanonisSTM(Instrument):
         )
 
         # ---- scan frame ----------------------------------------------------------------
-        for field, label, unit in (
-            ("centre_x", "Scan centre x", "m"),
-            ("centre_y", "Scan centre y", "m"),
-            ("width", "Scan width", "m"),
-            ("height", "Scan height", "m"),
-            ("angle", "Scan angle", "deg"),
-        ):
-            name_ = "scan_centre_x" if field == "centre_x" else (
-                "scan_centre_y" if field == "centre_y" else f"scan_{field}"
-            )
-            if field in ("width", "height"):
-                vals = EnvelopeValidator(
-                    lambda v: env.check_scan_size(v, v),
-                    f"0 < size <= {env.max_scan_size_m} m",
-                    valid_values=(env.max_scan_size_m / 2,),
-                )
-            elif field == "angle":
-                vals = Numbers(-360.0, 360.0)
-            else:  # the centre: the whole-frame check in the setter bounds it
-                vals = Numbers()
-            self.add_parameter(
-                name_,
-                label=label,
-                unit=unit,
-                get_cmd=lambda f=field: float(getattr(self.client.scan_frame_get(), f)),
-                set_cmd=lambda v, f=field: self._set_frame_field(f, v),
-                vals=vals,
-                docstring=f"{label} ({unit}) of the scan frame; the whole frame (all four "
-                "corners, rotated) must lie in safety.scan_area_*_m.",
-            )
-        self.scan_centre_x: Parameter = self.parameters["scan_centre_x"]  # type: ignore[assignment]
-        self.scan_centre_y: Parameter = self.parameters["scan_centre_y"]  # type: ignore[assignment]
-        self.scan_width: Parameter = self.parameters["scan_width"]  # type: ignore[assignment]
-        self.scan_height: Parameter = self.parameters["scan_height"]  # type: ignore[assignment]
-        self.scan_angle: Parameter = self.parameters["scan_angle"]  # type: ignore[assignment]
+        size_vals = EnvelopeValidator(
+            lambda v: env.check_scan_size(v, v),
+            f"0 < size <= {env.max_scan_size_m} m",
+            valid_values=(env.max_scan_size_m / 2,),
+        )
+        # the centre is bounded by the whole-frame check in the setter
+        self.scan_centre_x: Parameter = self._add_frame_parameter(
+            "centre_x", "Scan centre x", "m", Numbers()
+        )
+        self.scan_centre_y: Parameter = self._add_frame_parameter(
+            "centre_y", "Scan centre y", "m", Numbers()
+        )
+        self.scan_width: Parameter = self._add_frame_parameter("width", "Scan width", "m", size_vals)
+        self.scan_height: Parameter = self._add_frame_parameter(
+            "height", "Scan height", "m", size_vals
+        )
+        self.scan_angle: Parameter = self._add_frame_parameter(
+            "angle", "Scan angle", "deg", Numbers(-360.0, 360.0)
+        )
 
         self.pixels: Parameter = self.add_parameter(
             "pixels",
@@ -543,6 +527,21 @@ class NanonisSTM(Instrument):
                 f"{self.name}.z_position: the z feedback is on; switch it off before setting z"
             )
         self.client.z_ctrl_z_pos_set(float(z_m))
+
+    def _add_frame_parameter(
+        self, field: str, label: str, unit: str, vals: Validator[Any]
+    ) -> Parameter:
+        """Add ``scan_<field>``: one field of ``Scan.FrameGet``/``Scan.FrameSet``."""
+        return self.add_parameter(
+            f"scan_{field}",
+            label=label,
+            unit=unit,
+            get_cmd=lambda: float(getattr(self.client.scan_frame_get(), field)),
+            set_cmd=lambda v: self._set_frame_field(field, v),
+            vals=vals,
+            docstring=f"{label} ({unit}) of the scan frame; the whole frame (all four "
+            "corners, rotated) must lie in safety.scan_area_*_m.",
+        )
 
     def _set_frame_field(self, field: str, value: float) -> None:
         frame = {

@@ -154,3 +154,16 @@ def test_measure_frames_example_stores_and_reads_back(tmp_path: Path, capsys) ->
     assert image.dims == ("frame", "stm_scan_y", "stm_scan_x")
     assert image.attrs["units"] == "m"
     assert np.isfinite(image.values).all() and image.values.std() > 0
+
+
+def test_controller_error_is_raised_and_the_next_call_works(stm: NanonisSTM) -> None:
+    from qcodes_stmtip.nanonis.protocol import NanonisError
+
+    stm.pixels(16)
+    stm.lines(16)
+    stm.scan_image()
+    stm.channel(7)  # not in the scan buffer (0, 14)
+    with pytest.raises(NanonisError, match="buffer"):
+        stm.last_frame()
+    stm.channel(14)
+    assert np.isfinite(stm.last_frame()).all()
