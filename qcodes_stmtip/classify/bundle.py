@@ -61,6 +61,17 @@ def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
 
+def _save_model(model, file: Path) -> None:
+    """Save ``model`` without optimizer state (an uncompiled clone with the same weights)."""
+    from qcodes_stmtip.classify.keras_backend import keras
+
+    if getattr(model, "optimizer", None) is not None:
+        clone = keras.models.clone_model(model)
+        clone.set_weights(model.get_weights())
+        model = clone
+    model.save(file)
+
+
 def save_bundle(
     ensemble: Ensemble,
     path: str | Path,
@@ -69,7 +80,10 @@ def save_bundle(
     metrics: dict | None = None,
     image_size: int = IMAGE_SIZE,
 ) -> Path:
-    """Write ``ensemble`` to the directory ``path`` (created; must not hold another bundle's files)."""
+    """Write ``ensemble`` to the directory ``path`` (created; must be absent or empty).
+
+    Models are stored without optimizer state; weights are stored exactly (float32).
+    """
     from qcodes_stmtip import __version__
     from qcodes_stmtip.classify.keras_backend import keras
 
@@ -80,12 +94,12 @@ def save_bundle(
     members = []
     for i, member in enumerate(ensemble.members):
         rel = f"members/{i}_{_safe_name(member.name)}.keras"
-        member.model.save(root / rel)
+        _save_model(member.model, root / rel)
         members.append({"name": member.name, "architecture": member.architecture, "file": rel,
                         "sha256": _sha256(root / rel), "training": member.info or {}})
     tip = None
     if ensemble.tip_change is not None:
-        ensemble.tip_change.model.save(root / "tip_change.keras")
+        _save_model(ensemble.tip_change.model, root / "tip_change.keras")
         tip = {"name": ensemble.tip_change.name, "architecture": ensemble.tip_change.architecture,
                "file": "tip_change.keras", "sha256": _sha256(root / "tip_change.keras"),
                "threshold": ensemble.tip_change_threshold, "training": ensemble.tip_change.info or {}}

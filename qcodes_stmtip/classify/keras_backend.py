@@ -15,3 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 
 __all__ = ["keras"]
+
+import logging  # noqa: E402
+
+logging.getLogger("tensorflow").setLevel(logging.ERROR)  # tf.function retracing chatter

@@ -28,9 +28,18 @@ def _perturb(model, seed):
     return model
 
 
+def _trained(model):
+    """A compiled model after one optimizer step (its optimizer state must not go into the bundle)."""
+    model.compile(optimizer="adam", loss="binary_crossentropy")
+    rng = np.random.default_rng(3)
+    model.train_on_batch(rng.uniform(-1, 1, (4, SIZE, SIZE, 1)).astype(np.float32),
+                         np.eye(4, dtype=np.float32)[[0, 1, 2, 3]])
+    return model
+
+
 def _ensemble():
     members = [
-        Member("sq0", "squeezenet", _perturb(build_model("squeezenet", 4, width=0.125, size=SIZE), 0)),
+        Member("sq0", "squeezenet", _trained(_perturb(build_model("squeezenet", 4, width=0.125, size=SIZE), 0))),
         Member("vggbn", "vgg_bn", _perturb(build_model("vgg_bn", 4, width=0.125, size=SIZE), 1)),
     ]
     tip = Member("tip_change", "squeezenet", _perturb(build_model("squeezenet", 2, width=0.125, size=SIZE), 2))
