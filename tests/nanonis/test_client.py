@@ -44,13 +44,13 @@ class ScriptedPeer:
         self.connections = 0
         self._server = socket.create_server(("127.0.0.1", 0))
         self.port = self._server.getsockname()[1]
+        self._server.settimeout(0.05)
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
         self._accept = threading.Thread(target=self._accept_loop, daemon=True)
         self._accept.start()
 
     def _accept_loop(self) -> None:
-        self._server.settimeout(0.05)
         while not self._stop.is_set():
             try:
                 conn, _ = self._server.accept()
@@ -64,6 +64,12 @@ class ScriptedPeer:
             self._threads.append(t)
 
     def _serve(self, conn: socket.socket) -> None:
+        try:
+            self._serve_requests(conn)
+        except OSError:  # the client hung up mid-reply (timeouts, reconnect tests)
+            pass
+
+    def _serve_requests(self, conn: socket.socket) -> None:
         with conn:
             while True:
                 raw = _recv_exact(conn, 40)
