@@ -247,7 +247,11 @@ class LabellingSession:
             raise LabellingError("no model bundle was given (--model)", HTTPStatus.NOT_FOUND)
         if name in self._guesses:
             return self._guesses[name]
-        from qcodes_stmtip.classify.preprocess import FrameTooShortError, preprocess_frame
+        from qcodes_stmtip.classify.preprocess import (
+            IMAGE_SIZE,
+            FrameTooShortError,
+            preprocess_frame,
+        )
 
         with self._model_lock:
             if self._ensemble is None:
@@ -255,8 +259,10 @@ class LabellingSession:
 
                 self._ensemble = load_bundle(self.model_path, self.surface)
             ensemble = self._ensemble
+            manifest = getattr(ensemble, "manifest", None) or {}
+            size = int(manifest.get("preprocessing", {}).get("image_size", IMAGE_SIZE))
             try:
-                image = preprocess_frame(ref.load())
+                image = preprocess_frame(ref.load(), size)
             except FrameTooShortError as exc:
                 return {"frame": name, "error": str(exc)}
             pred = ensemble.predict(image[None, :, :, None])
