@@ -181,8 +181,8 @@ class SimulatedNanonisServer:
         self._stopping.clear()
         self._server = socket.create_server((self.host, self._requested_port), backlog=8)
         self._server.settimeout(0.1)
-        self._accept_thread = threading.Thread(target=self._accept_loop, daemon=True,
-                                               name=f"nanonis-sim-accept-{self.port}")
+        self._accept_thread = threading.Thread(target=self._accept_loop, args=(self._server,),
+                                               daemon=True, name=f"nanonis-sim-accept-{self.port}")
         self._accept_thread.start()
         log.info("simulated Nanonis controller listening on %s:%d", self.host, self.port)
 
@@ -215,9 +215,7 @@ class SimulatedNanonisServer:
         finally:
             self.stop()
 
-    def _accept_loop(self) -> None:
-        server = self._server
-        assert server is not None
+    def _accept_loop(self, server: socket.socket) -> None:
         while not self._stopping.is_set():
             try:
                 conn, addr = server.accept()
