@@ -13,6 +13,7 @@ drift is below a pixel at realistic speeds).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -126,6 +127,23 @@ def frame_label(surface: str, tips: Sequence[TipState], seg_lengths: Sequence[in
     return "individual_atoms"
 
 
+_BLAS: list = []
+
+
+def _single_threaded_blas():
+    """Context limiting BLAS to one thread: frames are small, and threads only contend."""
+    if not _BLAS:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            _BLAS.append(ThreadpoolController())
+        except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn
+            _BLAS.append(None)
+    if _BLAS[0] is None:
+        return contextlib.nullcontext()
+    return _BLAS[0].limit(limits=1, user_api="blas")
+
+
 def render_scan(
     surface: str,
     tip: TipState,
@@ -160,7 +178,7 @@ def render_scan(
         raise ValueError(f"seconds_per_line must be positive, got {seconds_per_line!r}")
     if not math.isfinite(t0) or t0 < 0:
         raise ValueError(f"t0 must be a non-negative time in s, got {t0!r}")
-    lines, pixels = geometry.lines, geometry.pixels
+    lines = geometry.lines
     changes = sorted(tip_changes, key=lambda c: c[0])
     previous = 0
     for k, (line, new) in enumerate(changes):
@@ -169,10 +187,20 @@ def render_scan(
         _check_tip(surface, new, f"tip_changes[{k}] tip")
         previous = line
     surf = get_surface(surface, sample_seed)
-    inst = instrument if instrument is not None else sample_instrument(rng)
+    inst = instrument if instrument is not None else sample_instrument(
+        rng, low_temperature=surface != "hsi100")
     if surface != "hsi100" and tip.label == "tip_change" and not changes:
         changes = _auto_changes(surface, lines, rng)
 
+    with _single_threaded_blas():
+        return _render(surface, surf, tip, geometry, rng, inst, sample_seed, scan_up,
+                       seconds_per_line, changes, t0)
+
+
+def _render(surface: str, surf: Surface, tip: TipState, geometry: ScanGeometry,
+            rng: np.random.Generator, inst: Instrument, sample_seed: int, scan_up: bool,
+            seconds_per_line: float, changes: list, t0: float) -> SimScan:
+    lines, pixels = geometry.lines, geometry.pixels
     grid = sample_grid(geometry, inst, scan_up, seconds_per_line, t0)
     acq_rows = np.arange(lines) if scan_up else np.arange(lines)[::-1]  # image row of acquisition line k
     bounds = [0] + [c[0] for c in changes] + [lines]
@@ -205,10 +233,10 @@ def render_scan(
     fwd = feedback(h_fwd, inst.feedback_omega, inst.feedback_damping) + zdrift
     bwd = feedback(fractional_shift(h, inst.retrace_shift_px), inst.feedback_omega,
                    inst.feedback_damping, reverse=True) + zdrift + inst.z_drift_nm_s * seconds_per_line
-    noise = flicker(rng, lines * 2 * pixels, inst.flicker_noise_nm).reshape(lines, 2, pixels)
+    noise = flicker(rng, lines * 2 * pixels, inst.flicker_noise_nm, inst.white_noise_nm).reshape(lines, 2, pixels)
     offsets = np.cumsum(rng.normal(0, inst.line_offset_nm, lines)) * 0.5 + rng.normal(0, inst.line_offset_nm, lines)
-    fwd += noise[:, 0] + offsets[:, None] + rng.normal(0, inst.white_noise_nm, (lines, pixels))
-    bwd += noise[:, 1, ::-1] + offsets[:, None] + rng.normal(0, inst.white_noise_nm, (lines, pixels))
+    fwd += noise[:, 0] + offsets[:, None]
+    bwd += noise[:, 1, ::-1] + offsets[:, None]
     for line, cut in cuts.items():  # the change itself is a brief glitch
         width = int(rng.integers(1, max(2, pixels // 32)))
         fwd[line, cut:cut + width] += rng.normal(0, 0.1)

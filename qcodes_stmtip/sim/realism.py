@@ -103,17 +103,22 @@ def feedback(z: np.ndarray, omega: float, damping: float, reverse: bool = False)
     return y[:, ::-1] if reverse else y
 
 
-def flicker(rng: np.random.Generator, n: int, amplitude: float) -> np.ndarray:
-    """A 1/f (pink) noise series of ``n`` samples with standard deviation ``amplitude``."""
-    if amplitude <= 0 or n < 2:
+def flicker(rng: np.random.Generator, n: int, amplitude: float, white: float = 0.0) -> np.ndarray:
+    """``n`` samples of 1/f (pink) noise of standard deviation ``amplitude`` plus white noise of ``white``.
+
+    Both are shaped in one inverse FFT (variances add).
+    """
+    if n < 2 or (amplitude <= 0 and white <= 0):
         return np.zeros(n)
-    spec = rng.normal(size=n // 2 + 1) + 1j * rng.normal(size=n // 2 + 1)
-    f = np.arange(n // 2 + 1, dtype=float)
-    f[0] = 1.0
-    spec /= np.sqrt(f)
-    spec[0] = 0.0
-    x = sfft.irfft(spec, n)
-    return x * (amplitude / (x.std() + 1e-30))
+    m = n // 2 + 1
+    k = np.arange(m, dtype=float)
+    k[0] = 1.0
+    # an irfft of unit complex normals weighted w_k has variance ~ 4 Σ w_k² / n²
+    pink = amplitude * n / np.sqrt(4.0 * np.sum(1.0 / k[1:]))
+    weights = pink / np.sqrt(k) + white * np.sqrt(n / 2.0)
+    weights[0] = 0.0
+    spec = (rng.standard_normal(m) + 1j * rng.standard_normal(m)) * weights
+    return sfft.irfft(spec, n)
 
 
 def fractional_shift(rows: np.ndarray, shift_px: float) -> np.ndarray:

@@ -24,17 +24,28 @@ def _splitmix(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
-def hash_uniform(seed: int, tag: int, ix: np.ndarray, iy: np.ndarray, slot: np.ndarray,
-                 field: int) -> np.ndarray:
-    """Uniform [0, 1) numbers, one per element of the broadcast ``ix, iy, slot``."""
+def hash_base(seed: int, tag: int, ix: np.ndarray, iy: np.ndarray, slot: np.ndarray) -> np.ndarray:
+    """64-bit hashes, one per element of the broadcast ``ix, iy, slot``."""
     with np.errstate(over="ignore"):
-        h = _splitmix(np.full(np.broadcast(ix, iy, slot).shape, np.uint64(seed & 0xFFFFFFFFFFFFFFFF)))
-        for k, v in ((3, tag), (4, field)):
-            h = _splitmix(h ^ (np.uint64(v & 0xFFFFFFFFFFFFFFFF) * _K[k]))
+        h = np.uint64(seed & 0xFFFFFFFFFFFFFFFF) ^ (np.uint64(tag & 0xFFFFFFFFFFFFFFFF) * _K[3])
+        h = _splitmix(np.full(np.broadcast(ix, iy, slot).shape, h))
         for k, arr in ((5, ix), (1, iy), (2, slot)):
             a = np.asarray(arr, dtype=np.int64).view(np.uint64)
             h = _splitmix(h ^ (a * _K[k]))
-    return (h >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
+    return h
+
+
+def uniform(h: np.ndarray, field: int) -> np.ndarray:
+    """Independent uniform [0, 1) numbers for ``field`` = 0, 1, … from base hashes ``h``."""
+    with np.errstate(over="ignore"):
+        x = _splitmix(h ^ (np.uint64(field + 1) * _K[4]))
+    return (x >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
+
+
+def hash_uniform(seed: int, tag: int, ix: np.ndarray, iy: np.ndarray, slot: np.ndarray,
+                 field: int) -> np.ndarray:
+    """Uniform [0, 1) numbers, one per element of the broadcast ``ix, iy, slot``."""
+    return uniform(hash_base(seed, tag, ix, iy, slot), field)
 
 
 def cell_points(seed: int, tag: int, bounds: tuple[float, float, float, float], cell: float,
@@ -49,14 +60,15 @@ def cell_points(seed: int, tag: int, bounds: tuple[float, float, float, float], 
     x0, x1, y0, y1 = bounds
     ix = np.arange(int(np.floor(x0 / cell)), int(np.floor(x1 / cell)) + 1)
     iy = np.arange(int(np.floor(y0 / cell)), int(np.floor(y1 / cell)) + 1)
-    gx, gy, gs = np.meshgrid(ix, iy, np.arange(slots), indexing="ij")
+    cx, cy, cs = np.meshgrid(ix, iy, np.arange(slots), indexing="ij")
     p = min(density * cell * cell / slots, 1.0)
-    present = hash_uniform(seed, tag, gx, gy, gs, 0) < p
-    gx, gy, gs = gx[present], gy[present], gs[present]
-    px = (gx + hash_uniform(seed, tag, gx, gy, gs, 1)) * cell
-    py = (gy + hash_uniform(seed, tag, gx, gy, gs, 2)) * cell
+    h = hash_base(seed, tag, cx, cy, cs)
+    present = uniform(h, 0) < p
+    h = h[present]
+    px = (cx[present] + uniform(h, 1)) * cell
+    py = (cy[present] + uniform(h, 2)) * cell
     inside = (px >= x0) & (px <= x1) & (py >= y0) & (py <= y1)
-    gx, gy, gs = gx[inside], gy[inside], gs[inside]
+    h = h[inside]
     xy = np.stack([px[inside], py[inside]], axis=-1)
-    extra = np.stack([hash_uniform(seed, tag, gx, gy, gs, 3 + f) for f in range(fields)], axis=-1)
+    extra = np.stack([uniform(h, 3 + f) for f in range(fields)], axis=-1)
     return xy, extra.reshape(len(xy), fields)

@@ -119,49 +119,101 @@ def lattice_image(grid: SampleGrid, g: np.ndarray, coef: np.ndarray, blur: Blur,
     return (rows @ (c[:, None] * cols)).real
 
 
-def splat_convolve(grid: SampleGrid, pts: np.ndarray, weights: np.ndarray,
-                   transfer, pad: int) -> np.ndarray:
-    """Place point weights at sample positions and convolve with a kernel given in Fourier space.
+class Splatter:
+    """Point features convolved with kernels by FFT on a padded grid, one inverse FFT at the end.
 
-    ``transfer(g)`` is the kernel's continuous Fourier transform (volume-normalised, nm²·nm)
-    at sample wavevectors ``g`` (…, 2) rad/nm. ``pad`` pixels of margin avoid wrap-around.
+    Each :meth:`add_gaussian` / :meth:`add_radial` call places point weights at sample
+    positions (bilinear splat) and multiplies their spectrum by the kernel's transfer
+    function; ``pad`` pixels of margin keep features near the edges from wrapping.
     """
-    lines, pixels = grid.shape
+
+    def __init__(self, grid: SampleGrid, pad: int) -> None:
+        self.grid = grid
+        lines, pixels = grid.shape
+        self.pad = pad
+        self.shape = (sfft.next_fast_len(lines + 2 * pad, real=True),
+                      sfft.next_fast_len(pixels + 2 * pad, real=True))
+        self.spec: np.ndarray | None = None
+
+    @cached_property
+    def _g(self) -> tuple[np.ndarray, np.ndarray]:
+        ki = 2 * np.pi * sfft.fftfreq(self.shape[0])[:, None]
+        kj = 2 * np.pi * sfft.rfftfreq(self.shape[1])[None, :]
+        # g·row_step = ki and g·col_step = kj
+        inv = np.linalg.inv(np.stack([self.grid.row_step, self.grid.col_step], axis=0))
+        return inv[0, 0] * ki + inv[0, 1] * kj, inv[1, 0] * ki + inv[1, 1] * kj
+
+    def _splat(self, pts: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        fi, fj = self.grid.to_pixel(pts)
+        fi, fj = fi + self.pad, fj + self.pad
+        i0, j0 = np.floor(fi).astype(int), np.floor(fj).astype(int)
+        di, dj = fi - i0, fj - j0
+        n0, n1 = self.shape
+        idx, wts = [], []
+        for oi, oj, w in ((0, 0, (1 - di) * (1 - dj)), (1, 0, di * (1 - dj)),
+                          (0, 1, (1 - di) * dj), (1, 1, di * dj)):
+            ii, jj = i0 + oi, j0 + oj
+            ok = (ii >= 0) & (ii < n0) & (jj >= 0) & (jj < n1)
+            idx.append(ii[ok] * n1 + jj[ok])
+            wts.append((weights * w)[ok])
+        acc = np.bincount(np.concatenate(idx), weights=np.concatenate(wts), minlength=n0 * n1)
+        return sfft.rfft2(acc.reshape(self.shape))
+
+    def _accumulate(self, spec: np.ndarray) -> None:
+        self.spec = spec if self.spec is None else self.spec + spec
+
+    def add_gaussian(self, pts: np.ndarray, weights: np.ndarray, peak: float, cov: np.ndarray,
+                     blur: Blur) -> None:
+        """Gaussian bumps of ``peak`` nm × weight, covariance ``cov`` (nm²), seen through ``blur``."""
+        if len(pts) == 0:
+            return
+        total = cov + blur.cov
+        gx, gy = self._g
+        volume = peak * 2 * np.pi * math.sqrt(np.linalg.det(cov)) / self.grid.pixel_area
+        q = total[0, 0] * gx * gx + 2 * total[0, 1] * gx * gy + total[1, 1] * gy * gy
+        self._accumulate(self._splat(pts, weights) * (volume * np.exp(-0.5 * q)))
+
+    def add_radial(self, pts: np.ndarray, weights: np.ndarray, profile) -> None:
+        """Isotropic kernels ``profile(r_nm)`` (nm of height) centred on each point."""
+        if len(pts) == 0:
+            return
+        ii = sfft.fftfreq(self.shape[0], 1 / self.shape[0])[:, None]
+        jj = sfft.fftfreq(self.shape[1], 1 / self.shape[1])[None, :]
+        rs, cs = self.grid.row_step, self.grid.col_step
+        r = np.hypot(ii * rs[0] + jj * cs[0], ii * rs[1] + jj * cs[1])
+        self._accumulate(self._splat(pts, weights) * sfft.rfft2(profile(r)))
+
+    def image(self) -> np.ndarray:
+        """The accumulated heights (nm) on the grid (zeros when nothing was added)."""
+        lines, pixels = self.grid.shape
+        if self.spec is None:
+            return np.zeros((lines, pixels))
+        out = sfft.irfft2(self.spec, s=self.shape)
+        return out[self.pad:self.pad + lines, self.pad:self.pad + pixels]
+
+
+def add_direct_gaussians(h: np.ndarray, grid: SampleGrid, pts: np.ndarray, peaks: np.ndarray,
+                         sizes: np.ndarray, blur: Blur) -> None:
+    """Add a few isotropic Gaussian bumps (peak nm, σ nm) seen through ``blur`` to ``h`` in place."""
     if len(pts) == 0:
-        return np.zeros((lines, pixels))
-    shape = (sfft.next_fast_len(lines + 2 * pad, real=True), sfft.next_fast_len(pixels + 2 * pad, real=True))
+        return
+    x, y = grid.xy
     fi, fj = grid.to_pixel(pts)
-    fi, fj = fi + pad, fj + pad
-    i0, j0 = np.floor(fi).astype(int), np.floor(fj).astype(int)
-    di, dj = fi - i0, fj - j0
-    acc = np.zeros(shape[0] * shape[1])
-    for oi, oj, w in ((0, 0, (1 - di) * (1 - dj)), (1, 0, di * (1 - dj)),
-                      (0, 1, (1 - di) * dj), (1, 1, di * dj)):
-        ii, jj = i0 + oi, j0 + oj
-        ok = (ii >= 0) & (ii < shape[0]) & (jj >= 0) & (jj < shape[1])
-        acc += np.bincount(ii[ok] * shape[1] + jj[ok], weights=(weights * w)[ok],
-                           minlength=acc.size)
-    spec = sfft.rfft2(acc.reshape(shape))
-    ki = 2 * np.pi * sfft.fftfreq(shape[0])
-    kj = 2 * np.pi * sfft.rfftfreq(shape[1])
-    basis = np.stack([grid.row_step, grid.col_step], axis=0)  # rows: d r/di, d r/dj
-    # g·row_step = ki, g·col_step = kj  ->  g = inv(basis) @ (ki, kj)
-    inv = np.linalg.inv(basis)
-    kk = np.stack(np.broadcast_arrays(ki[:, None], kj[None, :]), axis=-1)
-    g = kk @ inv.T
-    out = sfft.irfft2(spec * transfer(g) / grid.pixel_area, s=shape)
-    return out[pad:pad + lines, pad:pad + pixels]
-
-
-def gaussian_transfer(peak: float, cov: np.ndarray, blur: Blur):
-    """Fourier transform of a Gaussian bump of ``peak`` height (nm) and covariance ``cov`` seen through ``blur``."""
-    volume = peak * 2 * np.pi * math.sqrt(np.linalg.det(cov))
-    total = cov + blur.cov
-
-    def transfer(g: np.ndarray) -> np.ndarray:
-        return volume * np.exp(-0.5 * np.einsum("...i,ij,...j->...", g, total, g))
-
-    return transfer
+    px = min(math.hypot(*grid.col_step), math.hypot(*grid.row_step))
+    lines, pixels = h.shape
+    for k in range(len(pts)):
+        total = sizes[k] ** 2 * np.eye(2) + blur.cov
+        inv = np.linalg.inv(total)
+        peak = peaks[k] * sizes[k] ** 2 / math.sqrt(np.linalg.det(total))
+        rad = int(math.ceil(4 * math.sqrt(np.max(np.linalg.eigvalsh(total))) / px)) + 2
+        i0, i1 = max(0, int(fi[k]) - rad), min(lines, int(fi[k]) + rad + 1)
+        j0, j1 = max(0, int(fj[k]) - rad), min(pixels, int(fj[k]) + rad + 1)
+        if i0 >= i1 or j0 >= j1:
+            continue
+        dx = x[i0:i1, j0:j1] - pts[k, 0]
+        dy = y[i0:i1, j0:j1] - pts[k, 1]
+        h[i0:i1, j0:j1] += peak * np.exp(-0.5 * (inv[0, 0] * dx * dx + 2 * inv[0, 1] * dx * dy
+                                                 + inv[1, 1] * dy * dy))
 
 
 def _rot(deg: float) -> np.ndarray:
@@ -204,6 +256,18 @@ class StepTrain:
             m = m + amp * np.sin(2 * np.pi * t / wl + ph)
         return (x * nx + y * ny + m) / self.spacing + self.offset
 
+    def grid_coordinate(self, grid: SampleGrid) -> np.ndarray:
+        """:meth:`coordinate` at every pixel of ``grid``, using that rows are straight lines."""
+        nx, ny = self.normal
+        n = np.array([nx, ny])
+        tdir = np.array([-ny, nx])
+        j = np.arange(grid.pixels)
+        lin = (grid.row_origin @ n)[:, None] + (grid.col_step @ n) * j
+        k = 2 * np.pi / self.wl
+        rows = np.exp(1j * (np.outer(grid.row_origin @ tdir, k) + self.phase)) * self.amp  # (lines, K)
+        cols = np.exp(1j * np.outer(k, j * (grid.col_step @ tdir)))  # (K, pixels)
+        return (lin + (rows @ cols).imag) / self.spacing + self.offset
+
     def terraces(self, s: np.ndarray) -> np.ndarray:
         return np.floor(s).astype(np.int64)
 
@@ -243,8 +307,7 @@ class Surface:
         return self.steps.nearest_step(x, y)
 
     def _steps_in(self, grid: SampleGrid) -> int:
-        x, y = grid.xy
-        t = self.steps.terraces(self.steps.coordinate(x[::4, ::4], y[::4, ::4]))
+        t = self.steps.terraces(self.steps.grid_coordinate(grid))
         return int(t.max() - t.min())
 
     def _points(self, grid: SampleGrid, tag: int, density: float, margin: float,
@@ -325,8 +388,7 @@ class HSi100(Surface):
         return self.steps.terraces(self.steps.coordinate(pts[:, 0], pts[:, 1])) % 2
 
     def height(self, grid: SampleGrid, blur: Blur) -> np.ndarray:
-        x, y = grid.xy
-        s = self.steps.coordinate(x, y)
+        s = self.steps.grid_coordinate(grid)
         h = self.steps.heights(s, blur.sigma)
         parity = self.steps.terraces(s) % 2
         lat0 = lattice_image(grid, self._g[0], self._c[0], blur)
@@ -336,7 +398,7 @@ class HSi100(Surface):
             lat = np.where(parity == 0, lat0, lattice_image(grid, self._g[1], self._c[1], blur))
         h = h + lat
         margin = 3.0
-        pad = self._pad(grid, 1.5 + 3 * blur.sigma * blur.elongation)
+        splat = Splatter(grid, self._pad(grid, 1.5 + 3 * blur.sigma * blur.elongation))
         for tag, density, peak, su, sv in (
             (11, self.db_density, 0.12, 0.22, 0.22),
             (12, self.md_density, -0.09, 0.26, 0.16),
@@ -351,22 +413,14 @@ class HSi100(Surface):
                     u, _ = self.lattice_axes(p)
                     sel = par == p
                     pts[sel] += np.where(extra[sel, 0:1] < 0.5, -0.125, 0.125) * u
-            for p in (0, 1):
-                sel = par == p
-                if not np.any(sel):
-                    continue
-                u, v = self.lattice_axes(p)
+            for p in ((0, 1) if su != sv else (None,)):
+                sel = par == p if p is not None else slice(None)
+                u, v = self.lattice_axes(p or 0)
                 cov = su**2 * np.outer(u, u) + sv**2 * np.outer(v, v)
-                w = 0.7 + 0.6 * extra[sel, 1]
-                h = h + splat_convolve(grid, pts[sel], w, gaussian_transfer(peak, cov, blur), pad)
+                splat.add_gaussian(pts[sel], 0.7 + 0.6 * extra[sel, 1], peak, cov, blur)
+        h = h + splat.image()
         pts, extra = self._points(grid, 13, self.cluster_density, 4.0, cell=8.0)
-        if len(pts):
-            size = 0.4 + 0.8 * extra[:, 0]
-            for k in range(len(pts)):  # few clusters: individual sizes
-                cov = np.eye(2) * size[k] ** 2
-                h = h + splat_convolve(grid, pts[k:k + 1], np.array([1.0]),
-                                       gaussian_transfer(0.25 + 0.5 * extra[k, 1], cov, blur),
-                                       self._pad(grid, 3 * size[k] + 3 * blur.sigma))
+        add_direct_gaussians(h, grid, pts, 0.25 + 0.5 * extra[:, 1], 0.4 + 0.8 * extra[:, 0], blur)
         return h
 
     def content(self, grid: SampleGrid) -> FrameContent:
@@ -398,28 +452,23 @@ class _Metal111(Surface):
     def _impurities(self, grid: SampleGrid, margin: float) -> tuple[np.ndarray, np.ndarray]:
         return self._points(grid, 21, self.impurity_density, margin, cell=6.0)
 
-    def _impurity_heights(self, grid: SampleGrid, blur: Blur) -> np.ndarray:
-        pts, extra = self._impurities(grid, 3.0)
-        out = np.zeros(grid.shape)
-        if len(pts) == 0:
-            return out
-        pad = self._pad(grid, 2.5 + 3 * blur.sigma)
+    def _add_impurities(self, splat: Splatter, blur: Blur) -> None:
+        pts, extra = self._impurities(splat.grid, 3.0)
         bright = extra[:, 0] < 0.7
         for sel, peak, size in ((bright, 0.09, 0.45), (~bright, -0.04, 0.35)):
-            if np.any(sel):
-                out += splat_convolve(grid, pts[sel], 0.6 + 0.8 * extra[sel, 1],
-                                      gaussian_transfer(peak, np.eye(2) * size**2, blur), pad)
-        return out
+            splat.add_gaussian(pts[sel], 0.6 + 0.8 * extra[sel, 1], peak, np.eye(2) * size**2, blur)
 
     def content(self, grid: SampleGrid) -> FrameContent:
         pts, _ = self._impurities(grid, 0.0)
         return FrameContent(self._steps_in(grid), self._count_inside(grid, pts, 2.0), 0)
 
-    def base(self, grid: SampleGrid, blur: Blur) -> tuple[np.ndarray, np.ndarray]:
-        x, y = grid.xy
-        s = self.steps.coordinate(x, y)
+    def base(self, grid: SampleGrid, blur: Blur, pad_nm: float = 3.0) -> tuple[np.ndarray, np.ndarray, Splatter]:
+        """Steps + lattice, the terrace coordinate, and a :class:`Splatter` holding the impurities."""
+        s = self.steps.grid_coordinate(grid)
         h = self.steps.heights(s, blur.sigma) + lattice_image(grid, self._g, self._c, blur)
-        return h + self._impurity_heights(grid, blur), s
+        splat = Splatter(grid, self._pad(grid, pad_nm + 3 * blur.sigma))
+        self._add_impurities(splat, blur)
+        return h, s, splat
 
 
 class Au111(_Metal111):
@@ -434,7 +483,8 @@ class Au111(_Metal111):
         self.hb_phase = self.rng.uniform(0, AU_HERRINGBONE_NM)
 
     def height(self, grid: SampleGrid, blur: Blur) -> np.ndarray:
-        h, _ = self.base(grid, blur)
+        h, _, splat = self.base(grid, blur)
+        h = h + splat.image()
         x, y = grid.xy
         a = math.radians(self.hb_angle)
         u = x * math.cos(a) + y * math.sin(a)
@@ -462,35 +512,24 @@ class Cu111(_Metal111):
         self.coherence = self.rng.uniform(6.0, 14.0)  # nm
 
     def height(self, grid: SampleGrid, blur: Blur) -> np.ndarray:
-        h, s = self.base(grid, blur)
+        margin = 2 * self.coherence
+        h, s, splat = self.base(grid, blur, pad_nm=margin)
         kf = 2 * np.pi / CU_FERMI_WAVELENGTH_NM
         att = float(blur.attenuation(np.array([2 * kf, 0.0])))
         # standing waves parallel to steps (both terraces)
         d = np.abs(self.steps.signed_distance(s))
         h = h + att * 0.02 * np.cos(2 * kf * d - np.pi / 4) * np.exp(-d / self.coherence) / np.sqrt(1 + kf * d)
         # circular waves around point scatterers (impurities and sub-surface defects)
-        margin = 2 * self.coherence
         pts, _ = self._points(grid, 22, self.scatterer_density, margin, cell=6.0)
         imp, _ = self._impurities(grid, margin)
-        pts = np.concatenate([pts, imp]) if len(imp) else pts
-        if len(pts):
-            pad = self._pad(grid, margin)
-            lines, pixels = grid.shape
-            shape = (sfft.next_fast_len(lines + 2 * pad, real=True), sfft.next_fast_len(pixels + 2 * pad, real=True))
-            ii = sfft.fftfreq(shape[0], 1 / shape[0])[:, None]
-            jj = sfft.fftfreq(shape[1], 1 / shape[1])[None, :]
-            rx = ii * grid.row_step[0] + jj * grid.col_step[0]
-            ry = ii * grid.row_step[1] + jj * grid.col_step[1]
-            r = np.hypot(rx, ry)
-            ker = att * 0.012 * np.cos(2 * kf * r - np.pi / 4) * np.exp(-r / self.coherence) / np.sqrt(1 + kf * r)
-            kspec = sfft.rfft2(ker)
-            area = grid.pixel_area
+        pts = np.concatenate([pts, imp])
+        coherence = self.coherence
 
-            def transfer(g: np.ndarray, _k=kspec, _a=area) -> np.ndarray:
-                return _k * _a
+        def profile(r: np.ndarray) -> np.ndarray:
+            return att * 0.012 * np.cos(2 * kf * r - np.pi / 4) * np.exp(-r / coherence) / np.sqrt(1 + kf * r)
 
-            h = h + splat_convolve(grid, pts, np.ones(len(pts)), transfer, pad)
-        return h
+        splat.add_radial(pts, np.ones(len(pts)), profile)
+        return h + splat.image()
 
 
 @cache

@@ -82,7 +82,7 @@ def _dense_hsi_seed():
     return max(range(40), key=lambda s: get_surface("hsi100", s).db_density + get_surface("hsi100", s).md_density)
 
 
-def _autocorrelation(img, smooth_px=12):
+def _autocorrelation(img, smooth_px=6):
     from scipy.ndimage import gaussian_filter
 
     z = img - gaussian_filter(img, smooth_px, mode="nearest")  # high-pass: drop tilt and terraces
@@ -156,13 +156,22 @@ def test_drift_shifts_features_linearly_in_acquisition_time():
     drifting = render_scan("hsi100", tip, g, np.random.default_rng(0), sample_seed=seed,
                            instrument=Instrument(drift_nm_s=(v, 0.0)), seconds_per_line=spl)
     pixel_nm = size_nm / px
-    block = 32
-    for start in (0, 64, 128):
-        rows = slice(start, start + block)  # shift of a block: drift at its mid time
-        measured = _shift_x(still.forward[rows], drifting.forward[rows])
+    block = 8
+    errors = []
+    for start in range(0, px - block, block):
+        measured = _shift_x(still.forward[start:start + block], drifting.forward[start:start + block])
         t = (start + block / 2) * 2 * spl  # trace + retrace per line
         expected = -v * t / pixel_nm  # the sample moved +x, so features appear shifted to -x
-        assert abs(measured - expected) <= 1.5
+        errors.append(abs(measured - expected))
+    # strips without a defect to correlate give random answers; most strips must agree
+    assert np.median(errors) <= 1.0 and np.mean(np.array(errors) <= 1.5) >= 0.6
+    # the pixel positions themselves carry the drift exactly
+    grid = sample_grid(g, Instrument(drift_nm_s=(v, 0.0)), True, spl, 0.0)
+    ideal = sample_grid(g, IDEAL, True, spl, 0.0)
+    t_lines = np.arange(px) * 2 * spl
+    assert np.allclose(grid.row_origin[:, 0] - ideal.row_origin[:, 0], v * t_lines)
+    down = sample_grid(g, Instrument(drift_nm_s=(v, 0.0)), False, spl, 0.0)
+    assert np.allclose(down.row_origin[::-1, 0] - ideal.row_origin[::-1, 0], v * t_lines)
 
 
 def test_creep_is_logarithmic():

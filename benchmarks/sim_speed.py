@@ -1,0 +1,46 @@
+"""Frames per second of :func:`qcodes_stmtip.sim.render_scan` at 128² and 512², per surface.
+
+Usage: ``.venv/bin/python benchmarks/sim_speed.py [--seconds 3]``. Each frame draws a
+random class tip, a random 5–40 nm frame at a random rotation and a fresh instrument;
+prints one line per (surface, size).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from qcodes_stmtip.sim import CLASSES, SURFACES, ScanGeometry, render_scan, sample_tip
+
+
+def bench(surface: str, pixels: int, seconds: float, seed: int = 0) -> tuple[float, int]:
+    rng = np.random.default_rng(seed)
+    jobs = []
+    for _ in range(400):
+        label = str(rng.choice(CLASSES[surface]))
+        size = float(np.exp(rng.uniform(np.log(5e-9), np.log(40e-9))))
+        geo = ScanGeometry(size, size, pixels, pixels, *rng.uniform(-1e-6, 1e-6, 2), float(rng.uniform(0, 360)))
+        jobs.append((sample_tip(surface, label, rng), geo, int(rng.integers(0, 50))))
+    render_scan(surface, jobs[0][0], jobs[0][1], rng, sample_seed=jobs[0][2])  # warm caches
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds and n < len(jobs):
+        tip, geo, sample = jobs[n]
+        render_scan(surface, tip, geo, rng, sample_seed=sample)
+        n += 1
+    return n / (time.perf_counter() - start), n
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=3.0, help="time budget per measurement")
+    args = parser.parse_args()
+    for pixels in (128, 512):
+        for surface in SURFACES:
+            fps, n = bench(surface, pixels, args.seconds)
+            print(f"{surface:7s} {pixels:4d}x{pixels:<4d} {fps:8.1f} frames/s  ({n} frames)")
+
+
+if __name__ == "__main__":
+    main()
