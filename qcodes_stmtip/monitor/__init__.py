@@ -1,0 +1,12 @@
+"""Tip-state monitor: classify every frame of a QCoDeS measurement and store the result with it.
+
+:class:`TipStateMonitor` (worker thread + bounded queue, writes on the acquisition
+thread), :class:`TipStateResult` (one frame's classification), :mod:`.inference` (the
+fused one-call ensemble). Importing this package does not import TensorFlow.
+"""
+
+from qcodes_stmtip.monitor.monitor import METADATA_KEY, MonitorError, TipStateMonitor, states_of
+from qcodes_stmtip.monitor.results import UNCERTAIN_STATE, UNCLASSIFIED, TipStateResult
+
+__all__ = ["METADATA_KEY", "MonitorError", "TipStateMonitor", "TipStateResult", "UNCERTAIN_STATE",
+           "UNCLASSIFIED", "states_of"]

@@ -1,0 +1,107 @@
+"""Fused ensemble inference: all members (and the tip-change network) in one graph call.
+
+:class:`FusedEnsemble` wraps an :class:`~qcodes_stmtip.classify.ensemble.Ensemble` and
+runs every member plus the optional tip-change network as **one** ``tf.function``
+(``jit_compile=False``, fixed input signature ``(None, s, s, 1)`` so it is traced
+once): the members' softmax outputs are concatenated inside the graph and split again
+in numpy. Measured on the 2-core CI machine (``benchmarks/monitor.py``) this is ~5×
+faster per frame than ``keras.Model.predict`` per member, which pays Keras' data-adapter
+and per-call overhead once per member. ONNX Runtime would be faster still, but the
+Keras 3 → ONNX exporter needs ``tf2onnx``, whose protobuf pin conflicts with
+TensorFlow 2.21 in this environment; the TensorFlow path is therefore the one used.
+
+The device is TensorFlow's choice: the first GPU when TensorFlow sees one, the CPU
+otherwise; :attr:`FusedEnsemble.device` reports it for the run metadata. Importing this
+module does not import TensorFlow; constructing a :class:`FusedEnsemble` does.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from qcodes_stmtip.classify.ensemble import Ensemble, EnsemblePrediction, majority_vote
+
+__all__ = ["FusedEnsemble", "FusedOutput", "INFERENCE_PATH"]
+
+#: Name of the inference path recorded in the run metadata.
+INFERENCE_PATH = "tensorflow-fused-tf.function"
+
+
+@dataclass
+class FusedOutput:
+    """Raw outputs for N frames: ``member_probabilities`` (M, N, K) float64 and
+    ``tip_change_probability`` (N,) float64, or None without a tip-change network."""
+
+    member_probabilities: np.ndarray
+    tip_change_probability: np.ndarray | None
+
+
+class FusedEnsemble:
+    """One-call inference for an :class:`Ensemble` (see module doc).
+
+    Args:
+        ensemble: the loaded ensemble (e.g. from :func:`~qcodes_stmtip.classify.bundle.load_bundle`).
+
+    Calling it on a preprocessed ``(N, s, s, 1)`` float32 batch returns a
+    :class:`FusedOutput`; :meth:`predict` also applies the ensemble's majority vote and
+    thresholds. Thread-safe (one call at a time).
+    """
+
+    def __init__(self, ensemble: Ensemble) -> None:
+        import importlib
+
+        importlib.import_module("qcodes_stmtip.classify.keras_backend")  # backend + log level first
+        import tensorflow as tf
+
+        self.ensemble = ensemble
+        models = [m.model for m in ensemble.members]
+        tip = ensemble.tip_change.model if ensemble.tip_change is not None else None
+        shape = tuple(models[0].input_shape[1:])
+        for m in [*models, *([tip] if tip is not None else [])]:
+            if tuple(m.input_shape[1:]) != shape:
+                raise ValueError(f"ensemble members disagree on the input shape: "
+                                 f"{tuple(m.input_shape[1:])} vs {shape}")
+        self.input_shape: tuple[int, ...] = shape
+        self.n_members = len(models)
+        self.n_classes = len(ensemble.classes)
+        gpus = tf.config.list_physical_devices("GPU")
+        self.device: str = f"GPU:0 ({gpus[0].name})" if gpus else "CPU"
+        outputs = [*models, *([tip] if tip is not None else [])]
+
+        def fused(x):
+            return tf.concat([m(x, training=False) for m in outputs], axis=1)
+
+        self._fn = tf.function(
+            fused, jit_compile=False,
+            input_signature=[tf.TensorSpec((None, *shape), tf.float32)],
+        )
+        self._has_tip = tip is not None
+        self._lock = threading.Lock()
+        self.path = INFERENCE_PATH
+
+    def __call__(self, batch: np.ndarray) -> FusedOutput:
+        """Run every network on ``batch`` (N, s, s, 1) in one graph call."""
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        if x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape:
+            raise ValueError(f"batch must have shape (N, {', '.join(map(str, self.input_shape))}), "
+                             f"got {x.shape}")
+        with self._lock:
+            out = np.asarray(self._fn(x), dtype=np.float64)
+        m, k = self.n_members, self.n_classes
+        probs = out[:, : m * k].reshape(len(x), m, k).transpose(1, 0, 2)
+        tip = out[:, m * k + 1] if self._has_tip else None
+        return FusedOutput(np.ascontiguousarray(probs), tip)
+
+    def predict(self, batch: np.ndarray) -> EnsemblePrediction:
+        """Like :meth:`Ensemble.predict` (majority vote, thresholds) through the fused graph."""
+        raw = self(batch)
+        pred = majority_vote(raw.member_probabilities, self.ensemble.thresholds)
+        pred.tip_change_probability = raw.tip_change_probability
+        return pred
+
+    def warm_up(self) -> None:
+        """Trace the graph once (zeros input) so the first real frame is not slow."""
+        self(np.zeros((1, *self.input_shape), dtype=np.float32))

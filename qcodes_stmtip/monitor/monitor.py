@@ -1,0 +1,534 @@
+"""Classify every frame of a QCoDeS measurement and store the tip state in the same dataset.
+
+Threading design. A QCoDeS ``DataSaver`` is not safe for concurrent ``add_result``
+calls from two threads, and user callbacks may touch instruments that are not
+thread-safe either. So the monitor splits the work:
+
+* the **worker thread** only preprocesses frames and runs the fused ensemble
+  (:class:`~qcodes_stmtip.monitor.inference.FusedEnsemble`); it takes frames from a
+  bounded input queue (several at a time, as one batch, when it has fallen behind) and
+  puts :class:`~qcodes_stmtip.monitor.results.TipStateResult` objects on a result queue;
+* the **acquisition thread** (the user's loop) does every dataset write and every
+  callback: :meth:`TipStateMonitor.submit` enqueues a frame and writes the results that
+  have arrived meanwhile (non-blocking), :meth:`TipStateMonitor.flush` does only the
+  latter, and :meth:`TipStateMonitor.finish` blocks until every submitted frame has its
+  result written. Nothing is written after the run closes and nothing is dropped.
+
+Queue-full policy (``on_full``): ``"block"`` (default) makes ``submit`` wait for a free
+slot — back-pressure that never loses a classification; ``"unclassified"`` never waits:
+the frame is stored at once as ``unclassified`` with reason ``"monitor queue full"``.
+Either way every submitted frame gets exactly one stored result.
+
+Failure isolation: a frame that cannot be preprocessed (NaN/too few lines, wrong shape,
+non-numeric) or whose inference raises gets state ``unclassified`` and the exception
+text as ``tip_reason``; the worker keeps going.
+
+Importing this module does not import TensorFlow; constructing a monitor does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from qcodes.parameters import Parameter, ParameterWithSetpoints
+
+from qcodes_stmtip.monitor.results import (
+    UNCERTAIN_STATE,
+    ResultParameters,
+    TipStateResult,
+)
+
+if TYPE_CHECKING:
+    from qcodes.dataset import DataSaver, Measurement
+    from qcodes.dataset.data_set_protocol import DataSetProtocol
+
+    from qcodes_stmtip.classify.ensemble import Ensemble
+
+__all__ = ["METADATA_KEY", "MonitorError", "StateCallback", "TipStateMonitor", "states_of"]
+
+log = logging.getLogger(__name__)
+
+#: Run-metadata key of the monitor's JSON record (bundle manifest, inference path, device).
+METADATA_KEY = "tip_monitor"
+#: Queue-full policies.
+ON_FULL = ("block", "unclassified")
+
+StateCallback = Callable[[int, TipStateResult], None]
+
+
+class MonitorError(RuntimeError):
+    """The monitor is closed, timed out waiting for results, or was used out of order."""
+
+
+class _Job:
+    __slots__ = ("index", "frame", "timestamp", "submitted")
+
+    def __init__(self, index: int, frame: Any, timestamp: float) -> None:
+        self.index, self.frame, self.timestamp = index, frame, timestamp
+        self.submitted = time.perf_counter()
+
+
+_STOP = object()
+
+
+class TipStateMonitor:
+    """Classify frames off the acquisition thread and store the results in the dataset.
+
+    Args:
+        bundle: a model-bundle directory (see :mod:`qcodes_stmtip.classify.bundle`) or an
+            already loaded :class:`~qcodes_stmtip.classify.ensemble.Ensemble`.
+        surface: if given, the bundle must be for this surface.
+        queue_size: frames that may wait for classification (≥ 1).
+        on_full: ``"block"`` or ``"unclassified"`` (see module doc).
+        max_batch: most frames classified in one call when the worker has fallen behind.
+        fused: use the fused one-call inference (default) instead of Keras ``predict``
+            per member (the naive path, kept for comparison).
+        expected_shape: if given, ``(lines, pixels)`` every frame must have; any other
+            shape is stored as ``unclassified``.
+
+    Usage with a ``Measurement`` (the frame is stored against the same index)::
+
+        monitor = TipStateMonitor("bundles/hsi100")
+        meas.register_parameter(frame_index)
+        meas.register_parameter(stm.scan_image, setpoints=(frame_index,))
+        monitor.register(meas, frame_index)
+        with meas.run() as saver:
+            for i in range(n):
+                image = stm.scan_image()
+                saver.add_result((frame_index, i), (stm.scan_image, image))
+                monitor.submit(i, image, saver)
+            monitor.finish(saver)
+    """
+
+    def __init__(
+        self,
+        bundle: str | Path | Ensemble,
+        *,
+        surface: str | None = None,
+        queue_size: int = 8,
+        on_full: str = "block",
+        max_batch: int = 4,
+        fused: bool = True,
+        expected_shape: tuple[int, int] | None = None,
+    ) -> None:
+        if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 1:
+            raise ValueError(f"queue_size must be an integer >= 1, got {queue_size!r}")
+        if on_full not in ON_FULL:
+            raise ValueError(f"on_full must be one of {ON_FULL}, got {on_full!r}")
+        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+            raise ValueError(f"max_batch must be an integer >= 1, got {max_batch!r}")
+        if expected_shape is not None:
+            expected_shape = tuple(expected_shape)  # type: ignore[assignment]
+            if len(expected_shape) != 2 or any(
+                    isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1
+                    for n in expected_shape):
+                raise ValueError(f"expected_shape must be (lines, pixels) of positive integers, "
+                                 f"got {expected_shape!r}")
+        self.expected_shape = expected_shape
+        self.ensemble = self._load(bundle, surface)
+        self.classes: tuple[str, ...] = self.ensemble.classes
+        self.member_names: tuple[str, ...] = tuple(m.name for m in self.ensemble.members)
+        self.on_full = on_full
+        self.max_batch = max_batch
+        self.queue_size = queue_size
+        self.fused = bool(fused)
+        self._infer = self._make_inference()
+        self.params = ResultParameters(self.classes, self.member_names, self._param_value)
+        self.frame_index: Parameter | None = None
+        self._callbacks: list[StateCallback] = []
+        self._in: queue.Queue[_Job | object] = queue.Queue(maxsize=queue_size)
+        self._out: queue.Queue[TipStateResult] = queue.Queue()
+        self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
+        self._reset_run()
+        self._closed = False
+        self._worker = threading.Thread(target=self._work, name="TipStateMonitor", daemon=True)
+        self._worker.start()
+
+    # ---- set-up ---------------------------------------------------------------------
+    @staticmethod
+    def _load(bundle: str | Path | Ensemble, surface: str | None) -> Ensemble:
+        from qcodes_stmtip.classify.bundle import load_bundle
+        from qcodes_stmtip.classify.ensemble import Ensemble
+
+        if isinstance(bundle, Ensemble):
+            if surface is not None and bundle.surface != surface:
+                raise ValueError(f"bundle is an ensemble for {bundle.surface!r}, not {surface!r}")
+            return bundle
+        if not isinstance(bundle, str | Path):
+            raise TypeError(f"bundle must be a bundle path or an Ensemble, got {type(bundle).__name__}")
+        return load_bundle(bundle, surface=surface)
+
+    def _make_inference(self) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]:
+        if self.fused:
+            from qcodes_stmtip.monitor.inference import FusedEnsemble
+
+            fused = FusedEnsemble(self.ensemble)
+            fused.warm_up()
+            self.device, self.inference_path = fused.device, fused.path
+            self.image_size = fused.input_shape[0]
+
+            def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+                out = fused(x)
+                return out.member_probabilities, out.tip_change_probability
+            return run
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        self.device = f"GPU:0 ({gpus[0].name})" if gpus else "CPU"
+        self.inference_path = "keras-predict-per-member"
+        self.image_size = int(self.ensemble.members[0].model.input_shape[1])
+
+        def naive(x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+            p = self.ensemble.predict(x)
+            return p.member_probabilities, p.tip_change_probability
+        return naive
+
+    def _reset_run(self) -> None:
+        self._pending: set[int] = set()  # submitted, result not yet collected
+        self._ready: dict[int, TipStateResult] = {}  # collected, not yet written
+        self.results: dict[int, TipStateResult] = {}  # every collected result of this run
+        self._written: set[int] = set()
+        self._meta_written: set[str] = set()
+        self._latest: int | None = None
+
+    @property
+    def parameters(self) -> list[Parameter]:
+        """The per-frame result parameters (see :mod:`qcodes_stmtip.monitor.results`)."""
+        return self.params.all
+
+    def register(self, meas: Measurement, frame_index: Parameter) -> list[Parameter]:
+        """Register the result parameters with ``meas``, each depending on ``frame_index``.
+
+        ``frame_index`` is registered too if it is not yet. Returns the parameters.
+        """
+        if not isinstance(frame_index, Parameter):
+            raise TypeError(f"frame_index must be a QCoDeS Parameter, got {type(frame_index).__name__}")
+        if frame_index.register_name not in meas.parameters:
+            meas.register_parameter(frame_index)
+        for p in self.parameters:
+            meas.register_parameter(p, setpoints=(frame_index,))
+        self.frame_index = frame_index
+        return self.parameters
+
+    def on_state(self, callback: StateCallback) -> StateCallback:
+        """Call ``callback(frame_index, result)`` for every result (usable as a decorator).
+
+        Callbacks run on the thread that collects results (the one calling ``submit``,
+        ``flush``, ``finish`` or ``result``), in arrival order; an exception in a callback
+        is logged and does not stop the monitor.
+        """
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, got {callback!r}")
+        self._callbacks.append(callback)
+        return callback
+
+    # ---- acquisition-thread API -------------------------------------------------------
+    def submit(self, frame_index: int, frame: np.ndarray, datasaver: DataSaver | None = None,
+               *, timestamp: float | None = None) -> None:
+        """Queue ``frame`` (lines, pixels) for classification as frame ``frame_index``.
+
+        ``timestamp`` is its acquisition time (s since the epoch; default now). With a
+        ``datasaver``, results that have arrived are written (non-blocking). The frame is
+        copied, so the caller may reuse its buffer. Raises ``ValueError`` for a negative
+        or already-submitted index, :class:`MonitorError` when closed.
+        """
+        if self._closed:
+            raise MonitorError("the monitor is closed")
+        if isinstance(frame_index, bool) or not isinstance(frame_index, int | np.integer) \
+                or frame_index < 0:
+            raise ValueError(f"frame_index must be a non-negative integer, got {frame_index!r}")
+        index = int(frame_index)
+        ts = time.time() if timestamp is None else float(timestamp)
+        if not math.isfinite(ts):
+            raise ValueError(f"timestamp must be finite seconds since the epoch, got {timestamp!r}")
+        with self._lock:
+            if index in self._pending or index in self.results:
+                raise ValueError(f"frame_index {index} was already submitted in this run")
+            self._pending.add(index)
+            self._latest = index
+        try:
+            job = _Job(index, np.array(frame, copy=True), ts)
+        except Exception as exc:  # e.g. a ragged list: still store a result
+            job = _Job(index, exc, ts)
+        if self.on_full == "block":
+            self._in.put(job)
+        else:
+            try:
+                self._in.put_nowait(job)
+            except queue.Full:
+                self._out.put(TipStateResult.unclassified(
+                    index, self.classes, len(self.member_names), ts,
+                    f"monitor queue full ({self.queue_size} frames waiting)", 0.0))
+        if datasaver is not None:
+            self.flush(datasaver)
+
+    def flush(self, datasaver: DataSaver | None = None) -> list[TipStateResult]:
+        """Collect the results that have arrived (never waits) and write them to ``datasaver``."""
+        self._collect(block_for=None, timeout=0.0)
+        return self._write(datasaver)
+
+    def finish(self, datasaver: DataSaver | None = None, *, dataset: DataSetProtocol | None = None,
+               timeout: float | None = 120.0) -> list[TipStateResult]:
+        """Wait for every submitted frame's result, write them all and the run metadata.
+
+        Call inside the ``with meas.run() as datasaver`` block, after the last frame (or
+        with ``dataset=`` after ``dond``). Raises :class:`MonitorError` if results are
+        still missing after ``timeout`` seconds. Returns this run's results by frame
+        index and starts a fresh run (indexes may be reused).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._lock:
+                missing = len(self._pending)
+            if not missing:
+                break
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise MonitorError(f"{missing} frame(s) still unclassified after {timeout} s")
+            self._collect(block_for="any", timeout=0.5 if left is None else min(left, 0.5))
+        self._collect(block_for=None, timeout=0.0)
+        self._write(datasaver)
+        target = datasaver.dataset if datasaver is not None else dataset
+        if target is not None:
+            self.write_metadata(target)
+        results = [self.results[i] for i in sorted(self.results)]
+        self._reset_run()
+        return results
+
+    def result(self, frame_index: int, timeout: float | None = 60.0) -> TipStateResult:
+        """Wait for (and return) the result of ``frame_index`` (does not write it)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while frame_index not in self.results:
+            with self._lock:
+                known = frame_index in self._pending
+            if not known:
+                raise ValueError(f"frame_index {frame_index} was not submitted in this run")
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise MonitorError(f"no result for frame {frame_index} after {timeout} s")
+            self._collect(block_for="any", timeout=0.5 if left is None else min(left, 0.5))
+        return self.results[frame_index]
+
+    def write_metadata(self, dataset: DataSetProtocol) -> None:
+        """Store the bundle manifest, inference path and device as run metadata (once per run)."""
+        if dataset.guid in self._meta_written:
+            return
+        dataset.add_metadata(METADATA_KEY, json.dumps(self.metadata(), allow_nan=True))
+        self._meta_written.add(dataset.guid)
+
+    def metadata(self) -> dict[str, object]:
+        """What :meth:`write_metadata` stores: bundle manifest and how inference ran."""
+        from qcodes_stmtip import __version__
+
+        manifest = getattr(self.ensemble, "manifest", None) or {
+            "surface": self.ensemble.surface, "classes": list(self.classes),
+            "thresholds": dict(zip(self.classes, map(float, self.ensemble.thresholds), strict=True)),
+            "members": [{"name": m.name, "architecture": m.architecture}
+                        for m in self.ensemble.members],
+        }
+        path = getattr(self.ensemble, "path", None)
+        return {
+            "bundle": manifest,
+            "bundle_path": str(path) if path is not None else None,
+            "model_id": _model_id(manifest),
+            "inference_path": self.inference_path,
+            "device": self.device,
+            "image_size": self.image_size,
+            "queue_size": self.queue_size,
+            "on_full": self.on_full,
+            "parameters": [p.name for p in self.parameters],
+            "package_version": __version__,
+        }
+
+    def watch(self, image: ParameterWithSetpoints, frame_index: Parameter,
+              name: str | None = None) -> ParameterWithSetpoints:
+        """A copy of ``image`` whose ``get()`` also submits the frame (for ``dond``).
+
+        The frame index is ``frame_index()`` at the time of the get. Measure the returned
+        parameter and :attr:`parameters` in ``dond``; each of the latter waits for the
+        frame's result::
+
+            frames = monitor.watch(stm.scan_image, frame_index)
+            ds, *_ = dond(LinSweep(frame_index, 0, n - 1, n), frames, *monitor.parameters)
+            monitor.finish(dataset=ds)
+        """
+        if not isinstance(image, ParameterWithSetpoints):
+            raise TypeError(f"image must be a ParameterWithSetpoints, got {type(image).__name__}")
+        self.frame_index = frame_index
+
+        def get() -> np.ndarray:
+            frame = image.get()
+            self.submit(int(frame_index.get()), frame)
+            return frame
+
+        return ParameterWithSetpoints(
+            name or image.register_name, label=image.label, unit=image.unit,
+            setpoints=image.setpoints, vals=image.vals, get_cmd=get, set_cmd=False)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the worker thread (pending frames are classified first)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._in.put(_STOP)
+        self._worker.join(timeout)
+
+    def __enter__(self) -> TipStateMonitor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- internals --------------------------------------------------------------------
+    def _param_value(self, name: str) -> object:
+        if self._latest is None:
+            raise MonitorError("no frame has been submitted yet; measure the watched image first")
+        return self.params.value_of(name, self.result(self._latest))
+
+    def _collect(self, block_for: str | None, timeout: float) -> None:
+        got: list[TipStateResult] = []
+        if block_for is not None:
+            try:
+                got.append(self._out.get(timeout=max(timeout, 1e-3)))
+            except queue.Empty:
+                pass
+        while True:
+            try:
+                got.append(self._out.get_nowait())
+            except queue.Empty:
+                break
+        for r in got:
+            with self._lock:
+                self._pending.discard(r.frame_index)
+                self.results[r.frame_index] = r
+                self._ready[r.frame_index] = r
+            for cb in self._callbacks:
+                try:
+                    cb(r.frame_index, r)
+                except Exception:
+                    log.exception("tip-state callback %r failed on frame %d", cb, r.frame_index)
+
+    def _write(self, datasaver: DataSaver | None) -> list[TipStateResult]:
+        if datasaver is None:
+            return []
+        if self.frame_index is None:
+            raise MonitorError("call register(meas, frame_index) before writing to a datasaver")
+        self.write_metadata(datasaver.dataset)
+        written = []
+        for index in sorted(self._ready):
+            r = self._ready[index]
+            datasaver.add_result((self.frame_index, index), *self.params.values(r))
+            written.append(r)
+        self._written.update(self._ready)
+        self._ready.clear()
+        return written
+
+    def _work(self) -> None:
+        while True:
+            job = self._in.get()
+            if job is _STOP:
+                return
+            jobs = [job]
+            stop = False
+            while len(jobs) < self.max_batch:
+                try:
+                    nxt = self._in.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop = True
+                    break
+                jobs.append(nxt)
+            for r in self._classify(jobs):  # type: ignore[arg-type]
+                self._out.put(r)
+            if stop:
+                return
+
+    def _preprocess(self, job: _Job) -> np.ndarray:
+        from qcodes_stmtip.classify.preprocess import preprocess_frame
+
+        if isinstance(job.frame, Exception):
+            raise ValueError(f"frame is not an array ({job.frame})")
+        frame = job.frame
+        if frame.ndim != 2:
+            raise ValueError(f"frame must be 2-D (lines, pixels), got shape {frame.shape}")
+        if self.expected_shape is not None and frame.shape != self.expected_shape:
+            raise ValueError(f"frame shape {frame.shape} is not the expected {self.expected_shape}")
+        if not np.issubdtype(frame.dtype, np.number):
+            raise ValueError(f"frame has non-numeric dtype {frame.dtype}")
+        return preprocess_frame(frame, self.image_size)
+
+    def _classify(self, jobs: Sequence[_Job]) -> list[TipStateResult]:
+        from qcodes_stmtip.classify.ensemble import UNCERTAIN, collapse_good_bad
+
+        out: dict[int, TipStateResult] = {}
+        images, ok = [], []
+        n_members = len(self.member_names)
+        for pos, job in enumerate(jobs):
+            try:
+                images.append(self._preprocess(job))
+                ok.append(pos)
+            except Exception as exc:
+                out[pos] = TipStateResult.unclassified(
+                    job.index, self.classes, n_members, job.timestamp,
+                    f"preprocessing: {type(exc).__name__}: {exc}",
+                    time.perf_counter() - job.submitted)
+        if ok:
+            try:
+                from qcodes_stmtip.classify.ensemble import majority_vote
+
+                probs, tip = self._infer(np.stack(images)[..., None])
+                pred = majority_vote(probs, self.ensemble.thresholds)
+                flag = None if tip is None else tip >= self.ensemble.tip_change_threshold
+                quality = collapse_good_bad(pred.decision, self.classes,
+                                            self.ensemble.good_classes, flag)
+                firsts = np.argmax(probs, axis=2)  # (M, N)
+                for n, pos in enumerate(ok):
+                    job = jobs[pos]
+                    d = int(pred.decision[n])
+                    out[pos] = TipStateResult(
+                        job.index,
+                        UNCERTAIN_STATE if d == UNCERTAIN else self.classes[d],
+                        str(quality[n]),
+                        {c: float(pred.mean[n, k]) for k, c in enumerate(self.classes)},
+                        tuple(self.classes[int(firsts[m, n])] for m in range(n_members)),
+                        math.nan if tip is None else float(tip[n]),
+                        job.timestamp, "", time.perf_counter() - job.submitted)
+            except Exception as exc:
+                log.exception("tip-state inference failed")
+                for pos in ok:
+                    job = jobs[pos]
+                    out[pos] = TipStateResult.unclassified(
+                        job.index, self.classes, n_members, job.timestamp,
+                        f"model: {type(exc).__name__}: {exc}", time.perf_counter() - job.submitted)
+        return [out[pos] for pos in range(len(jobs))]
+
+
+def _model_id(manifest: dict) -> str:
+    """A short id of the bundle: surface plus the first 12 hex digits of the member hashes."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for m in manifest.get("members", []):
+        h.update(str(m.get("sha256", m.get("name", ""))).encode())
+    return f"{manifest.get('surface', '?')}-{h.hexdigest()[:12]}"
+
+
+def states_of(dataset: DataSetProtocol) -> dict[int, str]:
+    """``frame_index → tip_state`` of a stored run (helper for filtering data by tip state)."""
+    data = dataset.get_parameter_data("tip_state")["tip_state"]
+    keys = [k for k in data if k != "tip_state"]
+    if len(keys) != 1:
+        raise ValueError(f"tip_state of run {dataset.run_id} depends on {keys}, expected one index")
+    return {int(i): str(s) for i, s in zip(np.ravel(data[keys[0]]), np.ravel(data["tip_state"]),
+                                             strict=True)}
