@@ -40,6 +40,7 @@ function buildCategories() {
     button.addEventListener("click", () => toggle(cat.name));
     box.append(button);
   }
+  $("last-key").textContent = String(state.config.categories.length);
 }
 
 function paintSelection() {
