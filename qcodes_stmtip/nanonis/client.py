@@ -142,7 +142,7 @@ class NanonisClient:
     def __init__(self, host: str = "127.0.0.1", port: int = 6501, timeout: float = 5.0) -> None:
         if not isinstance(port, int) or not 0 < port < 65536:
             raise ValueError(f"port must be an integer in 1..65535, got {port!r}")
-        if not timeout > 0:
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
             raise ValueError(f"timeout must be positive (seconds), got {timeout!r}")
         self.host = host
         self.port = port
@@ -234,7 +234,7 @@ class NanonisClient:
         request = encode_request(command, *args)
         spec = COMMANDS[command]
         wait = self.timeout if timeout is None else timeout
-        if not wait > 0:
+        if isinstance(wait, bool) or not isinstance(wait, int | float) or not wait > 0:
             raise ValueError(f"timeout must be positive (seconds), got {timeout!r}")
         with self._lock:
             sock = self._ensure_socket()

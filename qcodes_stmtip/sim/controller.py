@@ -293,12 +293,14 @@ def _serve_command(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     server = serve_simulator(args.surface, seed=args.seed, time_acceleration=args.time_acceleration,
                              port=args.port, host=args.host, initial_tip=args.initial_tip)
-    print(f"simulated Nanonis controller ({args.surface}, seed {args.seed}, "
-          f"×{args.time_acceleration:g} time) on {args.host}:{server.port} — Ctrl-C to stop",
-          flush=True)
     try:
+        print(f"simulated Nanonis controller ({args.surface}, seed {args.seed}, "
+              f"×{args.time_acceleration:g} time) on {args.host}:{server.port} — Ctrl-C to stop",
+              flush=True)
         server.serve_forever()
     except KeyboardInterrupt:
+        pass
+    finally:
         server.stop()
     return 0
 

@@ -564,6 +564,7 @@ class SimulatedMicroscope:
             self._update()
             if action == 0:
                 self._start_scan(bool(up), self._sim_t)
+                self._sim_t = max(self._sim_t, self._sim_t_now())  # rendering takes no scan time
             elif action == 1:
                 if self._scan_state != "idle":
                     self._scan_state = "idle"

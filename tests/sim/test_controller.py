@@ -68,7 +68,7 @@ def test_settings_round_trip_through_the_client(client: NanonisClient) -> None:
 
 def test_scan_cycle_through_the_client(client: NanonisClient, server) -> None:
     client.scan_buffer_set([0, 14], 64, 64)
-    client.scan_speed_set(0, 0, 0.05, 0.05, 2, 1.0)  # 6.4 s simulated = 32 ms wall
+    client.scan_speed_set(0, 0, 1.0, 1.0, 2, 1.0)  # 128 s simulated = 0.64 s wall
     client.scan_props_set(2, 2, 1, "tc_", "", [], 0)
     client.scan_action(0, True)
     assert client.scan_status_get()
@@ -184,7 +184,7 @@ def test_concurrent_clients_and_blocking_waits(server) -> None:
     waiter = NanonisClient(port=server.port)
     other = NanonisClient(port=server.port)
     waiter.scan_buffer_set([14], 32, 32)
-    waiter.scan_speed_set(0, 0, 1.0, 1.0, 2, 1.0)  # 64 s simulated = 0.32 s wall
+    waiter.scan_speed_set(0, 0, 5.0, 5.0, 2, 1.0)  # 320 s simulated = 1.6 s wall
     waiter.scan_action(0, True)
     result: list = []
     t = threading.Thread(target=lambda: result.append(waiter.scan_wait_end_of_scan(-1)))
@@ -248,9 +248,9 @@ def test_vendor_client_against_the_simulator(vendor, server) -> None:
     assert m.get_buffer() == ((0, 14), 64, 32)
     n, channels, pixels, lines = _ok(vendor.Scan_BufferGet())
     assert (n, [c[0] for c in channels], pixels, lines) == (2, [0, 14], 64, 32)
-    _ok(vendor.Scan_SpeedSet(0.0, 0.0, 0.05, 0.05, 2, 1.0))
+    _ok(vendor.Scan_SpeedSet(0.0, 0.0, 1.0, 1.0, 2, 1.0))  # 64 s simulated = 0.32 s wall
     speed = _ok(vendor.Scan_SpeedGet())
-    assert speed[2] == pytest.approx(0.05) and speed[4] == 1
+    assert speed[2] == pytest.approx(1.0) and speed[4] == 1
     _ok(vendor.Scan_PropsSet(2, 2, 1, "vendor_", "via nanonis-spm", ["Z-Ctrl"], 0))
     assert m.series_name == "vendor_" and m.comment == "via nanonis-spm" and m.modules == ("Z-Ctrl",)
     _ok(vendor.Scan_Action(0, 1))

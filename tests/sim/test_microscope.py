@@ -102,9 +102,9 @@ def test_pause_freezes_progress_and_resume_continues() -> None:
 
 
 def test_wait_end_of_scan_times_out_then_returns_the_path() -> None:
-    m = SimulatedMicroscope("hsi100", seed=1, time_acceleration=40.0, initial_tip="rows")
+    m = SimulatedMicroscope("hsi100", seed=1, time_acceleration=20.0, initial_tip="rows")
     m.set_buffer([ms.Z], 32, 32)
-    m.set_speed(0, 0, 0.1, 0.1, 2, 1.0)  # 6.4 s simulated = 160 ms wall
+    m.set_speed(0, 0, 0.1, 0.1, 2, 1.0)  # 6.4 s simulated = 320 ms wall
     m.set_props(0, 0, 1, "tipcheck_", "", [], 0)
     m.scan_action(0, True)
     assert m.wait_end_of_scan(0) == (True, "")
