@@ -199,5 +199,5 @@ def test_fresh_area_changes_what_the_simulated_stm_images(
 
     positioner.move_to_fresh_area("X-", 20)  # back to where it started
     back = stm.scan_image()
-    assert _corr(here, back) > 0.6
+    assert _corr(here, back) > 0.45  # the old area again (after some drift and creep)
     assert [m.direction for m in positioner.moves] == ["X+", "X-"]
