@@ -1,0 +1,221 @@
+"""The labelling JSON API over real HTTP on 127.0.0.1 (no browser)."""
+
+import csv
+import io
+import json
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from qcodes_stmtip.labelling.server import LabellingServer, LabellingSession
+from qcodes_stmtip.labelling.sources import FrameRef, folder_frames
+
+
+@pytest.fixture
+def folder(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = np.random.default_rng(2)
+    for i in range(3):
+        np.save(src / f"f{i}.npy", rng.normal(size=(10, 12)))
+    (src / "broken.npy").write_bytes(b"not numpy at all")
+    return src
+
+
+@pytest.fixture
+def served(folder, tmp_path):
+    session = LabellingSession(folder_frames(folder), surface="au111", labeller="eve",
+                               out_dir=tmp_path / "out")
+    with LabellingServer(session) as server:
+        yield server, session, tmp_path / "out"
+
+
+def _get(server, path):
+    try:
+        with urllib.request.urlopen(server.url.rstrip("/") + path, timeout=10) as r:
+            return r.status, r.headers.get("Content-Type"), r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers.get("Content-Type"), exc.read()
+
+
+def _post(server, path, body, content_type="application/json"):
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(server.url.rstrip("/") + path, data=data,
+                                 headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def _log(out, name="eve"):
+    with open(out / "votes" / f"{name}.csv", newline="") as fh:
+        return [(r["action"], r["frame"], r["classes"]) for r in csv.DictReader(fh)]
+
+
+def test_binds_loopback_only_and_serves_the_page(served):
+    server, _, _ = served
+    assert server.url.startswith("http://127.0.0.1:") and server.port > 0
+    status, ctype, body = _get(server, "/")
+    assert status == 200 and ctype.startswith("text/html") and b"/static/label.js" in body
+    assert _get(server, "/static/label.js")[1].startswith("text/javascript")
+    assert _get(server, "/static/label.css")[1].startswith("text/css")
+    assert _get(server, "/static/../server.py")[0] == 404
+    assert _get(server, "/nothing")[0] == 404
+
+
+def test_config_lists_the_surfaces_categories_with_keys(served):
+    server, _, _ = served
+    config = json.loads(_get(server, "/api/config")[2])
+    assert config["surface"] == "au111" and config["labeller"] == "eve" and config["model"] is None
+    assert [(c["key"], c["name"]) for c in config["categories"]] == [
+        ("1", "individual_atoms"), ("2", "double_tip"), ("3", "tip_change"),
+        ("4", "step_edge"), ("5", "impurity"), ("6", "corruption")]
+
+
+def test_png_is_the_frame_drawn_top_line_first(served, folder):
+    server, _, _ = served
+    status, ctype, body = _get(server, "/api/frame/f1.npy.png")
+    assert status == 200 and ctype == "image/png"
+    img = np.asarray(Image.open(io.BytesIO(body)))
+    assert img.shape == (10, 12, 3)
+    from qcodes_stmtip.labelling.render import display_grey
+
+    grey, _ = display_grey(np.load(folder / "f1.npy"))
+    np.testing.assert_array_equal(img[:, :, 0], grey[::-1])
+    assert _get(server, "/api/frame/nope.npy.png")[0] == 404
+
+
+def test_vote_skip_undo_over_http(served, folder):
+    server, _, out = served
+    nxt = json.loads(_get(server, "/api/next")[2])
+    assert nxt["frame"]["name"] == "broken.npy" and nxt["upcoming"] == "f0.npy"
+    assert nxt["progress"] == {**nxt["progress"], "total": 4, "voted": 0, "remaining": 4}
+
+    # An unreadable frame is reported, cannot be voted on, and can be skipped.
+    status, _, body = _get(server, "/api/frame/broken.npy.png")
+    assert status == 422 and "broken.npy" in json.loads(body)["error"]
+    status, reply = _post(server, "/api/vote", {"frame": "broken.npy", "classes": ["impurity"]})
+    assert status == 422
+    status, reply = _post(server, "/api/skip", {"frame": "broken.npy"})
+    assert status == 200 and reply["frame"]["name"] == "f0.npy"
+
+    status, reply = _post(server, "/api/vote", {"frame": "f0.npy",
+                                                "classes": ["tip_change", "double_tip"]})
+    assert status == 200 and reply["frame"]["name"] == "f1.npy"
+    assert reply["progress"]["voted"] == 1 and reply["progress"]["skipped"] == 1
+    np.testing.assert_array_equal(np.load(out / "images" / "f0.npy"), np.load(folder / "f0.npy"))
+    # double_tip and tip_change tie at 1.0: no single label, so the frame is in ambiguous.csv.
+    with open(out / "labels.csv", newline="") as fh:
+        assert list(csv.DictReader(fh)) == []
+    with open(out / "ambiguous.csv", newline="") as fh:
+        (row,) = list(csv.DictReader(fh))
+    assert (row["Name"], row["label"], row["tip_change"], row["No. Responses"]) == (
+        "f0.npy", "", "1", "1")
+
+    status, reply = _post(server, "/api/undo", {})
+    assert status == 200
+    assert reply["undone"] == {"frame": "f0.npy", "action": "vote",
+                               "classes": ["double_tip", "tip_change"]}
+    assert reply["frame"]["name"] == "f0.npy"
+    assert reply["frame"]["preselect"] == ["double_tip", "tip_change"]
+    assert _log(out) == [("skip", "broken.npy", ""), ("vote", "f0.npy", "double_tip;tip_change"),
+                         ("undo", "f0.npy", "")]
+
+
+def test_bad_requests_are_refused_with_reasons_and_not_logged(served):
+    server, _, out = served
+    cases = [
+        ({"frame": "f0.npy", "classes": ["rows"]}, 400, "classes must name"),
+        ({"frame": "f0.npy", "classes": []}, 400, "classes must name"),
+        ({"frame": "f0.npy", "classes": "double_tip"}, 400, "list of category names"),
+        ({"frame": "zzz.npy", "classes": ["double_tip"]}, 404, "no frame named 'zzz.npy'"),
+    ]
+    for body, code, message in cases:
+        status, reply = _post(server, "/api/vote", body)
+        assert status == code and message in reply["error"], body
+    status, reply = _post(server, "/api/vote", b"{not json")
+    assert status == 400 and "not JSON" in reply["error"]
+    status, reply = _post(server, "/api/vote", b"[]")
+    assert status == 400 and "JSON object" in reply["error"]
+    status, reply = _post(server, "/api/vote", {"frame": "f0.npy", "classes": ["double_tip"]},
+                          content_type="text/plain")
+    assert status == 415
+    status, reply = _post(server, "/api/undo", {})
+    assert status == 200 and reply["undone"] is None
+    assert _get(server, "/api/guess/f0.npy")[0] == 404  # no model given
+    assert _log(out) == []
+    assert not (out / "images").exists()
+
+
+def test_session_and_server_arguments(folder, tmp_path):
+    refs = folder_frames(folder)
+    with pytest.raises(ValueError, match="at least one frame"):
+        LabellingSession([], surface="hsi100", labeller="a", out_dir=tmp_path)
+    with pytest.raises(ValueError, match="two frames are named 'f0.npy'"):
+        LabellingSession([refs[1], refs[1]], surface="hsi100", labeller="a", out_dir=tmp_path)
+    with pytest.raises(FileNotFoundError, match="model bundle"):
+        LabellingSession(refs, surface="hsi100", labeller="a", out_dir=tmp_path,
+                         model=tmp_path / "none")
+    with pytest.raises(ValueError, match="labeller"):
+        LabellingSession(refs, surface="hsi100", labeller="a b", out_dir=tmp_path)
+    session = LabellingSession(refs, surface="hsi100", labeller="a", out_dir=tmp_path)
+    for port in (-1, 70000, True, 1.5):
+        with pytest.raises(ValueError, match="port"):
+            LabellingServer(session, port=port)
+
+
+def test_every_frame_done_gives_null_frame(tmp_path):
+    ref = FrameRef("only.npy", "s", "memory", lambda: np.ones((8, 8)))
+    session = LabellingSession([ref], surface="hsi100", labeller="a", out_dir=tmp_path)
+    reply = session.vote("only.npy", ["rows"])
+    assert reply["frame"] is None and reply["upcoming"] is None
+    assert reply["progress"]["remaining"] == 0 and reply["progress"]["merged_frames"] == 1
+
+
+@pytest.mark.timeout(240)
+def test_model_guess_matches_the_ensemble(tmp_path):
+    pytest.importorskip("keras")
+    from qcodes_stmtip.classify.architectures import build_model
+    from qcodes_stmtip.classify.bundle import save_bundle
+    from qcodes_stmtip.classify.ensemble import Ensemble, Member
+    from qcodes_stmtip.classify.preprocess import preprocess_frame
+    from qcodes_stmtip.sim.classes import CLASSES
+
+    size = 32
+    rng = np.random.default_rng(0)
+
+    def perturbed(n_out, seed):
+        model = build_model("squeezenet", n_out, width=0.125, size=size)
+        r = np.random.default_rng(seed)
+        model.set_weights([w + r.normal(0, 0.05, w.shape).astype(w.dtype)
+                           for w in model.get_weights()])
+        return model
+
+    ens = Ensemble("hsi100", CLASSES["hsi100"], [Member("m0", "squeezenet", perturbed(4, 0))],
+                   tip_change=Member("tc", "squeezenet", perturbed(2, 1)))
+    bundle = save_bundle(ens, tmp_path / "bundle", image_size=size)
+    frame = rng.normal(size=(40, 40))
+    short = np.full((40, 40), np.nan)
+    short[:3] = 1.0
+    refs = [FrameRef("a.npy", "s", "memory", lambda: frame),
+            FrameRef("b.npy", "s", "memory", lambda: short)]
+    session = LabellingSession(refs, surface="hsi100", labeller="a", out_dir=tmp_path / "out",
+                               model=bundle)
+    with LabellingServer(session) as server:
+        status, _, body = _get(server, "/api/guess/a.npy")
+        assert status == 200
+        guess = json.loads(body)
+        status, _, body = _get(server, "/api/guess/b.npy")
+        assert status == 200 and "finite lines" in json.loads(body)["error"]
+    expected = ens.predict(preprocess_frame(frame, size)[None, :, :, None])
+    assert guess["classes"] == list(CLASSES["hsi100"])
+    np.testing.assert_allclose(guess["probabilities"], expected.mean[0], rtol=1e-5)
+    assert guess["tip_change_probability"] == pytest.approx(
+        float(expected.tip_change_probability[0]), rel=1e-5)
+    d = int(expected.decision[0])
+    assert guess["decision"] == (None if d < 0 else CLASSES["hsi100"][d])
