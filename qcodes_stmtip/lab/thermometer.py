@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from qcodes.instrument import InstrumentModule
+
 __all__ = ["ThermometerError", "frame_metadata", "read_temperature_K"]
 
 
@@ -21,9 +23,11 @@ class ThermometerError(RuntimeError):
 def _channel(thermometer: Any, channel: str) -> Any:
     submodules = getattr(thermometer, "submodules", {})
     sensor = submodules.get(channel)
-    if sensor is None or not hasattr(sensor, "temperature"):
+    if not (isinstance(sensor, InstrumentModule) and hasattr(sensor, "temperature")):
         available = sorted(
-            name for name, sub in submodules.items() if hasattr(sub, "temperature")
+            name
+            for name, sub in submodules.items()
+            if isinstance(sub, InstrumentModule) and hasattr(sub, "temperature")
         )
         raise ValueError(
             f"channel {channel!r} is not a sensor of {getattr(thermometer, 'name', thermometer)!r}; "
