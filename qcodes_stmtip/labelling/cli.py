@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(mean votes and 'No. Responses', readable by 'stmtip train').",
     )
     p.add_argument("--surface", required=True, choices=SURFACES, help="surface (class scheme)")
-    src = p.add_mutually_exclusive_group(required=True)
+    src = p.add_mutually_exclusive_group()
     src.add_argument("--folder", help="folder of frame files (.sxm, .gwy, *_mtrx, .dat, .sm4, "
                      ".png, .npy), searched recursively")
     src.add_argument("--db", help="QCoDeS database holding scan_image frames (with --run-id)")
@@ -60,6 +60,9 @@ def run_label(args: argparse.Namespace) -> int:
 
     from qcodes_stmtip.labelling.server import LabellingServer, LabellingSession
     from qcodes_stmtip.labelling.sources import dataset_frames, folder_frames
+
+    if args.folder is None and args.db is None:
+        raise ValueError("give the frames to label: --folder DIR or --db PATH --run-id N")
 
     if args.folder is not None:
         if args.run_id:

@@ -85,7 +85,7 @@ def test_merge_only(tmp_path, capsys):
     VoteStore(tmp_path, "a", "au111").vote("x.npy", ["impurity"])
     VoteStore(tmp_path, "b", "au111").vote("x.npy", ["double_tip"])
     VoteStore(tmp_path, "b", "au111").vote("y.npy", ["corruption"])
-    assert main(["label", "--surface", "au111", "--folder", "unused", "--labeller", "a",
+    assert main(["label", "--surface", "au111", "--labeller", "a",
                  "--out", str(tmp_path), "--merge-only"]) == 0
     assert "merged 2 labeller(s): 1 frame(s)" in capsys.readouterr().out
     with open(tmp_path / "labels.csv", newline="") as fh:
@@ -94,6 +94,7 @@ def test_merge_only(tmp_path, capsys):
 
 @pytest.mark.parametrize(("extra", "message"), [
     (["--db", "x.db"], "--db needs --run-id"),
+    ([], "--folder DIR or --db PATH"),
     (["--folder", "{folder}", "--run-id", "3"], "--run-id goes with --db"),
     (["--folder", "{tmp}/missing"], "does not exist"),
     (["--db", "{tmp}/none.db", "--run-id", "1"], "does not exist"),
