@@ -201,3 +201,24 @@ def test_fresh_area_changes_what_the_simulated_stm_images(
     back = stm.scan_image()
     assert _corr(here, back) > 0.45  # the old area again (after some drift and creep)
     assert [m.direction for m in positioner.moves] == ["X+", "X-"]
+
+
+def test_retract_steps_z_away_with_the_tip_withdrawn(
+    stm: NanonisSTM, server: SimulatedNanonisServer
+) -> None:
+    from qcodes_stmtip.sim.microscope import STEP_Z
+
+    positioner = CoarsePositioner(
+        "pos_tcp", "TCPIP::localhost::7230::SOCKET", pyvisa_sim_file="attocube_anc300.sim.yaml",
+        stm=stm, simulate_motion_on_stm=True, query_delay=0.0,
+    )
+    assert positioner.get_idn()["serial"] == "ANC300B-C-1514-3006076"
+    with pytest.raises(SafetyViolation):
+        positioner.retract(51)
+    assert server.microscope.coarse_gap == 0.0
+    record = positioner.retract(10)
+    assert record.direction == "Z+" and record.axis == "z" and not record.approached
+    assert stm.feedback() is False
+    assert server.microscope.coarse_gap == pytest.approx(10 * STEP_Z)
+    assert positioner.z_mode() == "gnd"  # PyMeasure's move grounds the axis afterwards
+    positioner.stop()
