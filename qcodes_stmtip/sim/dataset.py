@@ -81,7 +81,14 @@ def _geometry(surface: str, label: str, rng: np.random.Generator, pixels: int, l
     height = size * lines / pixels
     if centre_nm is None:
         centre_nm = tuple(rng.uniform(-3000, 3000, 2))
-    angle = float(rng.choice([0.0, 0.0, 45.0, 90.0, rng.uniform(0, 360)]))
+    u = rng.random()
+    if surface == "hsi100" and u < 0.5:  # operators scan H:Si(100) diagonally to the dimer rows
+        angle = 45.0 + 90.0 * int(rng.integers(4)) + rng.normal(0, 4)
+    elif u < 0.8:
+        angle = 90.0 * int(rng.integers(4)) + rng.normal(0, 4)
+    else:
+        angle = rng.uniform(0, 360)
+    angle = float(angle % 360)
     return ScanGeometry(size * 1e-9, height * 1e-9, pixels, lines,
                         centre_nm[0] * 1e-9, centre_nm[1] * 1e-9, angle)
 

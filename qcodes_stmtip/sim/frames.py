@@ -230,13 +230,11 @@ def _render(surface: str, surf: Surface, tip: TipState, geometry: ScanGeometry,
 
     t_px = t0 + (np.arange(lines)[:, None] * 2 + (np.arange(pixels)[None, :] + 0.5) / pixels) * seconds_per_line
     zdrift = inst.z_drift_nm_s * t_px
-    fwd = feedback(h_fwd, inst.feedback_omega, inst.feedback_damping) + zdrift
-    bwd = feedback(fractional_shift(h, inst.retrace_shift_px), inst.feedback_omega,
-                   inst.feedback_damping, reverse=True) + zdrift + inst.z_drift_nm_s * seconds_per_line
     noise = flicker(rng, lines * 2 * pixels, inst.flicker_noise_nm, inst.white_noise_nm).reshape(lines, 2, pixels)
     offsets = np.cumsum(rng.normal(0, inst.line_offset_nm, lines)) * 0.5 + rng.normal(0, inst.line_offset_nm, lines)
-    fwd += noise[:, 0] + offsets[:, None]
-    bwd += noise[:, 1, ::-1] + offsets[:, None]
+    fwd = h_fwd + zdrift + noise[:, 0] + offsets[:, None]
+    bwd = (fractional_shift(h, inst.retrace_shift_px) + zdrift + inst.z_drift_nm_s * seconds_per_line
+           + noise[:, 1, ::-1] + offsets[:, None])
     for line, cut in cuts.items():  # the change itself is a brief glitch
         width = int(rng.integers(1, max(2, pixels // 32)))
         fwd[line, cut:cut + width] += rng.normal(0, 0.1)
@@ -244,6 +242,9 @@ def _render(surface: str, surf: Surface, tip: TipState, geometry: ScanGeometry,
         if seg_tip.instability > 0 or seg_tip.contamination > 0:
             f, r = fwd[a:b], bwd[a:b]
             glitches(rng, f, r, seg_tip.instability, seg_tip.contamination, Z_RANGE_NM)
+    omega = inst.feedback_omega(seconds_per_line / pixels)
+    fwd = feedback(fwd, omega, inst.feedback_damping)
+    bwd = feedback(bwd, omega, inst.feedback_damping, reverse=True)
     fwd, bwd = fwd[acq_rows], bwd[acq_rows]
 
     content = surf.content(grid)

@@ -5,8 +5,9 @@ what a real constant-current scan records: the lateral position of each pixel dr
 (thermal drift, logarithmic piezo creep after a frame move), the sample plane is
 tilted, the z feedback is a damped second-order loop that rings after steps (in the
 scan direction, so trace and retrace differ), the retrace is shifted by piezo
-hysteresis, each line gets an offset, and the signal carries 1/f and white noise in
-acquisition order. An unstable or contaminated apex adds glitches: height jumps and
+hysteresis, each line gets an offset, and the tunnelling signal carries 1/f and white
+noise in acquisition order — noise and glitches enter before the loop, so the loop's
+bandwidth smooths them along the fast axis while lines stay independent (streaks). An unstable or contaminated apex adds glitches: height jumps and
 streaks, saturated or dropped lines, lost-feedback bursts and spikes. All lengths here
 are nanometres; times are seconds.
 """
@@ -35,9 +36,13 @@ class Instrument:
     line_offset_nm: float = 0.0
     white_noise_nm: float = 0.0
     flicker_noise_nm: float = 0.0
-    feedback_omega: float = math.inf  # natural frequency, rad per pixel (inf: ideal loop)
+    feedback_hz: float = math.inf  # natural frequency of the z loop, Hz (inf: ideal loop)
     feedback_damping: float = 0.7
     retrace_shift_px: float = 0.0
+
+    def feedback_omega(self, seconds_per_pixel: float) -> float:
+        """Loop natural frequency in radians per pixel at a pixel dwell time (s)."""
+        return 2 * math.pi * self.feedback_hz * seconds_per_pixel
 
     def drift(self, t: np.ndarray) -> np.ndarray:
         """Lateral displacement (…, 2) in nm at times ``t`` (s) after the last frame move."""
@@ -66,10 +71,10 @@ def sample_instrument(rng: np.random.Generator, *, quiet: bool = False,
         creep_nm=(creep * math.cos(cphi), creep * math.sin(cphi)),
         creep_tau_s=rng.uniform(1.0, 10.0),
         z_drift_nm_s=lt * rng.normal(0, 0.005),
-        line_offset_nm=lt * rng.lognormal(math.log(0.008), 0.6),
-        white_noise_nm=lt * rng.lognormal(math.log(0.005), 0.5),
-        flicker_noise_nm=lt * rng.lognormal(math.log(0.012), 0.6),
-        feedback_omega=rng.uniform(0.6, 2.0),
+        line_offset_nm=lt * rng.lognormal(math.log(0.003), 0.7),
+        white_noise_nm=lt * rng.lognormal(math.log(0.003), 0.6),
+        flicker_noise_nm=lt * rng.lognormal(math.log(0.004), 0.7),
+        feedback_hz=math.exp(rng.uniform(math.log(40.0), math.log(400.0))),
         feedback_damping=rng.uniform(0.25, 0.9),
         retrace_shift_px=rng.normal(0, 0.3),
     )
@@ -143,7 +148,7 @@ def glitches(rng: np.random.Generator, fwd: np.ndarray, bwd: np.ndarray, instabi
     lines, pixels = fwd.shape
     span = float(np.ptp(fwd)) + 1e-3
     if instability > 0:
-        n_events = rng.poisson(instability * (3 + lines / 16))
+        n_events = rng.poisson(instability * (2 + lines / 32))
         for _ in range(n_events):
             kind = rng.choice(5, p=[0.35, 0.2, 0.15, 0.15, 0.15])
             line = int(rng.integers(lines))
@@ -170,7 +175,7 @@ def glitches(rng: np.random.Generator, fwd: np.ndarray, bwd: np.ndarray, instabi
                 fwd[sl] += ramp
                 bwd[sl] += ramp[:, ::-1]
     if contamination > 0:
-        n_spikes = rng.poisson(contamination * (4 + lines / 4))
+        n_spikes = rng.poisson(contamination * (3 + lines / 8))
         for _ in range(n_spikes):
             line = int(rng.integers(lines))
             start = int(rng.integers(pixels))

@@ -337,7 +337,7 @@ class HSi100(Surface):
         super().__init__(sample_seed)
         r = self.rng
         self.steps = StepTrain(r, STEP_HEIGHT_NM["hsi100"], (8.0, 60.0), meander=r.uniform(0.05, 0.4))
-        self.lattice_angle = r.uniform(0, 90)
+        self.lattice_angle = r.uniform(-8, 8)  # dimer rows ~ along the wafer's <110> axes
         self.db_density = r.uniform(0.004, 0.03)  # dangling bonds per nm²
         self.md_density = r.uniform(0.004, 0.03)  # missing dimers per nm²
         self.cluster_density = r.uniform(0.0, 0.0015)  # contamination clusters per nm²
@@ -358,8 +358,8 @@ class HSi100(Surface):
         su, sv = 0.2, 0.1
         c += 0.05 * 2 * np.pi * su * sv / area * np.exp(-0.5 * (gu**2 * su**2 + gv**2 * sv**2))
         # row envelope (only gv = 0)
-        su = 0.22
-        c += np.where(gv == 0, 0.07 * math.sqrt(2 * np.pi) * su / a1 * np.exp(-0.5 * gu**2 * su**2), 0)
+        su = 0.2
+        c += np.where(gv == 0, 0.15 * math.sqrt(2 * np.pi) * su / a1 * np.exp(-0.5 * gu**2 * su**2), 0)
         c[(gu == 0) & (gv == 0)] = 0
         gs, cs = [], []
         for parity in (0, 1):

@@ -82,7 +82,7 @@ def _good_metal(rng: np.random.Generator, label: str) -> TipState:
         elongation=rng.uniform(1.0, 1.15),
         elongation_angle_deg=rng.uniform(0, 180),
         apex_z_m=rng.normal(0, 0.1e-9),
-        instability=rng.uniform(0.0, 0.01),
+        instability=rng.uniform(0.0, 0.003),
     )
 
 
@@ -103,13 +103,13 @@ def sample_tip(surface: str, label: str, rng: np.random.Generator) -> TipState:
             return TipState(label, apex_radius_m=rng.uniform(25e-12, 55e-12),
                             elongation=rng.uniform(1.0, 1.2),
                             elongation_angle_deg=rng.uniform(0, 180), apex_z_m=z,
-                            instability=rng.uniform(0, 0.01))
+                            instability=rng.uniform(0, 0.003))
         if label == "dimers_asymmetries":
             if rng.random() < 0.5:  # slightly blunt: dimers resolved, atoms not
                 return TipState(label, apex_radius_m=rng.uniform(75e-12, 115e-12),
                                 elongation=rng.uniform(1.0, 1.3),
                                 elongation_angle_deg=rng.uniform(0, 180), apex_z_m=z,
-                                instability=rng.uniform(0, 0.01))
+                                instability=rng.uniform(0, 0.003))
             # asymmetric apex: a weaker second apex a few ångström away
             return TipState(label, apex_radius_m=rng.uniform(45e-12, 95e-12),
                             elongation=rng.uniform(1.0, 1.6),
@@ -117,14 +117,14 @@ def sample_tip(surface: str, label: str, rng: np.random.Generator) -> TipState:
                             double_offset_m=_offset(rng, 0.18e-9, 0.45e-9),
                             double_ratio=rng.uniform(0.3, 0.8),
                             double_dz_m=-rng.uniform(0.0, 0.03e-9), apex_z_m=z,
-                            instability=rng.uniform(0, 0.01))
+                            instability=rng.uniform(0, 0.003))
         if label == "rows":
-            return TipState(label, apex_radius_m=rng.uniform(150e-12, 260e-12),
+            return TipState(label, apex_radius_m=rng.uniform(140e-12, 230e-12),
                             elongation=rng.uniform(1.0, 1.4),
                             elongation_angle_deg=rng.uniform(0, 180), apex_z_m=z,
-                            instability=rng.uniform(0, 0.02))
+                            instability=rng.uniform(0, 0.005))
         # generic_defect: blurry, multiple apexes, contaminated or unstable
-        kind = rng.integers(4)
+        kind = rng.choice(4, p=[0.4, 0.25, 0.2, 0.15])
         tip = TipState(label, apex_radius_m=rng.uniform(120e-12, 300e-12),
                        elongation=rng.uniform(1.0, 2.0),
                        elongation_angle_deg=rng.uniform(0, 180), apex_z_m=z,

@@ -206,7 +206,7 @@ def test_trace_and_retrace_ring_on_opposite_sides_of_a_step():
     nx, ny = surf.steps.normal
     angle = -math.degrees(math.atan2(ny, nx))  # frame x along the step normal (clockwise angle)
     g = ScanGeometry(20e-9, 4e-9, 200, 8, centre_x=x * 1e-9, centre_y=y * 1e-9, angle_deg=angle)
-    inst = Instrument(feedback_omega=0.5, feedback_damping=0.2)
+    inst = Instrument(feedback_hz=160.0, feedback_damping=0.2)  # 0.5 rad per 0.5 ms pixel
     tip = TipState("individual_atoms", apex_radius_m=0.1e-9)
     scan = render_scan("au111", tip, g, np.random.default_rng(0), sample_seed=0, instrument=inst)
     ideal = render_scan("au111", tip, g, np.random.default_rng(0), sample_seed=0, instrument=IDEAL)
