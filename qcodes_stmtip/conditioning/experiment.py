@@ -1,0 +1,553 @@
+"""The closed conditioning loop: scan → classify → stop when the tip is good, else act.
+
+:class:`ConditioningExperiment` composes the QCoDeS driver
+(:class:`~qcodes_stmtip.drivers.nanonis_stm.NanonisSTM`), a tip-state classifier with
+the monitor's interface (:class:`~qcodes_stmtip.monitor.TipStateMonitor`; the oracle
+:class:`~qcodes_stmtip.conditioning.oracle.GroundTruthClassifier` in tests and the fast
+benchmark) and a :class:`~qcodes_stmtip.conditioning.policy.Policy`. Every frame, its
+tip state and every action (parameters, time, site, state before/after) go to one
+QCoDeS run (:mod:`qcodes_stmtip.conditioning.records`), flushed as written.
+
+Each iteration: check the current/Z readings (a reading outside the limits withdraws
+and stops), scan one frame, classify it, then
+
+* **good** (state in the target classes, probability ≥ ``min_confidence``, no tip
+  change): count it; ``consecutive`` good frames in a row end the experiment;
+* **sample content** (``content_classes``, e.g. a step edge on Au(111)): the frame says
+  nothing about the tip → move to a fresh area, tip untouched;
+* **inconclusive** (uncertain, unclassified, a tip change during the frame): rescan, at
+  most ``max_rescans`` times in a row;
+* **bad**: ask the policy. Every tip action is checked against the
+  :class:`~qcodes_stmtip.conditioning.envelope.ConditioningEnvelope` first; a refusal
+  is recorded with its reason, the tip is withdrawn and the experiment stops.
+
+``dry_run=True`` scans and classifies but sends no tip-touching or frame-moving
+command: it prints (and records, status ``"dry-run"``) the action it would take.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from qcodes_stmtip.conditioning.areas import AreaPlanner
+from qcodes_stmtip.conditioning.envelope import ConditioningEnvelope, ConditioningLimits
+from qcodes_stmtip.conditioning.policy import Action, Policy, PolicyContext, as_policy
+from qcodes_stmtip.conditioning.records import (
+    CONFIG_KEY,
+    OUTCOME_KEY,
+    RESUMED_KEY,
+    RunRecorder,
+    load_conditioning_run,
+)
+from qcodes_stmtip.safety import SafetyViolation
+from qcodes_stmtip.sim.classes import GOOD_CLASSES, check_surface
+
+if TYPE_CHECKING:
+    from qcodes_stmtip.drivers.nanonis_stm import NanonisSTM
+    from qcodes_stmtip.monitor.results import TipStateResult
+
+__all__ = ["OUTCOMES", "ConditioningExperiment", "ExperimentResult", "Target"]
+
+log = logging.getLogger(__name__)
+
+#: How an experiment can end.
+OUTCOMES = ("good_tip", "refused", "limit_tripped", "max_frames", "no_area_left", "dry_run", "error")
+#: Classes that show the sample rather than the tip on Au/Cu(111): relocate, do not condition.
+CONTENT_CLASSES: dict[str, frozenset[str]] = {
+    "hsi100": frozenset(),
+    "au111": frozenset({"step_edge", "impurity"}),
+    "cu111": frozenset({"step_edge", "impurity"}),
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    """When the tip counts as good.
+
+    ``classes``: acceptable tip states; ``min_confidence``: least ensemble probability of
+    the state; ``consecutive``: good frames in a row that end the experiment;
+    ``max_tip_change_probability``: a frame whose tip-change probability reaches this is
+    not good; ``content_classes``: states that show the sample, not the tip (relocate).
+    """
+
+    classes: frozenset[str]
+    min_confidence: float = 0.5
+    consecutive: int = 2
+    max_tip_change_probability: float = 0.5
+    content_classes: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "classes", frozenset(self.classes))
+        object.__setattr__(self, "content_classes", frozenset(self.content_classes))
+        if not self.classes:
+            raise ValueError("Target.classes must name at least one acceptable tip state")
+        if not (isinstance(self.min_confidence, int | float) and 0 <= self.min_confidence <= 1):
+            raise ValueError(f"Target.min_confidence must be in [0, 1], got {self.min_confidence!r}")
+        if isinstance(self.consecutive, bool) or not isinstance(self.consecutive, int) \
+                or self.consecutive < 1:
+            raise ValueError(f"Target.consecutive must be an integer >= 1, got {self.consecutive!r}")
+        if not (isinstance(self.max_tip_change_probability, int | float)
+                and 0 < self.max_tip_change_probability <= 1):
+            raise ValueError("Target.max_tip_change_probability must be in (0, 1], "
+                             f"got {self.max_tip_change_probability!r}")
+        if self.classes & self.content_classes:
+            raise ValueError(f"Target.classes and content_classes overlap: "
+                             f"{sorted(self.classes & self.content_classes)}")
+
+    @classmethod
+    def for_surface(cls, surface: str, **overrides: Any) -> Target:
+        """The default target of ``surface`` (its good classes), with ``overrides``."""
+        check_surface(surface)
+        values: dict[str, Any] = {"classes": GOOD_CLASSES[surface],
+                                  "content_classes": CONTENT_CLASSES[surface]}
+        values.update(overrides)
+        return cls(**values)
+
+    def judge(self, result: TipStateResult) -> str:
+        """``"good"``, ``"content"``, ``"inconclusive"`` or ``"bad"`` for one frame's result."""
+        from qcodes_stmtip.monitor.results import UNCERTAIN_STATE, UNCLASSIFIED
+
+        tip_change = result.tip_change_probability
+        changed = math.isfinite(tip_change) and tip_change >= self.max_tip_change_probability
+        if result.state in (UNCLASSIFIED, UNCERTAIN_STATE) or result.state == "tip_change" or changed:
+            return "inconclusive"
+        if result.state in self.content_classes:
+            return "content"
+        confidence = result.probabilities.get(result.state, math.nan)
+        if result.state in self.classes and confidence >= self.min_confidence:
+            return "good"
+        return "bad"
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["classes"] = sorted(self.classes)
+        d["content_classes"] = sorted(self.content_classes)
+        return d
+
+
+@dataclass
+class ExperimentResult:
+    """How an experiment ended (also stored as the run's ``conditioning_outcome``)."""
+
+    outcome: str
+    reason: str
+    run_id: int
+    frames: int
+    tip_actions: int
+    moves: int
+    elapsed_s: float
+    time_to_good_s: float | None
+    final_state: str
+    run_ids: list[int] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Stop(Exception):
+    def __init__(self, outcome: str, reason: str) -> None:
+        super().__init__(reason)
+        self.outcome = outcome
+        self.reason = reason
+
+
+class ConditioningExperiment:
+    """Scan, classify and condition until the tip is good (see module doc).
+
+    Args:
+        stm: the driver; its ``safety`` envelope bounds every request.
+        monitor: the classifier (``TipStateMonitor`` or the oracle), one per experiment.
+        policy: a :class:`Policy` or a function ``context -> Action``.
+        surface: the sample surface.
+        target: when to stop (default :meth:`Target.for_surface`).
+        limits: the experiment-level limits (default :class:`ConditioningLimits`).
+        frame_size_m: side of the square imaging frame (default: the controller's width).
+        area_bounds: ``((x_low, x_high), (y_low, y_high))`` where frames and action sites
+            may lie (default: the envelope's scan area).
+        area_spacing_m: distance between fresh areas.
+        max_frames: stop after this many frames (outcome ``"max_frames"``).
+        max_rescans: inconclusive frames in a row before the policy is asked anyway.
+        dry_run: scan and classify, but only report the actions.
+        truth: optional simulator ground-truth function (stored as ``frame_true_state``).
+        clock: seconds; the experiment's time base (default ``time.monotonic``; pass the
+            simulator's ``sim_time`` for simulated time).
+        seed: seeds the generator handed to policies.
+        echo: called with one line per frame/action (default: nothing).
+    """
+
+    def __init__(
+        self,
+        stm: NanonisSTM,
+        monitor: Any,
+        policy: Policy | Callable[[PolicyContext], Action],
+        *,
+        surface: str,
+        target: Target | None = None,
+        limits: ConditioningLimits | None = None,
+        frame_size_m: float | None = None,
+        area_bounds: tuple[tuple[float, float], tuple[float, float]] | None = None,
+        area_spacing_m: float = 300e-9,
+        max_frames: int = 200,
+        max_rescans: int = 3,
+        dry_run: bool = False,
+        truth: Callable[[], Any] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        clock_name: str = "wall",
+        seed: int = 0,
+        echo: Callable[[str], None] | None = None,
+        name: str = "tip_conditioning",
+    ) -> None:
+        check_surface(surface)
+        self.stm = stm
+        self.monitor = monitor
+        self.policy = as_policy(policy)
+        self.surface = surface
+        self.target = target or Target.for_surface(surface)
+        self.limits = limits or ConditioningLimits()
+        if isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 1:
+            raise ValueError(f"max_frames must be an integer >= 1, got {max_frames!r}")
+        if isinstance(max_rescans, bool) or not isinstance(max_rescans, int) or max_rescans < 0:
+            raise ValueError(f"max_rescans must be an integer >= 0, got {max_rescans!r}")
+        self.max_frames = max_frames
+        self.max_rescans = max_rescans
+        self.dry_run = bool(dry_run)
+        self.truth = truth
+        self.clock = clock
+        self.clock_name = clock_name
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        self.echo = echo or (lambda line: None)
+        self.name = name
+        self.frame_size_m = frame_size_m
+        self.area_bounds = area_bounds
+        self.area_spacing_m = area_spacing_m
+        self.envelope = ConditioningEnvelope(stm.safety, self.limits)
+        self.recorder = RunRecorder(stm.scan_image, monitor, with_truth=truth is not None)
+        # experiment state (restored on resume)
+        self.planner: AreaPlanner | None = None
+        self.start_centre: tuple[float, float] | None = None
+        self.area = 0
+        self.frames = 0
+        self.action_count = 0
+        self.states: list[str] = []
+        self.actions: list[Action] = []
+        self.state_at_last_action: str | None = None
+        self.pending_after: int | None = None
+        self.last_action_index = -1
+        self.elapsed_offset = 0.0
+        self.time_to_good: float | None = None
+        self.moves = 0
+        self.resumed_from: dict[str, Any] | None = None
+        self.previous_run_ids: list[int] = []
+
+    # ---- configuration ----------------------------------------------------------------
+    def _setup_planner(self) -> None:
+        stm = self.stm
+        if self.frame_size_m is None:
+            self.frame_size_m = float(stm.scan_width())
+        if self.start_centre is None:
+            self.start_centre = (float(stm.scan_centre_x()), float(stm.scan_centre_y()))
+        bounds = self.area_bounds or (stm.safety.scan_area_x_m, stm.safety.scan_area_y_m)
+        self.area_bounds = (tuple(bounds[0]), tuple(bounds[1]))  # type: ignore[assignment]
+        self.planner = AreaPlanner(self.start_centre, self.frame_size_m, bounds[0], bounds[1],
+                                   spacing_m=self.area_spacing_m,
+                                   site_spacing_m=self.limits.min_site_distance_m)
+
+    def config(self) -> dict[str, Any]:
+        """What is stored as ``conditioning_config``."""
+        policy_config = getattr(self.policy, "config", None)
+        return {
+            "surface": self.surface,
+            "policy": policy_config() if callable(policy_config) else {"name": self.policy.name},
+            "target": self.target.as_dict(),
+            "limits": self.limits.as_dict(),
+            "safety_envelope": self.stm.safety.as_dict(),
+            "frame_size_m": self.frame_size_m,
+            "start_centre_m": list(self.start_centre or ()),
+            "area_bounds_m": [list(b) for b in self.area_bounds or ()],
+            "area_spacing_m": self.area_spacing_m,
+            "max_frames": self.max_frames,
+            "max_rescans": self.max_rescans,
+            "dry_run": self.dry_run,
+            "clock": self.clock_name,
+            "seed": self.seed,
+            "instrument": self.stm.name,
+            "classifier": _classifier_summary(self.monitor),
+        }
+
+    # ---- resume -----------------------------------------------------------------------
+    def resume_from(self, run_id: int) -> None:
+        """Restore the state of experiment run ``run_id`` (and its chain) from the database.
+
+        The next :meth:`run` continues it in a new run linked by ``conditioning_resumed_from``:
+        frame/action numbering, recorded indentation sites, per-area and total action
+        counts, the present area, elapsed time and the policy's history carry over.
+        """
+        old = load_conditioning_run(run_id)
+        cfg = old.config
+        if cfg.get("surface") != self.surface:
+            raise ValueError(f"run {run_id} is an experiment on {cfg.get('surface')!r}, "
+                             f"not {self.surface!r}")
+        self.start_centre = tuple(cfg["start_centre_m"])  # type: ignore[assignment]
+        self.frame_size_m = float(cfg["frame_size_m"])
+        self.area_bounds = tuple(tuple(b) for b in cfg["area_bounds_m"])  # type: ignore[assignment]
+        self.area_spacing_m = float(cfg["area_spacing_m"])
+        self.frames = (old.frames[-1].index + 1) if old.frames else 0
+        self.action_count = (old.actions[-1].index + 1) if old.actions else 0
+        self.states = [f.state for f in old.frames]
+        for a in old.actions:
+            if a.refused or a.status.startswith("dry-run"):
+                continue
+            self.actions.append(a.action)
+            site = (a.action.x_m, a.action.y_m) if a.action.x_m is not None else None
+            self.envelope.record(a.action, a.area, site)  # type: ignore[arg-type]
+            if a.action.touches_tip:
+                self.state_at_last_action = a.state_before
+            if a.action.kind == "move":
+                self.moves += 1
+        self.area = self.moves  # every move goes to the next area of the planner
+        done = [a for a in old.actions if not a.refused and not a.status.startswith("dry-run")]
+        if done and not done[-1].state_after and (
+                not old.frames or old.frames[-1].after_action < done[-1].index):
+            self.pending_after = done[-1].index
+        self.last_action_index = done[-1].index if done else -1
+        self.elapsed_offset = max([f.elapsed_s for f in old.frames] +
+                                  [a.elapsed_s for a in old.actions] + [0.0])
+        self.previous_run_ids = list(old.run_ids)
+        self.resumed_from = {"run_id": old.run_id, "guid": old.guid,
+                             "frames": len(old.frames), "actions": len(old.actions)}
+        self.echo(f"resuming run {old.run_id}: {len(old.frames)} frames, {len(old.actions)} actions, "
+                  f"area {self.area}, {self.envelope.actions} tip actions spent")
+
+    # ---- the loop -------------------------------------------------------------------------
+    def run(self, experiment: Any = None) -> ExperimentResult:
+        """Run the experiment into a new QCoDeS run of ``experiment`` (default: the current one).
+
+        Side effects: scans, acts on the tip (unless ``dry_run``), writes the run.
+        Returns how it ended; a hard error is re-raised after the tip was withdrawn and
+        the outcome ``"error"`` stored.
+        """
+        from qcodes.dataset import Measurement
+
+        self._setup_planner()
+        assert self.planner is not None
+        meas = Measurement(exp=experiment, name=self.name)
+        self.recorder.register(meas)
+        self._t0 = self.clock()
+        final_state = self.states[-1] if self.states else ""
+        outcome, reason = "error", ""
+        with meas.run() as saver:
+            self.recorder.saver = saver
+            saver.dataset.add_metadata(CONFIG_KEY, json.dumps(self.config(), allow_nan=True))
+            if self.resumed_from is not None:
+                saver.dataset.add_metadata(RESUMED_KEY, json.dumps(self.resumed_from))
+            self.run_id = saver.run_id
+            try:
+                self._go_to_area(self.area, send=not self.dry_run)
+                outcome, reason = self._loop()
+            except _Stop as stop:
+                outcome, reason = stop.outcome, stop.reason
+            except BaseException as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+                self._withdraw(reason)
+                self._store_outcome(saver, outcome, reason)
+                raise
+            finally:
+                self.monitor.finish(saver)
+            if outcome in ("refused", "limit_tripped", "no_area_left"):
+                self._withdraw(reason)
+            final_state = self.states[-1] if self.states else ""
+            result = self._store_outcome(saver, outcome, reason)
+        self.echo(f"outcome: {outcome} — {reason}")
+        result.final_state = final_state
+        return result
+
+    def _store_outcome(self, saver: Any, outcome: str, reason: str) -> ExperimentResult:
+        run_ids = [*self.previous_run_ids, self.run_id]
+        result = ExperimentResult(
+            outcome=outcome, reason=reason, run_id=self.run_id, frames=self.frames,
+            tip_actions=self.envelope.actions, moves=self.moves, elapsed_s=self._elapsed(),
+            time_to_good_s=self.time_to_good,
+            final_state=self.states[-1] if self.states else "", run_ids=run_ids)
+        saver.dataset.add_metadata(OUTCOME_KEY, json.dumps(result.as_dict(), allow_nan=True))
+        return result
+
+    def _elapsed(self) -> float:
+        return float(self.clock() - self._t0 + self.elapsed_offset)
+
+    def _withdraw(self, reason: str) -> None:
+        try:
+            self.stm.withdraw()
+            self.echo(f"tip withdrawn ({reason})")
+        except Exception as exc:  # the connection may be what failed
+            log.error("could not withdraw the tip after %s: %s", reason, exc)
+            self.echo(f"WARNING: could not withdraw the tip: {exc}")
+
+    def _check_readings(self) -> None:
+        current = float(self.stm.current())
+        z = float(self.stm.z_position())
+        try:
+            self.envelope.check_readings(current, z)
+        except SafetyViolation as exc:
+            self.echo(f"limit tripped: {exc}")
+            raise _Stop("limit_tripped", str(exc)) from None
+
+    def _loop(self) -> tuple[str, str]:
+        streak = 0
+        rescans = 0
+        while True:
+            self._check_readings()
+            if self.frames >= self.max_frames:
+                return "max_frames", f"{self.max_frames} frames scanned without a good tip"
+            result = self._scan_and_classify()
+            verdict = self.target.judge(result)
+            conf = result.probabilities.get(result.state, math.nan)
+            self.echo(f"frame {result.frame_index:3d}  area {self.area:2d}  {result.state:<20} "
+                      f"p={conf:.2f}  {verdict}")
+            if verdict == "good":
+                streak += 1
+                if streak >= self.target.consecutive:
+                    self.time_to_good = self._elapsed()
+                    return "good_tip", (f"{streak} consecutive good frames "
+                                        f"({result.state}, p={conf:.2f})")
+                self._execute(Action.rescan("confirming a good frame"), result.state)
+                continue
+            streak = 0
+            if verdict == "content":
+                action = Action.move(f"frame shows the sample ({result.state}), not the tip")
+                rescans = 0
+            elif verdict == "inconclusive" and rescans < self.max_rescans:
+                rescans += 1
+                action = Action.rescan(f"inconclusive frame ({result.state})")
+            else:
+                rescans = 0
+                action = self.policy.choose(self._context(result))
+                if not isinstance(action, Action):
+                    raise ValueError(f"policy {self.policy.name!r} returned {action!r}, not an Action")
+            self._execute(action, result.state)
+            if self.dry_run:
+                return "dry_run", f"dry run: would {action.describe()} ({action.reason})"
+
+    def _context(self, result: TipStateResult) -> PolicyContext:
+        return PolicyContext(
+            surface=self.surface, state=result.state,
+            confidence=float(result.probabilities.get(result.state, math.nan)),
+            states=tuple(self.states), actions=tuple(self.actions),
+            state_at_last_action=self.state_at_last_action,
+            actions_in_area=self.envelope.actions_in(self.area),
+            max_actions_per_area=self.limits.max_actions_per_area,
+            budget_left=self.envelope.budget_left, rng=self.rng)
+
+    def _scan_and_classify(self) -> TipStateResult:
+        stm = self.stm
+        index = self.frames
+        image = stm.scan_image()
+        stamp = time.time()
+        true_state = None
+        if self.truth is not None:
+            gt = self.truth()
+            true_state = gt.frame_label or gt.tip_label
+        setpoints: list = []  # QCoDeS adds scan_y/scan_x of the ParameterWithSetpoints
+        assert self.planner is not None
+        self.recorder.write_frame(index, image, setpoints, area=self.area,
+                                  centre=(float(stm.scan_centre_x.cache.get()),
+                                          float(stm.scan_centre_y.cache.get())),
+                                  elapsed_s=self._elapsed(), after_action=self.last_action_index,
+                                  true_state=true_state)
+        self.frames += 1
+        self.monitor.submit(index, image, self.recorder.saver, timestamp=stamp)
+        result = self.monitor.result(index)
+        self.recorder.flush_monitor()
+        self.states.append(result.state)
+        if self.pending_after is not None:
+            self.recorder.write_state_after(self.pending_after, result.state)
+            self.pending_after = None
+        return result
+
+    def _site(self, action: Action) -> tuple[float, float] | None:
+        if not action.touches_tip:
+            return None
+        if action.x_m is not None and action.y_m is not None:
+            return (float(action.x_m), float(action.y_m))
+        assert self.planner is not None
+        sites = self.planner.sites(self.area)
+        if action.kind == "indent":
+            return next((s for s in sites if self.envelope.site_is_free(s)), sites[0])
+        return sites[self.envelope.actions_in(self.area) % len(sites)]
+
+    def _execute(self, action: Action, state_before: str) -> None:
+        from dataclasses import replace
+
+        site = self._site(action)
+        if site is not None:
+            action = replace(action, x_m=site[0], y_m=site[1])
+        index = self.action_count
+        self.action_count += 1
+        try:
+            self.envelope.check_action(action, self.area, site)
+            if action.kind == "move" and self.area + 1 >= len(self.planner or ()):
+                raise _Stop("no_area_left", f"no fresh area left inside the bounds {self.area_bounds}")
+        except SafetyViolation as exc:
+            self.recorder.write_action(index, action, site=site, area=self.area,
+                                       elapsed_s=self._elapsed(), state_before=state_before,
+                                       status=f"refused: {exc}")
+            self.echo(f"REFUSED {action.describe()}: {exc}")
+            if self.dry_run:
+                raise _Stop("dry_run", f"dry run: {action.describe()} would be refused: {exc}") from None
+            raise _Stop("refused", f"{action.describe()} refused: {exc}") from None
+        status = "dry-run (not sent)" if self.dry_run else "done"
+        self.recorder.write_action(index, action, site=site, area=self.area,
+                                   elapsed_s=self._elapsed(), state_before=state_before, status=status)
+        where = f" at ({site[0] * 1e9:.0f}, {site[1] * 1e9:.0f}) nm" if site else ""
+        if action.kind != "rescan":
+            self.echo(f"{'WOULD ' if self.dry_run else ''}{action.describe()}{where}  ({action.reason})")
+        if self.dry_run:
+            return
+        self._send(action, site)
+        self.envelope.record(action, self.area, site)
+        self.actions.append(action)
+        self.last_action_index = index
+        if action.touches_tip:
+            self.state_at_last_action = state_before
+        if action.kind != "rescan":
+            self.pending_after = index
+        self._check_readings()
+
+    def _send(self, action: Action, site: tuple[float, float] | None) -> None:
+        stm = self.stm
+        if action.kind == "pulse":
+            assert site is not None
+            stm.move_tip(*site)
+            stm.bias_pulse(action.amplitude_V, action.width_s)
+        elif action.kind == "indent":
+            assert site is not None
+            stm.move_tip(*site)
+            # lift at the imaging bias: the indentation alone acts on the apex
+            stm.tip_shaper(action.depth_m, bias_lift_V=float(stm.bias()))
+        elif action.kind == "move":
+            self.area += 1
+            self.moves += 1
+            self._go_to_area(self.area, send=True)
+
+    def _go_to_area(self, area: int, *, send: bool) -> None:
+        assert self.planner is not None and self.frame_size_m is not None
+        cx, cy = self.planner.centre(area)
+        if send:
+            self.stm.set_frame(cx, cy, self.frame_size_m, self.frame_size_m, 0.0)
+
+
+def _classifier_summary(monitor: Any) -> dict[str, Any]:
+    meta = getattr(monitor, "metadata", None)
+    if not callable(meta):
+        return {"type": type(monitor).__name__}
+    data = meta()
+    return {"type": type(monitor).__name__, "bundle_path": data.get("bundle_path"),
+            "model_id": data.get("model_id"), "inference_path": data.get("inference_path")}

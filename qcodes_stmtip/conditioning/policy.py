@@ -1,0 +1,282 @@
+"""Conditioning policies: what to do to a bad tip next.
+
+A policy is any object with ``name`` and ``choose(context) -> Action`` (or a plain
+function of the context, see :func:`as_policy`). The experiment asks it only when the
+last frame showed a bad tip; it never sends anything itself. A user policy is a few
+lines::
+
+    class PulseThenMove:
+        name = "pulse-then-move"
+
+        def choose(self, ctx: PolicyContext) -> Action:
+            if ctx.actions_in_area >= ctx.max_actions_per_area:
+                return Action.move()
+            return Action.pulse(3.0, 0.05)
+
+Shipped: :class:`EscalatingPolicy` (small pulses → larger pulses → shallow → deeper
+indentations → a fresh area, the experimentalists' routine) and :class:`RandomPolicy`
+(a uniformly random choice from the same menu, the baseline).
+
+Units: volts, seconds, metres.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+__all__ = [
+    "ACTION_KINDS",
+    "DEFAULT_LADDER",
+    "TIP_ACTIONS",
+    "Action",
+    "EscalatingPolicy",
+    "Policy",
+    "PolicyContext",
+    "RandomPolicy",
+    "as_policy",
+]
+
+#: Every action kind an experiment records.
+ACTION_KINDS = ("pulse", "indent", "move", "rescan")
+#: Kinds that touch the tip (count against the per-area and total budgets).
+TIP_ACTIONS = frozenset({"pulse", "indent"})
+
+
+@dataclass(frozen=True)
+class Action:
+    """One step of a conditioning experiment.
+
+    ``kind``: ``"pulse"`` (``amplitude_V``, ``width_s``), ``"indent"`` (``depth_m`` into
+    the sample), ``"move"`` (to a fresh area: the next one of the planner, or the area
+    centred at ``x_m``, ``y_m``) or ``"rescan"`` (scan again, tip untouched). For pulses
+    and indentations ``x_m``/``y_m`` optionally fix the site (default: the experiment
+    picks one beside the imaging frame). ``reason`` is free text stored with the action.
+    """
+
+    kind: str
+    amplitude_V: float = math.nan
+    width_s: float = math.nan
+    depth_m: float = math.nan
+    x_m: float | None = None
+    y_m: float | None = None
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in ACTION_KINDS:
+            raise ValueError(f"Action.kind must be one of {ACTION_KINDS}, got {self.kind!r}")
+        if self.kind == "pulse":
+            for name in ("amplitude_V", "width_s"):
+                value = getattr(self, name)
+                if not isinstance(value, int | float) or not math.isfinite(value):
+                    raise ValueError(f"Action.{name} of a pulse must be a finite number, got {value!r}")
+        if self.kind == "indent" and not (
+                isinstance(self.depth_m, int | float) and math.isfinite(self.depth_m)):
+            raise ValueError(f"Action.depth_m of an indent must be a finite number, got {self.depth_m!r}")
+        if (self.x_m is None) != (self.y_m is None):
+            raise ValueError("Action.x_m and Action.y_m must be given together")
+
+    @classmethod
+    def pulse(cls, amplitude_V: float, width_s: float, reason: str = "") -> Action:
+        """A bias pulse of ``amplitude_V`` (V) for ``width_s`` (s)."""
+        return cls("pulse", amplitude_V=amplitude_V, width_s=width_s, reason=reason)
+
+    @classmethod
+    def indent(cls, depth_m: float, reason: str = "") -> Action:
+        """A controlled indentation ``depth_m`` (m) into the sample."""
+        return cls("indent", depth_m=depth_m, reason=reason)
+
+    @classmethod
+    def move(cls, reason: str = "") -> Action:
+        """Move to the next fresh area."""
+        return cls("move", reason=reason)
+
+    @classmethod
+    def rescan(cls, reason: str = "") -> Action:
+        """Scan again without touching the tip."""
+        return cls("rescan", reason=reason)
+
+    @property
+    def touches_tip(self) -> bool:
+        """Whether the action acts on the tip (pulse or indentation)."""
+        return self.kind in TIP_ACTIONS
+
+    def describe(self) -> str:
+        """Short human-readable form, e.g. ``pulse 3.0 V × 50 ms``."""
+        if self.kind == "pulse":
+            return f"pulse {self.amplitude_V:.1f} V × {self.width_s * 1e3:.0f} ms"
+        if self.kind == "indent":
+            return f"indent {self.depth_m * 1e9:.2f} nm"
+        return self.kind
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict (for JSON metadata)."""
+        return {"kind": self.kind, "amplitude_V": self.amplitude_V, "width_s": self.width_s,
+                "depth_m": self.depth_m, "x_m": self.x_m, "y_m": self.y_m, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class PolicyContext:
+    """What a policy may look at when the tip is bad.
+
+    ``state``/``confidence``: the last frame's class and its ensemble probability;
+    ``states``: every frame's state so far (oldest first); ``actions``: every action
+    taken so far; ``state_at_last_action``: the state the last tip action was chosen on
+    (None before the first); ``actions_in_area``/``max_actions_per_area``: tip actions
+    in the present area and the envelope's limit; ``budget_left``: tip actions the total
+    budget still allows; ``surface``; ``rng``: the experiment's generator.
+    """
+
+    surface: str
+    state: str
+    confidence: float
+    states: tuple[str, ...]
+    actions: tuple[Action, ...]
+    state_at_last_action: str | None
+    actions_in_area: int
+    max_actions_per_area: int
+    budget_left: int
+    rng: np.random.Generator = field(default_factory=np.random.default_rng)
+
+    @property
+    def tip_actions(self) -> tuple[Action, ...]:
+        """The tip-touching actions so far."""
+        return tuple(a for a in self.actions if a.touches_tip)
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """Chooses the next action for a bad tip."""
+
+    name: str
+
+    def choose(self, context: PolicyContext) -> Action:
+        """The next action (must not send anything)."""
+        ...
+
+
+class _FunctionPolicy:
+    def __init__(self, func: Callable[[PolicyContext], Action]) -> None:
+        self.func = func
+        self.name = getattr(func, "__name__", "function")
+
+    def choose(self, context: PolicyContext) -> Action:
+        return self.func(context)
+
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name}
+
+
+def as_policy(policy: Policy | Callable[[PolicyContext], Action]) -> Policy:
+    """Return ``policy`` as a :class:`Policy` (a plain function is wrapped)."""
+    if isinstance(policy, Policy):
+        return policy
+    if callable(policy):
+        return _FunctionPolicy(policy)
+    raise ValueError(f"policy must have choose(context) or be callable, got {policy!r}")
+
+
+#: Reason prefix of the action that restarts the escalating ladder.
+RESTART = "restart ladder"
+
+#: The escalating ladder (Rashidi & Wolkow 2018; common practice): gentle → harsh.
+DEFAULT_LADDER: tuple[Action, ...] = (
+    Action.pulse(2.5, 0.02),
+    Action.pulse(3.0, 0.05),
+    Action.pulse(4.0, 0.1),
+    Action.indent(0.5e-9),
+    Action.indent(1.0e-9),
+    Action.indent(1.5e-9),
+)
+
+
+class EscalatingPolicy:
+    """Escalate gently: repeat each ladder rung, climb on failure, move area at the top.
+
+    ``ladder`` (gentle first, default :data:`DEFAULT_LADDER`) is climbed one rung per
+    ``attempts_per_level`` consecutive failures. When the tip state changes (the apex did
+    change, but is still bad), the ladder restarts at the bottom — a changed apex
+    deserves gentle treatment again. After the top rung, or when the area's action
+    limit is reached, the policy moves to a fresh area and restarts.
+    """
+
+    def __init__(self, ladder: Sequence[Action] = DEFAULT_LADDER, attempts_per_level: int = 2) -> None:
+        ladder = tuple(ladder)
+        if not ladder or any(not a.touches_tip for a in ladder):
+            raise ValueError("ladder must be a non-empty sequence of pulse/indent Actions")
+        if isinstance(attempts_per_level, bool) or not isinstance(attempts_per_level, int) \
+                or attempts_per_level < 1:
+            raise ValueError(f"attempts_per_level must be an integer >= 1, got {attempts_per_level!r}")
+        self.ladder = ladder
+        self.attempts_per_level = attempts_per_level
+        self.name = "escalating"
+
+    def level(self, context: PolicyContext) -> int:
+        """Ladder rung for the next attempt (past the top means: move to a fresh area).
+
+        Counts the tip actions since the last move or ladder restart (a restart counts).
+        """
+        count = 0
+        for action in reversed(context.actions):
+            if action.kind == "move":
+                break
+            if action.touches_tip:
+                count += 1
+                if action.reason.startswith(RESTART):
+                    break
+        return count // self.attempts_per_level
+
+    def choose(self, context: PolicyContext) -> Action:
+        if context.actions_in_area >= context.max_actions_per_area:
+            return Action.move(f"{context.actions_in_area} actions in this area (the limit)")
+        if context.state_at_last_action is not None and context.state != context.state_at_last_action:
+            first = self.ladder[0]
+            return _with_reason(first, f"{RESTART}: state changed to {context.state}")
+        level = self.level(context)
+        if level >= len(self.ladder):
+            return Action.move("ladder exhausted in this area")
+        return _with_reason(self.ladder[level], f"level {level} of {len(self.ladder)}")
+
+    def config(self) -> dict[str, Any]:
+        """The policy's settings (stored in the run metadata)."""
+        return {"name": self.name, "attempts_per_level": self.attempts_per_level,
+                "ladder": [a.describe() for a in self.ladder]}
+
+
+class RandomPolicy:
+    """Baseline: each step a uniformly random choice from ``menu`` plus moving to a new area.
+
+    Respects the per-area limit (moves when it is reached) so that it is not stopped by
+    the envelope; otherwise no memory. ``seed`` seeds its own generator.
+    """
+
+    def __init__(self, menu: Sequence[Action] = DEFAULT_LADDER, seed: int | None = None) -> None:
+        menu = tuple(menu)
+        if not menu or any(not a.touches_tip for a in menu):
+            raise ValueError("menu must be a non-empty sequence of pulse/indent Actions")
+        self.menu = menu
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        self.name = "random"
+
+    def choose(self, context: PolicyContext) -> Action:
+        if context.actions_in_area >= context.max_actions_per_area:
+            return Action.move(f"{context.actions_in_area} actions in this area (the limit)")
+        k = int(self.rng.integers(len(self.menu) + 1))
+        if k == len(self.menu):
+            return Action.move("random choice")
+        return _with_reason(self.menu[k], "random choice")
+
+    def config(self) -> dict[str, Any]:
+        """The policy's settings (stored in the run metadata)."""
+        return {"name": self.name, "seed": self.seed, "menu": [a.describe() for a in self.menu]}
+
+
+def _with_reason(action: Action, reason: str) -> Action:
+    from dataclasses import replace
+
+    return replace(action, reason=reason)

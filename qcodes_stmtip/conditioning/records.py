@@ -1,0 +1,316 @@
+"""What a conditioning experiment stores, and reading it back (reports, resume).
+
+One QCoDeS run per experiment segment (a resumed experiment continues in a new run
+linked to the old one by the ``conditioning_resumed_from`` metadata). Two index
+parameters, each with its own dependents:
+
+``frame_index`` → the frame (``<stm>_scan_image`` with its ``scan_y``/``scan_x``),
+  the monitor's tip-state parameters (``tip_state``, ``tip_quality``, ``tip_p_*``, …,
+  see :mod:`qcodes_stmtip.monitor.results`) and ``frame_area``, ``frame_centre_x``,
+  ``frame_centre_y`` (m), ``frame_elapsed`` (s since the experiment started),
+  ``frame_after_action`` (index of the action just before it, −1 for none) and, on a
+  simulator, ``frame_true_state`` (ground truth).
+``action_index`` → ``action_kind``, ``action_amplitude`` (V), ``action_width`` (s),
+  ``action_depth`` (m), ``action_x``/``action_y`` (m, the site), ``action_area``,
+  ``action_time`` (s since the epoch), ``action_elapsed`` (s), ``action_state_before``,
+  ``action_reason``, ``action_status`` (``"done"`` or ``"refused: …"``) — written
+  *before* the action is sent — and ``action_state_after``, written as its own row once
+  the next frame is classified.
+
+Every row is flushed to the database when written, so a crash loses nothing recorded.
+Run metadata: ``conditioning_config`` (JSON: surface, policy, limits, target, bundle)
+at the start, ``conditioning_outcome`` (JSON) at a clean end.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from qcodes.parameters import ManualParameter, Parameter
+from qcodes.validators import Numbers, Strings
+
+from qcodes_stmtip.conditioning.policy import Action
+
+if TYPE_CHECKING:
+    from qcodes.dataset import DataSaver, Measurement
+
+__all__ = ["CONFIG_KEY", "OUTCOME_KEY", "RESUMED_KEY", "ActionRecord", "ConditioningRun",
+           "FrameRecord", "RunRecorder", "load_conditioning_run", "load_frame_images"]
+
+CONFIG_KEY = "conditioning_config"
+OUTCOME_KEY = "conditioning_outcome"
+RESUMED_KEY = "conditioning_resumed_from"
+
+
+@dataclass(frozen=True)
+class FrameRecord:
+    """One stored frame and its classification."""
+
+    index: int
+    state: str
+    quality: str
+    confidence: float
+    area: int
+    centre_x_m: float
+    centre_y_m: float
+    elapsed_s: float
+    after_action: int
+    true_state: str = ""
+
+
+@dataclass(frozen=True)
+class ActionRecord:
+    """One stored action (``state_after`` is ``""`` until the next frame was classified)."""
+
+    index: int
+    action: Action
+    area: int
+    time: float
+    elapsed_s: float
+    state_before: str
+    status: str
+    state_after: str = ""
+
+    @property
+    def refused(self) -> bool:
+        """True for an action the envelope refused (nothing was sent)."""
+        return self.status.startswith("refused")
+
+
+@dataclass
+class ConditioningRun:
+    """An experiment read back from the database (one run, or a resumed chain of runs)."""
+
+    run_ids: list[int]
+    guid: str
+    config: dict[str, Any]
+    outcome: dict[str, Any] | None
+    frames: list[FrameRecord] = field(default_factory=list)
+    actions: list[ActionRecord] = field(default_factory=list)
+    image_name: str = ""
+
+    @property
+    def run_id(self) -> int:
+        """The last run of the chain."""
+        return self.run_ids[-1]
+
+    @property
+    def finished(self) -> bool:
+        """Whether the experiment ended cleanly (an outcome was stored)."""
+        return self.outcome is not None
+
+
+def _num(name: str, label: str, unit: str = "") -> Parameter:
+    return Parameter(name, label=label, unit=unit, set_cmd=None, get_cmd=None, vals=Numbers())
+
+
+def _text(name: str, label: str) -> Parameter:
+    return Parameter(name, label=label, set_cmd=None, get_cmd=None, vals=Strings())
+
+
+class RunRecorder:
+    """Registers the layout (module doc) with a ``Measurement`` and writes rows, flushed at once.
+
+    ``image`` is the frame parameter (``stm.scan_image``); ``monitor`` registers its own
+    tip-state parameters; ``with_truth`` adds ``frame_true_state``.
+    """
+
+    def __init__(self, image: Parameter, monitor: Any, *, with_truth: bool = False) -> None:
+        self.image = image
+        self.monitor = monitor
+        self.with_truth = with_truth
+        self.frame_index = ManualParameter("frame_index", label="Frame index", vals=Numbers())
+        self.action_index = ManualParameter("action_index", label="Action index", vals=Numbers())
+        self.frame_params = {
+            "area": _num("frame_area", "Area index"),
+            "centre_x": _num("frame_centre_x", "Frame centre x", "m"),
+            "centre_y": _num("frame_centre_y", "Frame centre y", "m"),
+            "elapsed": _num("frame_elapsed", "Time since start", "s"),
+            "after_action": _num("frame_after_action", "Preceding action index"),
+        }
+        if with_truth:
+            self.frame_params["true_state"] = _text("frame_true_state", "True tip state (simulator)")
+        self.action_params = {
+            "kind": _text("action_kind", "Action"),
+            "amplitude": _num("action_amplitude", "Pulse amplitude", "V"),
+            "width": _num("action_width", "Pulse width", "s"),
+            "depth": _num("action_depth", "Indentation depth", "m"),
+            "x": _num("action_x", "Action site x", "m"),
+            "y": _num("action_y", "Action site y", "m"),
+            "area": _num("action_area", "Area index"),
+            "time": _num("action_time", "Action time", "s"),
+            "elapsed": _num("action_elapsed", "Time since start", "s"),
+            "state_before": _text("action_state_before", "Tip state before"),
+            "reason": _text("action_reason", "Why"),
+            "status": _text("action_status", "Status"),
+        }
+        self.state_after = _text("action_state_after", "Tip state after")
+        self.saver: DataSaver | None = None
+
+    def register(self, meas: Measurement) -> None:
+        """Register every parameter of the layout with ``meas``."""
+        meas.register_parameter(self.frame_index)
+        meas.register_parameter(self.action_index)
+        meas.register_parameter(self.image, setpoints=(self.frame_index,))
+        self.monitor.register(meas, self.frame_index)
+        for p in self.frame_params.values():
+            meas.register_parameter(p, setpoints=(self.frame_index,))
+        for p in (*self.action_params.values(), self.state_after):
+            meas.register_parameter(p, setpoints=(self.action_index,))
+
+    def _flush(self) -> None:
+        assert self.saver is not None
+        self.saver.flush_data_to_database()
+
+    def write_frame(self, index: int, image: np.ndarray, setpoints: list[tuple[Parameter, Any]], *,
+                    area: int, centre: tuple[float, float], elapsed_s: float, after_action: int,
+                    true_state: str | None = None) -> None:
+        """Store frame ``index`` with its position (the monitor adds the tip state)."""
+        assert self.saver is not None, "RunRecorder used outside a run"
+        self.saver.add_result((self.frame_index, index), (self.image, image), *setpoints)
+        values = [(self.frame_params["area"], area), (self.frame_params["centre_x"], centre[0]),
+                  (self.frame_params["centre_y"], centre[1]),
+                  (self.frame_params["elapsed"], elapsed_s),
+                  (self.frame_params["after_action"], after_action)]
+        if self.with_truth:
+            values.append((self.frame_params["true_state"], true_state or ""))
+        self.saver.add_result((self.frame_index, index), *values)
+        self._flush()
+
+    def write_action(self, index: int, action: Action, *, site: tuple[float, float] | None,
+                     area: int, elapsed_s: float, state_before: str, status: str) -> None:
+        """Store action ``index`` (call before sending it)."""
+        assert self.saver is not None, "RunRecorder used outside a run"
+        p = self.action_params
+        x, y = site if site is not None else (math.nan, math.nan)
+        self.saver.add_result(
+            (self.action_index, index), (p["kind"], action.kind),
+            (p["amplitude"], float(action.amplitude_V)), (p["width"], float(action.width_s)),
+            (p["depth"], float(action.depth_m)), (p["x"], float(x)), (p["y"], float(y)),
+            (p["area"], area), (p["time"], time.time()), (p["elapsed"], float(elapsed_s)),
+            (p["state_before"], state_before), (p["reason"], action.reason), (p["status"], status))
+        self._flush()
+
+    def write_state_after(self, index: int, state: str) -> None:
+        """Store the tip state seen on the first frame after action ``index``."""
+        assert self.saver is not None, "RunRecorder used outside a run"
+        self.saver.add_result((self.action_index, index), (self.state_after, state))
+        self._flush()
+
+    def flush_monitor(self) -> None:
+        """Write the monitor's arrived results, then flush."""
+        assert self.saver is not None
+        self.monitor.flush(self.saver)
+        self._flush()
+
+
+# ---- reading back ---------------------------------------------------------------------------
+def _column(data: dict, name: str) -> dict[int, Any]:
+    """``index → value`` of dependent parameter ``name`` (empty if absent)."""
+    tree = data.get(name)
+    if not tree:
+        return {}
+    keys = [k for k in tree if k != name]
+    idx = np.ravel(tree[keys[0]])
+    values = np.ravel(tree[name])
+    return {int(i): (v.item() if hasattr(v, "item") else v) for i, v in zip(idx, values, strict=True)}
+
+
+def _load_one(run_id: int) -> tuple[Any, dict, dict | None, list[FrameRecord], list[ActionRecord], str]:
+    from qcodes.dataset import load_by_run_spec
+
+    ds = load_by_run_spec(captured_run_id=run_id)
+    meta = ds.metadata
+    if CONFIG_KEY not in meta:
+        raise ValueError(f"run {run_id} is not a conditioning experiment (no {CONFIG_KEY!r} metadata)")
+    config = json.loads(meta[CONFIG_KEY])
+    outcome = json.loads(meta[OUTCOME_KEY]) if OUTCOME_KEY in meta else None
+    names = [n for n in ("tip_state", "tip_quality", "frame_area", "frame_centre_x", "frame_centre_y",
+                         "frame_elapsed", "frame_after_action", "frame_true_state", "action_kind",
+                         "action_amplitude", "action_width", "action_depth", "action_x", "action_y",
+                         "action_area", "action_time", "action_elapsed", "action_state_before",
+                         "action_reason", "action_status", "action_state_after")
+             if n in ds.paramspecs]
+    probs = [n for n in ds.paramspecs if n.startswith("tip_p_")]
+    data = ds.get_parameter_data(*names, *probs) if names else {}
+    cols = {n: _column(data, n) for n in (*names, *probs)}
+    frames = []
+    for i in sorted(cols.get("frame_area", {})):
+        state = str(cols.get("tip_state", {}).get(i, "unclassified"))
+        conf = cols.get(f"tip_p_{state}", {}).get(i, math.nan)
+        frames.append(FrameRecord(
+            i, state, str(cols.get("tip_quality", {}).get(i, "unclassified")), float(conf),
+            int(cols["frame_area"][i]), float(cols["frame_centre_x"][i]),
+            float(cols["frame_centre_y"][i]), float(cols["frame_elapsed"][i]),
+            int(cols["frame_after_action"][i]), str(cols.get("frame_true_state", {}).get(i, ""))))
+    actions = []
+    for i in sorted(cols.get("action_kind", {})):
+        x, y = float(cols["action_x"][i]), float(cols["action_y"][i])
+        kind = str(cols["action_kind"][i])
+        kwargs: dict[str, Any] = {"reason": str(cols["action_reason"][i])}
+        if kind in ("pulse", "indent"):
+            kwargs.update(amplitude_V=float(cols["action_amplitude"][i]),
+                          width_s=float(cols["action_width"][i]),
+                          depth_m=float(cols["action_depth"][i]))
+        if math.isfinite(x) and math.isfinite(y):
+            kwargs.update(x_m=x, y_m=y)
+        actions.append(ActionRecord(
+            i, Action(kind, **kwargs), int(cols["action_area"][i]), float(cols["action_time"][i]),
+            float(cols["action_elapsed"][i]), str(cols["action_state_before"][i]),
+            str(cols["action_status"][i]), str(cols.get("action_state_after", {}).get(i, ""))))
+    image_name = next((n for n in ds.paramspecs if n.endswith("scan_image")), "")
+    return ds, config, outcome, frames, actions, image_name
+
+
+def load_conditioning_run(run_id: int) -> ConditioningRun:
+    """Read experiment run ``run_id`` (and the runs it resumed) from the current database.
+
+    Raises ``ValueError`` if the run is not a conditioning experiment.
+    """
+    if isinstance(run_id, bool) or not isinstance(run_id, int) or run_id < 1:
+        raise ValueError(f"run_id must be a positive integer, got {run_id!r}")
+    chain: list[int] = []
+    current: int | None = run_id
+    parts = []
+    while current is not None:
+        if current in chain:
+            raise ValueError(f"run {run_id}: the {RESUMED_KEY} chain loops at run {current}")
+        chain.append(current)
+        ds, config, outcome, frames, actions, image_name = _load_one(current)
+        parts.append((ds, config, outcome, frames, actions, image_name))
+        previous = ds.metadata.get(RESUMED_KEY)
+        current = int(json.loads(previous)["run_id"]) if previous else None
+    parts.reverse()
+    chain.reverse()
+    last = parts[-1]
+    run = ConditioningRun(chain, last[0].guid, last[1], last[2], image_name=last[5])
+    for _ds, _c, _o, frames, actions, _n in parts:
+        run.frames.extend(frames)
+        run.actions.extend(actions)
+    run.frames.sort(key=lambda f: f.index)
+    run.actions.sort(key=lambda a: a.index)
+    return run
+
+
+def load_frame_images(run: ConditioningRun) -> dict[int, np.ndarray]:
+    """``frame_index → (lines, pixels)`` image of every frame of ``run`` (all its runs)."""
+    from qcodes.dataset import load_by_run_spec
+
+    out: dict[int, np.ndarray] = {}
+    for run_id in run.run_ids:
+        ds = load_by_run_spec(captured_run_id=run_id)
+        name = next((n for n in ds.paramspecs if n.endswith("scan_image")), None)
+        if name is None:
+            continue
+        tree = ds.get_parameter_data(name)[name]
+        images = np.asarray(tree[name])
+        index = np.asarray(tree["frame_index"])
+        # (frames, lines, pixels): the frame index repeats over every pixel
+        for k in range(images.shape[0]):
+            out[int(np.ravel(index[k])[0])] = np.asarray(images[k], dtype=np.float64)
+    return out
