@@ -82,14 +82,40 @@ class MergeResult:
     labellers: tuple[str, ...]
 
 
-def read_all_logs(out_dir: str | Path) -> dict[str, list[VoteEvent]]:
-    """Every labeller's votes and skips in effect, by labeller name (from ``votes/*.csv``)."""
+_log_cache: dict[Path, tuple[tuple[int, int], list[VoteEvent]]] = {}
+_cache_lock = threading.Lock()
+
+
+def read_all_logs(out_dir: str | Path,
+                  known: dict[str, list[VoteEvent]] | None = None) -> dict[str, list[VoteEvent]]:
+    """Every labeller's votes and skips in effect, by labeller name (from ``votes/*.csv``).
+
+    ``known`` gives labellers whose events are already in memory (a running
+    session's own store); other logs are re-read only when their size or
+    modification time changed since the last call.
+    """
     votes_dir = Path(out_dir) / "votes"
     logs: dict[str, list[VoteEvent]] = {}
     if not votes_dir.is_dir():
         return logs
+    known = known or {}
     for path in sorted(votes_dir.glob("*.csv")):
-        logs[check_labeller(path.stem)] = read_log(path)
+        name = check_labeller(path.stem)
+        if name in known:
+            logs[name] = known[name]
+            continue
+        stat = path.stat()
+        key = (stat.st_mtime_ns, stat.st_size)
+        resolved = path.resolve()
+        with _cache_lock:
+            cached = _log_cache.get(resolved)
+        if cached is not None and cached[0] == key:
+            logs[name] = cached[1]
+            continue
+        events = read_log(path)
+        with _cache_lock:
+            _log_cache[resolved] = (key, events)
+        logs[name] = events
     return logs
 
 
@@ -100,32 +126,36 @@ def mean_votes(logs: dict[str, list[VoteEvent]], surface: str) -> tuple[FrameVot
     names a category that ``surface`` does not have.
     """
     cats = categories(surface)
-    counts: dict[str, dict[str, int]] = {}
+    index = {c: i for i, c in enumerate(cats)}
+    counts: dict[str, list[int]] = {}
     voters: dict[str, list[str]] = {}
     info: dict[str, tuple[str, str]] = {}
     for labeller, events in sorted(logs.items()):
-        latest: dict[str, VoteEvent] = {}
-        for event in events:
-            latest[event.frame] = event
+        latest = {event.frame: event for event in events}  # the last decision on a frame wins
         for frame, event in latest.items():
             if event.action != "vote":
                 continue
-            unknown = [c for c in event.classes if c not in cats]
-            if unknown:
+            per = counts.get(frame)
+            if per is None:
+                per = counts[frame] = [0] * len(cats)
+                voters[frame] = []
+            try:
+                for c in event.classes:
+                    per[index[c]] += 1
+            except KeyError:
+                unknown = [c for c in event.classes if c not in index]
                 raise ValueError(
                     f"votes/{labeller}.csv: frame {frame!r} has categories {unknown} that surface "
                     f"{surface!r} does not have {cats}"
-                )
-            per = counts.setdefault(frame, dict.fromkeys(cats, 0))
-            for c in event.classes:
-                per[c] += 1
-            voters.setdefault(frame, []).append(labeller)
+                ) from None
+            voters[frame].append(labeller)
             info[frame] = (event.session, event.source)
     out = []
     for frame in sorted(counts):
         n = len(voters[frame])
         out.append(FrameVotes(frame, info[frame][0], info[frame][1], n,
-                              {c: counts[frame][c] / n for c in cats}, tuple(voters[frame])))
+                              {c: counts[frame][i] / n for i, c in enumerate(cats)},
+                              tuple(voters[frame])))
     return tuple(out)
 
 
@@ -142,16 +172,18 @@ def _write_atomic(path: Path, header: list[str], rows: list[list[str]]) -> None:
     os.replace(tmp, path)
 
 
-def merge_votes(out_dir: str | Path, surface: str) -> MergeResult:
+def merge_votes(out_dir: str | Path, surface: str, *,
+                known: dict[str, list[VoteEvent]] | None = None) -> MergeResult:
     """Merge ``<out_dir>/votes/*.csv`` into ``<out_dir>/labels.csv`` (and ``ambiguous.csv``).
 
-    Side effect: rewrites those files atomically. See the module docstring for
-    the layouts.
+    ``known``: labellers whose events are already in memory (see
+    :func:`read_all_logs`). Side effect: rewrites those files atomically. See the
+    module docstring for the layouts.
     """
     check_surface(surface)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    logs = read_all_logs(out)
+    logs = read_all_logs(out, known)
     frames = mean_votes(logs, surface)
     labels_path = out / LABELS_FILE
     with _write_lock:

@@ -3,7 +3,8 @@
 Rows containing NaN (lines not acquired) are drawn in a flat blue so an
 unfinished scan is obvious; the other rows are flattened line by line
 (:func:`qcodes_stmtip.classify.preprocess.flatten_lines`) and mapped to grey
-between the ``clip`` and ``100 − clip`` percentiles of the finite values.
+between the ``clip`` and ``100 − clip`` percentiles of the finite values
+(of a regular subsample of 65,536 values for larger frames).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from qcodes_stmtip.classify.preprocess import flatten_lines
 
 #: Colour of lines that hold no data (RGB).
 MISSING_RGB: tuple[int, int, int] = (40, 70, 140)
+_PERCENTILE_SAMPLE = 65536
 
 
 def display_grey(frame: np.ndarray, clip: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
@@ -36,7 +38,10 @@ def display_grey(frame: np.ndarray, clip: float = 1.0) -> tuple[np.ndarray, np.n
         return grey, valid
     rows = arr[valid]
     flat = flatten_lines(rows) if rows.shape[1] >= 2 else rows - rows.mean()
-    lo, hi = np.percentile(flat, [clip, 100.0 - clip])
+    sample = flat.ravel()
+    if sample.size > _PERCENTILE_SAMPLE:  # a regular subsample is plenty for a display stretch
+        sample = sample[:: sample.size // _PERCENTILE_SAMPLE]
+    lo, hi = np.percentile(sample, [clip, 100.0 - clip])
     if hi - lo <= 1e-12 * max(1.0, abs(hi), abs(lo)):
         scaled = np.full(flat.shape, 0.5)
     else:
@@ -46,10 +51,16 @@ def display_grey(frame: np.ndarray, clip: float = 1.0) -> tuple[np.ndarray, np.n
 
 
 def frame_png(frame: np.ndarray, clip: float = 1.0) -> bytes:
-    """PNG bytes (RGB) of ``frame`` for display: top line first, missing lines in :data:`MISSING_RGB`."""
+    """PNG bytes of ``frame`` for display: top line first; grey, or RGB with missing lines in
+    :data:`MISSING_RGB` when there are any."""
     grey, valid = display_grey(frame, clip)
-    rgb = np.repeat(grey[:, :, None], 3, axis=2)
-    rgb[~valid] = MISSING_RGB
+    if valid.all():
+        pixels = grey[::-1]
+    else:
+        pixels = np.repeat(grey[:, :, None], 3, axis=2)
+        pixels[~valid] = MISSING_RGB
+        pixels = pixels[::-1]
     buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(rgb[::-1])).save(buffer, format="PNG")
+    # Fast zlib level: ~10x quicker than the default for a few tens of percent more bytes on loopback.
+    Image.fromarray(np.ascontiguousarray(pixels)).save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from qcodes_stmtip.labelling.merge import column_title, merge_votes
+from qcodes_stmtip.labelling.merge import MergeResult, column_title, merge_votes
 from qcodes_stmtip.labelling.render import frame_png
 from qcodes_stmtip.labelling.sources import FrameRef
 from qcodes_stmtip.labelling.votes import VoteStore
@@ -90,7 +90,12 @@ class LabellingSession:
         self._ensemble: Any = None
         self._model_lock = threading.Lock()
         self._guesses: dict[str, dict[str, Any]] = {}
-        self.merged = merge_votes(self.out_dir, surface)
+        self.merged = self._merge()
+
+    def _merge(self) -> MergeResult:
+        """Re-merge all logs (this labeller's from memory) into labels.csv."""
+        return merge_votes(self.out_dir, self.surface,
+                           known={self.store.labeller: self.store.events})
 
     # ---- frames ----------------------------------------------------------------------------
     def frame(self, name: str) -> FrameRef:
@@ -183,7 +188,7 @@ class LabellingSession:
             except ValueError as exc:
                 raise LabellingError(str(exc)) from exc
             self._pending = None
-            self.merged = merge_votes(self.out_dir, self.surface)
+            self.merged = self._merge()
             return self.next_frame()
 
     def skip(self, name: str) -> dict[str, Any]:
@@ -192,7 +197,7 @@ class LabellingSession:
         with self._lock:
             self.store.skip(name, session=ref.session, source=ref.source)
             self._pending = None
-            self.merged = merge_votes(self.out_dir, self.surface)
+            self.merged = self._merge()
             return self.next_frame()
 
     def undo(self) -> dict[str, Any]:
@@ -201,7 +206,7 @@ class LabellingSession:
             event = self.store.undo()
             if event is not None and event.frame in self._by_name:
                 self._pending = (event.frame, event.classes)
-            self.merged = merge_votes(self.out_dir, self.surface)
+            self.merged = self._merge()
             out = self.next_frame()
             out["undone"] = None if event is None else {
                 "frame": event.frame, "action": event.action, "classes": list(event.classes)}

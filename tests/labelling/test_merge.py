@@ -116,3 +116,16 @@ def test_merge_of_no_votes_writes_a_header_only_sheet(tmp_path):
 def test_column_titles():
     assert column_title("double_tip") == "Double Tip"
     assert column_title("corruption") == "Corruption"
+
+
+def test_other_labellers_new_votes_are_seen_by_the_next_merge(tmp_path):
+    a = VoteStore(tmp_path, "alice", "hsi100")
+    b = VoteStore(tmp_path, "bob", "hsi100")
+    a.vote("f.npy", ["rows"])
+    b.vote("f.npy", ["rows"])
+    assert merge_votes(tmp_path, "hsi100").frames[0].responses == 2
+    b.undo()  # bob's log grows: the cached replay must not be reused
+    merged = merge_votes(tmp_path, "hsi100", known={"alice": a.events})
+    assert merged.frames[0].responses == 1 and merged.frames[0].labellers == ("alice",)
+    b.vote("g.npy", ["generic_defect"])
+    assert [f.name for f in merge_votes(tmp_path, "hsi100").frames] == ["f.npy", "g.npy"]

@@ -47,6 +47,16 @@ def test_png_orientation_and_missing_lines():
     np.testing.assert_array_equal(img[1:, :, 0], grey[2::-1])
 
 
+def test_large_frames_use_a_subsample_for_the_stretch():
+    rng = np.random.default_rng(1)
+    frame = rng.normal(size=(600, 600))
+    grey, _ = display_grey(frame, clip=1.0)
+    # ~1 % of the pixels saturate at each end, as with the exact percentiles.
+    assert 0.005 < np.mean(grey == 0) < 0.02 and 0.005 < np.mean(grey == 255) < 0.02
+    img = np.asarray(Image.open(io.BytesIO(frame_png(frame))))
+    np.testing.assert_array_equal(img, grey[::-1])
+
+
 def test_flat_and_all_missing_frames():
     grey, valid = display_grey(np.full((3, 3), 5.0))
     assert valid.all() and (grey == 128).all()
