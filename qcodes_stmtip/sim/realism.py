@@ -14,6 +14,7 @@ are nanometres; times are seconds.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -108,6 +109,13 @@ def feedback(z: np.ndarray, omega: float, damping: float, reverse: bool = False)
     return y[:, ::-1] if reverse else y
 
 
+@functools.lru_cache(maxsize=16)
+def _pink_shape(n: int) -> tuple[np.ndarray, float]:
+    k = np.arange(n // 2 + 1, dtype=float)
+    k[0] = 1.0
+    return 1.0 / np.sqrt(k), float(np.sum(1.0 / k[1:]))
+
+
 def flicker(rng: np.random.Generator, n: int, amplitude: float, white: float = 0.0) -> np.ndarray:
     """``n`` samples of 1/f (pink) noise of standard deviation ``amplitude`` plus white noise of ``white``.
 
@@ -116,13 +124,13 @@ def flicker(rng: np.random.Generator, n: int, amplitude: float, white: float = 0
     if n < 2 or (amplitude <= 0 and white <= 0):
         return np.zeros(n)
     m = n // 2 + 1
-    k = np.arange(m, dtype=float)
-    k[0] = 1.0
+    inv_sqrt_k, harmonic = _pink_shape(n)
     # an irfft of unit complex normals weighted w_k has variance ~ 4 Σ w_k² / n²
-    pink = amplitude * n / np.sqrt(4.0 * np.sum(1.0 / k[1:]))
-    weights = pink / np.sqrt(k) + white * np.sqrt(n / 2.0)
+    pink = amplitude * n / np.sqrt(4.0 * harmonic)
+    weights = pink * inv_sqrt_k + white * np.sqrt(n / 2.0)
     weights[0] = 0.0
-    spec = (rng.standard_normal(m) + 1j * rng.standard_normal(m)) * weights
+    z = rng.standard_normal(2 * m)
+    spec = (z[:m] + 1j * z[m:]) * weights
     return sfft.irfft(spec, n)
 
 

@@ -119,6 +119,14 @@ def lattice_image(grid: SampleGrid, g: np.ndarray, coef: np.ndarray, blur: Blur,
     return (rows @ (c[:, None] * cols)).real
 
 
+@cache
+def _wavenumber_products(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ki², ki·kj, kj² (rad/pixel) on the half-spectrum of an rfft2 of ``shape``."""
+    ki = 2 * np.pi * sfft.fftfreq(shape[0])[:, None]
+    kj = 2 * np.pi * sfft.rfftfreq(shape[1])[None, :]
+    return ki * ki, ki * kj, kj * kj
+
+
 class Splatter:
     """Point features convolved with kernels by FFT on a padded grid, one inverse FFT at the end.
 
@@ -135,13 +143,13 @@ class Splatter:
                       sfft.next_fast_len(pixels + 2 * pad, real=True))
         self.spec: np.ndarray | None = None
 
-    @cached_property
-    def _g(self) -> tuple[np.ndarray, np.ndarray]:
-        ki = 2 * np.pi * sfft.fftfreq(self.shape[0])[:, None]
-        kj = 2 * np.pi * sfft.rfftfreq(self.shape[1])[None, :]
-        # g·row_step = ki and g·col_step = kj
-        inv = np.linalg.inv(np.stack([self.grid.row_step, self.grid.col_step], axis=0))
-        return inv[0, 0] * ki + inv[0, 1] * kj, inv[1, 0] * ki + inv[1, 1] * kj
+    def _quadratic(self, cov: np.ndarray) -> np.ndarray:
+        """gᵀ·cov·g over the padded spectrum grid (g in rad/nm, from pixel wavenumbers)."""
+        ki2, kikj, kj2 = _wavenumber_products(self.shape)
+        # g = M·(ki, kj) with M = inv([row_step; col_step])
+        m = np.linalg.inv(np.stack([self.grid.row_step, self.grid.col_step], axis=0))
+        q = m.T @ cov @ m
+        return q[0, 0] * ki2 + (2 * q[0, 1]) * kikj + q[1, 1] * kj2
 
     def _splat(self, pts: np.ndarray, weights: np.ndarray) -> np.ndarray:
         fi, fj = self.grid.to_pixel(pts)
@@ -167,10 +175,8 @@ class Splatter:
         """Gaussian bumps of ``peak`` nm × weight, covariance ``cov`` (nm²), seen through ``blur``."""
         if len(pts) == 0:
             return
-        total = cov + blur.cov
-        gx, gy = self._g
         volume = peak * 2 * np.pi * math.sqrt(np.linalg.det(cov)) / self.grid.pixel_area
-        q = total[0, 0] * gx * gx + 2 * total[0, 1] * gx * gy + total[1, 1] * gy * gy
+        q = self._quadratic(cov + blur.cov)
         self._accumulate(self._splat(pts, weights) * (volume * np.exp(-0.5 * q)))
 
     def add_radial(self, pts: np.ndarray, weights: np.ndarray, profile) -> None:
@@ -325,7 +331,8 @@ class Surface:
     @staticmethod
     def _pad(grid: SampleGrid, radius_nm: float) -> int:
         px = min(math.hypot(*grid.col_step), math.hypot(*grid.row_step))
-        return int(min(max(2, math.ceil(radius_nm / px)), 96))
+        cap = max(16, max(grid.shape) // 2)  # kernel tails beyond this wrap, at the % level
+        return int(min(max(2, math.ceil(radius_nm / px)), cap))
 
 
 class HSi100(Surface):
@@ -336,7 +343,7 @@ class HSi100(Surface):
     def __init__(self, sample_seed: int) -> None:
         super().__init__(sample_seed)
         r = self.rng
-        self.steps = StepTrain(r, STEP_HEIGHT_NM["hsi100"], (8.0, 60.0), meander=r.uniform(0.05, 0.4))
+        self.steps = StepTrain(r, STEP_HEIGHT_NM["hsi100"], (15.0, 80.0), meander=r.uniform(0.05, 0.4))
         self.lattice_angle = r.uniform(-8, 8)  # dimer rows ~ along the wafer's <110> axes
         self.db_density = r.uniform(0.004, 0.03)  # dangling bonds per nm²
         self.md_density = r.uniform(0.004, 0.03)  # missing dimers per nm²
@@ -512,7 +519,7 @@ class Cu111(_Metal111):
         self.coherence = self.rng.uniform(6.0, 14.0)  # nm
 
     def height(self, grid: SampleGrid, blur: Blur) -> np.ndarray:
-        margin = 2 * self.coherence
+        margin = 1.5 * self.coherence
         h, s, splat = self.base(grid, blur, pad_nm=margin)
         kf = 2 * np.pi / CU_FERMI_WAVELENGTH_NM
         att = float(blur.attenuation(np.array([2 * kf, 0.0])))
