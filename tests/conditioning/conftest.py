@@ -1,0 +1,83 @@
+"""A simulated microscope behind the driver, a fresh QCoDeS database, the oracle classifier."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from qcodes.dataset import initialise_or_create_database_at, load_or_create_experiment
+
+from qcodes_stmtip.conditioning.oracle import GroundTruthClassifier
+from qcodes_stmtip.drivers.nanonis_stm import NanonisSTM
+from qcodes_stmtip.sim.controller import SimulatedNanonisServer, serve_simulator
+
+#: Area bounds inside the simulator's ±2 µm scan range, m.
+BOUNDS = ((-1.5e-6, 1.5e-6), (-1.5e-6, 1.5e-6))
+
+
+@dataclass
+class Rig:
+    server: SimulatedNanonisServer
+    stm: NanonisSTM
+    commands: list[str]
+
+    @property
+    def microscope(self):
+        return self.server.microscope
+
+    def oracle(self, surface: str = "hsi100") -> GroundTruthClassifier:
+        return GroundTruthClassifier(surface, self.microscope.ground_truth)
+
+
+@pytest.fixture
+def db(tmp_path: Path):
+    initialise_or_create_database_at(tmp_path / "conditioning.db")
+    return load_or_create_experiment("conditioning_tests", sample_name="simulated")
+
+
+def make_rig(surface: str = "hsi100", seed: int = 0, initial_tip: str | None = "generic_defect",
+             safety: dict | None = None) -> Rig:
+    """Simulator + driver with 32x32 frames of 20 nm; every command name is logged."""
+    server = serve_simulator(surface, seed=seed, time_acceleration=200.0, initial_tip=initial_tip)
+    commands: list[str] = []
+    handle = server.handle
+
+    def logged(command: str, body: bytes) -> bytes:
+        commands.append(command)
+        return handle(command, body)
+
+    server.handle = logged  # type: ignore[method-assign]
+    stm = NanonisSTM(f"stm_s{seed}", port=server.port, safety=safety)
+    stm.pixels(32)
+    stm.lines(32)
+    stm.set_frame(0.0, 0.0, 20e-9, 20e-9, 0.0)
+    return Rig(server, stm, commands)
+
+
+@pytest.fixture
+def rig_factory() -> Iterator:
+    """``rig_factory(surface, seed, initial_tip, safety)`` → a :class:`Rig`, closed afterwards."""
+    made: list[Rig] = []
+
+    def factory(*args, **kwargs) -> Rig:
+        made.append(make_rig(*args, **kwargs))
+        return made[-1]
+
+    try:
+        yield factory
+    finally:
+        for r in made:
+            r.stm.close()
+            r.server.stop()
+
+
+@pytest.fixture
+def rig(rig_factory) -> Rig:
+    return rig_factory()
+
+
+@pytest.fixture
+def bounds() -> tuple[tuple[float, float], tuple[float, float]]:
+    return BOUNDS

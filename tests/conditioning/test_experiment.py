@@ -1,0 +1,166 @@
+"""The conditioning loop on the simulated microscope: success, every safety limit, dry run."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from qcodes.dataset import load_by_run_spec
+
+from qcodes_stmtip.conditioning.envelope import ConditioningLimits
+from qcodes_stmtip.conditioning.experiment import ConditioningExperiment, Target
+from qcodes_stmtip.conditioning.oracle import GroundTruthClassifier
+from qcodes_stmtip.conditioning.policy import Action, EscalatingPolicy
+from qcodes_stmtip.conditioning.records import (
+    CONFIG_KEY,
+    OUTCOME_KEY,
+    load_conditioning_run,
+    load_frame_images,
+)
+from qcodes_stmtip.sim.classes import GOOD_CLASSES
+
+#: Area bounds inside the simulator's ±2 µm scan range, m (as the conftest's).
+BOUNDS = ((-1.5e-6, 1.5e-6), (-1.5e-6, 1.5e-6))
+
+#: Commands that touch the tip or move it or the frame.
+TIP_COMMANDS = {"Bias.Pulse", "TipShaper.Start", "TipShaper.PropsSet", "FolMe.XYPosSet",
+                "Scan.FrameSet", "Motor.StartMove", "ZCtrl.Withdraw", "ZCtrl.ZPosSet",
+                "ZCtrl.OnOffSet", "Bias.Set", "AutoApproach.OnOffSet", "ZCtrl.Home"}
+
+
+def always(label: str) -> SimpleNamespace:
+    """A ground truth that always says ``label`` (a classifier that never sees a good tip)."""
+    return SimpleNamespace(frame_label=label, tip_label=label, tip_change_lines=())
+
+
+def experiment(rig, policy, **kwargs) -> ConditioningExperiment:
+    kwargs.setdefault("area_bounds", BOUNDS)
+    kwargs.setdefault("clock", rig.microscope.sim_time)
+    return ConditioningExperiment(rig.stm, kwargs.pop("monitor", None) or rig.oracle(), policy,
+                                  surface="hsi100", **kwargs)
+
+
+def test_escalating_policy_reaches_a_good_tip_for_a_fixed_seed(rig, db) -> None:
+    lines: list[str] = []
+    exp = experiment(rig, EscalatingPolicy(), truth=rig.microscope.ground_truth, echo=lines.append)
+    result = exp.run(db)
+    assert result.outcome == "good_tip", "\n".join(lines)
+    assert rig.microscope.ground_truth().tip_label in GOOD_CLASSES["hsi100"]
+    assert 1 <= result.tip_actions <= 12 and result.time_to_good_s > 0
+    assert "Bias.Pulse" in rig.commands and not rig.microscope.withdrawn
+
+    run = load_conditioning_run(result.run_id)
+    assert run.finished and run.outcome["outcome"] == "good_tip"
+    assert [f.index for f in run.frames] == list(range(result.frames))
+    assert run.frames[0].state == "generic_defect" == run.frames[0].true_state
+    assert [f.state for f in run.frames[-2:]] == [f.true_state for f in run.frames[-2:]]
+    assert all(f.state in GOOD_CLASSES["hsi100"] for f in run.frames[-2:])
+    tip_actions = [a for a in run.actions if a.action.touches_tip]
+    assert len(tip_actions) == result.tip_actions
+    for a in tip_actions:  # state after = the state of the next frame
+        nxt = next(f for f in run.frames if f.after_action == a.index)
+        assert a.state_after == nxt.state and a.status == "done"
+        assert a.action.x_m is not None and a.elapsed_s > 0
+    config = json.loads(load_by_run_spec(captured_run_id=result.run_id).metadata[CONFIG_KEY])
+    assert config["policy"]["name"] == "escalating" and config["clock"] == "wall"
+    images = load_frame_images(run)
+    assert sorted(images) == list(range(result.frames)) and images[0].shape == (32, 32)
+    assert np.isfinite(images[0]).all() and np.ptp(images[0]) > 10e-12
+
+
+def _bad_forever() -> GroundTruthClassifier:
+    return GroundTruthClassifier("hsi100", lambda: always("generic_defect"))
+
+
+@pytest.mark.parametrize(
+    ("policy", "safety", "limits", "match", "sent"),
+    [
+        (lambda c: Action.pulse(6.0, 0.05), {"max_pulse_amplitude_V": 5.0}, {}, "pulse amplitude", 0),
+        (lambda c: Action.pulse(3.0, 0.5), {"max_pulse_width_s": 0.2}, {}, "pulse width", 0),
+        (lambda c: Action.indent(3e-9), {}, {}, "indentation depth", 0),
+        (lambda c: Action("indent", depth_m=0.3e-9, x_m=0.0, y_m=-15e-9), {}, {},
+         "earlier indentation site", 1),
+        (lambda c: Action.pulse(2.0, 0.01), {}, {"max_actions_per_area": 2}, "tip actions in area 0", 2),
+        (lambda c: Action.move() if c.actions_in_area else Action.pulse(2.0, 0.01), {},
+         {"max_actions": 3}, "tip actions in this experiment", 3),
+    ],
+    ids=["pulse-amplitude", "pulse-width", "indent-depth", "site-distance", "per-area", "budget"])
+def test_each_action_limit_refuses_records_and_withdraws(db, rig_factory, policy, safety, limits,
+                                                          match, sent) -> None:
+    rig = rig_factory(safety=safety or None)
+    exp = experiment(rig, policy, monitor=_bad_forever(), limits=ConditioningLimits(**limits))
+    result = exp.run(db)
+    assert result.outcome == "refused" and match in result.reason
+    assert rig.microscope.withdrawn and rig.commands[-1] == "ZCtrl.Withdraw"
+    tip_sends = rig.commands.count("Bias.Pulse") + rig.commands.count("TipShaper.Start")
+    assert tip_sends == sent  # the refused action never reached the controller
+    run = load_conditioning_run(result.run_id)
+    refused = run.actions[-1]
+    assert refused.refused and match in refused.status
+    assert sum(a.status == "done" and a.action.touches_tip for a in run.actions) == sent
+    assert run.outcome["outcome"] == "refused"
+
+
+@pytest.mark.parametrize(("limits", "match"), [
+    ({"max_current_A": 10e-12}, "current"),  # the setpoint is 50 pA
+    ({"z_range_m": (1e-9, 2e-9)}, "Z reading"),
+])
+def test_current_and_z_limits_withdraw_before_anything_else(rig, db, limits, match) -> None:
+    exp = experiment(rig, EscalatingPolicy(), limits=ConditioningLimits(**limits))
+    result = exp.run(db)
+    assert result.outcome == "limit_tripped" and match in result.reason
+    assert result.frames == 0 and rig.microscope.withdrawn
+    assert "Scan.Action" not in rig.commands and "ZCtrl.Withdraw" in rig.commands
+    meta = load_by_run_spec(captured_run_id=result.run_id).metadata
+    assert json.loads(meta[OUTCOME_KEY])["outcome"] == "limit_tripped"
+
+
+def test_dry_run_scans_and_classifies_but_sends_nothing_that_touches_the_tip(rig, db) -> None:
+    changes = rig.microscope.dynamics.changes
+    rig.commands.clear()
+    lines: list[str] = []
+    result = experiment(rig, EscalatingPolicy(), dry_run=True, echo=lines.append).run(db)
+    assert result.outcome == "dry_run" and "would pulse 2.5 V" in result.reason
+    assert any(line.startswith("WOULD pulse") for line in lines)
+    assert "Scan.Action" in rig.commands and "Scan.FrameDataGrab" in rig.commands
+    assert not TIP_COMMANDS & set(rig.commands), sorted(TIP_COMMANDS & set(rig.commands))
+    assert rig.microscope.dynamics.changes == changes or not rig.microscope.withdrawn
+    run = load_conditioning_run(result.run_id)
+    assert len(run.frames) == 1 and run.frames[0].state == "generic_defect"
+    assert run.actions[-1].status.startswith("dry-run") and run.actions[-1].action.kind == "pulse"
+
+
+def test_content_frames_relocate_and_inconclusive_frames_rescan(db, rig_factory) -> None:
+    labels = iter(["step_edge", "tip_change", "tip_change", "individual_atoms", "individual_atoms"])
+    rig = rig_factory("au111", initial_tip="individual_atoms")
+    oracle = GroundTruthClassifier("au111", lambda: always(next(labels)))
+    exp = ConditioningExperiment(rig.stm, oracle, EscalatingPolicy(), surface="au111",
+                                 area_bounds=BOUNDS)
+    result = exp.run(db)
+    assert result.outcome == "good_tip" and result.tip_actions == 0 and result.moves == 1
+    run = load_conditioning_run(result.run_id)
+    assert [a.action.kind for a in run.actions] == ["move", "rescan", "rescan", "rescan"]
+    assert run.frames[1].area == 1 and run.frames[1].centre_x_m != run.frames[0].centre_x_m \
+        or run.frames[1].centre_y_m != run.frames[0].centre_y_m
+    assert "Bias.Pulse" not in rig.commands and "TipShaper.Start" not in rig.commands
+
+
+def test_target_judges_results() -> None:
+    from qcodes_stmtip.monitor.results import TipStateResult
+
+    target = Target.for_surface("hsi100", min_confidence=0.6)
+
+    def res(state, p, tc=0.0):
+        return TipStateResult(0, state, "", {state: p}, (state,), tc, 0.0)
+
+    assert target.judge(res("rows", 0.7)) == "good"
+    assert target.judge(res("rows", 0.5)) == "bad"
+    assert target.judge(res("rows", 0.9, tc=0.8)) == "inconclusive"
+    assert target.judge(res("generic_defect", 0.9)) == "bad"
+    assert target.judge(res("uncertain", 0.3)) == "inconclusive"
+    with pytest.raises(ValueError, match="consecutive"):
+        Target.for_surface("hsi100", consecutive=0)
+    with pytest.raises(ValueError, match="overlap"):
+        Target(frozenset({"step_edge"}), content_classes=frozenset({"step_edge"}))

@@ -1,0 +1,95 @@
+"""Policies: the escalating ladder, the random baseline, user functions; Action validation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from qcodes_stmtip.conditioning.policy import (
+    DEFAULT_LADDER,
+    Action,
+    EscalatingPolicy,
+    PolicyContext,
+    RandomPolicy,
+    as_policy,
+)
+
+
+def ctx(actions=(), state="generic_defect", at_last=None, in_area=0, limit=6) -> PolicyContext:
+    return PolicyContext("hsi100", state, 0.9, (), tuple(actions), at_last, in_area, limit, 40,
+                         np.random.default_rng(0))
+
+
+def test_escalating_climbs_one_rung_per_two_failures_then_moves() -> None:
+    policy = EscalatingPolicy(attempts_per_level=2)
+    taken: list[Action] = []
+    chosen = []
+    for _ in range(2 * len(DEFAULT_LADDER) + 1):
+        a = policy.choose(ctx(taken, at_last="generic_defect" if taken else None, limit=100))
+        chosen.append(a)
+        taken.append(a)
+    expected = [rung for rung in DEFAULT_LADDER for _ in range(2)]
+    assert [a.describe() for a in chosen[:-1]] == [a.describe() for a in expected]
+    assert chosen[-1].kind == "move"
+    # after the move the ladder starts again at the bottom
+    again = policy.choose(ctx(taken, at_last="generic_defect", limit=100))
+    assert again.kind == "pulse" and again.amplitude_V == DEFAULT_LADDER[0].amplitude_V
+
+
+def test_escalating_restarts_gently_when_the_state_changed() -> None:
+    policy = EscalatingPolicy()
+    history = [DEFAULT_LADDER[2]] * 3
+    same = policy.choose(ctx(history, state="generic_defect", at_last="generic_defect", limit=100))
+    assert same.describe() == DEFAULT_LADDER[1].describe()
+    changed = policy.choose(ctx(history, state="rows", at_last="generic_defect", limit=100))
+    assert changed.amplitude_V == DEFAULT_LADDER[0].amplitude_V and "restart" in changed.reason
+    # the restart counts as the first attempt of the new ladder
+    nxt = policy.choose(ctx([*history, changed], state="rows", at_last="rows", limit=100))
+    assert nxt.amplitude_V == DEFAULT_LADDER[0].amplitude_V
+    nxt2 = policy.choose(ctx([*history, changed, nxt], state="rows", at_last="rows", limit=100))
+    assert nxt2.amplitude_V == DEFAULT_LADDER[1].amplitude_V
+
+
+def test_policies_move_when_the_area_limit_is_reached() -> None:
+    assert EscalatingPolicy().choose(ctx(in_area=6, limit=6)).kind == "move"
+    assert RandomPolicy(seed=1).choose(ctx(in_area=6, limit=6)).kind == "move"
+
+
+def test_random_policy_draws_uniformly_from_its_menu_and_moves() -> None:
+    policy = RandomPolicy(seed=3)
+    draws = [policy.choose(ctx()) for _ in range(700)]
+    kinds = [a.describe() for a in draws]
+    for option in [a.describe() for a in DEFAULT_LADDER] + ["move"]:
+        assert 60 < kinds.count(option) < 140  # 100 expected each
+    same_seed = [RandomPolicy(seed=3).choose(ctx()).describe() for _ in range(1)]
+    assert same_seed[0] == kinds[0]
+
+
+def test_user_function_is_a_policy() -> None:
+    def pulse_only(c: PolicyContext) -> Action:
+        return Action.pulse(3.0, 0.05)
+
+    policy = as_policy(pulse_only)
+    assert policy.name == "pulse_only"
+    assert policy.choose(ctx()).amplitude_V == 3.0
+    with pytest.raises(ValueError, match="policy"):
+        as_policy(42)
+
+
+def test_action_validation_names_the_field() -> None:
+    with pytest.raises(ValueError, match="kind"):
+        Action("zap")
+    with pytest.raises(ValueError, match="amplitude_V"):
+        Action("pulse", amplitude_V=math.nan, width_s=0.1)
+    with pytest.raises(ValueError, match="depth_m"):
+        Action("indent")
+    with pytest.raises(ValueError, match="x_m"):
+        Action("indent", depth_m=1e-9, x_m=0.0)
+    with pytest.raises(ValueError, match="ladder"):
+        EscalatingPolicy([Action.move()])
+    with pytest.raises(ValueError, match="attempts_per_level"):
+        EscalatingPolicy(attempts_per_level=0)
+    assert Action.indent(1.5e-9).describe() == "indent 1.50 nm"
+    assert Action.pulse(3, 0.05).describe() == "pulse 3.0 V × 50 ms"
