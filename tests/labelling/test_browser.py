@@ -11,6 +11,7 @@ import shutil
 import numpy as np
 import pytest
 
+from qcodes_stmtip.classify.dataset_images import load_images
 from qcodes_stmtip.classify.labels import load_labels
 from qcodes_stmtip.labelling.server import LabellingServer, LabellingSession
 from qcodes_stmtip.labelling.sources import folder_frames
@@ -215,3 +216,32 @@ def test_two_labellers_label_in_the_browser_and_votes_merge(browser, frames_dir,
         "scan_3.npy": ("individual_atoms", False),
         "scan_4.npy": ("generic_defect", False),
     }
+    # ... and the training input pipeline reads every stored frame.
+    images = load_images(labelled, size=32, progress=False)
+    assert images.images.shape == (5, 32, 32, 1) and images.skipped == []
+
+
+@pytest.mark.timeout(240)
+def test_model_guess_is_shown_and_g_ticks_it(browser, frames_dir, tmp_path, tiny_bundle):
+    _, bundle = tiny_bundle
+    session = LabellingSession(folder_frames(frames_dir), surface="hsi100", labeller="gina",
+                               out_dir=tmp_path / "labels", model=bundle)
+    with LabellingServer(session) as server:
+        page = Page(browser, server.url)
+        guess = session.guess(page.frame)  # what the server computes for this frame
+        page.wait(lambda d: "decision:" in page.text("guess-body"), timeout=120)
+        body = page.text("guess-body")
+        assert f"decision: {guess['decision']}" in body
+        assert f"P(tip change) {guess['tip_change_probability']:.2f}" in body
+        for name, p in zip(guess["classes"], guess["probabilities"], strict=True):
+            assert f"{name}\n{p:.2f}" in body
+        marked = browser.find_elements(By.CSS_SELECTOR, ".category.guessed")
+        assert [b.get_attribute("data-category") for b in marked] == [guess["decision"]]
+        page.keys("g")
+        expect = [c for c in session.store.categories
+                  if c == guess["decision"]
+                  or (c == "tip_change" and guess["tip_change_probability"] >= 0.5)]
+        assert page.selected() == expect
+        page.act(Keys.ENTER)
+    (event,) = session.store.events
+    assert list(event.classes) == expect

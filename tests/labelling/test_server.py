@@ -178,27 +178,13 @@ def test_every_frame_done_gives_null_frame(tmp_path):
 
 
 @pytest.mark.timeout(240)
-def test_model_guess_matches_the_ensemble(tmp_path):
-    pytest.importorskip("keras")
-    from qcodes_stmtip.classify.architectures import build_model
-    from qcodes_stmtip.classify.bundle import save_bundle
-    from qcodes_stmtip.classify.ensemble import Ensemble, Member
+def test_model_guess_matches_the_ensemble(tmp_path, tiny_bundle):
     from qcodes_stmtip.classify.preprocess import preprocess_frame
     from qcodes_stmtip.sim.classes import CLASSES
 
+    ens, bundle = tiny_bundle
     size = 32
     rng = np.random.default_rng(0)
-
-    def perturbed(n_out, seed):
-        model = build_model("squeezenet", n_out, width=0.125, size=size)
-        r = np.random.default_rng(seed)
-        model.set_weights([w + r.normal(0, 0.05, w.shape).astype(w.dtype)
-                           for w in model.get_weights()])
-        return model
-
-    ens = Ensemble("hsi100", CLASSES["hsi100"], [Member("m0", "squeezenet", perturbed(4, 0))],
-                   tip_change=Member("tc", "squeezenet", perturbed(2, 1)))
-    bundle = save_bundle(ens, tmp_path / "bundle", image_size=size)
     frame = rng.normal(size=(40, 40))
     short = np.full((40, 40), np.nan)
     short[:3] = 1.0
@@ -207,6 +193,7 @@ def test_model_guess_matches_the_ensemble(tmp_path):
     session = LabellingSession(refs, surface="hsi100", labeller="a", out_dir=tmp_path / "out",
                                model=bundle)
     with LabellingServer(session) as server:
+        assert json.loads(_get(server, "/api/config")[2])["model"] == str(bundle)
         status, _, body = _get(server, "/api/guess/a.npy")
         assert status == 200
         guess = json.loads(body)
@@ -217,5 +204,4 @@ def test_model_guess_matches_the_ensemble(tmp_path):
     np.testing.assert_allclose(guess["probabilities"], expected.mean[0], rtol=1e-5)
     assert guess["tip_change_probability"] == pytest.approx(
         float(expected.tip_change_probability[0]), rel=1e-5)
-    d = int(expected.decision[0])
-    assert guess["decision"] == (None if d < 0 else CLASSES["hsi100"][d])
+    assert guess["decision"] == CLASSES["hsi100"][int(expected.decision[0])]

@@ -132,3 +132,24 @@ def test_unrolled_numeric_storage_is_put_back_on_its_grid():
     np.testing.assert_array_equal(out, frame)
     with pytest.raises(ValueError, match="does not hold 2-D frames"):
         _frames_of_parameter({"img": np.arange(5.0)}, "img")
+
+
+@pytest.mark.timeout(240)
+def test_frames_of_the_demo_database_through_the_real_driver(tmp_path):
+    """Interop: frames acquired by NanonisSTM.scan_image from the simulator into QCoDeS runs."""
+    from qcodes.dataset import load_by_run_spec
+
+    from qcodes_stmtip.demo import run_demo
+
+    result = run_demo(tmp_path / "demo", frames=2, pixels=32, echo=lambda line: None)
+    refs = dataset_frames(result.database, result.run_ids)
+    assert [r.name for r in refs] == [f"demo_run{i}_0.npy" for i in result.run_ids]
+    for ref, run_id, truth in zip(refs, result.run_ids, result.frames, strict=True):
+        frame = ref.load()
+        assert frame.shape == (32, 32)
+        finite = frame[np.isfinite(frame)]
+        assert np.ptp(finite) == pytest.approx(truth.z_range_m)  # heights in metres
+        name = ref.info["parameter"]
+        assert name.endswith("scan_image")
+        stored = load_by_run_spec(captured_run_id=run_id).get_parameter_data(name)[name][name]
+        np.testing.assert_array_equal(frame, stored.reshape(32, 32))
