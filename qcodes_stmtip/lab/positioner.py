@@ -181,8 +181,8 @@ class CoarsePositioner(PyMeasureInstrument):
     ) -> CoarseMove:
         """Step laterally ``steps`` times in ``direction`` (``"X+"``, ``"X-"``, ``"Y+"``, ``"Y-"``).
 
-        Order: envelope check (SafetyViolation, nothing sent), withdraw the STM tip and
-        verify its feedback is off (:class:`PositionerInterlockError` otherwise), step the
+        Order: envelope check (SafetyViolation, nothing sent), stop a running scan,
+        withdraw the STM tip and verify its feedback is off (:class:`PositionerInterlockError` otherwise), step the
         ANC300 axis (blocking; the axis is grounded afterwards), replay on the simulated
         controller if ``simulate_motion_on_stm``, then — if ``approach`` — start the STM's
         auto-approach and wait up to ``approach_timeout_s`` for tunnelling feedback.
@@ -255,6 +255,8 @@ class CoarsePositioner(PyMeasureInstrument):
 
     # ---- internals ---------------------------------------------------------------------
     def _withdraw(self, stm: NanonisSTM) -> None:
+        if stm.scan_running():  # never coarse-move under a running scan
+            stm.stop_scan()
         stm.withdraw(wait=True)
         if stm.feedback.get():
             raise PositionerInterlockError(

@@ -219,3 +219,17 @@ def test_retract_steps_z_away_with_the_tip_withdrawn(
     assert server.microscope.coarse_gap == pytest.approx(10 * STEP_Z)
     assert positioner.z_mode() == "gnd"  # PyMeasure's move grounds the axis afterwards
     positioner.stop()
+
+
+def test_a_running_scan_is_stopped_before_the_move(
+    stm: NanonisSTM, server: SimulatedNanonisServer
+) -> None:
+    positioner, adapter = _protocol_positioner(_move_bytes(1, "stepu", 3), stm=stm)
+    server.microscope.time_acceleration = 20.0  # slow enough to be mid-scan
+    stm.pixels(16)
+    stm.lines(64)
+    stm.start_scan("up")
+    assert stm.scan_running()
+    positioner.move_to_fresh_area("X+", 3, approach=False)
+    assert not stm.scan_running() and stm.feedback() is False
+    assert adapter._index == len(adapter.comm_pairs)
