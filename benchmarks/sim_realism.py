@@ -47,13 +47,14 @@ def real_frames(data: Path, per_class: int, size: int = 300) -> dict[str, list[n
     return out
 
 
-def sim_frames(per_class: int, size: int = 300, seed: int = 0) -> dict[str, list[np.ndarray]]:
+def sim_frames(per_class: int, size: int = 300, seed: int = 0,
+               classes: tuple[str, ...] = CLASSES["hsi100"]) -> dict[str, list[np.ndarray]]:
     from qcodes_stmtip.sim.dataset import generate_example
     from qcodes_stmtip.sim.export import to_uint8
 
     rng = np.random.default_rng(seed)
     return {c: [to_uint8(generate_example("hsi100", c, rng, pixels=size).scan.forward) / 255.0
-                for _ in range(per_class)] for c in CLASSES["hsi100"]}
+                for _ in range(per_class)] for c in classes}
 
 
 def radial_psd(img: np.ndarray, bins: np.ndarray) -> np.ndarray:

@@ -127,8 +127,11 @@ def generate_example(surface: str, label: str, rng: np.random.Generator, *, pixe
     lines = pixels if lines is None else lines
     for _ in range(50):
         seed = int(rng.integers(0, 2**31)) if sample_seed is None else int(sample_seed)
-        if surface == "hsi100" or label not in ("individual_atoms", "step_edge", "impurity"):
+        if surface == "hsi100" or label not in ("individual_atoms", "step_edge", "impurity", "double_tip"):
             geo = _geometry(surface, label, rng, pixels, lines)
+        elif label == "double_tip":  # ghosts show best on adsorbates: prefer an area with some
+            geo = _place_metal(surface, "impurity", rng, seed, pixels, lines) or _geometry(
+                surface, label, rng, pixels, lines)
         else:
             geo = _place_metal(surface, label, rng, seed, pixels, lines)
             if geo is None:
