@@ -151,13 +151,16 @@ class PulseGenerator(PyMeasureInstrument):
         self.configure_single_pulse(amplitude, width)
         self.output(True)
         self._check_errors("configuring the pulse")
-        previous_timeout = self.driver.adapter.connection.timeout
-        self.driver.adapter.connection.timeout = max(previous_timeout or 0, timeout_s * 1000 + width * 1000)
+        connection = self.driver.adapter.connection
+        previous_timeout = getattr(connection, "timeout", None)  # VISA timeout, ms
+        if isinstance(previous_timeout, int | float):
+            connection.timeout = max(previous_timeout, 1000 * (timeout_s + width))
         try:
             self.driver.trigger()
             done = str(self.driver.ask("*OPC?")).strip()
         finally:
-            self.driver.adapter.connection.timeout = previous_timeout
+            if isinstance(previous_timeout, int | float):
+                connection.timeout = previous_timeout
         if done != "1":
             raise PulseGeneratorError(f"{self.name}: *OPC? answered {done!r} after the pulse")
         self._check_errors("firing the pulse")
