@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -221,7 +221,8 @@ def _column(data: dict, name: str) -> dict[int, Any]:
     return {int(i): (v.item() if hasattr(v, "item") else v) for i, v in zip(idx, values, strict=True)}
 
 
-def _load_one(run_id: int) -> tuple[Any, dict, dict | None, list[FrameRecord], list[ActionRecord], str]:
+def _load_one(run_id: int) -> tuple[Any, dict, dict | None, list[FrameRecord], list[ActionRecord], str,
+                                   dict[int, str]]:
     from qcodes.dataset import load_by_run_spec
 
     ds = load_by_run_spec(captured_run_id=run_id)
@@ -264,7 +265,8 @@ def _load_one(run_id: int) -> tuple[Any, dict, dict | None, list[FrameRecord], l
             float(cols["action_elapsed"][i]), str(cols["action_state_before"][i]),
             str(cols["action_status"][i]), str(cols.get("action_state_after", {}).get(i, ""))))
     image_name = next((n for n in ds.paramspecs if n.endswith("scan_image")), "")
-    return ds, config, outcome, frames, actions, image_name
+    after = {i: str(v) for i, v in cols.get("action_state_after", {}).items()}
+    return ds, config, outcome, frames, actions, image_name, after
 
 
 def load_conditioning_run(run_id: int) -> ConditioningRun:
@@ -281,19 +283,23 @@ def load_conditioning_run(run_id: int) -> ConditioningRun:
         if current in chain:
             raise ValueError(f"run {run_id}: the {RESUMED_KEY} chain loops at run {current}")
         chain.append(current)
-        ds, config, outcome, frames, actions, image_name = _load_one(current)
-        parts.append((ds, config, outcome, frames, actions, image_name))
+        part = _load_one(current)
+        parts.append(part)
+        ds = part[0]
         previous = ds.metadata.get(RESUMED_KEY)
         current = int(json.loads(previous)["run_id"]) if previous else None
     parts.reverse()
     chain.reverse()
     last = parts[-1]
     run = ConditioningRun(chain, last[0].guid, last[1], last[2], image_name=last[5])
-    for _ds, _c, _o, frames, actions, _n in parts:
+    after: dict[int, str] = {}
+    for _ds, _c, _o, frames, actions, _n, part_after in parts:
         run.frames.extend(frames)
         run.actions.extend(actions)
+        after.update(part_after)  # a resumed run completes the last action of the one before
     run.frames.sort(key=lambda f: f.index)
-    run.actions.sort(key=lambda a: a.index)
+    run.actions = [replace(a, state_after=after.get(a.index, a.state_after))
+                   for a in sorted(run.actions, key=lambda a: a.index)]
     return run
 
 
