@@ -179,15 +179,18 @@ class Splatter:
         q = self._quadratic(cov + blur.cov)
         self._accumulate(self._splat(pts, weights) * (volume * np.exp(-0.5 * q)))
 
-    def add_radial(self, pts: np.ndarray, weights: np.ndarray, profile) -> None:
-        """Isotropic kernels ``profile(r_nm)`` (nm of height) centred on each point."""
-        if len(pts) == 0:
-            return
+    def radial_spectrum(self, profile) -> np.ndarray:
+        """Spectrum of the isotropic kernel ``profile(r_nm)`` on this padded grid."""
         ii = sfft.fftfreq(self.shape[0], 1 / self.shape[0])[:, None]
         jj = sfft.fftfreq(self.shape[1], 1 / self.shape[1])[None, :]
         rs, cs = self.grid.row_step, self.grid.col_step
         r = np.hypot(ii * rs[0] + jj * cs[0], ii * rs[1] + jj * cs[1])
-        self._accumulate(self._splat(pts, weights) * sfft.rfft2(profile(r)))
+        return sfft.rfft2(profile(r))
+
+    def add_spectrum(self, pts: np.ndarray, weights: np.ndarray, kernel_spectrum: np.ndarray) -> None:
+        """Point weights convolved with a kernel given by its spectrum on this padded grid."""
+        if len(pts):
+            self._accumulate(self._splat(pts, weights) * kernel_spectrum)
 
     def image(self) -> np.ndarray:
         """The accumulated heights (nm) on the grid (zeros when nothing was added)."""
@@ -517,6 +520,7 @@ class Cu111(_Metal111):
         super().__init__(sample_seed)
         self.scatterer_density = self.rng.uniform(0.002, 0.01)
         self.coherence = self.rng.uniform(6.0, 14.0)  # nm
+        self._kernels: dict[tuple, np.ndarray] = {}  # standing-wave kernel spectra per grid
 
     def height(self, grid: SampleGrid, blur: Blur) -> np.ndarray:
         margin = 1.5 * self.coherence
@@ -535,7 +539,15 @@ class Cu111(_Metal111):
         def profile(r: np.ndarray) -> np.ndarray:
             return att * 0.012 * np.cos(2 * kf * r - np.pi / 4) * np.exp(-r / coherence) / np.sqrt(1 + kf * r)
 
-        splat.add_radial(pts, np.ones(len(pts)), profile)
+        if len(pts):
+            key = (splat.shape, *np.round(np.concatenate([grid.row_step, grid.col_step]), 12), round(att, 9))
+            spectrum = self._kernels.get(key)
+            if spectrum is None:
+                spectrum = splat.radial_spectrum(profile)
+                if len(self._kernels) > 8:
+                    self._kernels.clear()
+                self._kernels[key] = spectrum
+            splat.add_spectrum(pts, np.ones(len(pts)), spectrum)
         return h + splat.image()
 
 
