@@ -99,8 +99,10 @@ def _check_tip(surface: str, tip: object, argument: str) -> TipState:
 
 
 def _auto_changes(surface: str, lines: int, rng: np.random.Generator) -> list[tuple[int, TipState]]:
-    n = 1 if rng.random() < 0.7 or lines < 8 else 2
-    at = np.sort(rng.choice(np.arange(max(1, lines // 8), lines - max(1, lines // 8)), n, replace=False))
+    lo = max(1, lines // 8)
+    candidates = np.arange(lo, max(lo + 1, lines - lines // 8))
+    n = 1 if rng.random() < 0.7 or len(candidates) < 2 else 2
+    at = np.sort(rng.choice(candidates, n, replace=False))
     out = []
     for line in at:
         new = sample_tip(surface, str(rng.choice(["individual_atoms", "double_tip", "individual_atoms"])), rng)
