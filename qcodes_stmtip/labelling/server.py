@@ -309,8 +309,18 @@ class _Handler(BaseHTTPRequestHandler):
     def _error(self, status: int, message: str) -> None:
         self._json({"error": message}, status)
 
+    def _host_ok(self) -> bool:
+        """Only loopback host names: a web page elsewhere cannot reach us by DNS rebinding."""
+        host = (self.headers.get("Host") or "").rsplit(":", 1)[0].strip("[]").lower()
+        if host in ("127.0.0.1", "localhost", "::1"):
+            return True
+        self._error(HTTPStatus.FORBIDDEN, f"Host {host!r} is not a loopback name")
+        return False
+
     def do_GET(self) -> None:  # noqa: N802 - stdlib name
         path = self.path.split("?", 1)[0]
+        if not self._host_ok():
+            return
         try:
             if path in ("/", "/index.html"):
                 self._send(HTTPStatus.OK, _static("index.html"), STATIC_FILES["index.html"])
@@ -336,6 +346,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802 - stdlib name
         path = self.path.split("?", 1)[0]
+        if not self._host_ok():
+            return
         try:
             if self.headers.get("Content-Type", "").split(";")[0].strip() != "application/json":
                 raise LabellingError("POST bodies must be application/json",

@@ -120,8 +120,10 @@ def decisions(events: list[VoteEvent]) -> dict[str, VoteEvent]:
 class VoteStore:
     """The vote log of one ``labeller`` on ``surface`` in ``<out_dir>/votes/<labeller>.csv``.
 
-    Thread-safe. Side effects: creates the folder and file, appends one row per
-    call of :meth:`vote`, :meth:`skip` or :meth:`undo`.
+    Thread-safe; rows appended by another store on the same file (a second
+    session of the same labeller) are picked up before each action. Side
+    effects: creates the folder and file, appends one row per call of
+    :meth:`vote`, :meth:`skip` or :meth:`undo`.
     """
 
     def __init__(self, out_dir: str | Path, labeller: str, surface: str) -> None:
@@ -131,17 +133,23 @@ class VoteStore:
         self.path = Path(out_dir) / "votes" / f"{labeller}.csv"
         self._lock = threading.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists() and self.path.stat().st_size > 0:
-            self._events = read_log(self.path)
-        else:
+        if not (self.path.exists() and self.path.stat().st_size > 0):
             with open(self.path, "w", newline="", encoding="utf-8") as fh:
                 csv.writer(fh).writerow(LOG_COLUMNS)
-            self._events = []
+        self._events = read_log(self.path)
+        self._size = self.path.stat().st_size
+
+    def _refresh(self) -> None:
+        """Re-read the log if something else (a second session of this labeller) appended to it."""
+        if self.path.stat().st_size != self._size:
+            self._events = read_log(self.path)
+            self._size = self.path.stat().st_size
 
     def _append(self, row: tuple[str, ...]) -> None:
         with open(self.path, "a", newline="", encoding="utf-8") as fh:
             csv.writer(fh).writerow(row)
             fh.flush()
+        self._size = self.path.stat().st_size
 
     def vote(self, frame: str, classes: list[str] | tuple[str, ...], *, session: str = "",
              source: str = "") -> VoteEvent:
@@ -169,6 +177,7 @@ class VoteStore:
                 classes: tuple[str, ...]) -> VoteEvent:
         event = VoteEvent(action, frame, session, source, classes, _now())
         with self._lock:
+            self._refresh()
             self._append((event.time, action, frame, session, source, ";".join(classes)))
             self._events.append(event)
         return event
@@ -176,6 +185,7 @@ class VoteStore:
     def undo(self) -> VoteEvent | None:
         """Cancel the latest vote or skip still in effect; return it, or None if there is none."""
         with self._lock:
+            self._refresh()
             if not self._events:
                 return None
             event = self._events.pop()
@@ -186,6 +196,7 @@ class VoteStore:
     def events(self) -> list[VoteEvent]:
         """Votes and skips in effect, oldest first (a copy)."""
         with self._lock:
+            self._refresh()
             return list(self._events)
 
     def decisions(self) -> dict[str, VoteEvent]:

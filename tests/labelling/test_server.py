@@ -205,3 +205,20 @@ def test_model_guess_matches_the_ensemble(tmp_path, tiny_bundle):
     assert guess["tip_change_probability"] == pytest.approx(
         float(expected.tip_change_probability[0]), rel=1e-5)
     assert guess["decision"] == CLASSES["hsi100"][int(expected.decision[0])]
+
+
+def test_foreign_host_names_are_refused(served):
+    server, _, out = served
+    req = urllib.request.Request(server.url + "api/config", headers={"Host": "evil.example:80"})
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(req, timeout=10)
+    assert info.value.code == 403
+    req = urllib.request.Request(server.url + "api/skip", data=b'{"frame": "f0.npy"}',
+                                 headers={"Host": "evil.example", "Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(req, timeout=10)
+    assert info.value.code == 403
+    assert _log(out) == []
+    req = urllib.request.Request(server.url + "api/config", headers={"Host": f"localhost:{server.port}"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.status == 200

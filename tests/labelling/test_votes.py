@@ -119,3 +119,14 @@ def test_malformed_logs_name_file_and_line(tmp_path):
     path.write_text("time,frame\nt,a\n")
     with pytest.raises(VoteLogError, match="missing columns"):
         read_log(path)
+
+
+def test_two_stores_of_one_labeller_see_each_others_rows(tmp_path):
+    first = VoteStore(tmp_path, "alice", "hsi100")
+    second = VoteStore(tmp_path, "alice", "hsi100")
+    first.vote("a.npy", ["rows"])
+    second.vote("b.npy", ["generic_defect"])
+    assert [e.frame for e in first.events] == ["a.npy", "b.npy"]
+    assert first.undo().frame == "b.npy"
+    assert [e.frame for e in second.events] == ["a.npy"]
+    assert [e.frame for e in read_log(first.path)] == ["a.npy"]
