@@ -20,6 +20,7 @@ COMMAND_MODULES: list[str] = [
     "qcodes_stmtip.sim.cli",
     "qcodes_stmtip.demo",
     "qcodes_stmtip.labelling.cli",
+    "qcodes_stmtip.conditioning.cli",
     "qcodes_stmtip.lab.cli",
 ]
 

@@ -81,3 +81,22 @@ def rig(rig_factory) -> Rig:
 @pytest.fixture
 def bounds() -> tuple[tuple[float, float], tuple[float, float]]:
     return BOUNDS
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory) -> Path:
+    """A one-member H:Si(100) bundle with random weights (32² input): exercises the real monitor."""
+    pytest.importorskip("keras")
+    import numpy as np
+
+    from qcodes_stmtip.classify.architectures import build_model
+    from qcodes_stmtip.classify.bundle import save_bundle
+    from qcodes_stmtip.classify.ensemble import Ensemble, Member
+    from qcodes_stmtip.sim.classes import CLASSES
+
+    model = build_model("squeezenet", 4, width=0.125, size=32)
+    rng = np.random.default_rng(0)
+    model.set_weights([w + rng.normal(0, 0.05, w.shape).astype(w.dtype) for w in model.get_weights()])
+    ens = Ensemble("hsi100", CLASSES["hsi100"], [Member("sq", "squeezenet", model)],
+                   thresholds=[0.0] * 4)
+    return save_bundle(ens, tmp_path_factory.mktemp("tiny") / "bundle", image_size=32)

@@ -1,0 +1,262 @@
+"""Report of one conditioning experiment: timeline, labelled frame gallery, summary, HTML page.
+
+:func:`write_report` reads a run (and the runs it resumed) from the current QCoDeS
+database and writes into ``out_dir``:
+
+* ``run<ID>_timeline.png`` — the tip state of every frame against time, good frames
+  green, bad red, inconclusive grey; every action drawn as a vertical line;
+* ``run<ID>_gallery.png`` — the frames (line-flattened), each titled with its index,
+  classified state and probability, and the action that preceded it;
+* ``run<ID>_summary.json`` — outcome, actions by kind, time and actions to a good tip;
+* ``run<ID>.html`` — one self-contained page: the summary, both PNGs embedded as
+  base64 and the action table.
+
+Matplotlib runs headless (Agg). Times in minutes of the experiment's clock.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qcodes_stmtip.conditioning.records import (
+    ConditioningRun,
+    load_conditioning_run,
+    load_frame_images,
+)
+
+__all__ = ["ReportFiles", "summarise", "summary_text", "write_report"]
+
+#: Most frames shown in the gallery (first and last ones when there are more).
+GALLERY_MAX = 24
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """Paths written by :func:`write_report`."""
+
+    timeline: Path
+    gallery: Path
+    summary: Path
+    html: Path
+    data: dict[str, Any]
+
+
+def summarise(run: ConditioningRun) -> dict[str, Any]:
+    """The summary numbers of ``run`` (what ``run<ID>_summary.json`` holds)."""
+    done = [a for a in run.actions if a.status == "done"]
+    tip = [a for a in done if a.action.touches_tip]
+    kinds = Counter(a.action.describe() for a in tip)
+    outcome = run.outcome or {"outcome": "unfinished (crashed or still running)", "reason": ""}
+    good_frames = [f for f in run.frames if f.quality == "good"]
+    return {
+        "run_ids": run.run_ids,
+        "surface": run.config.get("surface"),
+        "policy": run.config.get("policy", {}).get("name"),
+        "classifier": run.config.get("classifier", {}),
+        "clock": run.config.get("clock", "wall"),
+        "outcome": outcome.get("outcome"),
+        "reason": outcome.get("reason", ""),
+        "frames": len(run.frames),
+        "tip_actions": len(tip),
+        "pulses": sum(a.action.kind == "pulse" for a in tip),
+        "indentations": sum(a.action.kind == "indent" for a in tip),
+        "moves": sum(a.action.kind == "move" for a in done),
+        "refused": [a.status for a in run.actions if a.refused],
+        "actions_by_kind": dict(kinds),
+        "time_to_good_s": outcome.get("time_to_good_s"),
+        "elapsed_s": max([f.elapsed_s for f in run.frames] + [0.0]),
+        "first_state": run.frames[0].state if run.frames else None,
+        "final_state": run.frames[-1].state if run.frames else None,
+        "good_frames": len(good_frames),
+        "indentation_sites_m": [[a.action.x_m, a.action.y_m] for a in tip if a.action.kind == "indent"],
+    }
+
+
+def summary_text(summary: dict[str, Any]) -> str:
+    """One screen of text for ``summary``."""
+    ttg = summary["time_to_good_s"]
+    unit = "simulated " if summary["clock"] == "simulated" else ""
+    lines = [
+        f"runs {', '.join(map(str, summary['run_ids']))}: {summary['surface']}, policy "
+        f"{summary['policy']}, classifier {summary['classifier'].get('inference_path') or summary['classifier'].get('type')}",
+        f"outcome: {summary['outcome']} — {summary['reason']}",
+        f"frames: {summary['frames']} ({summary['good_frames']} good); tip actions: "
+        f"{summary['tip_actions']} ({summary['pulses']} pulses, {summary['indentations']} "
+        f"indentations); area moves: {summary['moves']}",
+        f"tip state: {summary['first_state']} → {summary['final_state']}",
+        "time to a good tip: " + (f"{ttg / 60:.1f} {unit}min" if ttg is not None else "not reached"),
+    ]
+    if summary["actions_by_kind"]:
+        lines.append("actions: " + ", ".join(f"{k} ×{n}" for k, n in summary["actions_by_kind"].items()))
+    for refusal in summary["refused"]:
+        lines.append(f"REFUSED: {refusal}")
+    return "\n".join(lines)
+
+
+def _state_order(run: ConditioningRun) -> list[str]:
+    from qcodes_stmtip.sim.classes import CLASSES
+
+    surface = run.config.get("surface")
+    classes = list(CLASSES.get(surface, ()))
+    extra = sorted({f.state for f in run.frames} - set(classes))
+    return classes + extra
+
+
+def _colour(quality: str, state: str, target: set[str]) -> str:
+    if state in target:
+        return "tab:green"
+    if quality in ("uncertain", "unclassified") or state in ("uncertain", "unclassified"):
+        return "tab:gray"
+    return "tab:red"
+
+
+def plot_timeline(run: ConditioningRun, path: Path) -> Path:
+    """Tip state per frame against time, actions as vertical lines; saves a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    states = _state_order(run)
+    target = set(run.config.get("target", {}).get("classes", []))
+    fig, ax = plt.subplots(figsize=(10, 3.2 + 0.25 * len(states)), dpi=100)
+    t = np.array([f.elapsed_s / 60 for f in run.frames])
+    y = np.array([states.index(f.state) for f in run.frames])
+    colours = [_colour(f.quality, f.state, target) for f in run.frames]
+    if len(t):
+        ax.plot(t, y, color="0.75", lw=1, zorder=1)
+        ax.scatter(t, y, c=colours, s=40, zorder=3, edgecolors="k", linewidths=0.5)
+    styles = {"pulse": ("tab:orange", "-"), "indent": ("tab:purple", "-"), "move": ("tab:blue", "--")}
+    seen: set[str] = set()
+    for a in run.actions:
+        if a.action.kind not in styles:
+            continue
+        colour, ls = styles[a.action.kind]
+        label = a.action.kind if a.action.kind not in seen else None
+        seen.add(a.action.kind)
+        alpha = 0.3 if a.refused else 0.8
+        ax.axvline(a.elapsed_s / 60, color=colour, ls=ls, lw=1, alpha=alpha, label=label, zorder=2)
+        if a.refused:
+            ax.annotate("refused", (a.elapsed_s / 60, len(states) - 0.5), color="k", fontsize=8)
+    ax.set_yticks(range(len(states)), states)
+    ax.set_ylim(-0.5, len(states) - 0.5)
+    clock = "simulated " if run.config.get("clock") == "simulated" else ""
+    ax.set_xlabel(f"time since start ({clock}min)")
+    outcome = (run.outcome or {}).get("outcome", "unfinished")
+    ax.set_title(f"Tip conditioning, run {', '.join(map(str, run.run_ids))}: "
+                 f"{run.config.get('surface')}, {run.config.get('policy', {}).get('name')} → {outcome}")
+    if seen:
+        ax.legend(loc="upper right", fontsize=8, framealpha=0.8)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _flatten(image: np.ndarray) -> np.ndarray:
+    """Per-line straight-line flattening for display (NaN rows left as NaN)."""
+    out = np.array(image, dtype=np.float64)
+    x = np.arange(out.shape[1])
+    for row in out:
+        ok = np.isfinite(row)
+        if ok.sum() >= 2:
+            row[ok] -= np.polyval(np.polyfit(x[ok], row[ok], 1), x[ok])
+    return out
+
+
+def plot_gallery(run: ConditioningRun, images: dict[int, np.ndarray], path: Path) -> Path:
+    """The frames, each titled with state, probability and the preceding action; saves a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frames = run.frames
+    if len(frames) > GALLERY_MAX:
+        half = GALLERY_MAX // 2
+        frames = frames[:half] + frames[-half:]
+    actions = {a.index: a for a in run.actions}
+    target = set(run.config.get("target", {}).get("classes", []))
+    n = max(1, len(frames))
+    cols = min(6, n)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 2.6 * rows), dpi=90, squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, f in zip(axes.ravel(), frames, strict=False):
+        image = images.get(f.index)
+        if image is not None:
+            shown = _flatten(image)
+            finite = shown[np.isfinite(shown)]
+            lo, hi = (np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0))
+            ax.imshow(shown, origin="lower", cmap="afmhot", vmin=lo, vmax=hi if hi > lo else lo + 1e-12)
+        before = actions.get(f.after_action)
+        act = before.action.describe() if before is not None else "start"
+        p = "" if math.isnan(f.confidence) else f" {f.confidence:.2f}"
+        ax.set_title(f"#{f.index} {f.state}{p}\nafter: {act}", fontsize=7,
+                     color=_colour(f.quality, f.state, target))
+    fig.suptitle(f"Frames of run {', '.join(map(str, run.run_ids))} (state, probability, preceding action)",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _html(run: ConditioningRun, summary: dict[str, Any], timeline: Path, gallery: Path) -> str:
+    def embed(p: Path) -> str:
+        return base64.b64encode(p.read_bytes()).decode("ascii")
+
+    rows = "\n".join(
+        f"<tr><td>{a.index}</td><td>{a.elapsed_s / 60:.2f}</td><td>{html.escape(a.action.describe())}</td>"
+        f"<td>{'' if a.action.x_m is None else f'{a.action.x_m * 1e9:.0f}, {a.action.y_m * 1e9:.0f}'}</td>"
+        f"<td>{a.area}</td><td>{html.escape(a.state_before)}</td><td>{html.escape(a.state_after)}</td>"
+        f"<td>{html.escape(a.status)}</td><td>{html.escape(a.action.reason)}</td></tr>"
+        for a in run.actions if a.action.kind != "rescan")
+    title = f"Tip conditioning run {', '.join(map(str, run.run_ids))}"
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:1em auto}}
+table{{border-collapse:collapse;font-size:0.85em}}td,th{{border:1px solid #ccc;padding:2px 6px}}
+img{{max-width:100%}}pre{{background:#f4f4f4;padding:0.5em}}</style></head><body>
+<h1>{html.escape(title)}</h1>
+<pre>{html.escape(summary_text(summary))}</pre>
+<h2>Timeline</h2><img alt="tip-state timeline" src="data:image/png;base64,{embed(timeline)}">
+<h2>Frames</h2><img alt="frame gallery" src="data:image/png;base64,{embed(gallery)}">
+<h2>Actions</h2><table><tr><th>#</th><th>t (min)</th><th>action</th><th>site (nm)</th><th>area</th>
+<th>state before</th><th>state after</th><th>status</th><th>why</th></tr>
+{rows}
+</table>
+<h2>Configuration</h2><pre>{html.escape(json.dumps(run.config, indent=1, default=str))}</pre>
+</body></html>
+"""
+
+
+def write_report(run_id: int, out_dir: str | Path) -> ReportFiles:
+    """Write the timeline, gallery, summary and HTML page of experiment ``run_id`` to ``out_dir``.
+
+    Reads the current QCoDeS database; creates ``out_dir``. Raises ``ValueError`` if the
+    run is not a conditioning experiment.
+    """
+    run = load_conditioning_run(run_id)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"run{run.run_id}"
+    timeline = plot_timeline(run, out / f"{stem}_timeline.png")
+    gallery = plot_gallery(run, load_frame_images(run), out / f"{stem}_gallery.png")
+    summary = summarise(run)
+    summary_path = out / f"{stem}_summary.json"
+    summary_path.write_text(json.dumps(summary, indent=1, default=str))
+    page = out / f"{stem}.html"
+    page.write_text(_html(run, summary, timeline, gallery), encoding="utf-8")
+    return ReportFiles(timeline, gallery, summary_path, page, summary)
