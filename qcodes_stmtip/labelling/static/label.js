@@ -117,6 +117,7 @@ async function loadGuess(name) {
       body.append(row);
     });
     const verdict = document.createElement("div");
+    verdict.className = "verdict";
     verdict.textContent = `decision: ${g.decision ?? "uncertain"}` +
       (g.tip_change_probability == null ? "" : ` · P(tip change) ${g.tip_change_probability.toFixed(2)}`);
     body.append(verdict);
