@@ -213,8 +213,11 @@ def _render(surface: str, surf: Surface, tip: TipState, geometry: ScanGeometry,
     for k, seg_tip in enumerate(tips):
         a, b = bounds[k], bounds[k + 1]
         last = min(b + 1, lines)
-        sub = SampleGrid(grid.row_origin[acq_rows[a:last]], grid.col_step, grid.row_step, pixels)
-        topo = _topography(surf, seg_tip, sub)
+        image_rows = acq_rows[a:last]
+        order = np.argsort(image_rows)  # grids run bottom to top
+        sub = SampleGrid(grid.row_origin[image_rows[order]], grid.col_step, grid.row_step, pixels)
+        topo = np.empty((last - a, pixels))
+        topo[order] = _topography(surf, seg_tip, sub)
         h[a:b] = topo[: b - a]
         if last > b:
             lost[b] = topo[-1]

@@ -183,7 +183,7 @@ def glitches(rng: np.random.Generator, fwd: np.ndarray, bwd: np.ndarray, instabi
                 fwd[sl] += ramp
                 bwd[sl] += ramp[:, ::-1]
     if contamination > 0:
-        n_spikes = rng.poisson(contamination * (3 + lines / 8))
+        n_spikes = rng.poisson(contamination * (2 + lines / 16))
         for _ in range(n_spikes):
             line = int(rng.integers(lines))
             start = int(rng.integers(pixels))

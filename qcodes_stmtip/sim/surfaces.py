@@ -119,6 +119,15 @@ def lattice_image(grid: SampleGrid, g: np.ndarray, coef: np.ndarray, blur: Blur,
     return (rows @ (c[:, None] * cols)).real
 
 
+def apparent_peak(peak: float, cov: np.ndarray, total: np.ndarray) -> float:
+    """Apparent height of a Gaussian feature (covariance ``cov``) imaged with total width ``total``.
+
+    Falls as (det cov / det total)^¼: between a linear LDOS convolution (exponent ½,
+    volume conserved) and geometric dilation by a blunt apex (exponent 0, height kept).
+    """
+    return peak * (np.linalg.det(cov) / np.linalg.det(total)) ** 0.25
+
+
 @cache
 def _wavenumber_products(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """ki², ki·kj, kj² (rad/pixel) on the half-spectrum of an rfft2 of ``shape``."""
@@ -175,8 +184,9 @@ class Splatter:
         """Gaussian bumps of ``peak`` nm × weight, covariance ``cov`` (nm²), seen through ``blur``."""
         if len(pts) == 0:
             return
-        volume = peak * 2 * np.pi * math.sqrt(np.linalg.det(cov)) / self.grid.pixel_area
-        q = self._quadratic(cov + blur.cov)
+        total = cov + blur.cov
+        volume = apparent_peak(peak, cov, total) * 2 * np.pi * math.sqrt(np.linalg.det(total)) / self.grid.pixel_area
+        q = self._quadratic(total)
         self._accumulate(self._splat(pts, weights) * (volume * np.exp(-0.5 * q)))
 
     def radial_spectrum(self, profile) -> np.ndarray:
@@ -213,7 +223,7 @@ def add_direct_gaussians(h: np.ndarray, grid: SampleGrid, pts: np.ndarray, peaks
     for k in range(len(pts)):
         total = sizes[k] ** 2 * np.eye(2) + blur.cov
         inv = np.linalg.inv(total)
-        peak = peaks[k] * sizes[k] ** 2 / math.sqrt(np.linalg.det(total))
+        peak = apparent_peak(peaks[k], sizes[k] ** 2 * np.eye(2), total)
         rad = int(math.ceil(4 * math.sqrt(np.max(np.linalg.eigvalsh(total))) / px)) + 2
         i0, i1 = max(0, int(fi[k]) - rad), min(lines, int(fi[k]) + rad + 1)
         j0, j1 = max(0, int(fj[k]) - rad), min(pixels, int(fj[k]) + rad + 1)
@@ -352,6 +362,8 @@ class HSi100(Surface):
         self.md_density = r.uniform(0.004, 0.03)  # missing dimers per nm²
         self.cluster_density = r.uniform(0.0, 0.0015)  # contamination clusters per nm²
         self.buckle = r.uniform(0.0, 0.3)  # static dimer buckling (asymmetry) fraction
+        self.dopant_density = r.uniform(0.02, 0.08)  # sub-surface charges per nm²: smooth mottling
+        self.dopant_height = r.uniform(0.01, 0.04)  # nm
         self._g, self._c = self._unit_cell()
 
     def _unit_cell(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -408,9 +420,13 @@ class HSi100(Surface):
             lat = np.where(parity == 0, lat0, lattice_image(grid, self._g[1], self._c[1], blur))
         h = h + lat
         margin = 3.0
-        splat = Splatter(grid, self._pad(grid, 1.5 + 3 * blur.sigma * blur.elongation))
+        splat = Splatter(grid, self._pad(grid, 2.5 + 3 * blur.sigma * blur.elongation))
+        # sub-surface dopants/charges: broad, weak bumps and dips (electronic, not blurred by the apex)
+        pts, extra = self._points(grid, 14, self.dopant_density, margin, cell=4.0)
+        sign = np.where(extra[:, 0] < 0.6, 1.0, -1.0) * (0.5 + extra[:, 1])
+        splat.add_gaussian(pts, sign, self.dopant_height, np.eye(2) * 1.2**2, Blur(1e-3))
         for tag, density, peak, su, sv in (
-            (11, self.db_density, 0.12, 0.22, 0.22),
+            (11, self.db_density, 0.14, 0.42, 0.42),  # dangling bonds: bright, ~1 nm halo (band bending)
             (12, self.md_density, -0.09, 0.26, 0.16),
         ):
             pts, extra = self._points(grid, tag, density, margin)

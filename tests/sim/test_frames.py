@@ -123,7 +123,15 @@ def test_tip_change_gives_a_discontinuity_at_the_chosen_line(scan_up):
     jumps = np.abs(np.diff(rows))
     k = int(np.argmax(jumps))
     assert k in (49, 50)  # the jump sits on the change line (it happens during that line's trace)
-    assert rows[55:].mean() - rows[:45].mean() == pytest.approx(0.25e-9, rel=0.2)
+    assert rows[55:].mean() - rows[:45].mean() == pytest.approx(0.25e-9, rel=0.3)
+    # before the change line the frame is the old apex's image, after it the new apex's, exactly
+    only_before = render_scan("hsi100", before, g, np.random.default_rng(0), sample_seed=3,
+                              scan_up=scan_up, instrument=IDEAL).forward
+    only_after = render_scan("hsi100", after, g, np.random.default_rng(0), sample_seed=3,
+                             scan_up=scan_up, instrument=IDEAL).forward
+    acq = (lambda a: a) if scan_up else (lambda a: a[::-1])
+    assert np.allclose(acq(scan.forward)[:50], acq(only_before)[:50], rtol=0, atol=3e-12)  # FFT-padding tails differ by < 3 pm
+    assert np.allclose(acq(scan.forward)[51:], acq(only_after)[51:], rtol=0, atol=3e-12)  # FFT-padding tails differ by < 3 pm
     # the retrace of the change line is wholly imaged by the new apex
     back = scan.backward.mean(axis=1) if scan_up else scan.backward.mean(axis=1)[::-1]
     assert int(np.argmax(np.abs(np.diff(back)))) == 49
@@ -258,3 +266,13 @@ def test_bad_input_raises_value_error_naming_the_argument():
         render_scan("hsi100", tip, (10e-9, 10e-9), rng)
     with pytest.raises(ValueError, match="sample_seed"):
         render_scan("hsi100", tip, g, rng, sample_seed="a")
+
+
+def test_scan_direction_does_not_move_the_sample():
+    g = ScanGeometry(12e-9, 10e-9, 64, 48, centre_x=3e-7, angle_deg=33.0)
+    tip = TipState("generic_defect", apex_radius_m=0.2e-9)
+    seed = _dense_hsi_seed()
+    up = render_scan("hsi100", tip, g, np.random.default_rng(0), sample_seed=seed, scan_up=True, instrument=IDEAL)
+    down = render_scan("hsi100", tip, g, np.random.default_rng(0), sample_seed=seed, scan_up=False,
+                       instrument=IDEAL)
+    assert np.allclose(up.forward, down.forward, rtol=0, atol=1e-15)
