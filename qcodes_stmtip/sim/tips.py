@@ -99,11 +99,11 @@ def sample_tip(surface: str, label: str, rng: np.random.Generator) -> TipState:
         raise ValueError(f"rng must be a numpy Generator, got {type(rng).__name__}")
     z = rng.normal(0, 0.1e-9)
     if surface == "hsi100":
-        if label == "individual_atoms":
+        if label == "individual_atoms":  # atomically sharp apexes are also the least stable
             return TipState(label, apex_radius_m=rng.uniform(25e-12, 55e-12),
                             elongation=rng.uniform(1.0, 1.2),
                             elongation_angle_deg=rng.uniform(0, 180), apex_z_m=z,
-                            instability=rng.uniform(0, 0.003))
+                            instability=rng.uniform(0, 0.01), contamination=rng.uniform(0, 0.3))
         if label == "dimers_asymmetries":
             if rng.random() < 0.5:  # slightly blunt: dimers resolved, atoms not
                 return TipState(label, apex_radius_m=rng.uniform(75e-12, 115e-12),
