@@ -127,10 +127,10 @@ def flicker(rng: np.random.Generator, n: int, amplitude: float, white: float = 0
     inv_sqrt_k, harmonic = _pink_shape(n)
     # an irfft of unit complex normals weighted w_k has variance ~ 4 Σ w_k² / n²
     pink = amplitude * n / np.sqrt(4.0 * harmonic)
-    weights = pink * inv_sqrt_k + white * np.sqrt(n / 2.0)
+    weights = (pink * inv_sqrt_k + white * np.sqrt(n / 2.0)).astype(np.float32)
     weights[0] = 0.0
-    z = rng.standard_normal(2 * m)
-    spec = (z[:m] + 1j * z[m:]) * weights
+    z = rng.standard_normal(2 * m, dtype=np.float32)
+    spec = (z[:m] + 1j * z[m:]) * weights  # complex64: noise needs no double precision
     return sfft.irfft(spec, n)
 
 

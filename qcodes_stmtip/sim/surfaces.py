@@ -421,29 +421,34 @@ class HSi100(Surface):
         h = h + lat
         margin = 3.0
         splat = Splatter(grid, self._pad(grid, 2.5 + 3 * blur.sigma * blur.elongation))
+        # one point process for dangling bonds, missing dimers and sub-surface charges
+        dens = np.array([self.db_density, self.md_density, self.dopant_density])
+        pts, extra = cell_points(self.sample_seed, 11, grid.bounds(margin), 4.0, float(dens.sum()), fields=3)
+        kind = np.searchsorted(np.cumsum(dens) / dens.sum(), extra[:, 0], side="right")
         # sub-surface dopants/charges: broad, weak bumps and dips (electronic, not blurred by the apex)
-        pts, extra = self._points(grid, 14, self.dopant_density, margin, cell=4.0)
-        sign = np.where(extra[:, 0] < 0.6, 1.0, -1.0) * (0.5 + extra[:, 1])
-        splat.add_gaussian(pts, sign, self.dopant_height, np.eye(2) * 1.2**2, Blur(1e-3))
-        for tag, density, peak, su, sv in (
-            (11, self.db_density, 0.14, 0.42, 0.42),  # dangling bonds: bright, ~1 nm halo (band bending)
-            (12, self.md_density, -0.09, 0.26, 0.16),
+        dop = kind == 2
+        sign = np.where(extra[dop, 2] < 0.6, 1.0, -1.0) * (0.5 + extra[dop, 1])
+        splat.add_gaussian(pts[dop], sign, self.dopant_height, np.eye(2) * 1.2**2, Blur(1e-3))
+        for k, peak, su, sv in (
+            (0, 0.14, 0.42, 0.42),  # dangling bonds: bright, ~1 nm halo (band bending)
+            (1, -0.09, 0.26, 0.16),  # missing dimers: dark, elongated across the row
         ):
-            pts, extra = self._points(grid, tag, density, margin)
-            if len(pts) == 0:
+            sel_k = kind == k
+            if not np.any(sel_k):
                 continue
-            par = self._parity(pts)
-            pts = self._snap(pts, par)
-            if tag == 11:  # dangling bond sits on one atom of the dimer
+            p_k, e_k = pts[sel_k], extra[sel_k]
+            par = self._parity(p_k)
+            p_k = self._snap(p_k, par)
+            if k == 0:  # a dangling bond sits on one atom of the dimer
                 for p in (0, 1):
                     u, _ = self.lattice_axes(p)
                     sel = par == p
-                    pts[sel] += np.where(extra[sel, 0:1] < 0.5, -0.125, 0.125) * u
+                    p_k[sel] += np.where(e_k[sel, 2:3] < 0.5, -0.125, 0.125) * u
             for p in ((0, 1) if su != sv else (None,)):
                 sel = par == p if p is not None else slice(None)
                 u, v = self.lattice_axes(p or 0)
                 cov = su**2 * np.outer(u, u) + sv**2 * np.outer(v, v)
-                splat.add_gaussian(pts[sel], 0.7 + 0.6 * extra[sel, 1], peak, cov, blur)
+                splat.add_gaussian(p_k[sel], 0.7 + 0.6 * e_k[sel, 1], peak, cov, blur)
         h = h + splat.image()
         pts, extra = self._points(grid, 13, self.cluster_density, 4.0, cell=8.0)
         add_direct_gaussians(h, grid, pts, 0.25 + 0.5 * extra[:, 1], 0.4 + 0.8 * extra[:, 0], blur)
