@@ -158,25 +158,50 @@ def generate_example(surface: str, label: str, rng: np.random.Generator, *, pixe
                      + (f" with sample_seed={sample_seed}" if sample_seed is not None else ""))
 
 
+def _write_frame(surface: str, k: int, seed: int, p: np.ndarray, sample_seed: int, pixels: int,
+                 tip_change_p: float, out: Path) -> list:
+    """Simulate frame ``k`` of a data set, write its PNG and .npy, return its CSV row."""
+    from PIL import Image
+
+    from qcodes_stmtip.sim.export import to_uint8
+
+    classes = CLASSES[surface]
+    frame_rng = np.random.default_rng([seed, k])
+    label = str(classes[frame_rng.choice(len(classes), p=p)])
+    try:
+        ex = generate_example(surface, label, frame_rng, pixels=pixels, sample_seed=sample_seed,
+                              tip_change_p=tip_change_p)
+    except ValueError:  # this sample area cannot show the class: use a fresh one
+        ex = generate_example(surface, label, frame_rng, pixels=pixels, tip_change_p=tip_change_p)
+    name = f"{surface}_{seed}_{k:06d}"
+    scan = ex.scan
+    Image.fromarray(to_uint8(scan.forward)).save(out / "images" / f"{name}.png")
+    np.save(out / "frames" / f"{name}.npy", scan.forward.astype(np.float32))
+    g = scan.geometry
+    tc = int(bool(scan.tip_change_lines)) if surface == "hsi100" else int(scan.label == TIP_CHANGE)
+    return [ex.session, f"{name}.png", surface, scan.label, tc, f"{g.width:.6e}", f"{g.height:.6e}",
+            g.pixels, g.lines, f"{g.angle_deg:.3f}", ex.sample_seed]
+
+
 def generate_dataset(surface: str, count: int, out: str | Path, *, seed: int = 0,
                      balance: str = "uniform", weights: Mapping[str, float] | None = None,
                      pixels: int = 128, sessions: int | None = None, progress: bool = True,
-                     tip_change_p: float = 0.15) -> Path:
+                     tip_change_p: float = 0.15, jobs: int = 1) -> Path:
     """Write ``count`` labelled frames of ``surface`` to ``out``; returns the labels.csv path.
 
     Frames are spread over ``sessions`` simulated sample areas (default ≈ count / 10).
+    ``jobs`` > 1 renders in that many worker processes (same files, same order, same bytes).
     Side effects: creates ``out/images``, ``out/frames`` and ``out/labels.csv``.
     """
-    from PIL import Image
     from tqdm import tqdm
-
-    from qcodes_stmtip.sim.export import to_uint8
 
     check_surface(surface)
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ValueError(f"count must be a positive integer, got {count!r}")
     if isinstance(pixels, bool) or not isinstance(pixels, int) or not 16 <= pixels <= 1024:
         raise ValueError(f"pixels must be an integer in 16..1024, got {pixels!r}")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
     p = class_weights(surface, balance, weights)
     n_sessions = max(1, count // 10) if sessions is None else int(sessions)
     if n_sessions < 1:
@@ -184,28 +209,29 @@ def generate_dataset(surface: str, count: int, out: str | Path, *, seed: int = 0
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "frames").mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    session_seeds = rng.integers(0, 2**31, n_sessions)
-    classes = CLASSES[surface]
+    session_seeds = np.random.default_rng(seed).integers(0, 2**31, n_sessions)
+    args = [(surface, k, seed, p, int(session_seeds[k % n_sessions]), pixels, tip_change_p, out)
+            for k in range(count)]
+    bar = tqdm(total=count, desc=f"simulating {surface}", disable=not progress)
+    if jobs == 1:
+        rows = []
+        for a in args:
+            rows.append(_write_frame(*a))
+            bar.update()
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn, not fork: the parent may hold BLAS/FFT threads
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            rows = []
+            for row in pool.map(_write_frame, *zip(*args, strict=True), chunksize=8):
+                rows.append(row)
+                bar.update()
+    bar.close()
     path = out / "labels.csv"
     with path.open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(CSV_COLUMNS)
-        for k in tqdm(range(count), desc=f"simulating {surface}", disable=not progress):
-            frame_rng = np.random.default_rng([seed, k])
-            label = str(classes[frame_rng.choice(len(classes), p=p)])
-            sample_seed = int(session_seeds[k % n_sessions])
-            try:
-                ex = generate_example(surface, label, frame_rng, pixels=pixels, sample_seed=sample_seed,
-                                      tip_change_p=tip_change_p)
-            except ValueError:  # this sample area cannot show the class: use a fresh one
-                ex = generate_example(surface, label, frame_rng, pixels=pixels, tip_change_p=tip_change_p)
-            name = f"{surface}_{seed}_{k:06d}"
-            scan = ex.scan
-            Image.fromarray(to_uint8(scan.forward)).save(out / "images" / f"{name}.png")
-            np.save(out / "frames" / f"{name}.npy", scan.forward.astype(np.float32))
-            g = scan.geometry
-            tc = int(bool(scan.tip_change_lines)) if surface == "hsi100" else int(scan.label == TIP_CHANGE)
-            writer.writerow([ex.session, f"{name}.png", surface, scan.label, tc, f"{g.width:.6e}",
-                             f"{g.height:.6e}", g.pixels, g.lines, f"{g.angle_deg:.3f}", ex.sample_seed])
+        writer.writerows(rows)
     return path

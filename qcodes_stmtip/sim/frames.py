@@ -242,7 +242,7 @@ def _render(surface: str, surf: Surface, tip: TipState, geometry: ScanGeometry,
            + noise[:, 1, ::-1] + offsets[:, None])
     for line, cut in cuts.items():  # the change itself is a brief glitch
         width = int(rng.integers(1, max(2, pixels // 32)))
-        fwd[line, cut:cut + width] += rng.normal(0, 0.1)
+        fwd[line, cut:cut + width] += rng.normal(0, 0.05)
     for seg_tip, a, b in zip(tips, bounds[:-1], bounds[1:], strict=True):
         if seg_tip.instability > 0 or seg_tip.contamination > 0:
             f, r = fwd[a:b], bwd[a:b]

@@ -30,6 +30,15 @@ def test_dataset_layout_labels_and_determinism(tmp_path):
         assert 2e-9 < float(r["width_m"]) < 100e-9
 
 
+def test_parallel_generation_writes_the_same_data_set(tmp_path):
+    a = generate_dataset("cu111", 6, tmp_path / "a", seed=2, pixels=32, progress=False)
+    b = generate_dataset("cu111", 6, tmp_path / "b", seed=2, pixels=32, progress=False, jobs=2)
+    assert a.read_text() == b.read_text()
+    for r in _read(a):
+        npy = r["Name"].replace(".png", ".npy")
+        assert np.array_equal(np.load(tmp_path / "a" / "frames" / npy), np.load(tmp_path / "b" / "frames" / npy))
+
+
 def test_weights_select_classes(tmp_path):
     path = generate_dataset("au111", 6, tmp_path, seed=1, pixels=32, progress=False,
                             weights={"corruption": 1.0})
@@ -54,3 +63,5 @@ def test_bad_arguments(tmp_path):
         generate_dataset("mos2", 3, tmp_path)
     with pytest.raises(ValueError, match="pixels"):
         generate_dataset("hsi100", 3, tmp_path, pixels=-64)
+    with pytest.raises(ValueError, match="jobs"):
+        generate_dataset("hsi100", 3, tmp_path, jobs=0)
