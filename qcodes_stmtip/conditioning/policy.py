@@ -15,7 +15,7 @@ lines::
 
 Shipped: :class:`EscalatingPolicy` (small pulses → larger pulses → shallow → deeper
 indentations → a fresh area, the experimentalists' routine) and :class:`RandomPolicy`
-(a uniformly random choice from the same menu, the baseline).
+(uniformly random actions within the allowed ranges, the baseline).
 
 Units: volts, seconds, metres.
 """
@@ -183,14 +183,16 @@ def as_policy(policy: Policy | Callable[[PolicyContext], Action]) -> Policy:
 #: Reason prefix of the action that restarts the escalating ladder.
 RESTART = "restart ladder"
 
-#: The escalating ladder (Rashidi & Wolkow 2018; common practice): gentle → harsh.
+#: The escalating ladder, gentle → harsh: 3–4 V pulses of 50–200 ms, then 0.8–1.6 nm dips
+#: (the range of automated reconditioning, Rashidi & Wolkow 2018; sub-2 V pulses and
+#: sub-0.5 nm pokes rarely change an apex and are left out).
 DEFAULT_LADDER: tuple[Action, ...] = (
-    Action.pulse(2.5, 0.02),
     Action.pulse(3.0, 0.05),
-    Action.pulse(4.0, 0.1),
-    Action.indent(0.5e-9),
-    Action.indent(1.0e-9),
-    Action.indent(1.5e-9),
+    Action.pulse(3.5, 0.1),
+    Action.pulse(4.0, 0.2),
+    Action.indent(0.8e-9),
+    Action.indent(1.2e-9),
+    Action.indent(1.6e-9),
 )
 
 
@@ -248,17 +250,30 @@ class EscalatingPolicy:
 
 
 class RandomPolicy:
-    """Baseline: each step a uniformly random choice from ``menu`` plus moving to a new area.
+    """Baseline: each step a random action drawn uniformly from the allowed ranges.
 
-    Respects the per-area limit (moves when it is reached) so that it is not stopped by
-    the envelope; otherwise no memory. ``seed`` seeds its own generator.
+    A pulse (amplitude uniform in ``amplitude_V``, width log-uniform in ``width_s``) or an
+    indentation (depth uniform in ``depth_m``) with equal probability, or with
+    probability ``p_move`` a move to a fresh area. No memory; it only respects the
+    per-area limit (moves when it is reached) so that the envelope does not stop it.
+    ``seed`` seeds its own generator. Defaults lie inside the default safety envelope.
     """
 
-    def __init__(self, menu: Sequence[Action] = DEFAULT_LADDER, seed: int | None = None) -> None:
-        menu = tuple(menu)
-        if not menu or any(not a.touches_tip for a in menu):
-            raise ValueError("menu must be a non-empty sequence of pulse/indent Actions")
-        self.menu = menu
+    def __init__(self, amplitude_V: tuple[float, float] = (1.0, 6.0),
+                 width_s: tuple[float, float] = (1e-3, 0.5),
+                 depth_m: tuple[float, float] = (0.2e-9, 2e-9), p_move: float = 0.1,
+                 seed: int | None = None) -> None:
+        for name, (low, high) in (("amplitude_V", amplitude_V), ("width_s", width_s),
+                                  ("depth_m", depth_m)):
+            if not (math.isfinite(low) and math.isfinite(high) and 0 < low <= high):
+                raise ValueError(f"{name} must be a (low, high) range with 0 < low <= high, "
+                                 f"got {(low, high)!r}")
+        if not 0 <= p_move < 1:
+            raise ValueError(f"p_move must be in [0, 1), got {p_move!r}")
+        self.amplitude_V = amplitude_V
+        self.width_s = width_s
+        self.depth_m = depth_m
+        self.p_move = p_move
         self.seed = seed
         self.rng = np.random.default_rng(seed)
         self.name = "random"
@@ -266,14 +281,19 @@ class RandomPolicy:
     def choose(self, context: PolicyContext) -> Action:
         if context.actions_in_area >= context.max_actions_per_area:
             return Action.move(f"{context.actions_in_area} actions in this area (the limit)")
-        k = int(self.rng.integers(len(self.menu) + 1))
-        if k == len(self.menu):
+        u = self.rng.random()
+        if u < self.p_move:
             return Action.move("random choice")
-        return _with_reason(self.menu[k], "random choice")
+        if u < self.p_move + (1 - self.p_move) / 2:
+            amplitude = float(self.rng.uniform(*self.amplitude_V))
+            width = float(np.exp(self.rng.uniform(*np.log(self.width_s))))
+            return Action.pulse(amplitude, width, "random choice")
+        return Action.indent(float(self.rng.uniform(*self.depth_m)), "random choice")
 
     def config(self) -> dict[str, Any]:
         """The policy's settings (stored in the run metadata)."""
-        return {"name": self.name, "seed": self.seed, "menu": [a.describe() for a in self.menu]}
+        return {"name": self.name, "seed": self.seed, "amplitude_V": list(self.amplitude_V),
+                "width_s": list(self.width_s), "depth_m": list(self.depth_m), "p_move": self.p_move}
 
 
 def _with_reason(action: Action, reason: str) -> Action:

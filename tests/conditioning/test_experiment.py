@@ -122,7 +122,7 @@ def test_dry_run_scans_and_classifies_but_sends_nothing_that_touches_the_tip(rig
     rig.commands.clear()
     lines: list[str] = []
     result = experiment(rig, EscalatingPolicy(), dry_run=True, echo=lines.append).run(db)
-    assert result.outcome == "dry_run" and "would pulse 2.5 V" in result.reason
+    assert result.outcome == "dry_run" and "would pulse 3.0 V" in result.reason
     assert any(line.startswith("WOULD pulse") for line in lines)
     assert "Scan.Action" in rig.commands and "Scan.FrameDataGrab" in rig.commands
     assert not TIP_COMMANDS & set(rig.commands), sorted(TIP_COMMANDS & set(rig.commands))

@@ -57,14 +57,27 @@ def test_policies_move_when_the_area_limit_is_reached() -> None:
     assert RandomPolicy(seed=1).choose(ctx(in_area=6, limit=6)).kind == "move"
 
 
-def test_random_policy_draws_uniformly_from_its_menu_and_moves() -> None:
-    policy = RandomPolicy(seed=3)
-    draws = [policy.choose(ctx()) for _ in range(700)]
-    kinds = [a.describe() for a in draws]
-    for option in [a.describe() for a in DEFAULT_LADDER] + ["move"]:
-        assert 60 < kinds.count(option) < 140  # 100 expected each
-    same_seed = [RandomPolicy(seed=3).choose(ctx()).describe() for _ in range(1)]
-    assert same_seed[0] == kinds[0]
+def test_random_policy_draws_uniformly_within_its_ranges() -> None:
+    policy = RandomPolicy(amplitude_V=(1.0, 6.0), width_s=(1e-3, 0.5), depth_m=(0.2e-9, 2e-9),
+                          p_move=0.1, seed=3)
+    draws = [policy.choose(ctx()) for _ in range(2000)]
+    kinds = [a.kind for a in draws]
+    assert 150 < kinds.count("move") < 250  # 200 expected
+    assert 800 < kinds.count("pulse") < 1000 and 800 < kinds.count("indent") < 1000
+    amps = np.array([a.amplitude_V for a in draws if a.kind == "pulse"])
+    widths = np.array([a.width_s for a in draws if a.kind == "pulse"])
+    depths = np.array([a.depth_m for a in draws if a.kind == "indent"])
+    assert amps.min() >= 1.0 and amps.max() <= 6.0 and abs(amps.mean() - 3.5) < 0.2
+    # log-uniform widths: the median is the geometric mean of the range
+    assert widths.min() >= 1e-3 and widths.max() <= 0.5
+    assert abs(np.log(np.median(widths)) - np.log(np.sqrt(0.5e-3))) < 0.3
+    assert depths.min() >= 0.2e-9 and depths.max() <= 2e-9
+    first = RandomPolicy(seed=3).choose(ctx())
+    assert first == draws[0]
+    with pytest.raises(ValueError, match="amplitude_V"):
+        RandomPolicy(amplitude_V=(2.0, 1.0))
+    with pytest.raises(ValueError, match="p_move"):
+        RandomPolicy(p_move=1.0)
 
 
 def test_user_function_is_a_policy() -> None:

@@ -16,7 +16,7 @@ from qcodes_stmtip.conditioning.records import load_conditioning_run
 
 BOUNDS = ((-1.5e-6, 1.5e-6), (-1.5e-6, 1.5e-6))
 #: The crashing experiment: a classifier that never sees a good tip, a one-attempt ladder
-#: (pulse, pulse, move, ...) and a process that dies (os._exit) inside the 2nd indentation.
+#: (pulse, indent, move, ...) and a process that dies (os._exit) inside the 2nd indentation.
 CRASH_SCRIPT = """
 import os, sys
 from types import SimpleNamespace
