@@ -215,7 +215,9 @@ def _render(surface: str, surf: Surface, tip: TipState, geometry: ScanGeometry,
         last = min(b + 1, lines)
         image_rows = acq_rows[a:last]
         order = np.argsort(image_rows)  # grids run bottom to top
-        sub = SampleGrid(grid.row_origin[image_rows[order]], grid.col_step, grid.row_step, pixels)
+        whole = last - a == lines
+        sub = grid if whole else SampleGrid(grid.row_origin[image_rows[order]], grid.col_step,
+                                            grid.row_step, pixels)
         topo = np.empty((last - a, pixels))
         topo[order] = _topography(surf, seg_tip, sub)
         h[a:b] = topo[: b - a]

@@ -12,7 +12,7 @@ The sample layout (lattice orientation, step train, defect positions) depends on
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache, cached_property
 
 import numpy as np
@@ -68,6 +68,7 @@ class SampleGrid:
         return (self.row_origin.shape[0], self.pixels)
 
     pixels: int = 0
+    cache: dict = field(default_factory=dict, repr=False, compare=False)  # per-grid derived arrays
 
     @cached_property
     def xy(self) -> tuple[np.ndarray, np.ndarray]:
@@ -276,7 +277,13 @@ class StepTrain:
         return (x * nx + y * ny + m) / self.spacing + self.offset
 
     def grid_coordinate(self, grid: SampleGrid) -> np.ndarray:
-        """:meth:`coordinate` at every pixel of ``grid``, using that rows are straight lines."""
+        """:meth:`coordinate` at every pixel of ``grid``, using that rows are straight lines (cached per grid)."""
+        cached = grid.cache.get(id(self))
+        if cached is None:
+            cached = grid.cache[id(self)] = self._grid_coordinate(grid)
+        return cached
+
+    def _grid_coordinate(self, grid: SampleGrid) -> np.ndarray:
         nx, ny = self.normal
         n = np.array([nx, ny])
         tdir = np.array([-ny, nx])
