@@ -42,12 +42,6 @@ def uniform(h: np.ndarray, field: int) -> np.ndarray:
     return (x >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
 
 
-def hash_uniform(seed: int, tag: int, ix: np.ndarray, iy: np.ndarray, slot: np.ndarray,
-                 field: int) -> np.ndarray:
-    """Uniform [0, 1) numbers, one per element of the broadcast ``ix, iy, slot``."""
-    return uniform(hash_base(seed, tag, ix, iy, slot), field)
-
-
 def cell_points(seed: int, tag: int, bounds: tuple[float, float, float, float], cell: float,
                 density: float, slots: int = 4, fields: int = 3) -> tuple[np.ndarray, np.ndarray]:
     """Points of a homogeneous process with ``density`` per unit area inside ``bounds``.

@@ -15,14 +15,11 @@ height ``apex_z_m`` (a tip change moves it, giving a height step between lines),
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
-from qcodes_stmtip.sim.classes import CLASSES, check_label
-
-#: Labels on Au(111)/Cu(111) that describe the sample content, imaged with a good tip.
-CONTENT_LABELS: frozenset[str] = frozenset({"step_edge", "impurity"})
+from qcodes_stmtip.sim.classes import check_label
 
 
 @dataclass
@@ -63,10 +60,6 @@ class TipState:
     def is_double(self) -> bool:
         """True when a second apex contributes to the current."""
         return self.double_ratio > 0.0 and math.hypot(*self.double_offset_m) > 0.0
-
-    def with_label(self, label: str) -> TipState:
-        """Return a copy carrying another label (the physics is unchanged)."""
-        return replace(self, label=label)
 
 
 def _offset(rng: np.random.Generator, low_m: float, high_m: float) -> tuple[float, float]:
@@ -156,8 +149,3 @@ def sample_tip(surface: str, label: str, rng: np.random.Generator) -> TipState:
         tip.contamination = rng.uniform(0.0, 0.6)
         return tip
     return _good_metal(rng, label)
-
-
-def is_known_label(surface: str, label: str) -> bool:
-    """True when ``label`` is a class of ``surface``."""
-    return label in CLASSES.get(surface, ())
