@@ -153,12 +153,14 @@ def glitches(rng: np.random.Generator, fwd: np.ndarray, bwd: np.ndarray, instabi
     ``instability`` (0–1) sets the rate of jumps, streaks, saturated/dropped lines and
     lost-feedback bursts; ``contamination`` (0–1) the rate of spikes and short streaks.
     """
+    from qcodes_stmtip.sim.export import flatten_lines
+
     lines, pixels = fwd.shape
-    span = float(np.ptp(fwd)) + 1e-3
+    span = float(np.ptp(flatten_lines(fwd))) + 1e-3  # contrast range the image will show
     if instability > 0:
         n_events = rng.poisson(instability * (2 + lines / 32))
         for _ in range(n_events):
-            kind = rng.choice(5, p=[0.35, 0.2, 0.15, 0.15, 0.15])
+            kind = rng.choice(5, p=[0.5, 0.1, 0.1, 0.15, 0.15])
             line = int(rng.integers(lines))
             n = int(min(lines - line, max(1, rng.geometric(0.3 if kind != 4 else 0.08))))
             sl = slice(line, line + n)
@@ -168,7 +170,7 @@ def glitches(rng: np.random.Generator, fwd: np.ndarray, bwd: np.ndarray, instabi
                 fwd[sl, start:] += dz
                 bwd[sl, : pixels - start] += dz
             elif kind == 1:  # saturated: z pinned far outside the frame's range
-                v = float(np.mean(fwd)) + np.sign(rng.normal()) * min(z_range_nm, rng.uniform(1, 6) * span)
+                v = float(np.mean(fwd)) + np.sign(rng.normal()) * min(z_range_nm, rng.uniform(1, 3) * span)
                 fwd[sl] = v
                 bwd[sl] = v
             elif kind == 2:  # dropped lines: the controller repeats a constant
