@@ -44,8 +44,34 @@ def tiny_bundle(tmp_path_factory) -> Path:
     return save_bundle(ens, tmp_path_factory.mktemp("tiny") / "bundle", image_size=TINY_SIZE)
 
 
+def is_clean(sample_seed: int, geometry) -> bool:
+    """True when the frame shows neither steps nor adsorbate clusters of the sample."""
+    from qcodes_stmtip.sim.frames import sample_grid
+    from qcodes_stmtip.sim.realism import Instrument
+    from qcodes_stmtip.sim.surfaces import get_surface
+
+    content = get_surface("hsi100", sample_seed).content(
+        sample_grid(geometry, Instrument(), True, 0.1, 0.0))
+    return content.steps == 0 and content.clusters == 0
+
+
+def clean_centres(sample_seed: int, n: int, pixels: int = 64) -> list[tuple[float, float]]:
+    """``n`` frame centres (m) inside ±1.5 µm whose frames are clean (see :func:`is_clean`)."""
+    from qcodes_stmtip.sim.geometry import ScanGeometry
+
+    out = []
+    for k in range(9 * 15):
+        cx, cy = -1.4e-6 + 0.35e-6 * (k % 9), 1.4e-6 - 0.2e-6 * (k // 9)
+        geo = ScanGeometry(TRAINED_FRAME_M, TRAINED_FRAME_M, pixels, pixels, cx, cy, 0.0)
+        if is_clean(sample_seed, geo):
+            out.append((cx, cy))
+            if len(out) == n:
+                return out
+    raise AssertionError(f"fewer than {n} clean frames on sample {sample_seed}")
+
+
 def render_frames(labels: list[str], seed: int, pixels: int = 64) -> list[np.ndarray]:
-    """Simulated H:Si(100) frames (heights, m) of the given tip classes, fresh sample areas."""
+    """Clean simulated H:Si(100) frames (heights, m) of the given tip classes, fresh areas."""
     from qcodes_stmtip.sim.frames import render_scan
     from qcodes_stmtip.sim.geometry import ScanGeometry
     from qcodes_stmtip.sim.tips import sample_tip
@@ -53,10 +79,14 @@ def render_frames(labels: list[str], seed: int, pixels: int = 64) -> list[np.nda
     rng = np.random.default_rng(seed)
     out = []
     for k, label in enumerate(labels):
-        cx, cy = rng.uniform(-3e-6, 3e-6, 2)
-        geo = ScanGeometry(TRAINED_FRAME_M, TRAINED_FRAME_M, pixels, pixels, cx, cy, 0.0)
+        while True:
+            cx, cy = rng.uniform(-3e-6, 3e-6, 2)
+            sample_seed = int(rng.integers(10_000))
+            geo = ScanGeometry(TRAINED_FRAME_M, TRAINED_FRAME_M, pixels, pixels, cx, cy, 0.0)
+            if is_clean(sample_seed, geo):
+                break
         scan = render_scan("hsi100", sample_tip("hsi100", label, rng), geo, rng,
-                           sample_seed=int(rng.integers(10_000)), scan_up=k % 4 < 2)
+                           sample_seed=sample_seed, scan_up=k % 4 < 2)
         out.append(scan.forward)
     return out
 
@@ -69,12 +99,12 @@ def trained_bundle(tmp_path_factory) -> Path:
     from qcodes_stmtip.classify.preprocess import preprocess_batch
     from qcodes_stmtip.classify.training import TrainConfig, train_classifier
 
-    labels = ["individual_atoms", "generic_defect"] * 60
+    labels = ["individual_atoms", "generic_defect"] * 120
     x = preprocess_batch(render_frames(labels, seed=0), TRAINED_SIZE)
     y = np.array([HSI_CLASSES.index(lab) for lab in labels])
-    config = TrainConfig("rw", width=0.25, epochs=20, batch_size=16, patience=20, augment=False,
+    config = TrainConfig("rw", width=0.5, epochs=20, batch_size=16, patience=20, augment=False,
                          learning_rate=2e-3, seed=0)
-    res = train_classifier(x[:96], y[:96], x[96:], y[96:], 4, config, progress=False)
+    res = train_classifier(x[:200], y[:200], x[200:], y[200:], 4, config, progress=False)
     ens = Ensemble("hsi100", HSI_CLASSES, [Member("rw", "rw", res.model, res.summary())],
                    thresholds=[0.5] * 4)
     return save_bundle(ens, tmp_path_factory.mktemp("trained") / "bundle", image_size=TRAINED_SIZE,
