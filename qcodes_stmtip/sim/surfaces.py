@@ -365,7 +365,7 @@ class HSi100(Surface):
         r = self.rng
         self.steps = StepTrain(r, STEP_HEIGHT_NM["hsi100"], (15.0, 80.0), meander=r.uniform(0.05, 0.4))
         self.lattice_angle = r.uniform(-8, 8)  # dimer rows ~ along the wafer's <110> axes
-        self.db_density = r.uniform(0.004, 0.03)  # dangling bonds per nm²
+        self.db_density = r.uniform(0.008, 0.04)  # dangling bonds per nm²
         self.md_density = r.uniform(0.004, 0.03)  # missing dimers per nm²
         self.cluster_density = r.uniform(0.0, 0.0015)  # contamination clusters per nm²
         self.buckle = r.uniform(0.0, 0.3)  # static dimer buckling (asymmetry) fraction
@@ -383,12 +383,12 @@ class HSi100(Surface):
         for pos, amp in ((-0.125, 0.055 * (1 + self.buckle)), (0.125, 0.055 * (1 - self.buckle))):
             su = sv = 0.075
             c += amp * 2 * np.pi * su * sv / area * np.exp(-0.5 * (gu**2 * su**2 + gv**2 * sv**2)) * np.exp(-1j * gu * pos)
-        # the dimer bond ("bean")
-        su, sv = 0.2, 0.1
-        c += 0.05 * 2 * np.pi * su * sv / area * np.exp(-0.5 * (gu**2 * su**2 + gv**2 * sv**2))
-        # row envelope (only gv = 0)
+        # the dimer: an oval protrusion across the row, gaps between dimers along it
+        su, sv = 0.22, 0.1
+        c += 0.1 * 2 * np.pi * su * sv / area * np.exp(-0.5 * (gu**2 * su**2 + gv**2 * sv**2))
+        # row envelope (only gv = 0): the trench between dimer rows
         su = 0.2
-        c += np.where(gv == 0, 0.15 * math.sqrt(2 * np.pi) * su / a1 * np.exp(-0.5 * gu**2 * su**2), 0)
+        c += np.where(gv == 0, 0.08 * math.sqrt(2 * np.pi) * su / a1 * np.exp(-0.5 * gu**2 * su**2), 0)
         c[(gu == 0) & (gv == 0)] = 0
         gs, cs = [], []
         for parity in (0, 1):

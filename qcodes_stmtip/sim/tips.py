@@ -99,7 +99,7 @@ def sample_tip(surface: str, label: str, rng: np.random.Generator) -> TipState:
                             instability=rng.uniform(0, 0.01), contamination=rng.uniform(0, 0.3))
         if label == "dimers_asymmetries":
             if rng.random() < 0.5:  # slightly blunt: dimers resolved, atoms not
-                return TipState(label, apex_radius_m=rng.uniform(75e-12, 115e-12),
+                return TipState(label, apex_radius_m=rng.uniform(60e-12, 95e-12),
                                 elongation=rng.uniform(1.0, 1.3),
                                 elongation_angle_deg=rng.uniform(0, 180), apex_z_m=z,
                                 instability=rng.uniform(0, 0.003))
