@@ -120,8 +120,8 @@ def generate_example(surface: str, label: str, rng: np.random.Generator, *, pixe
                      tip_change_p: float = 0.15) -> Example:
     """Render one frame whose ground-truth class is ``label``.
 
-    For H:Si(100) a binary tip change is added with probability ``tip_change_p``
-    (the four-class label stays that of the tip imaging most lines).
+    For H:Si(100) one (80 %) or two apex changes are added with probability ``tip_change_p``
+    (the binary tip-change label; the four-class label stays that of the apex imaging most lines).
     """
     check_label(surface, label)
     lines = pixels if lines is None else lines
@@ -141,14 +141,16 @@ def generate_example(surface: str, label: str, rng: np.random.Generator, *, pixe
         tip = sample_tip(surface, label, rng)
         changes = []
         if surface == "hsi100" and rng.random() < tip_change_p:
-            line = int(rng.integers(max(1, lines // 6), lines - max(1, lines // 6)))
-            acq_major = line >= lines / 2
-            other = str(rng.choice(CLASSES[surface]))
-            new = sample_tip(surface, other, rng)
-            new.apex_z_m = tip.apex_z_m + rng.choice([-1, 1]) * rng.uniform(0.05e-9, 0.3e-9)
-            if not acq_major:  # keep the labelled tip on the majority of lines
-                tip, new = new, tip
-            changes = [(line, new)]
+            margin = max(1, lines // 6)
+            n = 1 if rng.random() < 0.8 or lines - 2 * margin < 2 else 2
+            at = sorted(int(v) for v in rng.choice(np.arange(margin, lines - margin), n, replace=False))
+            bounds = [0, *at, lines]
+            seg_tips = [sample_tip(surface, str(rng.choice(CLASSES[surface])), rng) for _ in range(n + 1)]
+            seg_tips[int(np.argmax(np.diff(bounds)))] = tip  # the labelled apex images most lines
+            for k in range(1, n + 1):  # each change also moves the apex height
+                seg_tips[k].apex_z_m = seg_tips[k - 1].apex_z_m + rng.choice([-1, 1]) * rng.uniform(0.05e-9, 0.3e-9)
+            tip = seg_tips[0]
+            changes = list(zip(at, seg_tips[1:], strict=True))
         scan = render_scan(surface, tip, geo, rng, sample_seed=seed, scan_up=bool(rng.random() < 0.5),
                            seconds_per_line=float(rng.uniform(0.05, 0.4)), tip_changes=changes,
                            t0=float(rng.exponential(60.0)))

@@ -65,3 +65,13 @@ def test_bad_arguments(tmp_path):
         generate_dataset("hsi100", 3, tmp_path, pixels=-64)
     with pytest.raises(ValueError, match="jobs"):
         generate_dataset("hsi100", 3, tmp_path, jobs=0)
+
+
+def test_hsi_tip_change_frames_keep_the_majority_label():
+    from qcodes_stmtip.sim.dataset import generate_example
+
+    rng = np.random.default_rng(3)
+    for label in CLASSES["hsi100"]:
+        ex = generate_example("hsi100", label, rng, pixels=40, tip_change_p=1.0)
+        assert ex.scan.tip_change_lines and ex.scan.label == label
+        assert all(0 < line < 40 for line in ex.scan.tip_change_lines)
