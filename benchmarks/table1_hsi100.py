@@ -109,8 +109,10 @@ def main() -> int:
     rows, timings, probs = {}, {}, {}
     base = TrainConfig("squeezenet", width=args.width, epochs=args.epochs, batch_size=args.batch_size,
                        patience=args.patience, steps_per_epoch=args.steps_per_epoch, seed=args.seed)
+    # The paper's ensemble optimizers (adam, sgd, rmsprop); the paper's 1e-4 learning rates of sgd and
+    # rmsprop are raised (sgd with Nesterov momentum) so that the short CPU runs converge.
     runs = [("squeezenet", "squeezenet", "adam", 1e-3), ("squeezenet_2", "squeezenet", "sgd", 1e-2),
-            ("vgg_bn", "vgg_bn", "rmsprop", 1e-4), ("vgg", "vgg", "adam", 1e-4), ("rw", "rw", "adam", 1e-4)]
+            ("vgg_bn", "vgg_bn", "rmsprop", 1e-3), ("vgg", "vgg", "adam", 1e-3), ("rw", "rw", "adam", 1e-3)]
     for i, (name, arch, opt, lr) in enumerate(runs):
         if arch not in wanted or (name == "squeezenet_2" and "vgg_bn" not in wanted):
             continue

@@ -20,8 +20,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, type=Path, help="dataset directory with labels.csv")
     p.add_argument("--out", required=True, type=Path, help="bundle directory to create")
     p.add_argument("--members", default=None,
-                   help="comma list of architecture[:optimizer[:lr]] "
-                   "(default: the paper's squeezenet:adam:1e-3,squeezenet:sgd:1e-4,vgg_bn:rmsprop:1e-4)")
+                   help="comma list of architecture[:optimizer[:lr]] (default: the paper's two "
+                   "SqueezeNets + VGG-BN with adam/sgd/rmsprop, squeezenet:adam:1e-3,"
+                   "squeezenet:sgd:1e-2,vgg_bn:rmsprop:1e-3; the paper's own learning rates are "
+                   "squeezenet:adam:1e-3,squeezenet:sgd:1e-4,vgg_bn:rmsprop:1e-4)")
     p.add_argument("--width", type=float, default=0.25, help="filter-count multiplier (1 = paper size)")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=128)
@@ -58,14 +60,14 @@ def _train(args: argparse.Namespace) -> int:
     from qcodes_stmtip.classify.bundle import save_bundle
     from qcodes_stmtip.classify.dataset_images import load_images
     from qcodes_stmtip.classify.ensemble_training import (
-        PAPER_MEMBERS,
+        DEFAULT_MEMBERS,
         parse_members,
         train_ensemble,
     )
     from qcodes_stmtip.classify.labels import load_labels
     from qcodes_stmtip.classify.training import TrainConfig
 
-    members = parse_members(args.members or PAPER_MEMBERS)
+    members = parse_members(args.members or DEFAULT_MEMBERS)
     frames = load_labels(args.data, args.surface)
     data = load_images(frames, progress=not args.quiet)
     base = TrainConfig(members[0].architecture, width=args.width, head=args.head, epochs=args.epochs,

@@ -22,6 +22,9 @@ from qcodes_stmtip.classify.training import TrainConfig, predict_probabilities, 
 #: The paper's H:Si(100) ensemble: two SqueezeNets and one batch-normalised VGG with
 #: adam, sgd and rmsprop at learning rates 1e-3, 1e-4, 1e-4.
 PAPER_MEMBERS = "squeezenet:adam:1e-3,squeezenet:sgd:1e-4,vgg_bn:rmsprop:1e-4"
+#: The same members with the sgd / rmsprop learning rates raised (sgd with Nesterov momentum) so
+#: that short CPU trainings converge; the default of ``stmtip train``.
+DEFAULT_MEMBERS = "squeezenet:adam:1e-3,squeezenet:sgd:1e-2,vgg_bn:rmsprop:1e-3"
 
 
 @dataclass(frozen=True)
