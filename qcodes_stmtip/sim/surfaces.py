@@ -351,7 +351,7 @@ class Surface:
     @staticmethod
     def _pad(grid: SampleGrid, radius_nm: float) -> int:
         px = min(math.hypot(*grid.col_step), math.hypot(*grid.row_step))
-        cap = max(16, max(grid.shape) // 2)  # kernel tails beyond this wrap, at the % level
+        cap = max(16, max(grid.shape) // 4)  # kernel tails beyond this wrap, at the % level
         return int(min(max(2, math.ceil(radius_nm / px)), cap))
 
 

@@ -130,8 +130,8 @@ def test_tip_change_gives_a_discontinuity_at_the_chosen_line(scan_up):
     only_after = render_scan("hsi100", after, g, np.random.default_rng(0), sample_seed=3,
                              scan_up=scan_up, instrument=IDEAL).forward
     acq = (lambda a: a) if scan_up else (lambda a: a[::-1])
-    assert np.allclose(acq(scan.forward)[:50], acq(only_before)[:50], rtol=0, atol=3e-12)  # FFT-padding tails differ by < 3 pm
-    assert np.allclose(acq(scan.forward)[51:], acq(only_after)[51:], rtol=0, atol=3e-12)  # FFT-padding tails differ by < 3 pm
+    assert np.allclose(acq(scan.forward)[:50], acq(only_before)[:50], rtol=0, atol=8e-12)  # FFT-padding tails: < 8 pm
+    assert np.allclose(acq(scan.forward)[51:], acq(only_after)[51:], rtol=0, atol=8e-12)  # FFT-padding tails: < 8 pm
     # the retrace of the change line is wholly imaged by the new apex
     back = scan.backward.mean(axis=1) if scan_up else scan.backward.mean(axis=1)[::-1]
     assert int(np.argmax(np.abs(np.diff(back)))) == 49
