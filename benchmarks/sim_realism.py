@@ -12,7 +12,8 @@ class it prints, real vs simulated:
 * ``psd_rms`` — RMS difference (decades) between the mean log10 radial spectra,
 * ``hist_w1`` — Wasserstein-1 distance between the pooled grey-level histograms (0–1 scale),
 * ``aniso`` — mean |∂z/∂y| / mean |∂z/∂x| (line-to-line streaking vs in-line roughness),
-* ``acx``/``acy`` — lag-1 autocorrelation along x (fast axis) and y.
+* ``acx``/``acy`` — lag-1 autocorrelation along x (fast axis) and y,
+* ``floor`` — ``psd_rms`` between two halves of the real frames (what "indistinguishable" looks like).
 """
 
 from __future__ import annotations
@@ -102,16 +103,18 @@ def main() -> None:
     real = real_frames(args.data, args.per_class)
     sim = sim_frames(args.per_class)
     print(f"{'class':20s} {'n':>4s} | {'slope real/sim':>15s} | {'psd_rms':>7s} | {'hist_w1':>7s} | "
-          f"{'aniso real/sim':>15s} | {'acx real/sim':>13s} | {'acy real/sim':>13s}")
+          f"{'aniso real/sim':>15s} | {'acx real/sim':>13s} | {'acy real/sim':>13s} | {'floor':>5s}")
     for c in CLASSES["hsi100"]:
         if not real[c]:
             continue
         r, s = stats(real[c]), stats(sim[c])
         rms = float(np.sqrt(np.mean((r["psd"] - s["psd"]) ** 2)))
+        half = len(real[c]) // 2
+        floor = float(np.sqrt(np.mean((stats(real[c][:half])["psd"] - stats(real[c][half:])["psd"]) ** 2)))
         w1 = wasserstein_distance(r["values"][::7], s["values"][::7])
         print(f"{c:20s} {len(real[c]):4d} | {r['slope']:7.2f}/{s['slope']:<7.2f} | {rms:7.3f} | {w1:7.3f} | "
               f"{r['aniso']:7.2f}/{s['aniso']:<7.2f} | {r['acx']:6.3f}/{s['acx']:<6.3f} | "
-              f"{r['acy']:6.3f}/{s['acy']:<6.3f}")
+              f"{r['acy']:6.3f}/{s['acy']:<6.3f} | {floor:5.3f}")
 
 
 if __name__ == "__main__":
