@@ -1,184 +1,251 @@
-"""``stmtip demo``: the simulated microscope, the QCoDeS driver and a QCoDeS database, end to end.
+"""``stmtip demo``: the main job — closed-loop tip conditioning on a simulated H:Si(100) microscope.
 
-:func:`run_demo` starts the simulated Nanonis controller on loopback (H:Si(100) by
-default, time-accelerated), drives it through
-:class:`~qcodes_stmtip.drivers.nanonis_stm.NanonisSTM`, stores one QCoDeS run per frame
-in ``<out_dir>/demo.db`` and prints the database path, the run ids and a one-screen
-summary. The simulator's ground truth (tip state, tip-change lines) is stored as run
-metadata — a real microscope could not provide it; it is there to judge the classifier
-that will run on these frames later. Interim main job until tip conditioning lands.
+:func:`run_demo` starts the simulated Nanonis controller on loopback with a **bad tip**
+(time-accelerated), connects the QCoDeS driver
+(:class:`~qcodes_stmtip.drivers.nanonis_stm.NanonisSTM`), classifies every frame with the
+real ensemble through :class:`~qcodes_stmtip.monitor.TipStateMonitor`, conditions the tip
+with the escalating policy (:mod:`qcodes_stmtip.conditioning`) until two consecutive
+frames show a good tip, stores everything in ``<out_dir>/demo.db`` and writes the report
+(timeline, frame gallery, summary, HTML) to ``<out_dir>/report``. It prints where they
+are and a one-screen summary.
+
+Model: the shipped default bundle of the surface when there is one; otherwise a small
+demo bundle is trained once on simulated frames like those the demo scans and cached in
+``<out_dir>/bundle_<surface>`` (one to two minutes on two cores; the output says so). The
+simulator's ground truth is stored next to each frame (``frame_true_state``) to judge
+the classifier — a real microscope could not provide it.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-__all__ = ["DemoFrame", "DemoResult", "register", "run_demo"]
+__all__ = ["DemoResult", "register", "resolve_bundle", "run_demo", "train_demo_bundle"]
 
-#: Simulated seconds per wall second: a 128-line frame (0.1 s per line and direction,
-#: 25.6 s simulated) takes ~50 ms of wall time plus rendering.
-DEFAULT_TIME_ACCELERATION = 500.0
-#: Spacing (m) between the frame centres of successive demo frames: fresh areas.
-FRAME_STEP_M = 200e-9
-
-
-@dataclass(frozen=True)
-class DemoFrame:
-    """Summary of one stored frame (heights in metres)."""
-
-    run_id: int
-    centre_x_m: float
-    centre_y_m: float
-    true_label: str
-    tip_change_lines: tuple[int, ...]
-    z_range_m: float
-    z_rms_m: float
-    nan_fraction: float
+#: Simulated seconds per wall second: a 64-line frame (0.1 s per line and direction,
+#: 12.8 s simulated) takes ~0.26 s of wall time plus rendering and inference.
+DEFAULT_TIME_ACCELERATION = 50.0
+#: Frame side (m) and pixels of the demo frames: H:Si(100) atoms resolved by a good tip.
+DEMO_FRAME_M = 6e-9
+DEMO_PIXELS = 64
+#: The bad tip each surface starts from.
+BAD_TIP = {"hsi100": "generic_defect", "au111": "double_tip", "cu111": "double_tip"}
+#: Fresh areas lie inside ±1.5 µm (the simulator scans ±2 µm).
+DEMO_BOUNDS = ((-1.5e-6, 1.5e-6), (-1.5e-6, 1.5e-6))
 
 
 @dataclass(frozen=True)
 class DemoResult:
-    """Where the demo wrote and what it stored."""
+    """Where the demo wrote and how the experiment ended."""
 
     database: Path
-    run_ids: tuple[int, ...]
-    frames: tuple[DemoFrame, ...] = field(default_factory=tuple)
+    run_id: int
+    outcome: str
+    frames: int
+    tip_actions: int
+    time_to_good_s: float | None
+    true_final_state: str
+    report_html: Path
+    bundle: Path
+    bundle_source: str
+    wall_s: float
+    summary: dict[str, Any]
+
+
+def train_demo_bundle(out: Path, surface: str = "hsi100", *, pixels: int = DEMO_PIXELS,
+                      frame_size_m: float = DEMO_FRAME_M, per_class: int = 150, epochs: int = 40,
+                      architecture: str = "rw", width: float = 0.5, patience: int = 10,
+                      seed: int = 0, echo: Callable[[str], None] = print) -> Path:
+    """Train a small one-member bundle on simulated frames of the demo's size; save it to ``out``.
+
+    Frames of every class of ``surface`` are rendered with
+    :func:`~qcodes_stmtip.sim.frames.render_scan` at fresh sample areas; 20 % are held
+    out for validation and early stopping. Side effects: imports Keras, writes ``out``.
+    """
+    import numpy as np
+
+    from qcodes_stmtip.classify.bundle import save_bundle
+    from qcodes_stmtip.classify.ensemble import Ensemble, Member
+    from qcodes_stmtip.classify.preprocess import preprocess_batch
+    from qcodes_stmtip.classify.training import TrainConfig, train_classifier
+    from qcodes_stmtip.sim.classes import CLASSES
+    from qcodes_stmtip.sim.frames import render_scan
+    from qcodes_stmtip.sim.geometry import ScanGeometry
+    from qcodes_stmtip.sim.tips import sample_tip
+
+    classes = CLASSES[surface]
+    rng = np.random.default_rng(seed)
+    t0 = time.perf_counter()
+    frames, labels = [], []
+    for k in range(per_class * len(classes)):
+        label = classes[k % len(classes)]
+        cx, cy = rng.uniform(-1.5e-6, 1.5e-6, 2)
+        geometry = ScanGeometry(frame_size_m, frame_size_m, pixels, pixels, cx, cy, 0.0)
+        try:
+            scan = render_scan(surface, sample_tip(surface, label, rng), geometry, rng,
+                               sample_seed=int(rng.integers(1000)), scan_up=bool(rng.random() < 0.5))
+        except ValueError:  # this area cannot show the class (e.g. no step): skip it
+            continue
+        frames.append(scan.forward)
+        labels.append(classes.index(scan.label))
+    x = preprocess_batch(frames, pixels)
+    y = np.array(labels)
+    order = rng.permutation(len(x))
+    x, y = x[order], y[order]
+    n_val = max(len(classes), len(x) // 5)
+    echo(f"  rendered {len(x)} simulated frames in {time.perf_counter() - t0:.0f} s; training ...")
+    config = TrainConfig(architecture, width=width, epochs=epochs, batch_size=16, patience=patience,
+                         augment=True, learning_rate=2e-3, seed=seed)
+    res = train_classifier(x[n_val:], y[n_val:], x[:n_val], y[:n_val], len(classes), config,
+                           progress=False, name=f"demo_{architecture}")
+    pred = np.argmax(np.asarray(res.model.predict(x[:n_val], verbose=0)), axis=1)
+    accuracy = float(np.mean(pred == y[:n_val]))
+    ens = Ensemble(surface, classes, [Member(f"demo_{architecture}", architecture, res.model,
+                                             res.summary())],
+                   thresholds=[0.5] * len(classes))
+    save_bundle(ens, out, image_size=pixels,
+                training_data={"frames": len(x), "source": "qcodes_stmtip.sim render_scan (demo)",
+                               "frame_size_m": frame_size_m, "pixels": pixels},
+                metrics={"validation_accuracy": accuracy})
+    echo(f"  demo bundle trained in {time.perf_counter() - t0:.0f} s "
+         f"(validation accuracy {accuracy:.0%} on {n_val} simulated frames): {out}")
+    return out
+
+
+def resolve_bundle(surface: str, out_dir: Path, bundle: Path | str | None,
+                   echo: Callable[[str], None] = print) -> tuple[Path, str]:
+    """The bundle the demo classifies with and where it came from (explicit, shipped, cached, trained)."""
+    from qcodes_stmtip.classify.bundle import MANIFEST, BundleError, default_bundle_path
+
+    if bundle is not None:
+        path = Path(bundle)
+        if not (path / MANIFEST).is_file():
+            raise FileNotFoundError(f"bundle {path}: no {MANIFEST} there")
+        return path, "given"
+    try:
+        return default_bundle_path(surface), "shipped default bundle"
+    except BundleError:
+        pass
+    cached = out_dir / f"bundle_{surface}"
+    if (cached / MANIFEST).is_file():
+        return cached, "demo bundle trained on simulated frames (cached)"
+    echo(f"no default {surface} bundle is shipped: training a small demo bundle on simulated "
+         f"frames first (once; cached in {cached})")
+    return train_demo_bundle(cached, surface, echo=echo), "demo bundle trained on simulated frames"
 
 
 def run_demo(
     out_dir: Path | str = Path("out/demo"),
     *,
-    frames: int = 4,
-    pixels: int = 128,
-    frame_size_m: float = 20e-9,
     surface: str = "hsi100",
     seed: int = 0,
+    bundle: Path | str | None = None,
+    policy: str = "escalating",
+    pixels: int = DEMO_PIXELS,
+    frame_size_m: float = DEMO_FRAME_M,
     time_acceleration: float = DEFAULT_TIME_ACCELERATION,
+    max_frames: int = 60,
     echo: Callable[[str], None] = print,
 ) -> DemoResult:
-    """Acquire ``frames`` simulated frames through the driver into ``<out_dir>/demo.db``.
+    """Condition a bad simulated tip until it is good; store the run and its report in ``out_dir``.
 
-    Side effects: creates ``out_dir``, starts (and stops) a simulator on a free loopback
-    port, appends runs to the database, prints via ``echo``. Returns what was stored.
+    Side effects: creates ``out_dir`` (``demo.db``, ``report/``, maybe a cached bundle),
+    starts and stops a simulator on a free loopback port, prints via ``echo``.
     """
-    import numpy as np
-    from qcodes.dataset import (
-        Measurement,
-        initialise_or_create_database_at,
-        load_or_create_experiment,
-    )
+    from qcodes.dataset import initialise_or_create_database_at, load_or_create_experiment
 
+    from qcodes_stmtip.conditioning.experiment import ConditioningExperiment
+    from qcodes_stmtip.conditioning.policy import EscalatingPolicy, RandomPolicy
+    from qcodes_stmtip.conditioning.report import summary_text, write_report
     from qcodes_stmtip.drivers.nanonis_stm import NanonisSTM
-    from qcodes_stmtip.sim.classes import SURFACES
+    from qcodes_stmtip.sim.classes import GOOD_CLASSES, SURFACES
     from qcodes_stmtip.sim.controller import serve_simulator
 
-    if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
-        raise ValueError(f"frames must be an integer >= 1, got {frames!r}")
     if surface not in SURFACES:
         raise ValueError(f"surface must be one of {SURFACES}, got {surface!r}")
-    if not (isinstance(frame_size_m, int | float) and math.isfinite(frame_size_m)
-            and frame_size_m > 0):
+    if policy not in ("escalating", "random"):
+        raise ValueError(f"policy must be 'escalating' or 'random', got {policy!r}")
+    if not (isinstance(frame_size_m, int | float) and math.isfinite(frame_size_m) and frame_size_m > 0):
         raise ValueError(f"frame_size_m must be a positive length in metres, got {frame_size_m!r}")
+    if not (isinstance(time_acceleration, int | float) and time_acceleration > 0):
+        raise ValueError(f"time_acceleration must be > 0, got {time_acceleration!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    bundle_path, source = resolve_bundle(surface, out, bundle, echo)
+    t0 = time.perf_counter()
     database = (out / "demo.db").resolve()
     initialise_or_create_database_at(database)
     experiment = load_or_create_experiment("stmtip_demo", sample_name=f"simulated {surface}")
 
-    server = serve_simulator(surface=surface, seed=seed, time_acceleration=time_acceleration)
+    from qcodes_stmtip.monitor import TipStateMonitor
+
+    monitor = TipStateMonitor(bundle_path, surface=surface)
+    server = serve_simulator(surface=surface, seed=seed, time_acceleration=time_acceleration,
+                             initial_tip=BAD_TIP[surface])
     stm = NanonisSTM("stm_demo", address="127.0.0.1", port=server.port)
-    stored: list[DemoFrame] = []
     try:
         stm.pixels(pixels)
         stm.lines(pixels)
-        echo(f"simulated Nanonis controller ({surface}, seed {seed}) on 127.0.0.1:{server.port}; "
-             f"{stm.get_idn()['model']}")
-        for index in range(frames):
-            cx = (index % 5) * FRAME_STEP_M
-            cy = (index // 5) * FRAME_STEP_M
-            stm.set_frame(cx, cy, frame_size_m, frame_size_m, 0.0)
-            meas = Measurement(exp=experiment, name=f"demo_frame_{index}")
-            meas.register_parameter(stm.scan_image)
-            with meas.run() as saver:
-                image = stm.scan_image()
-                saver.add_result((stm.scan_image, image))
-                truth = server.microscope.ground_truth()
-                label = truth.frame_label or ""
-                changes = tuple(truth.tip_change_lines or ())
-                saver.dataset.add_metadata("sim_surface", surface)
-                saver.dataset.add_metadata("sim_true_label", label)
-                saver.dataset.add_metadata("sim_tip_change_lines", json.dumps(list(changes)))
-            finite = image[np.isfinite(image)]
-            stored.append(DemoFrame(
-                run_id=saver.run_id,
-                centre_x_m=cx,
-                centre_y_m=cy,
-                true_label=label,
-                tip_change_lines=changes,
-                z_range_m=float(np.ptp(finite)) if finite.size else math.nan,
-                z_rms_m=float(finite.std()) if finite.size else math.nan,
-                nan_fraction=float(1 - finite.size / image.size),
-            ))
+        stm.set_frame(0.0, 0.0, frame_size_m, frame_size_m, 0.0)
+        echo(f"simulated Nanonis controller ({surface}, seed {seed}, tip starts "
+             f"{BAD_TIP[surface]}, time ×{time_acceleration:g}) on 127.0.0.1:{server.port}")
+        echo(f"classifier: {bundle_path} ({source}; {monitor.inference_path} on {monitor.device})")
+        chosen = EscalatingPolicy() if policy == "escalating" else RandomPolicy(seed=seed)
+        result = ConditioningExperiment(
+            stm, monitor, chosen, surface=surface, area_bounds=DEMO_BOUNDS, max_frames=max_frames,
+            truth=server.microscope.ground_truth, clock=server.microscope.sim_time,
+            clock_name="simulated", seed=seed, echo=echo, name="demo_conditioning").run(experiment)
+        true_state = server.microscope.ground_truth().tip_label
     finally:
+        monitor.close()
         stm.close()
         server.stop()
-
-    result = DemoResult(database, tuple(f.run_id for f in stored), tuple(stored))
-    echo(_summary(result, pixels))
-    return result
-
-
-def _summary(result: DemoResult, pixels: int) -> str:
-    lines = [
-        f"database: {result.database}",
-        f"run ids:  {', '.join(str(r) for r in result.run_ids)}  "
-        f"(scan_image {pixels}x{pixels}, Z in m; ground truth in run metadata 'sim_*')",
-        f"{'run':>4}  {'centre (nm)':>15}  {'true state':<20} {'tip-change lines':<16} "
-        f"{'z range (pm)':>12} {'rms (pm)':>9} {'NaN':>5}",
-    ]
-    for f in result.frames:
-        changes = ",".join(str(c) for c in f.tip_change_lines) or "-"
-        lines.append(
-            f"{f.run_id:>4}  {f.centre_x_m * 1e9:>7.0f},{f.centre_y_m * 1e9:>7.0f}  "
-            f"{f.true_label:<20} {changes:<16} {f.z_range_m * 1e12:>12.1f} "
-            f"{f.z_rms_m * 1e12:>9.1f} {f.nan_fraction:>5.0%}"
-        )
-    lines.append("read back: qcodes.dataset.load_by_run_spec(captured_run_id=ID).to_xarray_dataset()")
-    return "\n".join(lines)
+    files = write_report(result.run_id, out / "report")
+    wall = time.perf_counter() - t0
+    demo = DemoResult(database, result.run_id, result.outcome, result.frames, result.tip_actions,
+                      result.time_to_good_s, true_state, files.html.resolve(), bundle_path, source,
+                      wall, files.data)
+    good = "good" if true_state in GOOD_CLASSES[surface] else "bad"
+    echo("")
+    echo(summary_text(files.data))
+    echo(f"simulator's truth: the tip is now {true_state} ({good}); times are simulated "
+         f"(×{time_acceleration:g}); wall time {wall:.0f} s")
+    echo(f"database: {database}  (run {result.run_id}; read back with "
+         f"qcodes_stmtip.conditioning.records.load_conditioning_run({result.run_id}))")
+    echo(f"report:   {demo.report_html}")
+    echo(f"again:    stmtip report {result.run_id} --db {database} --out {out / 'report'}")
+    return demo
 
 
 def _demo_command(args: argparse.Namespace) -> int:
-    run_demo(
-        args.out,
-        frames=args.frames,
-        pixels=args.pixels,
-        surface=args.surface,
-        seed=args.seed,
-        time_acceleration=args.time_acceleration,
-    )
-    return 0
+    result = run_demo(args.out, surface=args.surface, seed=args.seed, bundle=args.model,
+                      policy=args.policy, time_acceleration=args.time_acceleration,
+                      max_frames=args.max_frames)
+    return 0 if result.outcome == "good_tip" else 3
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``stmtip demo``."""
     parser = subparsers.add_parser(
         "demo",
-        help="simulate a microscope, acquire frames through the QCoDeS driver into a database",
+        help="the main job: condition a bad tip on a simulated microscope until it is good",
         description=__doc__.splitlines()[0],
     )
     parser.add_argument("--out", type=Path, default=Path("out/demo"),
-                        help="output folder (created; holds demo.db) [out/demo]")
-    parser.add_argument("--frames", type=int, default=4, help="frames to acquire [4]")
-    parser.add_argument("--pixels", type=int, default=128,
-                        help="pixels per line = lines, a multiple of 16 [128]")
+                        help="output folder (demo.db, report/, cached bundle) [out/demo]")
     parser.add_argument("--surface", default="hsi100", choices=("hsi100", "au111", "cu111"),
                         help="simulated surface [hsi100]")
+    parser.add_argument("--model", default=None,
+                        help="model bundle [the shipped one, else a cached/trained demo bundle]")
+    parser.add_argument("--policy", default="escalating", choices=("escalating", "random"))
     parser.add_argument("--seed", type=int, default=0, help="simulator seed [0]")
+    parser.add_argument("--max-frames", type=int, default=60, help="stop after N frames [60]")
     parser.add_argument("--time-acceleration", type=float, default=DEFAULT_TIME_ACCELERATION,
                         help=f"simulated seconds per wall second [{DEFAULT_TIME_ACCELERATION:g}]")
     parser.set_defaults(func=_demo_command)

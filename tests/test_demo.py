@@ -1,4 +1,4 @@
-"""``stmtip demo``: simulator → driver → QCoDeS database, read back."""
+"""``stmtip demo``: the conditioning main job on the simulator, with the real monitor."""
 
 from __future__ import annotations
 
@@ -7,63 +7,85 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from qcodes.dataset import initialise_or_create_database_at, load_by_run_spec
 
 from qcodes_stmtip.cli import main
-from qcodes_stmtip.demo import run_demo
-from qcodes_stmtip.sim.classes import CLASSES
+from qcodes_stmtip.demo import resolve_bundle, run_demo, train_demo_bundle
 
 
-def test_run_demo_stores_frames_with_ground_truth(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def small_bundle(tmp_path_factory) -> Path:
+    """A quickly trained demo bundle (few frames, few epochs): enough to drive the loop."""
+    pytest.importorskip("keras")
+    out = tmp_path_factory.mktemp("demo") / "bundle_hsi100"
+    return train_demo_bundle(out, per_class=8, epochs=2, width=0.25, echo=lambda line: None)
+
+
+def test_run_demo_conditions_a_bad_tip_and_writes_database_and_report(small_bundle, tmp_path) -> None:
     lines: list[str] = []
-    result = run_demo(tmp_path / "demo", frames=2, pixels=32, echo=lines.append)
-    assert result.database == (tmp_path / "demo" / "demo.db").resolve()
-    assert result.database.is_file()
-    assert len(result.run_ids) == 2 and len(set(result.run_ids)) == 2
+    result = run_demo(tmp_path / "demo", bundle=small_bundle, max_frames=6, echo=lines.append)
     text = "\n".join(lines)
-    assert str(result.database) in text and "run ids:" in text
+    assert result.database == (tmp_path / "demo" / "demo.db").resolve() and result.database.is_file()
+    assert str(result.database) in text and str(result.report_html) in text
+    assert "tip starts generic_defect" in text and "simulated" in text
+    assert result.bundle == small_bundle and result.bundle_source == "given"
+    assert result.outcome in ("good_tip", "max_frames", "refused")
+    assert 1 <= result.frames <= 6
 
     initialise_or_create_database_at(result.database)
-    images = []
-    for frame in result.frames:
-        dataset = load_by_run_spec(captured_run_id=frame.run_id)
-        xr = dataset.to_xarray_dataset()
-        image = xr["stm_demo_scan_image"]
-        assert image.dims == ("stm_demo_scan_y", "stm_demo_scan_x")
-        assert image.shape == (32, 32) and image.attrs["units"] == "m"
-        assert np.isfinite(image.values).all()
-        # x setpoints are centred on the frame centre of that run
-        assert float(xr["stm_demo_scan_x"].mean()) == pytest.approx(frame.centre_x_m, abs=1e-12)
-        assert dataset.metadata["sim_true_label"] in CLASSES["hsi100"]
-        assert dataset.metadata["sim_true_label"] == frame.true_label
-        assert tuple(json.loads(dataset.metadata["sim_tip_change_lines"])) == frame.tip_change_lines
-        assert frame.z_rms_m == pytest.approx(float(image.values.std()), rel=1e-6)
-        images.append(image.values)
-    # frames 200 nm apart image different areas
-    a, b = images[0] - images[0].mean(), images[1] - images[1].mean()
-    assert np.abs(a - b).max() > 20e-12
+    ds = load_by_run_spec(captured_run_id=result.run_id)
+    assert json.loads(ds.metadata["tip_monitor"])["inference_path"].startswith("tensorflow")
+    config = json.loads(ds.metadata["conditioning_config"])
+    assert config["policy"]["name"] == "escalating" and config["clock"] == "simulated"
+    truth = ds.get_parameter_data("frame_true_state")["frame_true_state"]["frame_true_state"]
+    assert truth[0] == "generic_defect"  # the demo starts from a bad tip
+    assert len(ds.get_parameter_data("tip_state")["tip_state"]["tip_state"]) == result.frames
+    page = result.report_html.read_text()
+    assert page.count("data:image/png;base64,") == 2
+    assert result.summary["frames"] == result.frames
+
+
+def test_bundle_resolution_prefers_given_then_shipped_then_cache(small_bundle, tmp_path) -> None:
+    from qcodes_stmtip.classify.bundle import BundleError, default_bundle_path
+
+    assert resolve_bundle("hsi100", tmp_path, small_bundle) == (small_bundle, "given")
+    with pytest.raises(FileNotFoundError, match="manifest"):
+        resolve_bundle("hsi100", tmp_path, tmp_path / "nothing")
+    try:
+        shipped = default_bundle_path("hsi100")
+    except BundleError:
+        shipped = None
+    cache = tmp_path / "bundle_hsi100"
+    import shutil
+
+    shutil.copytree(small_bundle, cache)
+    path, source = resolve_bundle("hsi100", tmp_path, None, echo=pytest.fail)  # never trains
+    assert path == (shipped or cache) and ("shipped" in source if shipped else "cached" in source)
 
 
 def test_run_demo_rejects_bad_arguments(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="frames"):
-        run_demo(tmp_path, frames=0)
     with pytest.raises(ValueError, match="surface"):
         run_demo(tmp_path, surface="graphite")
+    with pytest.raises(ValueError, match="policy"):
+        run_demo(tmp_path, policy="magic")
+    with pytest.raises(ValueError, match="frame_size_m"):
+        run_demo(tmp_path, frame_size_m=-1.0)
 
 
-def test_cli_demo_prints_database_and_returns_0(tmp_path: Path, capsys) -> None:
+def test_cli_demo_prints_database_and_report(small_bundle, tmp_path, capsys) -> None:
     out = tmp_path / "cli"
-    assert main(["demo", "--out", str(out), "--frames", "1", "--pixels", "16"]) == 0
+    code = main(["demo", "--out", str(out), "--model", str(small_bundle), "--max-frames", "2"])
     printed = capsys.readouterr().out
-    assert str((out / "demo.db").resolve()) in printed
-    assert (out / "demo.db").is_file()
+    assert code in (0, 3)  # 3: no good tip within 2 frames
+    assert str((out / "demo.db").resolve()) in printed and "report:" in printed
+    assert (out / "report" / "run1.html").is_file()
 
 
 def test_demo_module_import_is_light() -> None:
     code = (
-        "import sys, qcodes_stmtip.demo, qcodes_stmtip.drivers.nanonis_stm;"
+        "import sys, qcodes_stmtip.demo, qcodes_stmtip.drivers.nanonis_stm, qcodes_stmtip.conditioning,"
+        "qcodes_stmtip.conditioning.cli, qcodes_stmtip.conditioning.report;"
         "bad = [m for m in ('tensorflow', 'keras') if m in sys.modules];"
         "assert not bad, bad"
     )

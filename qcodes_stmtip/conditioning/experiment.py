@@ -410,8 +410,10 @@ class ConditioningExperiment:
             result = self._scan_and_classify()
             verdict = self.target.judge(result)
             conf = result.probabilities.get(result.state, math.nan)
+            finite = [p for p in result.probabilities.values() if math.isfinite(p)]
+            shown = conf if math.isfinite(conf) or not finite else max(finite)
             self.echo(f"frame {result.frame_index:3d}  area {self.area:2d}  {result.state:<20} "
-                      f"p={conf:.2f}  {verdict}")
+                      f"p={shown:.2f}  {verdict}")
             if verdict == "good":
                 streak += 1
                 if streak >= self.target.consecutive:

@@ -190,7 +190,7 @@ def plot_gallery(run: ConditioningRun, images: dict[int, np.ndarray], path: Path
     n = max(1, len(frames))
     cols = min(6, n)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 2.6 * rows), dpi=90, squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 2.8 * rows), dpi=90, squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, f in zip(axes.ravel(), frames, strict=False):
@@ -203,7 +203,8 @@ def plot_gallery(run: ConditioningRun, images: dict[int, np.ndarray], path: Path
         before = actions.get(f.after_action)
         act = before.action.describe() if before is not None else "start"
         p = "" if math.isnan(f.confidence) else f" {f.confidence:.2f}"
-        ax.set_title(f"#{f.index} {f.state}{p}\nafter: {act}", fontsize=7,
+        truth = f"\ntrue: {f.true_state}" if f.true_state else ""
+        ax.set_title(f"#{f.index} {f.state}{p}\nafter: {act}{truth}", fontsize=7,
                      color=_colour(f.quality, f.state, target))
     fig.suptitle(f"Frames of run {', '.join(map(str, run.run_ids))} (state, probability, preceding action)",
                  fontsize=9)
