@@ -12,6 +12,7 @@ The sample layout (lattice orientation, step train, defect positions) depends on
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from functools import cache, cached_property
 
@@ -62,13 +63,13 @@ class SampleGrid:
     row_origin: np.ndarray  # (lines, 2)
     col_step: np.ndarray  # (2,)
     row_step: np.ndarray  # (2,) nominal, drift-free line-to-line step
+    pixels: int = 0
+    cache: dict = field(default_factory=dict, repr=False, compare=False)  # per-grid derived arrays
 
     @property
     def shape(self) -> tuple[int, int]:
+        """(lines, pixels) of the grid."""
         return (self.row_origin.shape[0], self.pixels)
-
-    pixels: int = 0
-    cache: dict = field(default_factory=dict, repr=False, compare=False)  # per-grid derived arrays
 
     @cached_property
     def xy(self) -> tuple[np.ndarray, np.ndarray]:
@@ -83,6 +84,7 @@ class SampleGrid:
                           self.pixels)
 
     def bounds(self, margin: float = 0.0) -> tuple[float, float, float, float]:
+        """(x_min, x_max, y_min, y_max) in nm of the grid's pixels, widened by ``margin``."""
         corners = np.concatenate([self.row_origin, self.row_origin + self.col_step * (self.pixels - 1)])
         lo, hi = corners.min(axis=0) - margin, corners.max(axis=0) + margin
         return float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1])
@@ -313,20 +315,23 @@ class StepTrain:
         return x + shift * self.normal[0], y + shift * self.normal[1]
 
 
-class Surface:
-    """Base class: topography of one sample (``sample_seed``) of a surface, in nm."""
+class Surface(ABC):
+    """Topography of one sample (``sample_seed``) of a surface, in nm; subclasses set ``steps``."""
 
     name = ""
+    steps: StepTrain
 
     def __init__(self, sample_seed: int) -> None:
         self.sample_seed = int(sample_seed)
         self.rng = np.random.default_rng([self.sample_seed, 1 + ("hsi100", "au111", "cu111").index(self.name)])
 
+    @abstractmethod
     def height(self, grid: SampleGrid, blur: Blur) -> np.ndarray:
-        raise NotImplementedError
+        """Heights (nm) seen through the apex ``blur`` at every pixel of ``grid``."""
 
+    @abstractmethod
     def content(self, grid: SampleGrid) -> FrameContent:
-        raise NotImplementedError
+        """Which steps and point features of the sample fall inside ``grid``."""
 
     def nearest_step(self, x: float, y: float) -> tuple[float, float]:
         """A point (nm) on the monatomic step nearest to (x, y)."""
