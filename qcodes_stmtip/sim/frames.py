@@ -13,7 +13,6 @@ drift is below a pixel at realistic speeds).
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -135,14 +134,9 @@ _BLAS: list = []
 def _single_threaded_blas():
     """Context limiting BLAS to one thread: frames are small, and threads only contend."""
     if not _BLAS:
-        try:
-            from threadpoolctl import ThreadpoolController
+        from threadpoolctl import ThreadpoolController
 
-            _BLAS.append(ThreadpoolController())
-        except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn
-            _BLAS.append(None)
-    if _BLAS[0] is None:
-        return contextlib.nullcontext()
+        _BLAS.append(ThreadpoolController())
     return _BLAS[0].limit(limits=1, user_api="blas")
 
 
