@@ -14,9 +14,10 @@ Transition model (all probabilities are parameters of :class:`TransitionModel`):
   and more likely to make it worse.
 * **Bias pulses** ``S = (|V| / pulse_v0)^pulse_v_exp · (width / pulse_w0)^pulse_w_exp``
   with ``pulse_v0 = 3.5 V``, ``pulse_w0 = 50 ms``: pulses below ~1.5 V rarely do anything,
-  the 2–10 V, 10–500 ms pulses used in the literature (e.g. Rashidi & Wolkow, ACS Nano
-  12, 5185 (2018); Gordon et al., Nano Lett. 20, 2020; Krull et al., Commun. Phys. 3, 54
-  (2020)) change the apex in a large fraction of attempts. Negative sample bias
+  the 2–10 V, 10–500 ms pulses used for in-situ conditioning (e.g. Rashidi & Wolkow,
+  ACS Nano 12, 5185 (2018); Krull et al., Commun. Phys. 3, 54 (2020); the pulsing and
+  "tip crashing" of Gordon et al., RSI 90, 103704 (2019)) change the apex in a large
+  fraction of attempts. Negative sample bias
   (``amplitude_V < 0``) is weighted by ``negative_polarity_factor`` (field emission from
   the tip at positive sample bias is the usual reshaping route).
 * **Indentations** ``S = (depth / indent_d0)^indent_exp`` with ``indent_d0 = 1 nm``:
