@@ -78,7 +78,7 @@ def sample_grid(geometry: ScanGeometry, instrument: Instrument, scan_up: bool,
 
 
 def _topography(surf: Surface, tip: TipState, grid: SampleGrid) -> np.ndarray:
-    blur = Blur(tip.apex_radius_m * 1e9, tip.elongation, tip.elongation_angle_deg)
+    blur = Blur(tip.apex_radius_m * 1e9, tip.elongation, tip.elongation_angle_deg, tip.buckling)
     h = surf.height(grid, blur)
     if tip.is_double:
         ox, oy = (v * 1e9 for v in tip.double_offset_m)

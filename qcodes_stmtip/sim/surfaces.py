@@ -37,11 +37,13 @@ AU_HERRINGBONE_NM: float = 6.34
 
 @dataclass(frozen=True)
 class Blur:
-    """Gaussian apex transfer function: ``sigma`` (nm) stretched by ``elongation`` along ``angle_deg``."""
+    """How an apex images: Gaussian transfer function of ``sigma`` (nm) stretched by ``elongation``
+    along ``angle_deg``, plus the apex's tip-induced dimer-buckling contrast ``buckling``."""
 
     sigma: float
     elongation: float = 1.0
     angle_deg: float = 0.0
+    buckling: float = 0.0  # tip-induced flip-flop buckling contrast of Si dimers (0–1), H:Si only
 
     @cached_property
     def cov(self) -> np.ndarray:
@@ -395,13 +397,28 @@ class HSi100(Surface):
         su = 0.2
         c += np.where(gv == 0, 0.08 * math.sqrt(2 * np.pi) * su / a1 * np.exp(-0.5 * gu**2 * su**2), 0)
         c[(gu == 0) & (gv == 0)] = 0
-        gs, cs = [], []
+        # zig-zag buckling (c(4×2)-like): the up atom alternates from dimer to dimer and row to
+        # row, so the sign (−1)^(n+m) moves these waves to half-order positions
+        hu = 2 * np.pi * (m.ravel() + 0.5) / a1
+        hv = 2 * np.pi * (n.ravel() + 0.5) / a2
+        sa = 0.075
+        cz = (0.08 * 2 * np.pi * sa * sa / area * np.exp(-0.5 * (hu**2 + hv**2) * sa**2)
+              * (-2j * np.sin(hu * 0.125)))
+        gs, cs, zs = [], [], []
         for parity in (0, 1):
             rot = _rot(self.lattice_angle + 90 * parity)
-            g = np.stack([gu, gv], axis=-1) @ rot.T
-            gs.append(g)
+            gs.append(np.stack([gu, gv], axis=-1) @ rot.T)
             cs.append(c)
+            zs.append(np.stack([hu, hv], axis=-1) @ rot.T)
+        self._zg, self._zc = zs, cz
         return gs, cs
+
+    def _lattice(self, grid: SampleGrid, blur: Blur, parity: int) -> np.ndarray:
+        if blur.buckling > 0:
+            g = np.concatenate([self._g[parity], self._zg[parity]])
+            c = np.concatenate([self._c[parity], blur.buckling * self._zc])
+            return lattice_image(grid, g, c, blur)
+        return lattice_image(grid, self._g[parity], self._c[parity], blur)
 
     def lattice_axes(self, parity: int) -> tuple[np.ndarray, np.ndarray]:
         """Unit vectors (across rows, along rows) on terraces of the given parity."""
@@ -425,11 +442,10 @@ class HSi100(Surface):
         s = self.steps.grid_coordinate(grid)
         h = self.steps.heights(s, blur.sigma)
         parity = self.steps.terraces(s) % 2
-        lat0 = lattice_image(grid, self._g[0], self._c[0], blur)
         if parity.min() == parity.max():
-            lat = lat0 if parity.flat[0] == 0 else lattice_image(grid, self._g[1], self._c[1], blur)
+            lat = self._lattice(grid, blur, int(parity.flat[0]))
         else:
-            lat = np.where(parity == 0, lat0, lattice_image(grid, self._g[1], self._c[1], blur))
+            lat = np.where(parity == 0, self._lattice(grid, blur, 0), self._lattice(grid, blur, 1))
         h = h + lat
         margin = 3.0
         splat = Splatter(grid, self._pad(grid, 2.5 + 3 * blur.sigma * blur.elongation))

@@ -8,8 +8,10 @@ second apex (``double_offset_m`` from the main apex, relative current weight
 ``double_ratio`` and recess ``double_dz_m``; a short offset of 0.2–0.5 nm images as
 asymmetric features, a long one of 1–4 nm as duplicated "ghost" features), the apex
 height ``apex_z_m`` (a tip change moves it, giving a height step between lines),
-``instability`` (rate of scan glitches: stripes, jumps, lost feedback) and
-``contamination`` (mobile adsorbate on the apex: noise spikes and streaks).
+``instability`` (rate of scan glitches: stripes, jumps, lost feedback),
+``contamination`` (mobile adsorbate on the apex: noise spikes and streaks) and, on
+H:Si(100), ``buckling`` (0–1: how strongly the apex's field freezes the flip-flopping Si
+dimers into a zig-zag, the "asymmetries" of the paper).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class TipState:
     apex_z_m: float = 0.0
     instability: float = 0.0
     contamination: float = 0.0
+    buckling: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.label, str):
@@ -54,6 +57,8 @@ class TipState:
             raise ValueError(f"TipState.instability must be in [0, 1], got {self.instability!r}")
         if not (0.0 <= self.contamination <= 1.0):
             raise ValueError(f"TipState.contamination must be in [0, 1], got {self.contamination!r}")
+        if not (0.0 <= self.buckling <= 1.0):
+            raise ValueError(f"TipState.buckling must be in [0, 1], got {self.buckling!r}")
         self.double_offset_m = (float(self.double_offset_m[0]), float(self.double_offset_m[1]))
 
     @property
@@ -98,11 +103,17 @@ def sample_tip(surface: str, label: str, rng: np.random.Generator) -> TipState:
                             elongation_angle_deg=rng.uniform(0, 180), apex_z_m=z,
                             instability=rng.uniform(0, 0.01), contamination=rng.uniform(0, 0.3))
         if label == "dimers_asymmetries":
-            if rng.random() < 0.5:  # slightly blunt: dimers resolved, atoms not
+            u = rng.random()
+            if u < 0.4:  # slightly blunt: dimers resolved, atoms not
                 return TipState(label, apex_radius_m=rng.uniform(60e-12, 95e-12),
                                 elongation=rng.uniform(1.0, 1.3),
                                 elongation_angle_deg=rng.uniform(0, 180), apex_z_m=z,
-                                instability=rng.uniform(0, 0.003))
+                                instability=rng.uniform(0, 0.003), buckling=rng.uniform(0, 0.3))
+            if u < 0.7:  # the apex freezes the dimers' buckling into a zig-zag
+                return TipState(label, apex_radius_m=rng.uniform(45e-12, 85e-12),
+                                elongation=rng.uniform(1.0, 1.3),
+                                elongation_angle_deg=rng.uniform(0, 180), apex_z_m=z,
+                                instability=rng.uniform(0, 0.003), buckling=rng.uniform(0.5, 1.0))
             # asymmetric apex: a weaker second apex a few ångström away
             return TipState(label, apex_radius_m=rng.uniform(45e-12, 95e-12),
                             elongation=rng.uniform(1.0, 1.6),

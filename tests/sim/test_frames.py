@@ -276,3 +276,19 @@ def test_scan_direction_does_not_move_the_sample():
     down = render_scan("hsi100", tip, g, np.random.default_rng(0), sample_seed=seed, scan_up=False,
                        instrument=IDEAL)
     assert np.allclose(up.forward, down.forward, rtol=0, atol=1e-15)
+
+
+def test_buckling_apex_adds_half_order_zigzag_peaks():
+    g = flat_geometry("hsi100", 5, 12.0, 256, 23.0)
+    f = np.fft.fftfreq(256, d=12.0 / 256)
+    fr = np.hypot(f[:, None], f[None, :])
+    # (½, ½) order of the 2×1 cell: |f| = √((1/2a1)² + (1/2a2)²)
+    half = math.hypot(0.5 / LATTICE_NM["hsi100"], 0.5 / HSI_DIMER_NM)
+    band = (fr > 0.97 * half) & (fr < 1.03 * half)
+    power = {}
+    for buckling in (0.0, 1.0):
+        tip = TipState("dimers_asymmetries", apex_radius_m=50e-12, buckling=buckling)
+        scan = render_scan("hsi100", tip, g, np.random.default_rng(1), sample_seed=5, instrument=IDEAL)
+        w = np.hanning(256)
+        power[buckling] = (np.abs(np.fft.fft2((scan.forward - scan.forward.mean()) * np.outer(w, w))) ** 2)[band].sum()
+    assert power[1.0] > 4 * power[0.0]  # the band also holds the broadband defect spectrum
