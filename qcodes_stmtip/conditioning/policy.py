@@ -232,10 +232,20 @@ class EscalatingPolicy:
                     break
         return count // self.attempts_per_level
 
+    @staticmethod
+    def state_changed(context: PolicyContext) -> bool:
+        """Whether the last tip action turned one classified state into another.
+
+        Uncertain or unclassified frames say nothing about a change.
+        """
+        before, now = context.state_at_last_action, context.state
+        vague = ("uncertain", "unclassified")
+        return before is not None and before not in vague and now not in vague and before != now
+
     def choose(self, context: PolicyContext) -> Action:
         if context.actions_in_area >= context.max_actions_per_area:
             return Action.move(f"{context.actions_in_area} actions in this area (the limit)")
-        if context.state_at_last_action is not None and context.state != context.state_at_last_action:
+        if self.state_changed(context):
             first = self.ladder[0]
             return _with_reason(first, f"{RESTART}: state changed to {context.state}")
         level = self.level(context)

@@ -208,7 +208,7 @@ def plot_gallery(run: ConditioningRun, images: dict[int, np.ndarray], path: Path
                      color=_colour(f.quality, f.state, target))
     fig.suptitle(f"Frames of run {', '.join(map(str, run.run_ids))} (state, probability, preceding action)",
                  fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (2.8 * rows)))
     fig.savefig(path)
     plt.close(fig)
     return path

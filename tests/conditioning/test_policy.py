@@ -45,6 +45,8 @@ def test_escalating_restarts_gently_when_the_state_changed() -> None:
     assert same.describe() == DEFAULT_LADDER[1].describe()
     changed = policy.choose(ctx(history, state="rows", at_last="generic_defect", limit=100))
     assert changed.amplitude_V == DEFAULT_LADDER[0].amplitude_V and "restart" in changed.reason
+    vague = policy.choose(ctx(history, state="uncertain", at_last="generic_defect", limit=100))
+    assert vague.describe() == DEFAULT_LADDER[1].describe()  # an uncertain frame is no change
     # the restart counts as the first attempt of the new ladder
     nxt = policy.choose(ctx([*history, changed], state="rows", at_last="rows", limit=100))
     assert nxt.amplitude_V == DEFAULT_LADDER[0].amplitude_V
