@@ -45,6 +45,8 @@ def main() -> int:
     parser.add_argument("--time-acceleration", type=float, default=2000.0)
     parser.add_argument("--queue-size", type=int, default=8)
     parser.add_argument("--on-full", default="block", choices=("block", "unclassified"))
+    parser.add_argument("--no-monitor", action="store_true",
+                        help="acquire without the monitor (baseline for the memory numbers)")
     parser.add_argument("--keep-db", action="store_true", help="keep the temporary database")
     args = parser.parse_args()
 
@@ -81,7 +83,8 @@ def main() -> int:
         meas = Measurement(exp=exp, name="soak")
         meas.register_parameter(frame_index)
         meas.register_parameter(stm.scan_image, setpoints=(frame_index,))
-        monitor.register(meas, frame_index)
+        if not args.no_monitor:
+            monitor.register(meas, frame_index)
         rss.append((0, rss_mib()))
         t0 = time.perf_counter()
         with meas.run() as saver:
@@ -90,12 +93,13 @@ def main() -> int:
                               20e-9, 20e-9, 0.0)
                 image = stm.scan_image()
                 saver.add_result((frame_index, i), (stm.scan_image, image))
-                monitor.submit(i, image, saver)
+                if not args.no_monitor:
+                    monitor.submit(i, image, saver)
                 if (i + 1) % 100 == 0:
                     rss.append((i + 1, rss_mib()))
                     print(f"  {i + 1:5d} frames  {time.perf_counter() - t0:7.1f} s  "
                           f"RSS {rss[-1][1]:7.1f} MiB", flush=True)
-            results = monitor.finish(saver, timeout=600)
+            results = [] if args.no_monitor else monitor.finish(saver, timeout=600)
         wall = time.perf_counter() - t0
         monitor.close()
         rss.append((args.frames, rss_mib()))
@@ -105,6 +109,12 @@ def main() -> int:
         Instrument.close_all()
         server.stop()
 
+    if args.no_monitor:
+        print(f"baseline without monitor: {args.frames} frames, wall {wall:.1f} s; RSS after the "
+              f"first {rss[2][0]} frames {rss[2][1]:.0f} MiB, at the end {rss[-1][1]:.0f} MiB "
+              f"(growth since: {rss[-1][1] - rss[2][1]:+.0f} MiB)")
+        shutil.rmtree(tmp, ignore_errors=True)
+        return 0
     ds = load_by_run_spec(captured_run_id=run_id)
     states = ds.get_parameter_data("tip_state")["tip_state"]
     image_name = [p for p in ds.parameters.split(",") if p.endswith("scan_image")][0]
