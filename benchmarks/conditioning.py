@@ -6,7 +6,7 @@
 Each session is a fresh simulated microscope (seed = session number) starting from a bad
 tip (H:Si(100): ``generic_defect``; Au/Cu(111): ``double_tip`` or ``corruption``), driven
 through the QCoDeS driver over loopback TCP by the full :class:`ConditioningExperiment`
-loop, until two consecutive good frames (success), the action budget (40 tip actions)
+loop, until two consecutive good frames (three with the real ensemble) (success), the action budget (40 tip actions)
 or 150 frames. Prints per surface and policy: success rate, median and mean tip actions
 and median simulated minutes to a good tip (successes only).
 
@@ -34,9 +34,9 @@ BAD_START = {"hsi100": ("generic_defect",), "au111": ("double_tip", "corruption"
 
 
 def run_session(surface: str, seed: int, policy_name: str, exp, *, pixels: int, frame_m: float,
-                acceleration: float, bundle: str | None = None) -> dict:
+                acceleration: float, bundle: str | None = None, consecutive: int = 2) -> dict:
     """One simulated session; returns its outcome, tip actions and simulated minutes."""
-    from qcodes_stmtip.conditioning.experiment import ConditioningExperiment
+    from qcodes_stmtip.conditioning.experiment import ConditioningExperiment, Target
     from qcodes_stmtip.conditioning.oracle import GroundTruthClassifier
     from qcodes_stmtip.conditioning.policy import EscalatingPolicy, RandomPolicy
     from qcodes_stmtip.drivers.nanonis_stm import NanonisSTM
@@ -61,6 +61,7 @@ def run_session(surface: str, seed: int, policy_name: str, exp, *, pixels: int, 
         t0 = server.microscope.sim_time()
         result = ConditioningExperiment(
             stm, monitor, policy, surface=surface, area_bounds=BOUNDS, max_frames=150,
+            target=Target.for_surface(surface, consecutive=consecutive),
             clock=server.microscope.sim_time, clock_name="simulated", seed=seed).run(exp)
         truly_good = server.microscope.ground_truth().tip_label == "individual_atoms" or (
             surface == "hsi100" and server.microscope.ground_truth().tip_label != "generic_defect")
@@ -93,12 +94,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sessions", type=int, default=50)
     p.add_argument("--surfaces", default="hsi100,au111,cu111")
     p.add_argument("--pixels", type=int, default=32, help="pixels per frame side (oracle mode) [32]")
-    p.add_argument("--frame-size", type=float, default=20e-9, help="frame side, m [2e-8]")
+    p.add_argument("--frame-size", type=float, default=8e-9,
+                   help="frame side, m [8e-9: atomic-resolution frames; 20 nm metal frames mostly show steps]")
     p.add_argument("--acceleration", type=float, default=200.0, help="simulated s per wall s [200]")
     p.add_argument("--ensemble-bundle", default=None, help="also run the real monitor on this bundle")
     p.add_argument("--ensemble-sessions", type=int, default=5)
     p.add_argument("--ensemble-pixels", type=int, default=64)
     p.add_argument("--ensemble-frame-size", type=float, default=6e-9)
+    p.add_argument("--ensemble-consecutive", type=int, default=3,
+                   help="good frames in a row that stop a real-ensemble session [3, as the demo]")
     args = p.parse_args(argv)
 
     import logging
@@ -129,13 +133,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.ensemble_bundle:
         print(f"\nclassifier: REAL ENSEMBLE {args.ensemble_bundle} (TipStateMonitor), "
               f"{args.ensemble_sessions} sessions, {args.ensemble_pixels} px frames of "
-              f"{args.ensemble_frame_size * 1e9:.0f} nm; 'truly good' = the simulator's tip is good at the end")
+              f"{args.ensemble_frame_size * 1e9:.0f} nm, {args.ensemble_consecutive} good frames in a row; "
+              "'truly good' = the simulator's tip is good at the end")
         print(header + f" {'truly good':>10}")
         for policy in ("escalating", "random"):
             t = time.perf_counter()
             rows = [run_session("hsi100", 1000 + s, policy, exp, pixels=args.ensemble_pixels,
                                 frame_m=args.ensemble_frame_size, acceleration=50.0,
-                                bundle=args.ensemble_bundle) for s in range(args.ensemble_sessions)]
+                                bundle=args.ensemble_bundle, consecutive=args.ensemble_consecutive)
+                    for s in range(args.ensemble_sessions)]
             s = summarise(rows)
             print(f"{'hsi100':<8} {policy:<11} {s['n']:>3} {s['success']:>8.0%} {s['median_actions']:>13.1f} "
                   f"{s['mean_actions']:>13.2f} {s['median_minutes']:>13.1f} {s['median_frames']:>12.1f} "
