@@ -75,15 +75,16 @@ def timed(fn, repeats: int) -> np.ndarray:
     return np.array(out)
 
 
-def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
-    """Practical peak GFLOP/s: a float32 n×n matmul in TensorFlow."""
+def matmul_peak(n: int = 2048, repeats: int = 20) -> float:
+    """Practical peak GFLOP/s: the fastest of ``repeats`` float32 n×n matmuls in TensorFlow
+    (best, not median: on a shared machine the median measures the neighbours' load)."""
     import tensorflow as tf
 
     a = tf.random.uniform((n, n))
     b = tf.random.uniform((n, n))
     f = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
     t = timed(lambda: f().numpy(), repeats)
-    return 2.0 * n**3 / np.median(t) / 1e9
+    return 2.0 * n**3 / np.min(t) / 1e9
 
 
 def latency(repeats: int) -> None:
@@ -99,12 +100,15 @@ def latency(repeats: int) -> None:
     t_naive = timed(lambda: ens.predict(x), max(5, repeats // 3))
     x8 = np.repeat(x, 8, axis=0)
     t_batch = timed(lambda: fused(x8), max(5, repeats // 3)) / 8
+    peak = max(peak, matmul_peak())  # again after, so a busy moment does not deflate it
     for name, t in (("fused tf.function", t_fused), ("Keras predict per member", t_naive),
                     ("fused, batches of 8", t_batch)):
         med = np.median(t)
         print(f"  {name:<26} median {med * 1e3:7.1f} ms  p95 {np.percentile(t, 95) * 1e3:7.1f} ms  "
               f"{1 / med:6.1f} frames/s  {gflop / med:6.1f} GFLOP/s ({gflop / med / peak:4.0%} of peak)")
-    print(f"  practical peak (TF 2048² float32 matmul): {peak:.1f} GFLOP/s")
+    print(f"  practical peak (TF 2048² float32 matmul, best of 40, before and after): "
+          f"{peak:.1f} GFLOP/s; best single-frame fused call {np.min(t_fused) * 1e3:.1f} ms = "
+          f"{gflop / np.min(t_fused) / peak:.0%} of peak")
     print(f"  speed-up fused vs naive: {np.median(t_naive) / np.median(t_fused):.1f}x")
 
 

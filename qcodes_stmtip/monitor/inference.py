@@ -9,9 +9,9 @@ times faster per frame than ``keras.Model.predict`` per member, which pays Keras
 data-adapter and per-call overhead once per member. ONNX Runtime was tried: Keras 3's
 ``Model.export(format="onnx")`` needs ``tf2onnx``; ``tf2onnx.convert.from_function`` on the
 same fused function (tf2onnx 1.17, onnx 1.23, TF 2.21) exports in ~30 s and agrees to
-3e-8, but ran the paper-size 3-SqueezeNet ensemble at 72 ms/frame against 57 ms for this
-``tf.function`` in the same (shared, loaded) 2-core run, so the extra dependency and
-export step did not pay off and the TensorFlow path is the one used.
+3e-8, but ran the paper-size 3-SqueezeNet ensemble at 72 and 97 ms/frame against 57 and
+56 ms for this ``tf.function`` in the same (shared, loaded) 2-core runs, so the extra
+dependency and export step did not pay off and the TensorFlow path is the one used.
 
 The device is TensorFlow's choice: the first GPU when TensorFlow sees one, the CPU
 otherwise; :attr:`FusedEnsemble.device` reports it for the run metadata. Importing this
