@@ -12,6 +12,7 @@ same fused function (tf2onnx 1.17, onnx 1.23, TF 2.21) exports in ~30 s and agre
 3e-8, but ran the paper-size 3-SqueezeNet ensemble at 72 and 97 ms/frame against 57 and
 56 ms for this ``tf.function`` in the same (shared, loaded) 2-core runs, so the extra
 dependency and export step did not pay off and the TensorFlow path is the one used.
+XLA (``jit_compile=True``) was slower too (median 53–56 ms against 29–49 ms).
 
 The device is TensorFlow's choice: the first GPU when TensorFlow sees one, the CPU
 otherwise; :attr:`FusedEnsemble.device` reports it for the run metadata. Importing this
