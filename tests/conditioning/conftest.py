@@ -39,8 +39,11 @@ def db(tmp_path: Path):
 
 def make_rig(surface: str = "hsi100", seed: int = 0, initial_tip: str | None = "generic_defect",
              safety: dict | None = None) -> Rig:
-    """Simulator + driver with 32x32 frames of 20 nm; every command name is logged."""
+    """Simulator (no spontaneous tip changes) + driver with 32x32 frames of 20 nm; commands are logged."""
     server = serve_simulator(surface, seed=seed, time_acceleration=200.0, initial_tip=initial_tip)
+    # no spontaneous apex changes: only the experiment's actions change the tip, whatever the load
+    model = server.microscope.dynamics.model
+    model.spontaneous_mean_s = (1e12,) * len(model.spontaneous_mean_s)
     commands: list[str] = []
     handle = server.handle
 
