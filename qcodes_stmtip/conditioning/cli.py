@@ -78,7 +78,11 @@ def _condition(args: argparse.Namespace) -> int:
             echo=lambda line: print(line, flush=True))
         if args.resume:
             experiment.resume_from(args.resume)
-        result = experiment.run(exp)
+        try:
+            result = experiment.run(exp)
+        except KeyboardInterrupt:  # the experiment withdrew the tip and stored the outcome
+            print("interrupted: tip withdrawn; continue with --resume RUN_ID", flush=True)
+            return 130
     finally:
         if monitor is not None:
             monitor.close()

@@ -493,10 +493,14 @@ class ConditioningExperiment:
             action = replace(action, x_m=site[0], y_m=site[1])
         index = self.action_count
         self.action_count += 1
+        if action.kind == "move" and self.area + 1 >= len(self.planner or ()):
+            reason = f"no fresh area left inside the bounds {self.area_bounds}"
+            self.recorder.write_action(index, action, site=None, area=self.area,
+                                       elapsed_s=self._elapsed(), state_before=state_before,
+                                       status=f"refused: {reason}")
+            raise _Stop("no_area_left", reason)
         try:
             self.envelope.check_action(action, self.area, site)
-            if action.kind == "move" and self.area + 1 >= len(self.planner or ()):
-                raise _Stop("no_area_left", f"no fresh area left inside the bounds {self.area_bounds}")
         except SafetyViolation as exc:
             self.recorder.write_action(index, action, site=site, area=self.area,
                                        elapsed_s=self._elapsed(), state_before=state_before,

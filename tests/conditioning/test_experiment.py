@@ -164,3 +164,15 @@ def test_target_judges_results() -> None:
         Target.for_surface("hsi100", consecutive=0)
     with pytest.raises(ValueError, match="overlap"):
         Target(frozenset({"step_edge"}), content_classes=frozenset({"step_edge"}))
+
+
+def test_running_out_of_fresh_areas_stops_and_withdraws(rig, db) -> None:
+    tight = ((-0.05e-6, 0.35e-6), (-0.05e-6, 0.05e-6))  # room for 2 areas 300 nm apart
+    exp = experiment(rig, lambda c: Action.move("always"), monitor=_bad_forever(), area_bounds=tight)
+    result = exp.run(db)
+    assert result.outcome == "no_area_left" and result.moves == 1
+    assert rig.microscope.withdrawn and rig.commands.count("Scan.FrameSet") == 1 + 2
+    run = load_conditioning_run(result.run_id)
+    assert [a.action.kind for a in run.actions] == ["move", "move"]
+    assert run.actions[-1].refused and "no fresh area" in run.actions[-1].status
+    assert {f.area for f in run.frames} == {0, 1}

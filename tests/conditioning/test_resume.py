@@ -74,6 +74,12 @@ def test_hard_crash_loses_nothing_and_the_experiment_resumes(tmp_path: Path, rig
     last = crashed.actions[-1]  # written before it was sent, then the crash
     assert last.status == "done" and last.state_after == "" and last.area == 1
     assert crashed.actions[0].state_after == "generic_defect"
+    # a crashed run still has a report
+    from qcodes_stmtip.conditioning.report import write_report
+
+    files = write_report(1, tmp_path / "crashed_report")
+    assert files.data["outcome"].startswith("unfinished") and files.data["frames"] == 5
+    assert files.data["indentations"] == 2 and len(files.data["indentation_sites_m"]) == 2
 
     # resume against the (still running, here: a fresh) microscope with the real loop
     rig = rig_factory(seed=5)
