@@ -34,6 +34,9 @@ SQUEEZENET_STRIDES: tuple[int, ...] = (1, 2) * 5
 #: Filters of the four VGG-like blocks at width 1.
 VGG_FILTERS: tuple[int, ...] = (32, 64, 128, 256)
 HEADS = ("softmax", "sigmoid")
+#: Batch-norm moving-average momentum: 0.9 (Keras default 0.99) so the inference statistics keep up
+#: with the weights in short CPU trainings of a few hundred steps.
+BN_MOMENTUM = 0.9
 
 
 def _scaled(n: int, width: float) -> int:
@@ -88,7 +91,7 @@ def build_vgg(
             x = layers.Conv2D(_scaled(filters, width), 3, padding="same",
                               use_bias=not batch_norm, name=f"block{block}_conv{j}")(x)
             if batch_norm:
-                x = layers.BatchNormalization(name=f"block{block}_bn{j}")(x)
+                x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"block{block}_bn{j}")(x)
             x = layers.Activation("relu", name=f"block{block}_relu{j}")(x)
         x = layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
     x = layers.Flatten(name="flatten")(x)
@@ -108,7 +111,7 @@ def build_squeezenet(
     for i, (filters, stride) in enumerate(zip(SQUEEZENET_FILTERS, SQUEEZENET_STRIDES, strict=True), 1):
         x = layers.Conv2D(_scaled(filters, width), 3, strides=stride, padding="same",
                           use_bias=False, name=f"conv{i}")(x)
-        x = layers.BatchNormalization(name=f"bn{i}")(x)
+        x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"bn{i}")(x)
         x = layers.Activation("elu", name=f"elu{i}")(x)
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     outputs = layers.Dense(n_outputs, activation=head, name="predictions")(x)

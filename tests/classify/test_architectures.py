@@ -28,7 +28,7 @@ def test_squeezenet_structure():
     names = [type(layer).__name__ for layer in m.layers]
     for c in convs:  # conv → batch norm → ELU
         i = m.layers.index(c)
-        assert names[i + 1] == "BatchNormalization"
+        assert names[i + 1] == "BatchNormalization" and m.layers[i + 1].momentum == 0.9
         assert m.layers[i + 2].activation.__name__ == "elu"
     assert m.output_shape == (None, 4) and m.input_shape == (None, 128, 128, 1)
 
