@@ -138,7 +138,7 @@ def dataset_frames(db: str | Path, run_ids: Sequence[int], *,
     """The frames stored in QCoDeS runs ``run_ids`` of database ``db``.
 
     ``parameter``: the full name of the frame parameter; default: the one whose
-    name ends in ``scan_image`` or ``last_frame``. ``session`` is
+    name ends in ``scan_image`` or ``last_frame``. ``session`` is the file-name-safe
     ``<experiment>:<sample>`` of the run. Side effect: opens the database (read
     only through ``load_by_run_spec``). Raises FileNotFoundError / ValueError
     naming the database and run.

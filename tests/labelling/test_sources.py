@@ -135,21 +135,47 @@ def test_unrolled_numeric_storage_is_put_back_on_its_grid():
 
 
 @pytest.mark.timeout(240)
-def test_frames_of_the_demo_database_through_the_real_driver(tmp_path):
-    """Interop: frames acquired by NanonisSTM.scan_image from the simulator into QCoDeS runs."""
-    from qcodes.dataset import load_by_run_spec
+def test_frames_of_a_measurement_through_the_real_driver(tmp_path):
+    """Interop: frames acquired by NanonisSTM.scan_image from the simulator into a QCoDeS run."""
+    from qcodes.dataset import (
+        Measurement,
+        initialise_or_create_database_at,
+        load_or_create_experiment,
+    )
+    from qcodes.parameters import ManualParameter
 
-    from qcodes_stmtip.demo import run_demo
+    from qcodes_stmtip.drivers.nanonis_stm import NanonisSTM
+    from qcodes_stmtip.sim.controller import serve_simulator
 
-    result = run_demo(tmp_path / "demo", frames=2, pixels=32, echo=lambda line: None)
-    refs = dataset_frames(result.database, result.run_ids)
-    assert [r.name for r in refs] == [f"demo_run{i}_0.npy" for i in result.run_ids]
-    for ref, run_id, truth in zip(refs, result.run_ids, result.frames, strict=True):
+    db = tmp_path / "frames.db"
+    initialise_or_create_database_at(db)
+    exp = load_or_create_experiment("labelling_interop", sample_name="sim_hsi100")
+    acquired = []
+    with serve_simulator(surface="hsi100", seed=3, time_acceleration=1e4) as server:
+        stm = NanonisSTM("stm_label_src", address="127.0.0.1", port=server.port)
+        try:
+            stm.pixels(32)
+            stm.lines(32)
+            frame_index = ManualParameter("frame", initial_value=0)
+            meas = Measurement(exp=exp)
+            meas.register_parameter(frame_index)
+            meas.register_parameter(stm.scan_image, setpoints=(frame_index,))
+            with meas.run() as saver:
+                for i in range(2):
+                    frame_index(i)
+                    image = stm.scan_image()
+                    acquired.append(image)
+                    saver.add_result((frame_index, i), (stm.scan_image, image))
+                run_id = saver.run_id
+        finally:
+            stm.close()
+
+    refs = dataset_frames(db, [run_id])
+    assert len(refs) == 2
+    assert {r.session for r in refs} == {"labelling_interop_sim_hsi100"}  # exp:sample, file-name safe
+    for ref, image in zip(refs, acquired, strict=True):
         frame = ref.load()
         assert frame.shape == (32, 32)
-        finite = frame[np.isfinite(frame)]
-        assert np.ptp(finite) == pytest.approx(truth.z_range_m)  # heights in metres
-        name = ref.info["parameter"]
-        assert name.endswith("scan_image")
-        stored = load_by_run_spec(captured_run_id=run_id).get_parameter_data(name)[name][name]
-        np.testing.assert_array_equal(frame, stored.reshape(32, 32))
+        np.testing.assert_array_equal(frame, image)  # heights in metres, bottom line first
+        assert ref.info["parameter"].endswith("scan_image")
+    assert not np.array_equal(refs[0].load(), refs[1].load())
