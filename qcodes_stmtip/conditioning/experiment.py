@@ -12,7 +12,9 @@ Each iteration: check the current/Z readings (a reading outside the limits withd
 and stops), scan one frame, classify it, then
 
 * **good** (state in the target classes, probability ≥ ``min_confidence``, no tip
-  change): count it; ``consecutive`` good frames in a row end the experiment;
+  change): count it; ``consecutive`` good frames in a row end the experiment (a bad
+  frame or any tip action resets the count; inconclusive and sample-content frames
+  leave it as it is);
 * **sample content** (``content_classes``, e.g. a step edge on Au(111)): the frame says
   nothing about the tip → move to a fresh area, tip untouched;
 * **inconclusive** (uncertain, unclassified, a tip change during the frame): rescan, at
@@ -416,13 +418,15 @@ class ConditioningExperiment:
                       f"p={shown:.2f}  {verdict}")
             if verdict == "good":
                 streak += 1
+                rescans = 0
                 if streak >= self.target.consecutive:
                     self.time_to_good = self._elapsed()
                     return "good_tip", (f"{streak} consecutive good frames "
                                         f"({result.state}, p={conf:.2f})")
                 self._execute(Action.rescan("confirming a good frame"), result.state)
                 continue
-            streak = 0
+            if verdict == "bad":
+                streak = 0
             if verdict == "content":
                 action = Action.move(f"frame shows the sample ({result.state}), not the tip")
                 rescans = 0
@@ -435,6 +439,8 @@ class ConditioningExperiment:
                 if not isinstance(action, Action):
                     raise ValueError(f"policy {self.policy.name!r} returned {action!r}, not an Action")
             self._execute(action, result.state)
+            if action.touches_tip:
+                streak = 0  # the apex may have changed: earlier good frames no longer count
             if self.dry_run:
                 return "dry_run", f"dry run: would {action.describe()} ({action.reason})"
 

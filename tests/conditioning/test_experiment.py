@@ -176,3 +176,16 @@ def test_running_out_of_fresh_areas_stops_and_withdraws(rig, db) -> None:
     assert [a.action.kind for a in run.actions] == ["move", "move"]
     assert run.actions[-1].refused and "no fresh area" in run.actions[-1].status
     assert {f.area for f in run.frames} == {0, 1}
+
+
+@pytest.mark.parametrize(("middle", "frames", "tip_actions"), [
+    (SimpleNamespace(frame_label="rows", tip_label="rows", tip_change_lines=(9,)), 3, 0),  # tip change
+    (always("generic_defect"), 4, 1),  # bad: the count restarts after the action
+])
+def test_good_frame_count_survives_inconclusive_frames_but_not_bad_ones(rig, db, middle, frames,
+                                                                        tip_actions) -> None:
+    seen = iter([always("rows"), middle, always("rows"), always("rows")])
+    oracle = GroundTruthClassifier("hsi100", lambda: next(seen))
+    result = experiment(rig, EscalatingPolicy(), monitor=oracle).run(db)
+    assert result.outcome == "good_tip"
+    assert (result.frames, result.tip_actions) == (frames, tip_actions)
