@@ -66,7 +66,8 @@ def _save_model(model, file: Path) -> None:
     from qcodes_stmtip.classify.keras_backend import keras
 
     if getattr(model, "optimizer", None) is not None:
-        clone = keras.models.clone_model(model)
+        # clone_model would compile the clone with the same optimizer; from_config does not.
+        clone = keras.Model.from_config(model.get_config())
         clone.set_weights(model.get_weights())
         model = clone
     model.save(file)
