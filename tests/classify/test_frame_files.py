@@ -31,3 +31,18 @@ def test_npy_and_errors(tmp_path):
     (tmp_path / "x.unknownext").write_bytes(b"abc")
     with pytest.raises(ValueError):
         read_frame_array(tmp_path / "x.unknownext")
+
+
+def test_other_formats_go_through_qcodes_stmtip_io():
+    from pathlib import Path
+
+    sxm = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "readers" / "sxm" / "Si_7x7_012.sxm"
+    if not sxm.is_file():
+        pytest.skip("real file ../shared/data/readers/sxm/Si_7x7_012.sxm not present")
+    from qcodes_stmtip.classify.preprocess import preprocess_frame
+    from qcodes_stmtip.io import read_frame
+
+    arr = read_frame_array(sxm)
+    np.testing.assert_array_equal(arr, read_frame(sxm).data)
+    out = preprocess_frame(arr)
+    assert out.shape == (128, 128) and out.min() == -1.0 and out.max() == 1.0
