@@ -76,15 +76,15 @@ def run_label(args: argparse.Namespace) -> int:
     session = LabellingSession(frames, surface=args.surface, labeller=args.labeller,
                                out_dir=out, model=args.model)
     server = LabellingServer(session, port=args.port)
-    progress = session.progress()
-    print(f"labelling {progress['total']} frame(s) of {args.surface} as {args.labeller!r} "
-          f"({progress['remaining']} left); votes in {session.store.path}", flush=True)
-    print(f"open {server.url}  (Ctrl-C to stop)", flush=True)
-    if args.open:
-        import webbrowser
+    try:  # from here on, Ctrl-C at any moment stops the server and merges the votes
+        progress = session.progress()
+        print(f"labelling {progress['total']} frame(s) of {args.surface} as {args.labeller!r} "
+              f"({progress['remaining']} left); votes in {session.store.path}", flush=True)
+        print(f"open {server.url}  (Ctrl-C to stop)", flush=True)
+        if args.open:
+            import webbrowser
 
-        webbrowser.open(server.url)
-    try:
+            webbrowser.open(server.url)
         server.serve_forever()
     except KeyboardInterrupt:
         pass

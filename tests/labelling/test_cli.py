@@ -75,6 +75,7 @@ def test_label_serves_until_interrupted(folder, tmp_path):
     proc, q = _start(folder, out)
     try:
         assert "labelling 2 frame(s) of hsi100 as 'zoe' (1 left)" in q.get(timeout=60)
+        assert q.get(timeout=10).startswith("open http://127.0.0.1:")
     finally:
         assert _stop(proc) == 0
 
