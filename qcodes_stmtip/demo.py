@@ -156,8 +156,9 @@ def run_demo(
     pixels: int = DEMO_PIXELS,
     frame_size_m: float = DEMO_FRAME_M,
     time_acceleration: float = DEFAULT_TIME_ACCELERATION,
-    max_frames: int = 60,
+    max_frames: int = 100,
     consecutive: int = 3,
+    max_tip_change_probability: float = 0.9,
     echo: Callable[[str], None] = print,
 ) -> DemoResult:
     """Condition a bad simulated tip until it is good; store the run and its report in ``out_dir``.
@@ -208,7 +209,9 @@ def run_demo(
         echo(f"classifier: {bundle_path} ({source}; {monitor.inference_path} on {monitor.device})")
         chosen = EscalatingPolicy() if policy == "escalating" else RandomPolicy(seed=seed)
         target_classes = {"classes": DEMO_TARGET[surface]} if surface in DEMO_TARGET else {}
-        target = Target.for_surface(surface, consecutive=consecutive, **target_classes)
+        target = Target.for_surface(surface, consecutive=consecutive,
+                                    max_tip_change_probability=max_tip_change_probability,
+                                    **target_classes)
         result = ConditioningExperiment(
             stm, monitor, chosen, surface=surface, target=target, area_bounds=DEMO_BOUNDS,
             max_frames=max_frames,
@@ -238,7 +241,7 @@ def run_demo(
 
 def _demo_command(args: argparse.Namespace) -> int:
     result = run_demo(args.out, surface=args.surface, seed=args.seed, bundle=args.model,
-                      policy=args.policy, time_acceleration=args.time_acceleration,
+                      policy=args.policy, time_acceleration=args.time_acceleration, pixels=args.pixels,
                       max_frames=args.max_frames)
     return 0 if result.outcome == "good_tip" else 3
 
@@ -258,7 +261,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="model bundle [the shipped one, else a cached/trained demo bundle]")
     parser.add_argument("--policy", default="escalating", choices=("escalating", "random"))
     parser.add_argument("--seed", type=int, default=0, help="simulator seed [0]")
-    parser.add_argument("--max-frames", type=int, default=60, help="stop after N frames [60]")
+    parser.add_argument("--max-frames", type=int, default=100, help="stop after N frames [100]")
+    parser.add_argument("--pixels", type=int, default=DEMO_PIXELS,
+                        help=f"pixels = lines per frame [{DEMO_PIXELS}]")
     parser.add_argument("--time-acceleration", type=float, default=DEFAULT_TIME_ACCELERATION,
                         help=f"simulated seconds per wall second [{DEFAULT_TIME_ACCELERATION:g}]")
     parser.set_defaults(func=_demo_command)

@@ -182,6 +182,8 @@ def as_policy(policy: Policy | Callable[[PolicyContext], Action]) -> Policy:
 
 #: Reason prefix of the action that restarts the escalating ladder.
 RESTART = "restart ladder"
+#: Reason prefix of the move after the top rung (the ladder starts again in the fresh area).
+EXHAUSTED = "ladder exhausted"
 
 #: The escalating ladder, gentle → harsh: 3–4 V pulses of 50–200 ms, then 0.8–1.6 nm dips
 #: (the range of automated reconditioning, Rashidi & Wolkow 2018; sub-2 V pulses and
@@ -202,8 +204,8 @@ class EscalatingPolicy:
     ``ladder`` (gentle first, default :data:`DEFAULT_LADDER`) is climbed one rung per
     ``attempts_per_level`` consecutive failures. When the tip state changes (the apex did
     change, but is still bad), the ladder restarts at the bottom — a changed apex
-    deserves gentle treatment again. After the top rung, or when the area's action
-    limit is reached, the policy moves to a fresh area and restarts.
+    deserves gentle treatment again. When the area's action limit is reached the policy
+    moves to a fresh area and climbs on; after the top rung it moves and starts again.
     """
 
     def __init__(self, ladder: Sequence[Action] = DEFAULT_LADDER, attempts_per_level: int = 2) -> None:
@@ -220,11 +222,12 @@ class EscalatingPolicy:
     def level(self, context: PolicyContext) -> int:
         """Ladder rung for the next attempt (past the top means: move to a fresh area).
 
-        Counts the tip actions since the last move or ladder restart (a restart counts).
+        Counts the tip actions since the ladder was last exhausted or restarted (a restart
+        counts); a move forced by the per-area limit or by the experiment does not reset it.
         """
         count = 0
         for action in reversed(context.actions):
-            if action.kind == "move":
+            if action.kind == "move" and action.reason.startswith(EXHAUSTED):
                 break
             if action.touches_tip:
                 count += 1
@@ -250,7 +253,7 @@ class EscalatingPolicy:
             return _with_reason(first, f"{RESTART}: state changed to {context.state}")
         level = self.level(context)
         if level >= len(self.ladder):
-            return Action.move("ladder exhausted in this area")
+            return Action.move(f"{EXHAUSTED} in this area")
         return _with_reason(self.ladder[level], f"level {level} of {len(self.ladder)}")
 
     def config(self) -> dict[str, Any]:

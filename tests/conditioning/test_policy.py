@@ -54,6 +54,15 @@ def test_escalating_restarts_gently_when_the_state_changed() -> None:
     assert nxt2.amplitude_V == DEFAULT_LADDER[1].amplitude_V
 
 
+def test_escalation_continues_across_a_move_forced_by_the_area_limit() -> None:
+    policy = EscalatingPolicy()
+    taken = list(DEFAULT_LADDER[:3]) * 2  # six pulses: the area limit
+    forced = policy.choose(ctx(taken, at_last="generic_defect", in_area=6, limit=6))
+    assert forced.kind == "move" and "limit" in forced.reason
+    nxt = policy.choose(ctx([*taken, forced], at_last="generic_defect", in_area=0, limit=6))
+    assert nxt.describe() == DEFAULT_LADDER[3].describe()  # the first indentation
+
+
 def test_policies_move_when_the_area_limit_is_reached() -> None:
     assert EscalatingPolicy().choose(ctx(in_area=6, limit=6)).kind == "move"
     assert RandomPolicy(seed=1).choose(ctx(in_area=6, limit=6)).kind == "move"
