@@ -14,8 +14,6 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from qcodes_stmtip.classify.preprocess import resize
-
 
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -47,15 +45,22 @@ def augment_image(
     if rng.random() < 0.5:
         img = img[:, ::-1]
     if not restricted:
-        if rng.random() < 0.5:
-            img = img[::-1, :]
-        angle = rng.uniform(0.0, 360.0)
-        img = ndimage.rotate(img, angle, reshape=False, order=1, mode="reflect")
+        # Vertical flip, rotation, crop and pan as ONE bilinear affine resampling (reflective
+        # boundaries): output pixel o maps to input c + R(θ)·F·(s·(o − c) + d), where s is the crop
+        # side as a fraction of the image and d the crop centre's offset. One interpolation per image
+        # is ~3× faster than rotate-then-crop-then-resize and blurs less.
+        flip = -1.0 if rng.random() < 0.5 else 1.0
+        theta = np.deg2rad(rng.uniform(0.0, 360.0))
         side = int(round(size * rng.uniform(config.min_crop, 1.0)))
-        if side < size:
-            y0 = int(rng.integers(0, size - side + 1))
-            x0 = int(rng.integers(0, size - side + 1))
-            img = resize(img[y0 : y0 + side, x0 : x0 + side], size)
+        scale = side / size
+        half_room = (size - side) / 2.0
+        d = rng.uniform(-half_room, half_room, 2) if half_room > 0 else np.zeros(2)
+        c, s = np.cos(theta), np.sin(theta)
+        rot = np.array([[c, -s], [s, c]]) @ np.diag([flip, 1.0])
+        matrix = rot * scale
+        centre = np.full(2, (size - 1) / 2.0)
+        offset = centre + rot @ d - matrix @ centre
+        img = ndimage.affine_transform(img, matrix, offset=offset, order=1, mode="reflect")
     sigma = rng.uniform(0.0, config.max_noise)
     if sigma > 0.0:
         img = img + rng.normal(0.0, sigma, img.shape)
