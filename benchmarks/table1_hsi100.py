@@ -1,25 +1,24 @@
 """Table I for H:Si(100) on the real vote data (../shared/data/hsi100), with session-split data.
 
-Trains every model type (SqueezeNet-like, VGG with batch norm, VGG, Rashidi–Wolkow),
-the paper's ensemble (two SqueezeNets + one VGG-BN, majority vote), the random
-forest and weighted random guessing, plus the binary tip-change network; prints
-AUROC / balanced accuracy / mean precision per model on *test* sessions that
-were used neither for training nor for early stopping, and the wall time of
-every training on this machine.
+Trains every CNN (two SqueezeNet-likes, VGG with batch norm, VGG, Rashidi–Wolkow), the paper's
+ensemble (majority vote of the 3 with the best validation AUROC), the random forest, weighted random
+guessing and the binary tip-change network; prints AUROC / balanced accuracy / mean precision per
+model and their good/bad collapse on *test* sessions used neither for training nor for early stopping
+or member choice, and the wall time of every training on this machine. Engine: ``table1_rows.py``.
 
-    .venv/bin/python benchmarks/table1_hsi100.py --width 0.25 --epochs 20
-    .venv/bin/python benchmarks/table1_hsi100.py --subset 0.3 --epochs 3 --width 0.125   # quick look
-    .venv/bin/python benchmarks/table1_hsi100.py --paper-size-cost                      # time paper-size steps
+    .venv/bin/python benchmarks/table1_hsi100.py --width 0.125 --epochs 25
+    .venv/bin/python benchmarks/table1_hsi100.py --models squeezenet --epochs 3   # quick look
+    .venv/bin/python benchmarks/table1_hsi100.py --paper-size-cost                # time paper-size steps
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
+from table1_rows import Split, add_training_args, load_cached, report, table_rows, three_way_split
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO / ".." / "shared" / "data" / "hsi100"
@@ -28,24 +27,11 @@ DEFAULT_DATA = REPO / ".." / "shared" / "data" / "hsi100"
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    p.add_argument("--width", type=float, default=0.25, help="filter multiplier of the CNNs (1 = paper size)")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=128, help="the paper's 128")
-    p.add_argument("--steps-per-epoch", type=int, default=None)
-    p.add_argument("--patience", type=int, default=5)
-    p.add_argument("--subset", type=float, default=1.0, help="fraction of frames to use (sessions kept whole)")
     p.add_argument("--test-fraction", type=float, default=0.2)
     p.add_argument("--val-fraction", type=float, default=0.15)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--models", default="squeezenet,vgg_bn,vgg,rw,rfc,random,tip_change",
-                   help="which rows to compute (ensemble needs squeezenet and vgg_bn)")
-    p.add_argument("--rfc-trees", type=int, default=5000)
-    p.add_argument("--rfc-size", type=int, default=32, help="RFC input side (pixels)")
-    p.add_argument("--jobs", type=int, default=1, help="RFC worker processes")
-    p.add_argument("--json", type=Path, default=None, help="write all results here")
     p.add_argument("--paper-size-cost", action="store_true",
                    help="only time a few batch-128 training steps of each paper-size (width 1) network")
-    p.add_argument("--quiet", action="store_true")
+    add_training_args(p)
     return p.parse_args()
 
 
@@ -76,92 +62,25 @@ def main() -> int:
         return 0
     if not (args.data / "labels.csv").is_file():
         raise SystemExit(f"no labels.csv in {args.data}: the real H:Si(100) data is not present")
-
-    from qcodes_stmtip.classify.baselines import RandomForestBaseline, WeightedRandomGuess
-    from qcodes_stmtip.classify.dataset_images import load_images
-    from qcodes_stmtip.classify.ensemble import majority_vote
-    from qcodes_stmtip.classify.ensemble_training import format_table
-    from qcodes_stmtip.classify.labels import load_labels, session_split
-    from qcodes_stmtip.classify.metrics import binary_scores, score
-    from qcodes_stmtip.classify.training import TrainConfig, predict_probabilities, train_classifier
-
-    wanted = set(args.models.split(","))
-    frames = load_labels(args.data)
-    if args.subset < 1.0:
-        keep = np.random.default_rng(args.seed).random(len(frames)) < args.subset
-        frames = frames.subset(keep)
-    t0 = time.perf_counter()
-    data = load_images(frames, progress=not args.quiet)
-    t_pre = time.perf_counter() - t0
+    data, t_pre = load_cached(args.data, args.cache, progress=not args.quiet)
     frames = data.frames
-    # Three-way split by session: test (scored), validation (early stopping), training.
-    rest, test = session_split(frames.sessions, args.test_fraction, args.seed)
-    tr_rel, va_rel = session_split(frames.sessions[rest], args.val_fraction / (1 - args.test_fraction),
-                                   args.seed + 1)
-    train, val = rest[tr_rel], rest[va_rel]
+    train, val, test = three_way_split(frames.sessions, args.test_fraction, args.val_fraction, args.seed)
+    tc = frames.tip_change
+
+    def part(idx: np.ndarray) -> Split:
+        return Split(data.images[idx], frames.labels[idx], tc[idx])
+
     lab = frames.labels >= 0
-    tr, va, te = train[lab[train]], val[lab[val]], test[lab[test]]
-    x, y, classes = data.images, frames.labels, frames.classes
-    print(f"frames {len(frames)} (skipped too short: {len(data.skipped)}), preprocessing {t_pre:.0f} s")
-    print(f"four-class frames: train {len(tr)}, validation {len(va)}, test {len(te)} "
+    print(f"frames {len(frames)} (skipped too short: {len(data.skipped)}), preprocessing {t_pre:.0f} s "
+          f"(0 = cached in {args.cache})")
+    print(f"four-class frames: train {lab[train].sum()}, validation {lab[val].sum()}, test {lab[test].sum()} "
           f"({len(set(frames.sessions[test]))} test sessions)")
-
-    rows, timings, probs = {}, {}, {}
-    base = TrainConfig("squeezenet", width=args.width, epochs=args.epochs, batch_size=args.batch_size,
-                       patience=args.patience, steps_per_epoch=args.steps_per_epoch, seed=args.seed)
-    # The paper's ensemble optimizers (adam, sgd, rmsprop); the paper's 1e-4 learning rates of sgd and
-    # rmsprop are raised (sgd with Nesterov momentum) so that the short CPU runs converge.
-    runs = [("squeezenet", "squeezenet", "adam", 1e-3), ("squeezenet_2", "squeezenet", "sgd", 1e-2),
-            ("vgg_bn", "vgg_bn", "rmsprop", 1e-3), ("vgg", "vgg", "adam", 1e-3), ("rw", "rw", "adam", 1e-3)]
-    for i, (name, arch, opt, lr) in enumerate(runs):
-        if arch not in wanted or (name == "squeezenet_2" and "vgg_bn" not in wanted):
-            continue
-        cfg = TrainConfig(**{**base.__dict__, "architecture": arch, "optimizer": opt,
-                             "learning_rate": lr, "seed": args.seed + i})
-        r = train_classifier(x[tr], y[tr], x[va], y[va], len(classes), cfg, progress=not args.quiet, name=name)
-        timings[name] = {"seconds": r.seconds, "epochs": r.epochs_run, "best_epoch": r.best_epoch,
-                         "params": int(r.model.count_params()), "optimizer": opt, "lr": lr}
-        probs[name] = predict_probabilities(r.model, x[te])
-        rows[name] = score(y[te], probs[name], classes).as_dict()
-        print(f"  {name}: {r.seconds:.0f} s, {r.epochs_run} epochs (best {r.best_epoch})", flush=True)
-    if {"squeezenet", "squeezenet_2", "vgg_bn"} <= probs.keys():
-        vote = majority_vote(np.stack([probs["squeezenet"], probs["squeezenet_2"], probs["vgg_bn"]]))
-        rows["ensemble"] = score(y[te], vote.mean, classes, predictions=vote.vote_class).as_dict()
-        timings["ensemble"] = {"seconds": sum(timings[k]["seconds"] for k in
-                                              ("squeezenet", "squeezenet_2", "vgg_bn"))}
-    if "rfc" in wanted:
-        t = time.perf_counter()
-        rfc = RandomForestBaseline(args.rfc_trees, args.rfc_size, seed=args.seed, n_jobs=args.jobs)
-        rfc.fit(x[np.concatenate([tr, va])], y[np.concatenate([tr, va])], len(classes))
-        rows["rfc"] = score(y[te], rfc.predict_proba(x[te]), classes).as_dict()
-        timings["rfc"] = {"seconds": time.perf_counter() - t, "trees": args.rfc_trees}
-    if "random" in wanted:
-        guess = WeightedRandomGuess(args.seed).fit(y[tr], len(classes))
-        rows["random"] = score(y[te], guess.predict_proba(len(te)), classes).as_dict()
-    tip = None
-    if "tip_change" in wanted:
-        cfg = TrainConfig(**{**base.__dict__, "architecture": "squeezenet", "restricted_augment": True,
-                             "seed": args.seed + 10})
-        tc = frames.tip_change.astype(int)
-        r = train_classifier(x[train], tc[train], x[val], tc[val], 2, cfg, progress=not args.quiet,
-                             name="tip_change")
-        tip = binary_scores(tc[test].astype(bool), predict_probabilities(r.model, x[test])[:, 1])
-        timings["tip_change"] = {"seconds": r.seconds, "epochs": r.epochs_run, "best_epoch": r.best_epoch}
-
-    print(f"\nTable I, H:Si(100), {len(te)} test frames from sessions unseen in training "
-          f"(width {args.width}, ≤{args.epochs} epochs, batch {args.batch_size}):")
-    print(format_table(rows, classes))
-    if tip:
-        print(f"tip change (binary, {tip['n']} test frames, {tip['positives']} positive): AUROC "
-              f"{tip['auroc']:.3f}, balanced accuracy {tip['balanced_accuracy']:.3f}, "
-              f"precision {tip['precision']:.3f}")
-    print("\ntraining time on this machine:")
-    for name, t in timings.items():
-        extra = ", ".join(f"{k} {v}" for k, v in t.items() if k != "seconds")
-        print(f"  {name:<14} {t['seconds']:8.1f} s  {extra}")
-    if args.json:
-        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "table": rows,
-                                         "tip_change": tip, "timings": timings}, indent=2) + "\n")
+    t0 = time.perf_counter()
+    result = table_rows(part(train), part(val), part(test), frames.classes, "hsi100", args)
+    report(result, frames.classes,
+           f"Table I, H:Si(100), {lab[test].sum()} test frames from sessions unseen in training "
+           f"(SqueezeNet width {args.width}, VGG/RW width {args.vgg_width or args.width}, ≤{args.epochs} epochs, "
+           f"batch {args.batch_size}); total {time.perf_counter() - t0:.0f} s:", args)
     return 0
 
 
