@@ -165,7 +165,9 @@ def run_demo(
 
     The tip counts as good after ``consecutive`` frames in a row show a target state (3: the
     demo's small classifier errs on single frames; on H:Si(100) the target is dimer or
-    atomic resolution, :data:`DEMO_TARGET`). Side effects: creates ``out_dir``
+    atomic resolution, :data:`DEMO_TARGET`). A frame counts as a tip change only above
+    ``max_tip_change_probability`` (0.9: the shipped bundle's tip-change network flags about
+    half of the clean simulated 6 nm frames at 0.5). Side effects: creates ``out_dir``
     (``demo.db``, ``report/``, maybe a cached bundle),
     starts and stops a simulator on a free loopback port, prints via ``echo``.
     """

@@ -3,8 +3,9 @@
 :class:`AreaPlanner` lays fresh sample areas on a square grid (``spacing_m`` apart,
 area 0 at the starting frame centre, further areas nearest first) inside the allowed
 bounds, and proposes action sites on a square ring just outside the imaging frame of
-an area, ``site_spacing_m`` apart — so that indentations never land in the frame that
-judges the tip. Metres.
+an area, ``site_spacing_m`` apart (``rings`` concentric rings, each ``site_spacing_m``
+further out) — so that indentations never land in the frame that judges the tip and any
+two sites keep the spacing. Metres.
 """
 
 from __future__ import annotations
@@ -23,13 +24,14 @@ class AreaPlanner:
         bounds_x, bounds_y: ``(low, high)`` limits every frame and site must lie in, m.
         spacing_m: distance between neighbouring area centres, m.
         site_gap_m: distance of the site ring outside the frame edge, m.
-        site_spacing_m: distance between neighbouring sites on the ring, m.
+        site_spacing_m: distance between neighbouring sites (and between rings), m.
+        rings: concentric site rings around the frame.
     """
 
     def __init__(self, start: tuple[float, float], frame_size_m: float,
                  bounds_x: tuple[float, float], bounds_y: tuple[float, float], *,
                  spacing_m: float = 300e-9, site_gap_m: float = 5e-9,
-                 site_spacing_m: float = 10e-9) -> None:
+                 site_spacing_m: float = 10e-9, rings: int = 3) -> None:
         for name, value in (("frame_size_m", frame_size_m), ("spacing_m", spacing_m),
                             ("site_gap_m", site_gap_m), ("site_spacing_m", site_spacing_m)):
             if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
@@ -38,9 +40,13 @@ class AreaPlanner:
         self.spacing_m = float(spacing_m)
         self.site_gap_m = float(site_gap_m)
         self.site_spacing_m = float(site_spacing_m)
+        if isinstance(rings, bool) or not isinstance(rings, int) or rings < 1:
+            raise ValueError(f"AreaPlanner rings must be an integer >= 1, got {rings!r}")
+        self.rings = rings
         self.bounds_x = (float(bounds_x[0]), float(bounds_x[1]))
         self.bounds_y = (float(bounds_y[0]), float(bounds_y[1]))
-        self.reach_m = self.frame_size_m / 2 + self.site_gap_m
+        self.ring0_m = self.frame_size_m / 2 + self.site_gap_m
+        self.reach_m = self.ring0_m + (rings - 1) * self.site_spacing_m
         if spacing_m < 2 * self.reach_m:
             raise ValueError(f"AreaPlanner spacing_m={spacing_m!r} must be at least the frame plus "
                              f"its site ring ({2 * self.reach_m!r} m)")
@@ -73,17 +79,18 @@ class AreaPlanner:
         return self.centres[area]
 
     def sites(self, area: int) -> list[tuple[float, float]]:
-        """Candidate action sites around area ``area``'s frame, in the order they are used."""
+        """Candidate action sites around area ``area``'s frame, inner ring first, in order of use."""
         cx, cy = self.centre(area)
-        r = self.reach_m
-        side = 2 * r
-        per_side = max(1, int(side // self.site_spacing_m))
-        step = side / per_side
         out = []
-        # walk the square ring counter-clockwise from the bottom-left corner
-        for k in range(4 * per_side):
-            s, t = divmod(k, per_side)
-            d = t * step
-            x, y = [(-r + d, -r), (r, -r + d), (r - d, r), (-r, r - d)][s]
-            out.append((cx + x, cy + y))
+        for ring in range(self.rings):
+            r = self.ring0_m + ring * self.site_spacing_m
+            side = 2 * r
+            per_side = max(1, int(side // self.site_spacing_m + 1e-9))
+            step = side / per_side
+            # walk the square ring counter-clockwise from the bottom-left corner
+            for k in range(4 * per_side):
+                s, t = divmod(k, per_side)
+                d = t * step
+                x, y = [(-r + d, -r), (r, -r + d), (r - d, r), (-r, r - d)][s]
+                out.append((cx + x, cy + y))
         return out
