@@ -190,7 +190,8 @@ def plot_gallery(run: ConditioningRun, images: dict[int, np.ndarray], path: Path
     n = max(1, len(frames))
     cols = min(6, n)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 2.8 * rows), dpi=90, squeeze=False)
+    row_h = 3.0  # inches: a square image plus a three-line title
+    fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, row_h * rows), dpi=90, squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, f in zip(axes.ravel(), frames, strict=False):
@@ -208,7 +209,7 @@ def plot_gallery(run: ConditioningRun, images: dict[int, np.ndarray], path: Path
                      color=_colour(f.quality, f.state, target))
     fig.suptitle(f"Frames of run {', '.join(map(str, run.run_ids))} (state, probability, preceding action)",
                  fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (2.8 * rows)))
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (row_h * rows)), h_pad=1.2)
     fig.savefig(path)
     plt.close(fig)
     return path
