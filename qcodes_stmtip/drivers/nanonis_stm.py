@@ -51,7 +51,17 @@ MOTOR_DIRECTIONS = {"X+": 0, "X-": 1, "Y+": 2, "Y-": 3, "Z+": 4, "Z-": 5}
 
 
 class FrameShapeError(ValueError):
-    """The controller returned a frame whose shape is not the configured ``(lines, pixels)``."""
+    """The controller returned a frame whose shape is not the configured ``(lines, pixels)``.
+
+    Nothing is lost: ``data`` holds the frame as received (float64, controller row order)
+    and ``expected`` the configured shape, so a caller can still save it.
+    """
+
+    def __init__(self, message: str, data: np.ndarray | None = None,
+                 expected: tuple[int, int] | None = None) -> None:
+        super().__init__(message)
+        self.data = data
+        self.expected = expected
 
 
 #: How the controller orders the rows of ``Scan.FrameDataGrab`` (see :class:`NanonisSTM`).
@@ -621,6 +631,7 @@ class NanonisSTM(Instrument):
             raise FrameShapeError(
                 f"{self.name}: controller returned a frame of shape {data.shape} for channel "
                 f"{self.channel.get()} ({frame.channel_name!r}); expected (lines, pixels) = "
-                f"{expected}"
+                f"{expected}; the received frame is kept in this error's .data",
+                data=np.array(data, dtype=np.float64), expected=expected,
             )
         return np.ascontiguousarray(frame_rows_bottom_up(data, bool(frame.scan_up), self.row_order), dtype=np.float64)

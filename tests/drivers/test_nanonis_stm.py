@@ -199,8 +199,11 @@ def test_last_frame_keeps_nan_rows_of_an_unfinished_scan(
 
 def test_wrong_frame_shape_raises_naming_both_shapes(fake_stm: NanonisSTM, fake_nanonis: FakeNanonis) -> None:
     fake_nanonis.state["grab_shape"] = (16, 12)
-    with pytest.raises(FrameShapeError, match=r"\(16, 12\).*\(12, 16\)"):
+    with pytest.raises(FrameShapeError, match=r"\(16, 12\).*\(12, 16\)") as info:
         fake_stm.last_frame()
+    assert info.value.expected == (12, 16)
+    assert info.value.data is not None and info.value.data.shape == (16, 12)  # nothing lost
+    assert np.isfinite(info.value.data).all()
 
 
 def test_scan_image_registers_in_a_measurement_with_setpoints(fake_stm: NanonisSTM, tmp_path) -> None:
