@@ -1,20 +1,28 @@
-"""Build the default bundles shipped in ``qcodes_stmtip/classify/bundles/<surface>`` from simulated frames.
+"""Build and score the default bundles shipped in ``qcodes_stmtip/classify/bundles/<surface>``.
 
-    .venv/bin/python -m qcodes_stmtip.classify.default_bundles --surface hsi100 [--count 600 --epochs 6]
+    .venv/bin/python -m qcodes_stmtip.classify.default_bundles --surface hsi100 \\
+        [--count 3200 --pixels 128:0.75,64:0.25 --epochs 12 --work /tmp/sim]
+    .venv/bin/python -m qcodes_stmtip.classify.default_bundles --surface hsi100 --evaluate BUNDLE
 
-Generates a simulated training set (``qcodes_stmtip.sim.dataset``) and a separate
-held-out simulated test set (another seed), trains a compact ensemble (H:Si(100):
-two SqueezeNets + one VGG-BN + the binary tip-change network, as the paper;
-Au/Cu(111): three VGG repeats, as the paper), scores it on the held-out set and
-writes the bundle. Only simulated data is used: real frames are not redistributed.
+Generates a simulated training set (``qcodes_stmtip.sim.dataset``; a mix of frame
+pixel counts, scan sizes 3–80 nm) and separate held-out simulated test sets (other
+seeds, hence other sessions), trains a compact ensemble (H:Si(100): two SqueezeNets +
+one VGG-BN + the binary tip-change network, as the paper; Au/Cu(111): three VGG
+repeats), calibrates the tip-change threshold on the validation sessions for a target
+precision, scores the bundle on held-out simulated frames (per pixel count and at the
+``stmtip demo`` geometry) and writes it. Only simulated data is used: real frames are
+not redistributed (``--real DIR`` scores sim→real for information only).
 Importing this module does not import Keras.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 from pathlib import Path
+
+import numpy as np
 
 from qcodes_stmtip.classify.bundle import DEFAULT_BUNDLES
 
@@ -25,51 +33,250 @@ DEFAULT_MEMBERS: dict[str, str] = {
     "cu111": "vgg:adam:1e-3,vgg:adam:1e-3,vgg:adam:1e-3",
 }
 
+#: Training frame pixel counts and their shares (frames are resized to 128 px for the networks).
+DEFAULT_PIXEL_MIX: tuple[tuple[int, float], ...] = ((128, 0.75), (64, 0.25))
+#: Held-out test pixel counts (64 = ``stmtip demo`` frames, 256 = larger real-like frames).
+TEST_PIXELS: tuple[int, ...] = (64, 128, 256)
+
+
+def parse_pixel_mix(text: str) -> tuple[tuple[int, float], ...]:
+    """``"128:0.75,64:0.25"`` → ((128, 0.75), (64, 0.25)); shares are normalised to sum 1."""
+    mix = []
+    for part in text.split(","):
+        try:
+            px, share = part.split(":")
+            mix.append((int(px), float(share)))
+        except ValueError:
+            raise ValueError(f"pixel mix entry {part!r} is not PIXELS:SHARE (in {text!r})") from None
+    total = sum(s for _, s in mix)
+    if not mix or total <= 0 or any(s < 0 or not 16 <= p <= 1024 for p, s in mix):
+        raise ValueError(f"pixel mix {text!r} needs pixels in 16..1024 and non-negative shares")
+    return tuple((p, s / total) for p, s in mix)
+
+
+def tip_change_threshold(y_true: np.ndarray, probability: np.ndarray, target_precision: float = 0.8,
+                         max_false_positive_rate: float = 0.05) -> tuple[float, str]:
+    """Tip-change threshold from validation data and how it was chosen.
+
+    The lowest threshold whose precision reaches ``target_precision`` (at least one
+    positive flagged); if none does, the threshold flagging at most
+    ``max_false_positive_rate`` of the negatives.
+    """
+    from sklearn.metrics import precision_recall_curve
+
+    if not 0.0 < target_precision <= 1.0:
+        raise ValueError(f"target_precision must be in (0, 1], got {target_precision}")
+    if not 0.0 <= max_false_positive_rate < 1.0:
+        raise ValueError(f"max_false_positive_rate must be in [0, 1), got {max_false_positive_rate}")
+    y = np.asarray(y_true, dtype=bool)
+    p = np.asarray(probability, dtype=np.float64)
+    if y.shape != p.shape or y.ndim != 1 or not y.any() or y.all():
+        raise ValueError("y_true must be 1-D, match probability, and hold both classes")
+    precision, _, thresholds = precision_recall_curve(y, p)
+    ok = np.flatnonzero(precision[:-1] >= target_precision)
+    if ok.size:
+        return float(thresholds[ok[0]]), f"precision >= {target_precision} on validation"
+    negatives = np.sort(p[~y])
+    k = int(np.floor(max_false_positive_rate * negatives.size))
+    t = float(np.nextafter(negatives[negatives.size - 1 - k], np.inf)) if k < negatives.size else 0.0
+    return t, f"false-positive rate <= {max_false_positive_rate} on validation (precision target unreached)"
+
+
+def _merge(sets: list):
+    """Concatenate :class:`ImageSet` s of one surface."""
+    from qcodes_stmtip.classify.dataset_images import ImageSet
+    from qcodes_stmtip.classify.labels import LabeledFrames
+
+    f0 = sets[0].frames
+    tc = None if any(s.frames.tip_change is None for s in sets) else np.concatenate(
+        [s.frames.tip_change for s in sets])
+    frames = LabeledFrames(f0.surface, f0.classes, [p for s in sets for p in s.frames.paths],
+                           np.concatenate([s.frames.sessions for s in sets]),
+                           np.concatenate([s.frames.labels for s in sets]), tc, f0.source)
+    return ImageSet(np.concatenate([s.images for s in sets]), frames,
+                    [k for s in sets for k in s.skipped])
+
+
+def simulated_set(surface: str, count: int, pixels: int, seed: int, work: Path, jobs: int = 2,
+                  progress: bool = False):
+    """Simulated frames (generated into ``work/<surface>_<pixels>px_<count>_s<seed>`` unless there)."""
+    from qcodes_stmtip.classify.dataset_images import load_images
+    from qcodes_stmtip.classify.labels import load_labels
+    from qcodes_stmtip.sim.dataset import generate_dataset
+
+    d = work / f"{surface}_{pixels}px_{count}_s{seed}"
+    if not (d / "labels.csv").is_file():
+        generate_dataset(surface, count, d, seed=seed, pixels=pixels, jobs=jobs, progress=progress)
+    return load_images(load_labels(d, surface), progress=progress)
+
+
+def demo_geometry_set(surface: str, count: int, seed: int, pixels: int | None = None,
+                      frame_size_m: float | None = None):
+    """``count`` clean frames (no tip change) at the ``stmtip demo`` geometry, classes cycled.
+
+    Returns (images (N, 128, 128, 1), labels (N,) class indexes).
+    """
+    from qcodes_stmtip.classify.preprocess import preprocess_batch
+    from qcodes_stmtip.demo import DEMO_FRAME_M, DEMO_PIXELS
+    from qcodes_stmtip.sim.classes import CLASSES
+    from qcodes_stmtip.sim.frames import render_scan
+    from qcodes_stmtip.sim.geometry import ScanGeometry
+    from qcodes_stmtip.sim.tips import sample_tip
+
+    pixels = DEMO_PIXELS if pixels is None else pixels
+    size = DEMO_FRAME_M if frame_size_m is None else frame_size_m
+    classes = CLASSES[surface]
+    rng = np.random.default_rng(seed)
+    frames, labels = [], []
+    for k in range(count):
+        label = classes[k % len(classes)]
+        cx, cy = rng.uniform(-1.5e-6, 1.5e-6, 2)
+        geometry = ScanGeometry(size, size, pixels, pixels, cx, cy, 0.0)
+        try:
+            scan = render_scan(surface, sample_tip(surface, label, rng), geometry, rng,
+                               sample_seed=int(rng.integers(1000)), scan_up=bool(rng.random() < 0.5))
+        except ValueError:  # this sample area cannot show the class
+            continue
+        frames.append(scan.forward)
+        labels.append(classes.index(scan.label))
+    return preprocess_batch(frames), np.array(labels)
+
+
+def score_frames(ensemble, images: np.ndarray, labels: np.ndarray,
+                 tip_change: np.ndarray | None = None) -> dict:
+    """Four-class, good/bad and tip-change scores of ``ensemble`` on labelled images.
+
+    Good/bad: P(bad) = mean probability of the non-good classes; accuracy at 0.5 and
+    AUROC. Tip change: AUROC, and the rate of flagged clean frames at the bundle threshold.
+    """
+    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+    from qcodes_stmtip.classify.metrics import binary_scores, score
+
+    lab = labels >= 0
+    pred = ensemble.predict(images[lab])
+    y = labels[lab]
+    out: dict = {"n": int(lab.sum()),
+                 "four_class": score(y, pred.mean, ensemble.classes, predictions=pred.vote_class).as_dict()}
+    good_idx = [i for i, c in enumerate(ensemble.classes) if c in ensemble.good_classes]
+    is_bad = ~np.isin(y, good_idx)
+    p_bad = 1.0 - pred.mean[:, good_idx].sum(axis=1)
+    out["good_bad"] = {
+        "accuracy": float(np.mean((p_bad >= 0.5) == is_bad)),
+        "balanced_accuracy": float(balanced_accuracy_score(is_bad, p_bad >= 0.5)),
+        "auroc": float(roc_auc_score(is_bad, p_bad)) if is_bad.any() and not is_bad.all() else float("nan"),
+        "good_frames_called_good": float(np.mean(p_bad[~is_bad] < 0.5)) if (~is_bad).any() else float("nan"),
+        "bad_frames_called_bad": float(np.mean(p_bad[is_bad] >= 0.5)) if is_bad.any() else float("nan"),
+    }
+    if pred.tip_change_probability is not None:
+        p_tc = pred.tip_change_probability
+        t = ensemble.tip_change_threshold
+        tc = np.zeros(len(y), bool) if tip_change is None else np.asarray(tip_change, bool)[lab]
+        out["tip_change"] = {"threshold": t, "false_positive_rate": float(np.mean(p_tc[~tc] >= t))
+                             if (~tc).any() else float("nan")}
+        if tc.any():
+            out["tip_change"].update(binary_scores(tc, p_tc, t))
+            out["tip_change"]["recall"] = float(np.mean(p_tc[tc] >= t))
+    return out
+
+
+def evaluate_bundle(ensemble, surface: str, work: Path, *, test_count: int = 400, demo_count: int = 200,
+                    seed: int = 0, real: Path | None = None, progress: bool = False) -> dict:
+    """Scores on held-out simulated sets (per pixel count, seeds ≥ seed + 10 000), the demo
+    geometry (``surface == "hsi100"``), and optionally the real frames in ``real``."""
+    out: dict = {}
+    for i, px in enumerate(TEST_PIXELS):
+        s = simulated_set(surface, test_count, px, seed + 10_000 + i, work, progress=progress)
+        out[f"simulated_{px}px"] = score_frames(ensemble, s.images, s.frames.labels, s.frames.tip_change)
+    if surface == "hsi100":
+        x, y = demo_geometry_set(surface, demo_count, seed + 20_000)
+        out["demo_geometry"] = score_frames(ensemble, x, y)
+    if real is not None:
+        from qcodes_stmtip.classify.dataset_images import load_images
+        from qcodes_stmtip.classify.labels import load_labels
+
+        r = load_images(load_labels(real, surface), progress=progress)
+        out["real_sim_to_real"] = score_frames(ensemble, r.images, r.frames.labels, r.frames.tip_change)
+    return out
+
 
 def build_default_bundle(
     surface: str,
     out: Path,
     *,
-    count: int = 600,
-    test_count: int = 200,
-    width: float = 0.0625,
-    epochs: int = 6,
+    count: int = 3200,
+    test_count: int = 400,
+    pixel_mix: tuple[tuple[int, float], ...] = DEFAULT_PIXEL_MIX,
+    width: float = 0.125,
+    epochs: int = 12,
+    patience: int = 3,
     seed: int = 0,
+    tip_change_precision: float = 0.8,
+    work: Path | None = None,
+    real: Path | None = None,
     progress: bool = True,
 ) -> dict:
-    """Generate simulated data, train, score on held-out simulated frames, save to ``out``.
+    """Generate simulated data, train, calibrate, score on held-out simulated frames, save to ``out``.
 
-    Returns the held-out evaluation (Table I rows). Side effects: writes the bundle
-    directory and temporary simulated data sets (deleted afterwards).
+    Returns the evaluation (:func:`evaluate_bundle`). Side effects: writes the bundle
+    directory; simulated data goes to ``work`` (kept) or a temporary directory (deleted).
     """
     from qcodes_stmtip.classify.bundle import save_bundle
-    from qcodes_stmtip.classify.dataset_images import load_images
     from qcodes_stmtip.classify.ensemble_training import (
         evaluate_ensemble,
         parse_members,
+        split_by_session,
         train_ensemble,
     )
-    from qcodes_stmtip.classify.labels import load_labels
-    from qcodes_stmtip.classify.training import TrainConfig
-    from qcodes_stmtip.sim.dataset import generate_dataset
+    from qcodes_stmtip.classify.training import TrainConfig, predict_probabilities
 
+    if count < 10 or test_count < 10:
+        raise ValueError(f"count and test_count must be >= 10, got {count}, {test_count}")
     members = parse_members(DEFAULT_MEMBERS[surface])
     with tempfile.TemporaryDirectory(prefix=f"stmtip-{surface}-") as tmp:
-        train_dir, test_dir = Path(tmp) / "train", Path(tmp) / "test"
-        generate_dataset(surface, count, train_dir, seed=seed, progress=progress)
-        generate_dataset(surface, test_count, test_dir, seed=seed + 10_000, progress=progress)
-        data = load_images(load_labels(train_dir, surface), progress=progress)
+        root = Path(tmp) if work is None else Path(work)
+        parts = [simulated_set(surface, max(1, round(count * share)), px, seed + i, root, progress=progress)
+                 for i, (px, share) in enumerate(pixel_mix) if share > 0]
+        data = _merge(parts)
         base = TrainConfig(members[0].architecture, width=width, epochs=epochs, batch_size=32,
-                           patience=3, seed=seed)
+                           patience=patience, seed=seed)
         ensemble, report = train_ensemble(data, base, members, val_fraction=0.2, split_seed=seed,
                                           progress=progress)
-        held_out = evaluate_ensemble(ensemble, load_images(load_labels(test_dir, surface),
-                                                           progress=progress))
+        if ensemble.tip_change is not None:
+            _, va = split_by_session(data, 0.2, seed)
+            p_tc = predict_probabilities(ensemble.tip_change.model, data.images[va])[:, 1]
+            t, how = tip_change_threshold(data.frames.tip_change[va], p_tc, tip_change_precision)
+            ensemble.tip_change_threshold = t
+            report["tip_change_threshold"] = {"threshold": t, "rule": how}
+        tests = [simulated_set(surface, test_count, px, seed + 10_000 + i, root, progress=progress)
+                 for i, px in enumerate(TEST_PIXELS)]
+        held_out = evaluate_ensemble(ensemble, _merge(tests))
+        evaluation = evaluate_bundle(ensemble, surface, root, test_count=test_count, seed=seed,
+                                     real=real, progress=progress)
         summary = {**data.frames.summary(), "source": "simulated (qcodes_stmtip.sim.dataset)",
-                   "count": count, "seed": seed, "width": width, "epochs": epochs}
+                   "count": count, "pixel_mix": dict(pixel_mix), "scan_sizes": "3-80 nm (per class)",
+                   "seed": seed, "width": width, "epochs": epochs, "patience": patience}
+        sim_eval = {k: v for k, v in evaluation.items() if k != "real_sim_to_real"}
         save_bundle(ensemble, out, training_data=summary,
-                    metrics={"validation": report, "held_out_simulated": held_out})
-    return held_out
+                    metrics={"validation": report, "held_out_simulated": held_out,
+                             "held_out_by_geometry": sim_eval})
+    return {"held_out_simulated": held_out, **evaluation}
+
+
+def _print_evaluation(evaluation: dict) -> None:
+    for name, s in evaluation.items():
+        if name == "held_out_simulated":
+            continue
+        fc, gb = s["four_class"], s["good_bad"]
+        line = (f"{name:>18} n={s['n']:4d}  AUROC {fc['mean_auroc']:.3f}  bal.acc {fc['balanced_accuracy']:.3f}"
+                f"  mean prec {fc['mean_precision']:.3f} | good/bad acc {gb['accuracy']:.3f}"
+                f" bal {gb['balanced_accuracy']:.3f} AUROC {gb['auroc']:.3f}")
+        tc = s.get("tip_change")
+        if tc:
+            line += f" | tip change FPR {tc['false_positive_rate']:.3f} @ {tc['threshold']:.3f}"
+            if "auroc" in tc:
+                line += f" AUROC {tc['auroc']:.3f} recall {tc['recall']:.3f}"
+        print(line)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,23 +285,45 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--surface", required=True, choices=SURFACES)
     p.add_argument("--out", type=Path, default=None, help=f"default: {DEFAULT_BUNDLES}/<surface>")
-    p.add_argument("--count", type=int, default=600)
-    p.add_argument("--test-count", type=int, default=200)
-    p.add_argument("--width", type=float, default=0.0625)
-    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--evaluate", type=Path, default=None, metavar="BUNDLE",
+                   help="only score an existing bundle (no training)")
+    p.add_argument("--count", type=int, default=3200)
+    p.add_argument("--test-count", type=int, default=400)
+    p.add_argument("--pixels", type=parse_pixel_mix, default=DEFAULT_PIXEL_MIX,
+                   help="training pixel counts and shares [128:0.75,64:0.25]")
+    p.add_argument("--width", type=float, default=0.125)
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--patience", type=int, default=3)
+    p.add_argument("--tip-change-precision", type=float, default=0.8)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--work", type=Path, default=None, help="keep/reuse simulated data here")
+    p.add_argument("--real", type=Path, default=None, help="also score real labelled frames (information)")
+    p.add_argument("--json", type=Path, default=None, help="write the evaluation here")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
-    from qcodes_stmtip.classify.ensemble_training import format_table
 
-    out = args.out or DEFAULT_BUNDLES / args.surface
-    held = build_default_bundle(args.surface, out, count=args.count, test_count=args.test_count,
-                                width=args.width, epochs=args.epochs, seed=args.seed,
-                                progress=not args.quiet)
-    print(f"{out}: held-out simulated frames")
-    print(format_table(held["table"]))
-    if "tip_change" in held:
-        print(f"tip change: {held['tip_change']}")
+    if args.evaluate is not None:
+        from qcodes_stmtip.classify.bundle import load_bundle
+
+        ens = load_bundle(args.evaluate, surface=args.surface)
+        with tempfile.TemporaryDirectory() as tmp:
+            evaluation = evaluate_bundle(ens, args.surface, args.work or Path(tmp), test_count=args.test_count,
+                                         seed=args.seed, real=args.real, progress=not args.quiet)
+        print(f"{args.evaluate}:")
+    else:
+        from qcodes_stmtip.classify.ensemble_training import format_table
+
+        out = args.out or DEFAULT_BUNDLES / args.surface
+        evaluation = build_default_bundle(
+            args.surface, out, count=args.count, test_count=args.test_count, pixel_mix=args.pixels,
+            width=args.width, epochs=args.epochs, patience=args.patience, seed=args.seed,
+            tip_change_precision=args.tip_change_precision, work=args.work, real=args.real,
+            progress=not args.quiet)
+        print(f"{out}: held-out simulated frames")
+        print(format_table(evaluation["held_out_simulated"]["table"]))
+    _print_evaluation(evaluation)
+    if args.json is not None:
+        args.json.write_text(json.dumps(evaluation, indent=1, default=float))
     return 0
 
 
