@@ -54,13 +54,13 @@ def parse_pixel_mix(text: str) -> tuple[tuple[int, float], ...]:
     return tuple((p, s / total) for p, s in mix)
 
 
-def tip_change_threshold(y_true: np.ndarray, probability: np.ndarray, target_precision: float = 0.8,
-                         max_false_positive_rate: float = 0.05) -> tuple[float, str]:
+def tip_change_threshold(y_true: np.ndarray, probability: np.ndarray, target_precision: float = 0.5,
+                         max_false_positive_rate: float = 0.05, min_recall: float = 0.1) -> tuple[float, str]:
     """Tip-change threshold from validation data and how it was chosen.
 
-    The lowest threshold whose precision reaches ``target_precision`` (at least one
-    positive flagged); if none does, the threshold flagging at most
-    ``max_false_positive_rate`` of the negatives.
+    The lowest threshold whose precision reaches ``target_precision`` while still
+    flagging at least ``min_recall`` of the positives; if none does, the threshold
+    flagging at most ``max_false_positive_rate`` of the negatives.
     """
     from sklearn.metrics import precision_recall_curve
 
@@ -72,8 +72,8 @@ def tip_change_threshold(y_true: np.ndarray, probability: np.ndarray, target_pre
     p = np.asarray(probability, dtype=np.float64)
     if y.shape != p.shape or y.ndim != 1 or not y.any() or y.all():
         raise ValueError("y_true must be 1-D, match probability, and hold both classes")
-    precision, _, thresholds = precision_recall_curve(y, p)
-    ok = np.flatnonzero(precision[:-1] >= target_precision)
+    precision, recall, thresholds = precision_recall_curve(y, p)
+    ok = np.flatnonzero((precision[:-1] >= target_precision) & (recall[:-1] >= min_recall))
     if ok.size:
         return float(thresholds[ok[0]]), f"precision >= {target_precision} on validation"
     negatives = np.sort(p[~y])
@@ -211,7 +211,7 @@ def build_default_bundle(
     epochs: int = 12,
     patience: int = 3,
     seed: int = 0,
-    tip_change_precision: float = 0.8,
+    tip_change_precision: float = 0.5,
     work: Path | None = None,
     real: Path | None = None,
     progress: bool = True,
@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--width", type=float, default=0.125)
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--patience", type=int, default=3)
-    p.add_argument("--tip-change-precision", type=float, default=0.8)
+    p.add_argument("--tip-change-precision", type=float, default=0.5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", type=Path, default=None, help="keep/reuse simulated data here")
     p.add_argument("--real", type=Path, default=None, help="also score real labelled frames (information)")
