@@ -60,9 +60,3 @@ def test_wrong_channel_for_a_one_channel_file(tmp_path: Path) -> None:
     ):
         read_frame(image, channel="I")
 
-
-def test_real_matrix_file() -> None:
-    pytest.skip(
-        "no real, redistributable MATRIX .Z_mtrx/.mtrx pair exists (shared data README) and the binary "
-        "format has no public specification to write one from"
-    )
