@@ -77,31 +77,16 @@ def train_demo_bundle(out: Path, surface: str = "hsi100", *, pixels: int = DEMO_
     import numpy as np
 
     from qcodes_stmtip.classify.bundle import save_bundle
+    from qcodes_stmtip.classify.default_bundles import demo_geometry_set
     from qcodes_stmtip.classify.ensemble import Ensemble, Member
-    from qcodes_stmtip.classify.preprocess import preprocess_batch
     from qcodes_stmtip.classify.training import TrainConfig, train_classifier
     from qcodes_stmtip.sim.classes import CLASSES
-    from qcodes_stmtip.sim.frames import render_scan
-    from qcodes_stmtip.sim.geometry import ScanGeometry
-    from qcodes_stmtip.sim.tips import sample_tip
 
     classes = CLASSES[surface]
-    rng = np.random.default_rng(seed)
     t0 = time.perf_counter()
-    frames, labels = [], []
-    for k in range(per_class * len(classes)):
-        label = classes[k % len(classes)]
-        cx, cy = rng.uniform(-1.5e-6, 1.5e-6, 2)
-        geometry = ScanGeometry(frame_size_m, frame_size_m, pixels, pixels, cx, cy, 0.0)
-        try:
-            scan = render_scan(surface, sample_tip(surface, label, rng), geometry, rng,
-                               sample_seed=int(rng.integers(1000)), scan_up=bool(rng.random() < 0.5))
-        except ValueError:  # this area cannot show the class (e.g. no step): skip it
-            continue
-        frames.append(scan.forward)
-        labels.append(classes.index(scan.label))
-    x = preprocess_batch(frames, pixels)
-    y = np.array(labels)
+    x, y = demo_geometry_set(surface, per_class * len(classes), seed, pixels, frame_size_m,
+                             image_size=pixels)
+    rng = np.random.default_rng(seed + 1)
     order = rng.permutation(len(x))
     x, y = x[order], y[order]
     n_val = max(len(classes), len(x) // 5)

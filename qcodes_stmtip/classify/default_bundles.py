@@ -111,10 +111,11 @@ def simulated_set(surface: str, count: int, pixels: int, seed: int, work: Path, 
 
 
 def demo_geometry_set(surface: str, count: int, seed: int, pixels: int | None = None,
-                      frame_size_m: float | None = None):
+                      frame_size_m: float | None = None, image_size: int = 128):
     """``count`` clean frames (no tip change) at the ``stmtip demo`` geometry, classes cycled.
 
-    Returns (images (N, 128, 128, 1), labels (N,) class indexes).
+    Areas that cannot show a class are skipped, so fewer than ``count`` may come back.
+    Returns (images (N, image_size, image_size, 1), labels (N,) class indexes).
     """
     from qcodes_stmtip.classify.preprocess import preprocess_batch
     from qcodes_stmtip.demo import DEMO_FRAME_M, DEMO_PIXELS
@@ -139,7 +140,7 @@ def demo_geometry_set(surface: str, count: int, seed: int, pixels: int | None = 
             continue
         frames.append(scan.forward)
         labels.append(classes.index(scan.label))
-    return preprocess_batch(frames), np.array(labels)
+    return preprocess_batch(frames, image_size), np.array(labels)
 
 
 def score_frames(ensemble, images: np.ndarray, labels: np.ndarray,
