@@ -20,12 +20,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def server() -> Iterator[SimulatedNanonisServer]:
-    srv = serve_simulator(surface="hsi100", seed=3, time_acceleration=1000.0,
-                          initial_tip="individual_atoms")
-    try:
+    with serve_simulator(surface="hsi100", seed=3, time_acceleration=1000.0,
+                          initial_tip="individual_atoms") as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture

@@ -45,12 +45,9 @@ def _close_instruments() -> Iterator[None]:
 
 @pytest.fixture
 def server() -> Iterator[SimulatedNanonisServer]:
-    srv = serve_simulator(surface="hsi100", seed=5, time_acceleration=1000.0,
-                          initial_tip="individual_atoms")
-    try:
+    with serve_simulator(surface="hsi100", seed=5, time_acceleration=1000.0,
+                          initial_tip="individual_atoms") as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture

@@ -24,12 +24,9 @@ STATION = REPO / "instruments" / "simulated_lab.station.yaml"
 
 @pytest.fixture
 def server() -> Iterator[SimulatedNanonisServer]:
-    srv = serve_simulator(surface="cu111", seed=4, time_acceleration=1000.0,
-                          initial_tip="individual_atoms")
-    try:
+    with serve_simulator(surface="cu111", seed=4, time_acceleration=1000.0,
+                          initial_tip="individual_atoms") as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture
