@@ -74,12 +74,9 @@ class GroundTruthClassifier:
 
     def register(self, meas: Measurement, frame_index: Parameter) -> list[Parameter]:
         """Register the monitor's result parameters against ``frame_index``."""
-        if frame_index.register_name not in meas.parameters:
-            meas.register_parameter(frame_index)
-        for p in self.parameters:
-            meas.register_parameter(p, setpoints=(frame_index,))
+        registered = self.params.register(meas, frame_index)
         self.frame_index = frame_index
-        return self.parameters
+        return registered
 
     def submit(self, frame_index: int, frame: np.ndarray, datasaver: DataSaver | None = None, *,
                timestamp: float | None = None) -> None:

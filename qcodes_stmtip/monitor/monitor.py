@@ -211,14 +211,9 @@ class TipStateMonitor:
 
         ``frame_index`` is registered too if it is not yet. Returns the parameters.
         """
-        if not isinstance(frame_index, Parameter):
-            raise TypeError(f"frame_index must be a QCoDeS Parameter, got {type(frame_index).__name__}")
-        if frame_index.register_name not in meas.parameters:
-            meas.register_parameter(frame_index)
-        for p in self.parameters:
-            meas.register_parameter(p, setpoints=(frame_index,))
+        registered = self.params.register(meas, frame_index)
         self.frame_index = frame_index
-        return self.parameters
+        return registered
 
     def on_state(self, callback: StateCallback) -> StateCallback:
         """Call ``callback(frame_index, result)`` for every result (usable as a decorator).

@@ -24,9 +24,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from qcodes.parameters import Parameter
 from qcodes.validators import Numbers, Strings
+
+if TYPE_CHECKING:
+    from qcodes.dataset import Measurement
 
 __all__ = ["UNCLASSIFIED", "UNCERTAIN_STATE", "ResultParameters", "TipStateResult"]
 
@@ -106,6 +110,19 @@ class ResultParameters:
         """Every parameter, in storage order."""
         return [self.state, self.quality, *self.probabilities.values(), *self.votes,
                 self.tip_change, self.timestamp, self.reason]
+
+    def register(self, meas: Measurement, frame_index: Parameter) -> list[Parameter]:
+        """Register every parameter with ``meas``, each depending on ``frame_index``.
+
+        ``frame_index`` is registered too if it is not yet. Returns the parameters.
+        """
+        if not isinstance(frame_index, Parameter):
+            raise TypeError(f"frame_index must be a QCoDeS Parameter, got {type(frame_index).__name__}")
+        if frame_index.register_name not in meas.parameters:
+            meas.register_parameter(frame_index)
+        for p in self.all:
+            meas.register_parameter(p, setpoints=(frame_index,))
+        return self.all
 
     def values(self, result: TipStateResult) -> list[tuple[Parameter, object]]:
         """``(parameter, value)`` pairs of one result."""
