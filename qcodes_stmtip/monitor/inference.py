@@ -4,15 +4,21 @@
 runs every member plus the optional tip-change network as **one** ``tf.function``
 (``jit_compile=False``, fixed input signature ``(None, s, s, 1)`` so it is traced
 once): the members' softmax outputs are concatenated inside the graph and split again
-in numpy. Measured on the 2-core CI machine (``benchmarks/monitor.py``) this is several
-times faster per frame than ``keras.Model.predict`` per member, which pays Keras'
-data-adapter and per-call overhead once per member. ONNX Runtime was tried: Keras 3's
-``Model.export(format="onnx")`` needs ``tf2onnx``; ``tf2onnx.convert.from_function`` on the
-same fused function (tf2onnx 1.17, onnx 1.23, TF 2.21) exports in ~30 s and agrees to
-3e-8, but ran the paper-size 3-SqueezeNet ensemble at 72 and 97 ms/frame against 57 and
-56 ms for this ``tf.function`` in the same (shared, loaded) 2-core runs, so the extra
-dependency and export step did not pay off and the TensorFlow path is the one used.
-XLA (``jit_compile=True``) was slower too (median 53–56 ms against 29–49 ms).
+in numpy. Each network enters the graph in its folded inference form
+(:func:`~qcodes_stmtip.monitor.folded.fold_model`: batch norm folded into the
+convolutions, weights as constants, the one weight-heavy late convolution as a GEMM)
+after the folded form has been checked against the Keras model on a probe batch
+(:data:`FOLD_TOLERANCE`); a network that cannot be folded, or disagrees, enters as the
+Keras call and the reason is logged and listed in :attr:`FusedEnsemble.path`.
+
+Measured on the 2-core CI machine (``benchmarks/monitor.py``), paper-size 3-SqueezeNet
+ensemble (3.2 GFLOP per frame): Keras ``predict`` per member 176–330 ms, the fused
+Keras-layer graph 27–29 ms, the folded graph 17–18 ms (see the README for the current
+numbers). ONNX Runtime was tried: ``tf2onnx.convert.from_function`` on the fused
+function (tf2onnx 1.17, onnx 1.23, TF 2.21) agrees to 3e-8 but ran at 72 and 97 ms/frame
+against 57 and 56 ms for the unfolded ``tf.function`` in the same (loaded) runs, so the
+extra dependency did not pay off. XLA (``jit_compile=True``) was slower too (median
+53–56 ms against 29–49 ms).
 
 The device is TensorFlow's choice: the first GPU when TensorFlow sees one, the CPU
 otherwise; :attr:`FusedEnsemble.device` reports it for the run metadata. Importing this
@@ -21,6 +27,7 @@ module does not import TensorFlow; constructing a :class:`FusedEnsemble` does.
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 
@@ -28,10 +35,14 @@ import numpy as np
 
 from qcodes_stmtip.classify.ensemble import Ensemble, EnsemblePrediction, majority_vote
 
-__all__ = ["FusedEnsemble", "FusedOutput", "INFERENCE_PATH"]
+__all__ = ["FOLD_TOLERANCE", "FusedEnsemble", "FusedOutput", "INFERENCE_PATH"]
 
-#: Name of the inference path recorded in the run metadata.
+log = logging.getLogger(__name__)
+
+#: Name of the inference path recorded in the run metadata (every network folded).
 INFERENCE_PATH = "tensorflow-fused-tf.function"
+#: Largest absolute difference of any output allowed between a folded network and its Keras model.
+FOLD_TOLERANCE = 1e-5
 
 
 @dataclass
@@ -73,10 +84,18 @@ class FusedEnsemble:
         self.n_classes = len(ensemble.classes)
         gpus = tf.config.list_physical_devices("GPU")
         self.device: str = f"GPU:0 ({gpus[0].name})" if gpus else "CPU"
-        outputs = [*models, *([tip] if tip is not None else [])]
+        networks = [*models, *([tip] if tip is not None else [])]
+        probe = np.random.default_rng(0).uniform(-1, 1, (2, *shape)).astype(np.float32)
+        calls, unfolded = [], []
+        for net in networks:
+            call, why = _folded_or_keras(net, probe)
+            calls.append(call)
+            if why:
+                unfolded.append(f"{net.name}: {why}")
+        self.unfolded: tuple[str, ...] = tuple(unfolded)
 
         def fused(x):
-            return tf.concat([m(x, training=False) for m in outputs], axis=1)
+            return tf.concat([call(x) for call in calls], axis=1)
 
         self._fn = tf.function(
             fused, jit_compile=False,
@@ -84,7 +103,8 @@ class FusedEnsemble:
         )
         self._has_tip = tip is not None
         self._lock = threading.Lock()
-        self.path = INFERENCE_PATH
+        self.path = INFERENCE_PATH if not unfolded else (
+            f"{INFERENCE_PATH} (Keras layers for {len(unfolded)} of {len(networks)} networks)")
 
     def __call__(self, batch: np.ndarray) -> FusedOutput:
         """Run every network on ``batch`` (N, s, s, 1) in one graph call."""
@@ -109,3 +129,24 @@ class FusedEnsemble:
     def warm_up(self) -> None:
         """Trace the graph once (zeros input) so the first real frame is not slow."""
         self(np.zeros((1, *self.input_shape), dtype=np.float32))
+
+
+def _folded_or_keras(model, probe: np.ndarray):
+    """``(call, reason)``: the folded form of ``model`` if it matches Keras on ``probe``, else the
+    Keras call and why (logged)."""
+    from qcodes_stmtip.monitor.folded import UnsupportedModel, fold_model
+
+    def keras_call(x):
+        return model(x, training=False)
+
+    try:
+        folded = fold_model(model)
+        diff = float(np.max(np.abs(np.asarray(folded(probe)) - np.asarray(keras_call(probe)))))
+    except UnsupportedModel as exc:
+        reason = str(exc)
+    else:
+        if diff <= FOLD_TOLERANCE:
+            return folded, ""
+        reason = f"folded graph differs from Keras by {diff:.2e} (> {FOLD_TOLERANCE:g})"
+    log.warning("network %r runs as Keras layers, not folded: %s", model.name, reason)
+    return keras_call, reason
