@@ -45,6 +45,8 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--models", default=ALL_MODELS, help=f"rows to compute, of {ALL_MODELS}")
     p.add_argument("--ensemble-size", type=int, default=3, help="members voted (best by validation AUROC)")
+    p.add_argument("--target-precision", type=float, default=0.9,
+                   help="validation precision the per-class confidence thresholds are set to reach [0.9]")
     p.add_argument("--rfc-trees", type=int, default=5000, help="the paper's 5,000")
     p.add_argument("--rfc-size", type=int, default=32, help="RFC input side (pixels)")
     p.add_argument("--jobs", type=int, default=2, help="RFC worker processes")
@@ -141,7 +143,12 @@ def table_rows(train: Split, val: Split, test: Split, classes, surface: str,
     """Train and score every requested row (see module doc); ``val`` picks epochs and members."""
     from qcodes_stmtip.classify.baselines import RandomForestBaseline, WeightedRandomGuess
     from qcodes_stmtip.classify.ensemble import majority_vote
-    from qcodes_stmtip.classify.metrics import binary_scores, score
+    from qcodes_stmtip.classify.metrics import (
+        binary_scores,
+        confident_precision,
+        score,
+        thresholds_for_precision,
+    )
     from qcodes_stmtip.classify.training import TrainConfig, predict_probabilities, train_classifier
 
     wanted = set(args.models.split(","))
@@ -151,11 +158,17 @@ def table_rows(train: Split, val: Split, test: Split, classes, surface: str,
         restricted = tr.y == list(classes).index("tip_change")
     out = TableResult()
     probs: dict[str, np.ndarray] = {}
+    val_probs: dict[str, np.ndarray] = {}
 
-    def add(name: str, p: np.ndarray, pred: np.ndarray | None = None) -> None:
+    def add(name: str, p: np.ndarray, pred: np.ndarray | None = None, p_val: np.ndarray | None = None,
+            pred_val: np.ndarray | None = None) -> None:
         out.rows[name] = score(te.y, p, classes, predictions=pred).as_dict()
         decided = np.argmax(p, axis=1) if pred is None else pred
         out.good_bad[name] = good_bad_scores(te.y, p, decided, classes, surface)
+        if p_val is not None:  # the paper's confidence thresholds, chosen on validation data
+            th = thresholds_for_precision(va.y, _called_probability(p_val, pred_val), args.target_precision)
+            out.rows[name]["thresholds"] = th.tolist()
+            out.rows[name]["confident"] = confident_precision(te.y, p, th, pred)
 
     base = TrainConfig("squeezenet", width=args.width, epochs=args.epochs, batch_size=args.batch_size,
                        patience=args.patience, lr_decay=args.lr_decay, seed=args.seed)
@@ -167,9 +180,10 @@ def table_rows(train: Split, val: Split, test: Split, classes, surface: str,
                              "learning_rate": lr, "seed": args.seed + i})
         r = train_classifier(tr.x, tr.y, va.x, va.y, len(classes), cfg, restricted=restricted,
                              progress=not args.quiet, name=name)
-        out.validation_auroc[name] = score(va.y, predict_probabilities(r.model, va.x), classes).mean_auroc
+        val_probs[name] = predict_probabilities(r.model, va.x)
+        out.validation_auroc[name] = score(va.y, val_probs[name], classes).mean_auroc
         probs[name] = predict_probabilities(r.model, te.x)
-        add(name, probs[name])
+        add(name, probs[name], p_val=val_probs[name])
         out.timings[name] = {"seconds": round(r.seconds, 1), "epochs": r.epochs_run, "best_epoch": r.best_epoch,
                              "params": int(r.model.count_params()), "width": width, "optimizer": opt, "lr": lr}
         print(f"  {name}: {r.seconds:.0f} s, {r.epochs_run} epochs (best {r.best_epoch}), validation AUROC "
@@ -178,8 +192,9 @@ def table_rows(train: Split, val: Split, test: Split, classes, surface: str,
         best = sorted(probs, key=lambda n: out.validation_auroc[n], reverse=True)[: args.ensemble_size]
         out.ensemble_members = best
         vote = majority_vote(np.stack([probs[n] for n in best]))
-        add("ensemble", vote.mean, vote.vote_class)
-        add("ensemble_mean_prob*", vote.mean)
+        vote_val = majority_vote(np.stack([val_probs[n] for n in best]))
+        add("ensemble", vote.mean, vote.vote_class, vote_val.mean, vote_val.vote_class)
+        add("ensemble_mean_prob*", vote.mean, p_val=vote_val.mean)
         out.timings["ensemble"] = {"seconds": round(sum(out.timings[n]["seconds"] for n in best), 1),
                                    "members": "+".join(best)}
         for table in (out.rows, out.good_bad):  # ensemble rows first, as in the paper
@@ -206,6 +221,15 @@ def table_rows(train: Split, val: Split, test: Split, classes, surface: str,
     return out
 
 
+def _called_probability(p: np.ndarray, pred: np.ndarray | None) -> np.ndarray:
+    """(N, K) scores for threshold tuning: each frame's probability in its decided class, 0 elsewhere
+    (so a class's threshold is tuned on the frames that class would be called for)."""
+    pred = np.argmax(p, axis=1) if pred is None else pred
+    out = np.zeros_like(p)
+    out[np.arange(len(p)), pred] = p[np.arange(len(p)), pred]
+    return out
+
+
 def report(result: TableResult, classes, title: str, args: argparse.Namespace) -> None:
     """Print Table I, the good/bad collapse, the tip-change network, timings and the command line."""
     from qcodes_stmtip.classify.ensemble_training import format_table
@@ -216,8 +240,16 @@ def report(result: TableResult, classes, title: str, args: argparse.Namespace) -
         print(f"ensemble = majority vote of the {len(result.ensemble_members)} best by validation AUROC: "
               f"{', '.join(result.ensemble_members)}; * = mean-probability arg-max of the same members "
               "(not the paper's rule)")
-    print("Mean precision = macro average over the test classes of the precision of the model's decision "
-          "(arg-max, or the ensemble's vote); no threshold is tuned.")
+    print("Prec = macro average over the test classes of the precision of the model's decision (arg-max, "
+          "or the ensemble's vote), every frame called; AP = macro area under the precision-recall curves.")
+    confident = {n: r["confident"] for n, r in result.rows.items() if "confident" in r}
+    if confident:
+        print(f"\nwith the paper's per-class confidence thresholds (set on the validation sessions to reach "
+              f"precision {args.target_precision:g}; a frame below its class threshold gets no call):")
+        print(f"{'model':<28} {'Prec':>6} {'cover':>6} {'BalAcc':>6} {'classes':>7}")
+        for n, c in confident.items():
+            print(f"{n:<28} {c['mean_precision']:>6.3f} {c['coverage']:>6.3f} {c['balanced_accuracy']:>6.3f} "
+                  f"{c['classes_called']:>7d}")
     print(f"\ngood/bad collapse ({'bad' if not result.good_bad else next(iter(result.good_bad.values()))['bad']}"
           " bad-tip test frames):")
     print(f"{'model':<28} {'AUROC':>6} {'BalAcc':>6} {'Prec':>6}")

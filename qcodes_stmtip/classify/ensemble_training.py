@@ -175,13 +175,16 @@ def evaluate_ensemble(ensemble: Ensemble, data: ImageSet, plots_dir: str | Path 
 
 
 def format_table(rows: dict[str, dict], classes: tuple[str, ...] | None = None) -> str:
-    """Plain-text Table I: model, mean AUROC, balanced accuracy, mean precision (+ per-class AUROC)."""
+    """Plain-text Table I: model, mean AUROC, balanced accuracy, mean precision, mean average
+    precision (area under PR) and the per-class AUROC."""
     names = list(rows)
     classes = classes or tuple(next(iter(rows.values()))["classes"])
-    head = f"{'model':<28} {'AUROC':>6} {'BalAcc':>6} {'Prec':>6}  " + " ".join(f"{c[:10]:>10}" for c in classes)
+    head = (f"{'model':<28} {'AUROC':>6} {'BalAcc':>6} {'Prec':>6} {'AP':>6}  "
+            + " ".join(f"{c[:10]:>10}" for c in classes))
     lines = [head, "-" * len(head)]
     for n in names:
         r = rows[n]
         per = " ".join(f"{r['auroc'].get(c, float('nan')):>10.3f}" for c in classes)
-        lines.append(f"{n:<28} {r['mean_auroc']:>6.3f} {r['balanced_accuracy']:>6.3f} {r['mean_precision']:>6.3f}  {per}")
+        lines.append(f"{n:<28} {r['mean_auroc']:>6.3f} {r['balanced_accuracy']:>6.3f} {r['mean_precision']:>6.3f} "
+                     f"{r.get('average_precision', float('nan')):>6.3f}  {per}")
     return "\n".join(lines)

@@ -1,11 +1,20 @@
-"""Table I scores with scikit-learn: per-class and mean AUROC, balanced accuracy, mean precision."""
+"""Table I scores with scikit-learn: per-class and mean AUROC, balanced accuracy, mean precision.
+
+Besides the decision-based mean precision (every frame gets its arg-max / voted class),
+:func:`confident_precision` scores the paper's use of confidence thresholds: a frame is
+given a class only when that class's probability reaches the class threshold (thresholds
+picked on validation data, :func:`thresholds_for_precision`), and the precision of those
+positive calls is reported together with the fraction of frames that got one (coverage).
+"""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
 from sklearn.metrics import (
+    average_precision_score,
     balanced_accuracy_score,
     confusion_matrix,
     precision_recall_curve,
@@ -20,8 +29,9 @@ class Scores:
 
     ``auroc`` maps class → one-vs-rest AUROC (NaN when the class is absent);
     ``mean_auroc`` averages the defined ones; ``balanced_accuracy`` and
-    ``mean_precision`` (macro) use the predicted classes; ``confusion`` has true
-    classes in rows, predictions in columns.
+    ``mean_precision`` (macro) use the predicted classes; ``average_precision`` is the
+    macro mean of the per-class areas under the precision–recall curve (threshold-free);
+    ``confusion`` has true classes in rows, predictions in columns.
     """
 
     classes: tuple[str, ...]
@@ -31,6 +41,7 @@ class Scores:
     mean_precision: float
     confusion: list[list[int]]
     n: int
+    average_precision: float = float("nan")
 
     def as_dict(self) -> dict[str, object]:
         out = asdict(self)
@@ -77,6 +88,8 @@ def score(
             auroc[name] = float(roc_auc_score(positive, p[:, k]))
     defined = [v for v in auroc.values() if np.isfinite(v)]
     present = np.unique(y)
+    ap = [float(average_precision_score(y == k, p[:, k])) for k in range(len(classes))
+          if (y == k).any() and not (y == k).all()]
     return Scores(
         classes=classes,
         auroc=auroc,
@@ -87,7 +100,51 @@ def score(
         ),
         confusion=confusion_matrix(y, pred, labels=labels).tolist(),
         n=int(y.size),
+        average_precision=float(np.mean(ap)) if ap else float("nan"),
     )
+
+
+def confident_precision(
+    y_true: np.ndarray,
+    probabilities: np.ndarray,
+    thresholds: np.ndarray,
+    predictions: np.ndarray | None = None,
+) -> dict[str, float]:
+    """Precision of the confident calls only (see module doc).
+
+    A frame's class (``predictions``, default arg-max) counts as a positive call when
+    its probability is ≥ that class's threshold; other frames get no call. Returns
+    ``mean_precision`` (macro over the classes that received at least one call),
+    ``classes_called``, ``coverage`` (fraction of frames with a call) and
+    ``balanced_accuracy`` with uncalled frames counted as wrong.
+    """
+    y = np.asarray(y_true, dtype=int)
+    p = np.asarray(probabilities, dtype=np.float64)
+    th = np.asarray(thresholds, dtype=np.float64)
+    if th.shape != (p.shape[1],):
+        raise ValueError(f"thresholds must have one value per class ({p.shape[1]}), got {th.shape}")
+    pred = np.argmax(p, axis=1) if predictions is None else np.asarray(predictions, dtype=int)
+    if pred.shape != y.shape:
+        raise ValueError(f"predictions must have shape {y.shape}, got {pred.shape}")
+    called = p[np.arange(len(y)), pred] >= th[pred]
+    called_classes = np.unique(pred[called])
+    precision = (float(precision_score(y[called], pred[called], labels=called_classes,
+                                       average="macro", zero_division=0))
+                 if called.any() else float("nan"))
+    return {
+        "mean_precision": precision,
+        "classes_called": int(called_classes.size),
+        "coverage": float(called.mean()),
+        "balanced_accuracy": _balanced_accuracy_with_no_call(y, np.where(called, pred, -1)),
+    }
+
+
+def _balanced_accuracy_with_no_call(y: np.ndarray, pred: np.ndarray) -> float:
+    """Balanced accuracy where ``pred == -1`` (no call) is simply wrong (scikit-learn warns about
+    the extra label; that is intended here)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        return float(balanced_accuracy_score(y, pred))
 
 
 def binary_scores(y_true: np.ndarray, probability: np.ndarray, threshold: float = 0.5) -> dict[str, float]:

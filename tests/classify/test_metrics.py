@@ -3,7 +3,12 @@
 import numpy as np
 import pytest
 
-from qcodes_stmtip.classify.metrics import binary_scores, score, thresholds_for_precision
+from qcodes_stmtip.classify.metrics import (
+    binary_scores,
+    confident_precision,
+    score,
+    thresholds_for_precision,
+)
 
 CLASSES = ("a", "b", "c")
 
@@ -60,3 +65,30 @@ def test_thresholds_for_precision():
     assert th[1] == pytest.approx(0.4)
     with pytest.raises(ValueError, match="target"):
         thresholds_for_precision(y, p, 0.0)
+
+
+def test_average_precision_is_the_macro_pr_area():
+    y = np.array([0, 0, 0, 1, 1, 2])
+    p = np.array([[.8, .1, .1], [.6, .3, .1], [.2, .7, .1], [.3, .6, .1], [.5, .4, .1], [.1, .1, .8]])
+    s = score(y, p, CLASSES)
+    # a: ranked .8+ .6+ .5- .3- .2+ .1- → AP = (1 + 1 + 3/5) / 3; b: .7- .6+ .4+ .3 .1 .1 → (1/2 + 2/3) / 2;
+    # c: the top score is the positive → 1
+    assert s.average_precision == pytest.approx(((1 + 1 + 3 / 5) / 3 + (1 / 2 + 2 / 3) / 2 + 1) / 3)
+
+
+def test_confident_precision_only_counts_calls_above_their_class_threshold():
+    y = np.array([0, 0, 0, 1, 1, 2])
+    p = np.array([[.8, .1, .1], [.6, .3, .1], [.2, .7, .1], [.3, .6, .1], [.5, .4, .1], [.1, .1, .8]])
+    # arg-max calls a a b b a c; with a ≥ .55, b ≥ .65, c ≥ .9: calls a (.8), a (.6), b (.7) only
+    r = confident_precision(y, p, np.array([.55, .65, .9]))
+    assert r["coverage"] == pytest.approx(3 / 6)
+    assert r["classes_called"] == 2
+    assert r["mean_precision"] == pytest.approx((1 + 0) / 2)  # a: 2/2 right, b: the .7 frame is an a
+    # uncalled frames count as wrong: recalls a 2/3, b 0, c 0
+    assert r["balanced_accuracy"] == pytest.approx((2 / 3) / 3)
+    # zero thresholds: every frame called, precision equals the decision-based one
+    r0 = confident_precision(y, p, np.zeros(3))
+    assert r0["coverage"] == 1.0
+    assert r0["mean_precision"] == pytest.approx(score(y, p, CLASSES).mean_precision)
+    with pytest.raises(ValueError, match="one value per class"):
+        confident_precision(y, p, np.zeros(2))
