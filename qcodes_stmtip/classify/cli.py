@@ -97,6 +97,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     data = load_images(load_labels(args.data, ensemble.surface), progress=not args.quiet)
     result = evaluate_ensemble(ensemble, data, args.plots)
     print(format_table(result["table"], ensemble.classes))
+    c = result["confident"]
+    print(f"ensemble calls at the bundle's confidence thresholds: precision {c['mean_precision']:.3f} over "
+          f"{c['classes_called']} called classes, coverage {c['coverage']:.3f}, balanced accuracy "
+          f"{c['balanced_accuracy']:.3f} (no call = wrong)")
     if "tip_change" in result:
         t = result["tip_change"]
         print(f"tip change (binary): AUROC {t['auroc']:.3f}, balanced accuracy "

@@ -16,7 +16,12 @@ import numpy as np
 from qcodes_stmtip.classify.dataset_images import ImageSet
 from qcodes_stmtip.classify.ensemble import Ensemble, EnsemblePrediction, Member, majority_vote
 from qcodes_stmtip.classify.labels import session_split
-from qcodes_stmtip.classify.metrics import binary_scores, score, thresholds_for_precision
+from qcodes_stmtip.classify.metrics import (
+    binary_scores,
+    confident_precision,
+    score,
+    thresholds_for_precision,
+)
 from qcodes_stmtip.classify.training import TrainConfig, predict_probabilities, train_classifier
 
 #: The paper's H:Si(100) ensemble: two SqueezeNets and one batch-normalised VGG with
@@ -157,7 +162,9 @@ def evaluate_ensemble(ensemble: Ensemble, data: ImageSet, plots_dir: str | Path 
     for m, probs in zip(ensemble.members, pred.member_probabilities, strict=True):
         rows[m.name] = score(y, probs[lab], ensemble.classes).as_dict()
     rows["ensemble"] = score(y, pred.mean[lab], ensemble.classes, predictions=pred.vote_class[lab]).as_dict()
-    out: dict = {"table": rows, "n_labelled": int(lab.sum()), "n_frames": len(frames)}
+    out: dict = {"table": rows, "n_labelled": int(lab.sum()), "n_frames": len(frames),
+                 "confident": confident_precision(y, pred.mean[lab], np.asarray(ensemble.thresholds),
+                                                  pred.vote_class[lab])}
     if pred.tip_change_probability is not None and frames.tip_change is not None:
         out["tip_change"] = binary_scores(frames.tip_change, pred.tip_change_probability,
                                           ensemble.tip_change_threshold)

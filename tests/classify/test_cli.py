@@ -73,6 +73,8 @@ def test_evaluate_prints_table_and_plots(bundle, dataset, tmp_path, capsys):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     scores = json.loads((tmp_path / "scores.json").read_text())
     assert scores["n_labelled"] == 48 and 0.0 <= scores["table"]["ensemble"]["mean_auroc"] <= 1.0
+    assert 0.0 <= scores["table"]["ensemble"]["average_precision"] <= 1.0
+    assert 0.0 <= scores["confident"]["coverage"] <= 1.0 and "confidence thresholds" in out
 
 
 def test_classify_csv(bundle, dataset, tmp_path):
