@@ -45,6 +45,9 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--models", default=ALL_MODELS, help=f"rows to compute, of {ALL_MODELS}")
     p.add_argument("--ensemble-size", type=int, default=3, help="members voted (best by validation AUROC)")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: CNN outputs averaged over the 8 square symmetries "
+                        "(2 flips for the tip-change network); not in the paper")
     p.add_argument("--target-precision", type=float, default=0.9,
                    help="validation precision the per-class confidence thresholds are set to reach [0.9]")
     p.add_argument("--rfc-trees", type=int, default=5000, help="the paper's 5,000")
@@ -180,9 +183,9 @@ def table_rows(train: Split, val: Split, test: Split, classes, surface: str,
                              "learning_rate": lr, "seed": args.seed + i})
         r = train_classifier(tr.x, tr.y, va.x, va.y, len(classes), cfg, restricted=restricted,
                              progress=not args.quiet, name=name)
-        val_probs[name] = predict_probabilities(r.model, va.x)
+        val_probs[name] = predict_probabilities(r.model, va.x, tta=args.tta)
         out.validation_auroc[name] = score(va.y, val_probs[name], classes).mean_auroc
-        probs[name] = predict_probabilities(r.model, te.x)
+        probs[name] = predict_probabilities(r.model, te.x, tta=args.tta)
         add(name, probs[name], p_val=val_probs[name])
         out.timings[name] = {"seconds": round(r.seconds, 1), "epochs": r.epochs_run, "best_epoch": r.best_epoch,
                              "params": int(r.model.count_params()), "width": width, "optimizer": opt, "lr": lr}
@@ -215,7 +218,8 @@ def table_rows(train: Split, val: Split, test: Split, classes, surface: str,
                              "seed": args.seed + 10})
         r = train_classifier(train.x, train.tip_change.astype(int), val.x, val.tip_change.astype(int), 2, cfg,
                              progress=not args.quiet, name="tip_change")
-        out.tip_change = binary_scores(test.tip_change.astype(bool), predict_probabilities(r.model, test.x)[:, 1])
+        p_tc = predict_probabilities(r.model, test.x, tta=args.tta, restricted=True)[:, 1]
+        out.tip_change = binary_scores(test.tip_change.astype(bool), p_tc)
         out.timings["tip_change"] = {"seconds": round(r.seconds, 1), "epochs": r.epochs_run,
                                      "best_epoch": r.best_epoch}
     return out

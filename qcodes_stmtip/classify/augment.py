@@ -82,3 +82,20 @@ def augment_batch(
     for i in range(batch.shape[0]):
         out[i, :, :, 0] = augment_image(batch[i, :, :, 0], rng, restricted=bool(flags[i]), config=config)
     return out
+
+
+def dihedral_views(images: np.ndarray, restricted: bool = False) -> list[np.ndarray]:
+    """The test-time views of a (N, size, size, 1) batch: the 8 symmetries of the square
+    (4 rotations by 90°, each with and without a horizontal flip), or with ``restricted``
+    only the identity and the horizontal flip (the views a tip-change label survives).
+    Exact pixel permutations: no interpolation, no noise."""
+    batch = np.asarray(images, dtype=np.float32)
+    if batch.ndim != 4 or batch.shape[-1] != 1 or batch.shape[1] != batch.shape[2]:
+        raise ValueError(f"images must have shape (N, size, size, 1), got {batch.shape}")
+    turns = (0,) if restricted else (0, 1, 2, 3)
+    views = []
+    for k in turns:
+        rotated = np.rot90(batch, k, axes=(1, 2))
+        views.append(np.ascontiguousarray(rotated))
+        views.append(np.ascontiguousarray(rotated[:, :, ::-1]))
+    return views

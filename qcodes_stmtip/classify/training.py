@@ -12,7 +12,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from qcodes_stmtip.classify.architectures import build_model
-from qcodes_stmtip.classify.augment import augment_batch
+from qcodes_stmtip.classify.augment import augment_batch, dihedral_views
 from qcodes_stmtip.classify.keras_backend import keras
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
@@ -209,9 +209,18 @@ def train_classifier(
     )
 
 
-def predict_probabilities(model: keras.Model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Model outputs for (N, s, s, 1) images, float64 (N, K), in inference mode."""
+def predict_probabilities(model: keras.Model, x: np.ndarray, batch_size: int = 64, *,
+                          tta: bool = False, restricted: bool = False) -> np.ndarray:
+    """Model outputs for (N, s, s, 1) images, float64 (N, K), in inference mode.
+
+    ``tta`` averages the outputs over the symmetry views of :func:`dihedral_views`
+    (8 views, or 2 with ``restricted`` for the tip-change network): 8× the inference cost.
+    """
     x = np.asarray(x, dtype=np.float32)
     if len(x) == 0:
         return np.zeros((0, model.output_shape[-1]))
+    if tta:
+        views = dihedral_views(x, restricted=restricted)
+        out = model.predict(np.concatenate(views), batch_size=batch_size, verbose=0)
+        return np.asarray(out, dtype=np.float64).reshape(len(views), len(x), -1).mean(axis=0)
     return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float64)

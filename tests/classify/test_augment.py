@@ -3,7 +3,12 @@
 import numpy as np
 import pytest
 
-from qcodes_stmtip.classify.augment import AugmentConfig, augment_batch, augment_image
+from qcodes_stmtip.classify.augment import (
+    AugmentConfig,
+    augment_batch,
+    augment_image,
+    dihedral_views,
+)
 
 NO_NOISE = AugmentConfig(max_noise=0.0)
 
@@ -78,3 +83,21 @@ def test_bad_arguments():
         augment_image(np.zeros((4, 5)), np.random.default_rng(0))
     with pytest.raises(ValueError, match="shape"):
         augment_batch(np.zeros((2, 4, 4)), np.random.default_rng(0))
+
+
+def test_dihedral_views_are_the_eight_symmetries_of_the_square():
+    x = np.arange(2 * 4 * 4, dtype=np.float32).reshape(2, 4, 4, 1)
+    views = dihedral_views(x)
+    assert len(views) == 8 and all(v.shape == x.shape for v in views)
+    np.testing.assert_array_equal(views[0], x)
+    np.testing.assert_array_equal(views[1], x[:, :, ::-1])  # horizontal flip (mirror along x)
+    np.testing.assert_array_equal(views[2][0, :, :, 0], np.rot90(x[0, :, :, 0]))
+    # all eight distinct, each a permutation of the same pixels
+    flat = {v[0].tobytes() for v in views}
+    assert len(flat) == 8
+    assert all(np.array_equal(np.sort(v[0].ravel()), np.sort(x[0].ravel())) for v in views)
+    restricted = dihedral_views(x, restricted=True)
+    assert len(restricted) == 2
+    np.testing.assert_array_equal(restricted[1], x[:, :, ::-1])
+    with pytest.raises(ValueError, match="shape"):
+        dihedral_views(np.zeros((2, 4, 5, 1)))

@@ -71,3 +71,22 @@ def test_early_stopping_and_bad_input():
     assert r.epochs_run < 30 and 1 <= r.best_epoch <= r.epochs_run
     with pytest.raises(ValueError, match="validation set is empty"):
         train_classifier(x, y, xv[:0], yv[:0], 2, cfg, progress=False)
+
+
+def test_tta_averages_the_symmetry_views():
+    """With TTA the output is the mean over the 8 views; a view-invariant input gives the plain output."""
+    from qcodes_stmtip.classify.architectures import build_model
+    from qcodes_stmtip.classify.augment import dihedral_views
+
+    model = build_model("squeezenet", 3, width=0.125, size=32)
+    x = np.random.default_rng(3).uniform(-1, 1, (3, 32, 32, 1)).astype(np.float32)
+    got = predict_probabilities(model, x, tta=True)
+    views = [predict_probabilities(model, v) for v in dihedral_views(x)]
+    np.testing.assert_allclose(got, np.mean(views, axis=0), atol=1e-6)
+    assert np.abs(views[0] - views[3]).max() > 1e-6  # the views really differ for this model
+    r = np.hypot(*np.mgrid[-15.5:16, -15.5:16]) / 16  # symmetric under all 8 views
+    sym = np.repeat(np.cos(4 * r)[None, :, :, None], 2, axis=0).astype(np.float32)
+    np.testing.assert_allclose(predict_probabilities(model, sym, tta=True),
+                               predict_probabilities(model, sym), atol=1e-5)
+    two = predict_probabilities(model, x, tta=True, restricted=True)
+    np.testing.assert_allclose(two, (views[0] + views[1]) / 2, atol=1e-6)
