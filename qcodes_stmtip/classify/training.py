@@ -156,12 +156,18 @@ def train_classifier(
     restricted: np.ndarray | None = None,
     progress: bool = True,
     name: str | None = None,
+    pretrain: tuple[np.ndarray, np.ndarray] | None = None,
+    pretrain_epochs: int = 0,
 ) -> TrainResult:
     """Build and train ``config.architecture`` on (N, s, s, 1) images with integer labels.
 
     ``restricted`` marks training images that only get horizontal flips + noise
-    (default: all when ``config.restricted_augment``, else none). Returns the model
-    with the best validation-loss weights restored.
+    (default: all when ``config.restricted_augment``, else none). With ``pretrain``
+    ``(x, y)`` (e.g. simulated frames of the same classes) the network first trains
+    ``pretrain_epochs`` epochs on those (augmented, class-weighted, no early stopping),
+    then the optimizer is reset and training proceeds on ``x_train`` as usual; the
+    pre-training time is included in ``seconds``. Returns the model with the best
+    validation-loss weights restored.
     """
     x_train = np.asarray(x_train, dtype=np.float32)
     x_val = np.asarray(x_val, dtype=np.float32)
@@ -182,6 +188,22 @@ def train_classifier(
                         size=x_train.shape[1])
     if name:
         model.name = name
+    t0 = time.perf_counter()
+    if pretrain is not None and pretrain_epochs > 0:
+        x_pre = np.asarray(pretrain[0], dtype=np.float32)
+        y_pre = np.asarray(pretrain[1], dtype=int)
+        if x_pre.shape[1:] != x_train.shape[1:] or len(x_pre) != len(y_pre) or len(y_pre) == 0:
+            raise ValueError(f"pretrain images must be (N, {', '.join(map(str, x_train.shape[1:]))}) with "
+                             f"one label each, got {x_pre.shape} and {y_pre.shape}")
+        model.compile(optimizer=_optimizer(config.optimizer, config.learning_rate),
+                      loss=keras.losses.BinaryCrossentropy())
+        pre = AugmentedBatches(x_pre, y_pre, n_classes, class_weights(y_pre, n_classes), config.batch_size,
+                               rng, augment=config.augment,
+                               restricted=np.full(len(x_pre), config.restricted_augment),
+                               steps=None)
+        model.fit(pre, epochs=pretrain_epochs, verbose=0, shuffle=False,
+                  callbacks=[TqdmProgress(pretrain_epochs * len(pre), f"{name or config.architecture} "
+                                          "pre-training", disable=not progress)])
     model.compile(optimizer=_optimizer(config.optimizer, config.learning_rate),
                   loss=keras.losses.BinaryCrossentropy())
     batches = AugmentedBatches(x_train, y_train, n_classes, weights, config.batch_size, rng,
@@ -197,7 +219,6 @@ def train_classifier(
         stopper,
         TqdmProgress(config.epochs * len(batches), name or config.architecture, disable=not progress),
     ]
-    t0 = time.perf_counter()
     hist = model.fit(batches, validation_data=(x_val, val_onehot, val_sw), epochs=config.epochs,
                      callbacks=callbacks, verbose=0, shuffle=False)
     seconds = time.perf_counter() - t0
