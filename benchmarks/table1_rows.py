@@ -55,6 +55,9 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", action="store_true",
                    help="test-time augmentation: CNN outputs averaged over the 8 square symmetries "
                         "(2 flips for the tip-change network); not in the paper")
+    p.add_argument("--tip-change-vflip", action="store_true",
+                   help="tip-change network also trained (and, with --tta, viewed) with vertical flips; "
+                        "the paper allows horizontal flips and noise only")
     p.add_argument("--target-precision", type=float, default=0.9,
                    help="validation precision the per-class confidence thresholds are set to reach [0.9]")
     p.add_argument("--rfc-trees", type=int, default=5000, help="the paper's 5,000")
@@ -231,11 +234,12 @@ def table_rows(train: Split, val: Split, test: Split, classes, surface: str,
     if "random" in wanted:
         add("random", WeightedRandomGuess(args.seed).fit(tr.y, len(classes)).predict_proba(len(te.y)))
     if "tip_change" in wanted and train.tip_change is not None and test.tip_change is not None:
+        vflip = bool(getattr(args, "tip_change_vflip", False))
         cfg = TrainConfig(**{**base.__dict__, "architecture": "squeezenet", "restricted_augment": True,
-                             "seed": args.seed + 10})
+                             "restricted_vertical_flip": vflip, "seed": args.seed + 10})
         r = train_classifier(train.x, train.tip_change.astype(int), val.x, val.tip_change.astype(int), 2, cfg,
                              progress=not args.quiet, name="tip_change")
-        p_tc = predict_probabilities(r.model, test.x, tta=args.tta, restricted=True)[:, 1]
+        p_tc = predict_probabilities(r.model, test.x, tta=args.tta, restricted=True, vertical_flip=vflip)[:, 1]
         out.tip_change = binary_scores(test.tip_change.astype(bool), p_tc)
         out.timings["tip_change"] = {"seconds": round(r.seconds, 1), "epochs": r.epochs_run,
                                      "best_epoch": r.best_epoch}

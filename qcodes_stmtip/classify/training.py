@@ -12,7 +12,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from qcodes_stmtip.classify.architectures import build_model
-from qcodes_stmtip.classify.augment import augment_batch, dihedral_views
+from qcodes_stmtip.classify.augment import AugmentConfig, augment_batch, dihedral_views
 from qcodes_stmtip.classify.keras_backend import keras
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
@@ -23,7 +23,9 @@ class TrainConfig:
     """Hyper-parameters of one network. ``lr_decay`` multiplies the learning rate every epoch;
     ``patience`` epochs without validation-loss improvement stop training (best weights kept);
     ``steps_per_epoch`` (None = one pass over the training set) repeats augmented data;
-    ``restricted_augment`` limits every sample to horizontal flips + noise (tip-change network)."""
+    ``restricted_augment`` limits every sample to horizontal flips + noise (tip-change network);
+    ``restricted_vertical_flip`` adds vertical flips for those samples (not the paper's rule,
+    see :class:`~qcodes_stmtip.classify.augment.AugmentConfig`)."""
 
     architecture: str
     width: float = 1.0
@@ -36,6 +38,7 @@ class TrainConfig:
     patience: int = 5
     augment: bool = True
     restricted_augment: bool = False
+    restricted_vertical_flip: bool = False
     steps_per_epoch: int | None = None
     seed: int = 0
 
@@ -86,13 +89,15 @@ def class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
 class AugmentedBatches(keras.utils.PyDataset):
     """Shuffled, augmented ``(x, one-hot y, sample weight)`` batches, reshuffled every epoch."""
 
-    def __init__(self, x, labels, n_classes, weights, batch_size, rng, *, augment, restricted, steps):
+    def __init__(self, x, labels, n_classes, weights, batch_size, rng, *, augment, restricted, steps,
+                 augment_config: AugmentConfig | None = None):
         super().__init__()
         self.x, self.labels = x, np.asarray(labels, dtype=int)
         self.onehot = np.eye(n_classes, dtype=np.float32)[self.labels]
         self.sw = weights[self.labels].astype(np.float32)
         self.batch_size, self.rng = batch_size, rng
         self.augment, self.restricted = augment, restricted
+        self.augment_config = augment_config or AugmentConfig()
         self.steps = steps or int(np.ceil(len(x) / batch_size))
         self._order = self._new_order()
 
@@ -109,7 +114,7 @@ class AugmentedBatches(keras.utils.PyDataset):
             idx = self._order[: self.batch_size]
         xb = self.x[idx]
         if self.augment:
-            xb = augment_batch(xb, self.rng, self.restricted[idx])
+            xb = augment_batch(xb, self.rng, self.restricted[idx], self.augment_config)
         return xb, self.onehot[idx], self.sw[idx]
 
     def on_epoch_end(self) -> None:
@@ -208,7 +213,9 @@ def train_classifier(
                   loss=keras.losses.BinaryCrossentropy())
     batches = AugmentedBatches(x_train, y_train, n_classes, weights, config.batch_size, rng,
                                augment=config.augment, restricted=np.asarray(restricted, bool),
-                               steps=config.steps_per_epoch)
+                               steps=config.steps_per_epoch,
+                               augment_config=AugmentConfig(
+                                   restricted_vertical_flip=config.restricted_vertical_flip))
     val_onehot = np.eye(n_classes, dtype=np.float32)[y_val]
     val_sw = np.where(weights[y_val] > 0, weights[y_val], 1.0).astype(np.float32)
     stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience,
@@ -231,17 +238,19 @@ def train_classifier(
 
 
 def predict_probabilities(model: keras.Model, x: np.ndarray, batch_size: int = 64, *,
-                          tta: bool = False, restricted: bool = False) -> np.ndarray:
+                          tta: bool = False, restricted: bool = False,
+                          vertical_flip: bool = False) -> np.ndarray:
     """Model outputs for (N, s, s, 1) images, float64 (N, K), in inference mode.
 
     ``tta`` averages the outputs over the symmetry views of :func:`dihedral_views`
-    (8 views, or 2 with ``restricted`` for the tip-change network): 8× the inference cost.
+    (8 views; 2 with ``restricted`` for the tip-change network, 4 with ``vertical_flip``
+    too): as many times the inference cost.
     """
     x = np.asarray(x, dtype=np.float32)
     if len(x) == 0:
         return np.zeros((0, model.output_shape[-1]))
     if tta:
-        views = dihedral_views(x, restricted=restricted)
+        views = dihedral_views(x, restricted=restricted, vertical_flip=vertical_flip)
         out = model.predict(np.concatenate(views), batch_size=batch_size, verbose=0)
         return np.asarray(out, dtype=np.float64).reshape(len(views), len(x), -1).mean(axis=0)
     return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float64)

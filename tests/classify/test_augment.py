@@ -101,3 +101,29 @@ def test_dihedral_views_are_the_eight_symmetries_of_the_square():
     np.testing.assert_array_equal(restricted[1], x[:, :, ::-1])
     with pytest.raises(ValueError, match="shape"):
         dihedral_views(np.zeros((2, 4, 5, 1)))
+
+
+def test_restricted_vertical_flip_option_adds_only_line_order_reversal():
+    img = _asymmetric()
+    cfg = AugmentConfig(max_noise=0.0, restricted_vertical_flip=True)
+    seen = set()
+    for seed in range(40):
+        out = augment_image(img, np.random.default_rng(seed), restricted=True, config=cfg)
+        for name, view in (("same", img), ("h", img[:, ::-1]), ("v", img[::-1]), ("hv", img[::-1, ::-1])):
+            if np.array_equal(out, view):
+                seen.add(name)
+                break
+        else:
+            pytest.fail("restricted augmentation with vertical flips did something else")
+        # the tip-change line stays one discontinuity between two lines
+        steps = np.abs(np.diff(out.mean(axis=1)))
+        assert np.sort(steps)[-1] > 5 * np.sort(steps)[-2]
+    assert seen == {"same", "h", "v", "hv"}
+
+
+def test_restricted_flip_views_for_tta():
+    x = np.arange(2 * 4 * 4, dtype=np.float32).reshape(2, 4, 4, 1)
+    views = dihedral_views(x, restricted=True, vertical_flip=True)
+    assert len(views) == 4
+    np.testing.assert_array_equal(views[2], x[:, ::-1, ::-1])  # 180° turn = both flips
+    np.testing.assert_array_equal(views[3], x[:, ::-1, :])  # vertical flip
