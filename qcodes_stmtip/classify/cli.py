@@ -36,6 +36,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--target-precision", type=float, default=None,
                    help="set per-class thresholds reaching this validation precision")
     p.add_argument("--no-tip-change", action="store_true", help="skip the binary tip-change network")
+    p.add_argument("--tip-change-vflip", action="store_true",
+                   help="also flip tip-change samples vertically in training (the paper: horizontal "
+                        "flips and noise only)")
+    p.add_argument("--pretrain", type=Path, default=None,
+                   help="dataset of the same surface and classes (e.g. from `stmtip sim dataset`) every "
+                        "member first trains on")
+    p.add_argument("--pretrain-epochs", type=int, default=8, help="epochs on --pretrain [8]")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_train)
 
@@ -72,11 +79,16 @@ def _train(args: argparse.Namespace) -> int:
     data = load_images(frames, progress=not args.quiet)
     base = TrainConfig(members[0].architecture, width=args.width, head=args.head, epochs=args.epochs,
                        batch_size=args.batch_size, patience=args.patience, lr_decay=args.lr_decay,
-                       steps_per_epoch=args.steps_per_epoch, seed=args.seed)
+                       steps_per_epoch=args.steps_per_epoch, seed=args.seed,
+                       restricted_vertical_flip=args.tip_change_vflip)
+    pretrain = None
+    if args.pretrain is not None:
+        pretrain = load_images(load_labels(args.pretrain, args.surface), progress=not args.quiet)
     ensemble, report = train_ensemble(
         data, base, members, val_fraction=args.val_fraction, split_seed=args.seed,
         tip_change=False if args.no_tip_change else None,
         target_precision=args.target_precision, progress=not args.quiet,
+        pretrain=pretrain, pretrain_epochs=args.pretrain_epochs,
     )
     summary = {**data.frames.summary(), "skipped_frames": len(data.skipped),
                "validation_sessions": report["validation_sessions"]}

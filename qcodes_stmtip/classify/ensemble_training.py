@@ -75,6 +75,8 @@ def train_ensemble(
     tip_change: bool | None = None,
     target_precision: float | None = None,
     progress: bool = True,
+    pretrain: ImageSet | None = None,
+    pretrain_epochs: int = 8,
 ) -> tuple[Ensemble, dict]:
     """Train the members (and the tip-change network) and return the ensemble and a report.
 
@@ -82,7 +84,9 @@ def train_ensemble(
     overrides architecture, optimizer and learning rate and gets seed ``base.seed + i``.
     ``tip_change`` defaults to True when the data has tip-change labels and the
     tip-change state is not itself one of the classes. ``target_precision`` sets
-    per-class thresholds on the validation set (else 0.5).
+    per-class thresholds on the validation set (else 0.5). ``pretrain`` (labelled frames of
+    the same classes, e.g. simulated) is trained on for ``pretrain_epochs`` epochs before
+    each member's own training (not the tip-change network's).
     """
     frames = data.frames
     classes = frames.classes
@@ -94,6 +98,14 @@ def train_ensemble(
     restricted = np.zeros(len(frames), bool)
     if "tip_change" in classes:
         restricted = frames.labels == classes.index("tip_change")
+    pre = None
+    if pretrain is not None:
+        if tuple(pretrain.frames.classes) != tuple(classes):
+            raise ValueError(f"pretrain classes {pretrain.frames.classes} differ from {tuple(classes)}")
+        keep = pretrain.frames.labels >= 0
+        if not keep.any():
+            raise ValueError("the pretrain data holds no labelled frames")
+        pre = (pretrain.images[keep], pretrain.frames.labels[keep])
     x_tr, y_tr = data.images[lab_tr], frames.labels[lab_tr]
     x_va, y_va = data.images[lab_va], frames.labels[lab_va]
     trained, report_members = [], []
@@ -102,7 +114,8 @@ def train_ensemble(
                       learning_rate=spec.learning_rate, seed=base.seed + i)
         name = f"{spec.architecture}_{spec.optimizer}_{i}"
         result = train_classifier(x_tr, y_tr, x_va, y_va, len(classes), cfg,
-                                  restricted=restricted[lab_tr], progress=progress, name=name)
+                                  restricted=restricted[lab_tr], progress=progress, name=name,
+                                  pretrain=pre, pretrain_epochs=pretrain_epochs if pre else 0)
         probs = predict_probabilities(result.model, x_va)
         info = result.summary()
         info["validation"] = score(y_va, probs, classes).as_dict()

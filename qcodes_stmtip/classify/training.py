@@ -64,10 +64,14 @@ class TrainResult:
     epochs_run: int = 0
     best_epoch: int = 0
     seconds: float = 0.0
+    pretrain_frames: int = 0
+    pretrain_epochs: int = 0
 
     def summary(self) -> dict[str, object]:
         return {
             **asdict(self.config),
+            "pretrain_frames": self.pretrain_frames,
+            "pretrain_epochs": self.pretrain_epochs,
             "epochs_run": self.epochs_run,
             "best_epoch": self.best_epoch,
             "seconds": round(self.seconds, 2),
@@ -194,6 +198,7 @@ def train_classifier(
     if name:
         model.name = name
     t0 = time.perf_counter()
+    pre_frames = 0
     if pretrain is not None and pretrain_epochs > 0:
         x_pre = np.asarray(pretrain[0], dtype=np.float32)
         y_pre = np.asarray(pretrain[1], dtype=int)
@@ -206,6 +211,7 @@ def train_classifier(
                                rng, augment=config.augment,
                                restricted=np.full(len(x_pre), config.restricted_augment),
                                steps=None)
+        pre_frames = len(y_pre)
         model.fit(pre, epochs=pretrain_epochs, verbose=0, shuffle=False,
                   callbacks=[TqdmProgress(pretrain_epochs * len(pre), f"{name or config.architecture} "
                                           "pre-training", disable=not progress)])
@@ -234,6 +240,7 @@ def train_classifier(
     return TrainResult(
         model=model, config=config, history=history, epochs_run=len(val_losses),
         best_epoch=int(np.argmin(val_losses)) + 1 if val_losses else 0, seconds=seconds,
+        pretrain_frames=pre_frames, pretrain_epochs=pretrain_epochs if pre_frames else 0,
     )
 
 

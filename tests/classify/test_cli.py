@@ -54,6 +54,21 @@ def bundle(dataset, tmp_path_factory):
     return out
 
 
+def test_train_with_pretraining_and_tip_change_vflip(dataset, tmp_path):
+    """--pretrain trains every member on another labelled set first; both options reach the manifest."""
+    out = tmp_path / "pre"
+    rc = main(["train", "--surface", "hsi100", "--data", str(dataset), "--out", str(out),
+               "--members", "squeezenet:adam:3e-3", "--width", "0.0625", "--epochs", "1",
+               "--batch-size", "16", "--val-fraction", "0.3", "--pretrain", str(dataset),
+               "--pretrain-epochs", "1", "--tip-change-vflip", "--quiet"])
+    assert rc == 0
+    m = json.loads((out / "manifest.json").read_text())
+    member = m["members"][0]["training"]
+    assert member["pretrain_frames"] == 48 and member["pretrain_epochs"] == 1
+    assert m["tip_change"]["training"]["restricted_vertical_flip"] is True
+    assert m["tip_change"]["training"]["pretrain_frames"] == 0
+
+
 def test_train_writes_manifest(bundle):
     m = json.loads((bundle / "manifest.json").read_text())
     assert m["surface"] == "hsi100" and m["classes"] == list(CLASSES)
