@@ -94,6 +94,9 @@ class TipStateMonitor:
             per member (the naive path, kept for comparison).
         expected_shape: if given, ``(lines, pixels)`` every frame must have; any other
             shape is stored as ``unclassified``.
+        nice: nice-value increment (0–19) for the worker and TensorFlow's threads, so the
+            acquisition thread wins the CPU when both want it (see
+            :mod:`~qcodes_stmtip.monitor.priority`; Linux); ``None`` leaves priorities alone.
 
     Usage with a ``Measurement`` (the frame is stored against the same index)::
 
@@ -119,6 +122,7 @@ class TipStateMonitor:
         max_batch: int = 4,
         fused: bool = True,
         expected_shape: tuple[int, int] | None = None,
+        nice: int | None = 10,
     ) -> None:
         if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 1:
             raise ValueError(f"queue_size must be an integer >= 1, got {queue_size!r}")
@@ -133,7 +137,13 @@ class TipStateMonitor:
                     for n in expected_shape):
                 raise ValueError(f"expected_shape must be (lines, pixels) of positive integers, "
                                  f"got {expected_shape!r}")
+        if nice is not None and (isinstance(nice, bool) or not isinstance(nice, int)
+                                 or not 0 <= nice <= 19):
+            raise ValueError(f"nice must be an integer in 0…19 or None, got {nice!r}")
         self.expected_shape = expected_shape
+        self.nice = nice
+        self._acquisition_thread = threading.get_native_id()
+        self._reniced: list[int] = []
         self.ensemble = self._load(bundle, surface)
         self.classes: tuple[str, ...] = self.ensemble.classes
         self.member_names: tuple[str, ...] = tuple(m.name for m in self.ensemble.members)
@@ -170,10 +180,17 @@ class TipStateMonitor:
 
     def _make_inference(self) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]:
         if self.fused:
+            from qcodes_stmtip.monitor import priority
             from qcodes_stmtip.monitor.inference import FusedEnsemble
 
+            before = priority.thread_ids()
             fused = FusedEnsemble(self.ensemble)
             fused.warm_up()
+            if self.nice is not None:  # threads TensorFlow started for us, and its named pools
+                started = priority.thread_ids() - before
+                self._reniced += priority.lower_priority(
+                    started | priority.tensorflow_thread_ids(), self.nice,
+                    keep={self._acquisition_thread})
             self.device, self.inference_path = fused.device, fused.path
             self.image_size = fused.input_shape[0]
 
@@ -340,6 +357,7 @@ class TipStateMonitor:
             "device": self.device,
             "image_size": self.image_size,
             "queue_size": self.queue_size,
+            "inference_nice": self.nice,
             "on_full": self.on_full,
             "parameters": [p.name for p in self.parameters],
             "package_version": __version__,
@@ -429,6 +447,11 @@ class TipStateMonitor:
         return written
 
     def _work(self) -> None:
+        if self.nice is not None:
+            from qcodes_stmtip.monitor.priority import lower_priority
+
+            self._reniced += lower_priority([threading.get_native_id()], self.nice,
+                                            keep={self._acquisition_thread})
         while True:
             job = self._in.get()
             if job is _STOP:
