@@ -64,6 +64,14 @@ def paper_size_ensemble(size: int = 128):
     return Ensemble("hsi100", CLASSES["hsi100"], members)
 
 
+def ensemble():
+    """``(ensemble, description)``: the shipped hsi100 bundle, else the paper-size members."""
+    shipped = shipped_ensemble()
+    if shipped is not None:
+        return shipped, "shipped hsi100 bundle"
+    return paper_size_ensemble(), "3 paper-size SqueezeNets (random weights)"
+
+
 def networks(ens) -> list:
     """Every network the fused call runs: the members and the tip-change network."""
     return [m.model for m in ens.members] + ([ens.tip_change.model] if ens.tip_change else [])
@@ -185,10 +193,7 @@ def acquisition(frames: int, acceleration: float, pairs: int, where: str, bundle
     from qcodes_stmtip.drivers.nanonis_stm import NanonisSTM
     from qcodes_stmtip.monitor import TipStateMonitor
 
-    ens = shipped_ensemble()
-    what = "shipped hsi100 bundle"
-    if ens is None:
-        ens, what = paper_size_ensemble(), "3 paper-size SqueezeNets"
+    ens, what = ensemble()
     bundle = getattr(ens, "path", None) or save_bundle(ens, bundle_dir / "bundle")
     initialise_or_create_database_at(bundle_dir / "bench.db")
     exp = load_or_create_experiment("monitor_bench", sample_name="simulated hsi100")
