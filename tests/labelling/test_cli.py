@@ -34,6 +34,8 @@ def _start(folder, out):
         [sys.executable, "-m", "qcodes_stmtip", "label", "--surface", "hsi100", "--folder",
          str(folder), "--labeller", "zoe", "--out", str(out), "--port", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # Ctrl-C must reach the child even when this test runs in a background job (SIGINT ignored)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     q: queue.Queue[str] = queue.Queue()
     threading.Thread(target=_lines, args=(proc.stdout, q), daemon=True).start()

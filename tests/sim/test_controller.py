@@ -301,7 +301,9 @@ def test_serve_command_runs_until_ctrl_c() -> None:
     assert (args.port, args.surface, args.seed, args.time_acceleration) == (6501, "cu111", 4, 1.0)
     proc = subprocess.Popen(
         [sys.executable, "-m", "qcodes_stmtip", "sim", "serve", "--port", "0", "--surface", "au111"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        # Ctrl-C must reach the child even when this test runs in a background job (SIGINT ignored)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         match = None
         lines = []
