@@ -182,21 +182,27 @@ def _bn_affine(layer: Any, channels: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _conv_step(kernel: np.ndarray, bias: np.ndarray, strides: tuple[int, int],
                padding: str) -> tuple[str, Callable[[Any], Any]]:
-    """``(description, fn)`` of convolution + bias, as ``conv2d`` or as patches × matrix."""
+    """``(description, fn)`` of convolution + bias, as ``conv2d`` or as patches × matrix.
+
+    The weights are created with ``tf.constant`` *inside* the traced function, so they are
+    ``Const`` nodes of the graph (not captured inputs) and oneDNN can keep its reordered
+    copy between calls: ~1 ms less per paper-size frame here (``benchmarks/monitor.py``).
+    """
     import tensorflow as tf
 
     kh, kw, cin, cout = kernel.shape
-    b = tf.constant(bias.astype(np.float32))
+    b32 = bias.astype(np.float32)
     what = f"{kh}x{kw} {cin}->{cout} /{strides[0]}"
     if kernel.size >= MATMUL_KERNEL_ELEMENTS:
-        w = tf.constant(kernel.reshape(kh * kw * cin, cout).astype(np.float32))
+        w32 = kernel.reshape(kh * kw * cin, cout).astype(np.float32)
 
         def gemm(x: Any) -> Any:
             patches = tf.image.extract_patches(x, [1, kh, kw, 1], [1, *strides, 1], [1, 1, 1, 1],
                                                padding)
             shape = tf.shape(patches)
-            y = tf.matmul(tf.reshape(patches, (-1, kh * kw * cin)), w)
-            return tf.nn.bias_add(tf.reshape(y, (shape[0], shape[1], shape[2], cout)), b)
+            y = tf.matmul(tf.reshape(patches, (-1, kh * kw * cin)), tf.constant(w32))
+            return tf.nn.bias_add(tf.reshape(y, (shape[0], shape[1], shape[2], cout)), tf.constant(b32))
         return f"patches x matrix {what}", gemm
-    k = tf.constant(kernel.astype(np.float32))
-    return f"conv2d {what}", lambda x: tf.nn.bias_add(tf.nn.conv2d(x, k, strides, padding), b)
+    k32 = kernel.astype(np.float32)
+    return f"conv2d {what}", lambda x: tf.nn.bias_add(tf.nn.conv2d(x, tf.constant(k32), strides, padding),
+                                                      tf.constant(b32))
