@@ -185,8 +185,8 @@ def _conv_step(kernel: np.ndarray, bias: np.ndarray, strides: tuple[int, int],
     """``(description, fn)`` of convolution + bias, as ``conv2d`` or as patches × matrix.
 
     The weights are created with ``tf.constant`` *inside* the traced function, so they are
-    ``Const`` nodes of the graph (not captured inputs) and oneDNN can keep its reordered
-    copy between calls: ~1 ms less per paper-size frame here (``benchmarks/monitor.py``).
+    ``Const`` nodes of the graph (not captured inputs); measured ~1 ms less per paper-size
+    frame here (``benchmarks/monitor.py``), presumably oneDNN's cache of reordered constant filters.
     """
     import tensorflow as tf
 
