@@ -113,6 +113,7 @@ def save_bundle(
         "thresholds": {c: float(t) for c, t in zip(ensemble.classes, ensemble.thresholds, strict=True)},
         "members": members,
         "tip_change": tip,
+        "inference": {"tta": ensemble.tta, "tip_change_vertical_flip": ensemble.tip_change_vertical_flip},
         "training_data": training_data or {},
         "metrics": metrics or {},
         "package_version": __version__,
@@ -197,10 +198,16 @@ def load_bundle(path: str | Path, surface: str | None = None) -> Ensemble:
         thresholds = [float(manifest["thresholds"][c]) for c in classes]
     except (KeyError, TypeError, ValueError) as exc:
         raise BundleError(f"{root / MANIFEST}: thresholds must give a number per class") from exc
+    inference = manifest.get("inference") or {}
+    views = ({key: inference.get(key, False) for key in ("tta", "tip_change_vertical_flip")}
+             if isinstance(inference, dict) else {"tta": None})
+    if not all(isinstance(v, bool) for v in views.values()):
+        raise BundleError(f"{root / MANIFEST}: 'inference' must map tta and tip_change_vertical_flip "
+                          f"to true/false, got {inference!r}")
     ens = Ensemble(
         manifest["surface"], classes, members, thresholds=thresholds, tip_change=tip,
         tip_change_threshold=float((manifest.get("tip_change") or {}).get("threshold", 0.5)),
-        good_classes=frozenset(manifest.get("good_classes", ())) or None,
+        good_classes=frozenset(manifest.get("good_classes", ())) or None, **views,
     )
     ens.manifest = manifest
     ens.path = root

@@ -19,16 +19,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--surface", required=True, choices=SURFACES)
     p.add_argument("--data", required=True, type=Path, help="dataset directory with labels.csv")
     p.add_argument("--out", required=True, type=Path, help="bundle directory to create")
-    p.add_argument("--members", default=None,
-                   help="comma list of architecture[:optimizer[:lr]] (default: the paper's two "
-                   "SqueezeNets + VGG-BN with adam/sgd/rmsprop, squeezenet:adam:1e-3,"
-                   "squeezenet:sgd:1e-2,vgg_bn:rmsprop:1e-3; the paper's own learning rates are "
-                   "squeezenet:adam:1e-3,squeezenet:sgd:1e-4,vgg_bn:rmsprop:1e-4)")
-    p.add_argument("--width", type=float, default=0.25, help="filter-count multiplier (1 = paper size)")
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--members", default="best",
+                   help="comma list of architecture[:optimizer[:lr]], or a preset: 'best' (default: three "
+                   "adam SqueezeNets, the best vote measured on real H:Si(100) held-out sessions), 'paper' "
+                   "(the paper's two SqueezeNets + VGG-BN, adam/sgd/rmsprop at 1e-3/1e-4/1e-4), "
+                   "'paper-fast' (the same with sgd 1e-2 and rmsprop 1e-3, so short CPU runs converge)")
+    p.add_argument("--width", type=float, default=0.125,
+                   help="filter-count multiplier (1 = paper size) [0.125]")
+    p.add_argument("--epochs", type=int, default=25, help="most epochs per member [25]")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--steps-per-epoch", type=int, default=None)
-    p.add_argument("--patience", type=int, default=5)
+    p.add_argument("--patience", type=int, default=5, help="early-stopping patience, epochs [5]")
     p.add_argument("--lr-decay", type=float, default=0.95, help="learning-rate factor per epoch")
     p.add_argument("--head", choices=("softmax", "sigmoid"), default="softmax")
     p.add_argument("--val-fraction", type=float, default=0.2)
@@ -36,9 +37,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--target-precision", type=float, default=None,
                    help="set per-class thresholds reaching this validation precision")
     p.add_argument("--no-tip-change", action="store_true", help="skip the binary tip-change network")
-    p.add_argument("--tip-change-vflip", action="store_true",
-                   help="also flip tip-change samples vertically in training (the paper: horizontal "
-                        "flips and noise only)")
+    p.add_argument("--tip-change-vflip", action=argparse.BooleanOptionalAction, default=True,
+                   help="also flip tip-change samples vertically in training and at test time (the "
+                        "paper: horizontal flips and noise only) [on]")
+    p.add_argument("--tip-change-epochs", type=int, default=None,
+                   help="most epochs of the tip-change network [twice --epochs]")
+    p.add_argument("--tip-change-patience", type=int, default=8,
+                   help="early-stopping patience of the tip-change network [8]")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
+                   help="average every network over the exact symmetry views of a frame (8 for the "
+                        "members, flips for the tip-change network); stored in the bundle, so classify, "
+                        "evaluate and the monitor use it too (8x the inference cost) [on]")
     p.add_argument("--pretrain", type=Path, default=None,
                    help="dataset of the same surface and classes (e.g. from `stmtip sim dataset`) every "
                         "member first trains on")
@@ -66,15 +75,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _train(args: argparse.Namespace) -> int:
     from qcodes_stmtip.classify.bundle import save_bundle
     from qcodes_stmtip.classify.dataset_images import load_images
-    from qcodes_stmtip.classify.ensemble_training import (
-        DEFAULT_MEMBERS,
-        parse_members,
-        train_ensemble,
-    )
+    from qcodes_stmtip.classify.ensemble_training import parse_members, train_ensemble
     from qcodes_stmtip.classify.labels import load_labels
     from qcodes_stmtip.classify.training import TrainConfig
 
-    members = parse_members(args.members or DEFAULT_MEMBERS)
+    members = parse_members(args.members)
     frames = load_labels(args.data, args.surface)
     data = load_images(frames, progress=not args.quiet)
     base = TrainConfig(members[0].architecture, width=args.width, head=args.head, epochs=args.epochs,
@@ -88,7 +93,8 @@ def _train(args: argparse.Namespace) -> int:
         data, base, members, val_fraction=args.val_fraction, split_seed=args.seed,
         tip_change=False if args.no_tip_change else None,
         target_precision=args.target_precision, progress=not args.quiet,
-        pretrain=pretrain, pretrain_epochs=args.pretrain_epochs,
+        pretrain=pretrain, pretrain_epochs=args.pretrain_epochs, tta=args.tta,
+        tip_change_epochs=args.tip_change_epochs or 2 * args.epochs, tip_change_patience=args.tip_change_patience,
     )
     summary = {**data.frames.summary(), "skipped_frames": len(data.skipped),
                "validation_sessions": report["validation_sessions"]}

@@ -92,7 +92,11 @@ class Ensemble:
 
     ``thresholds`` (one per class, default 0.5) gate the majority class;
     ``tip_change`` is a 2-output model whose column 1 is P(tip change), flagged
-    at ``tip_change_threshold``.
+    at ``tip_change_threshold``. With ``tta`` every network's output is the mean over
+    exact symmetry views of each frame (:func:`~qcodes_stmtip.classify.augment.dihedral_views`):
+    the 8 symmetries of the square for the members, the horizontal flip for the
+    tip-change network (and the vertical flips with ``tip_change_vertical_flip``, for a
+    network trained with them) — 8 (2 or 4) times the inference cost.
     """
 
     def __init__(
@@ -105,6 +109,8 @@ class Ensemble:
         tip_change: Member | None = None,
         tip_change_threshold: float = 0.5,
         good_classes: frozenset[str] | None = None,
+        tta: bool = False,
+        tip_change_vertical_flip: bool = False,
     ):
         if not members:
             raise ValueError("members must hold at least one model")
@@ -123,20 +129,34 @@ class Ensemble:
 
             good_classes = GOOD_CLASSES.get(surface, frozenset())
         self.good_classes = frozenset(good_classes)
+        self.tta = bool(tta)
+        self.tip_change_vertical_flip = bool(tip_change_vertical_flip)
+
+    def member_views(self, batch: np.ndarray) -> list[np.ndarray]:
+        """The views each member sees of ``batch`` (just ``[batch]`` without TTA)."""
+        from qcodes_stmtip.classify.augment import dihedral_views
+
+        return dihedral_views(batch) if self.tta else [batch]
+
+    def tip_change_views(self, batch: np.ndarray) -> list[np.ndarray]:
+        """The views the tip-change network sees of ``batch`` (just ``[batch]`` without TTA)."""
+        from qcodes_stmtip.classify.augment import dihedral_views
+
+        if not self.tta:
+            return [batch]
+        return dihedral_views(batch, restricted=True, vertical_flip=self.tip_change_vertical_flip)
 
     def predict(self, batch: np.ndarray, batch_size: int = 64) -> EnsemblePrediction:
         """Classify a preprocessed (N, s, s, 1) float32 batch."""
         x = np.asarray(batch, dtype=np.float32)
         if x.ndim != 4 or x.shape[-1] != 1:
             raise ValueError(f"batch must have shape (N, size, size, 1), got {x.shape}")
-        probs = np.stack([
-            np.asarray(m.model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float64)
-            for m in self.members
-        ])
+        probs = np.stack([mean_over_views(m.model, self.member_views(x), batch_size)
+                          for m in self.members])
         pred = majority_vote(probs, self.thresholds)
         if self.tip_change is not None:
-            tc = np.asarray(self.tip_change.model.predict(x, batch_size=batch_size, verbose=0))
-            pred.tip_change_probability = tc[:, 1].astype(np.float64)
+            tc = mean_over_views(self.tip_change.model, self.tip_change_views(x), batch_size)
+            pred.tip_change_probability = tc[:, 1]
         return pred
 
     def good_bad(self, prediction: EnsemblePrediction) -> np.ndarray:
@@ -145,3 +165,13 @@ class Ensemble:
         if prediction.tip_change_probability is not None:
             flag = prediction.tip_change_probability >= self.tip_change_threshold
         return collapse_good_bad(prediction.decision, self.classes, self.good_classes, flag)
+
+
+def mean_over_views(model, views: list[np.ndarray], batch_size: int) -> np.ndarray:
+    """(N, K) float64: ``model``'s outputs averaged over the equally long ``views``."""
+    n = len(views[0])
+    if n == 0:
+        return np.zeros((0, model.output_shape[-1]))
+    out = np.asarray(model.predict(np.concatenate(views), batch_size=batch_size, verbose=0),
+                     dtype=np.float64)
+    return out.reshape(len(views), n, -1).mean(axis=0)

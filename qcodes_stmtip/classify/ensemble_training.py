@@ -27,9 +27,14 @@ from qcodes_stmtip.classify.training import TrainConfig, predict_probabilities, 
 #: The paper's H:Si(100) ensemble: two SqueezeNets and one batch-normalised VGG with
 #: adam, sgd and rmsprop at learning rates 1e-3, 1e-4, 1e-4.
 PAPER_MEMBERS = "squeezenet:adam:1e-3,squeezenet:sgd:1e-4,vgg_bn:rmsprop:1e-4"
-#: The same members with the sgd / rmsprop learning rates raised (sgd with Nesterov momentum) so
-#: that short CPU trainings converge; the default of ``stmtip train``.
-DEFAULT_MEMBERS = "squeezenet:adam:1e-3,squeezenet:sgd:1e-2,vgg_bn:rmsprop:1e-3"
+#: The paper's members with the sgd / rmsprop learning rates raised (sgd with Nesterov momentum)
+#: so that short CPU trainings converge.
+PAPER_MEMBERS_FAST = "squeezenet:adam:1e-3,squeezenet:sgd:1e-2,vgg_bn:rmsprop:1e-3"
+#: Three adam SqueezeNets (seeds differ): the best vote measured on real H:Si(100) held-out
+#: sessions (``benchmarks/table1_hsi100.py``), the default of ``stmtip train``.
+BEST_MEMBERS = "squeezenet:adam:1e-3,squeezenet:adam:1e-3,squeezenet:adam:1e-3"
+#: Named member lists ``stmtip train --members`` accepts besides explicit specs.
+MEMBER_PRESETS = {"best": BEST_MEMBERS, "paper": PAPER_MEMBERS, "paper-fast": PAPER_MEMBERS_FAST}
 
 
 @dataclass(frozen=True)
@@ -53,7 +58,8 @@ class MemberSpec:
 
 
 def parse_members(text: str) -> list[MemberSpec]:
-    """Parse a comma-separated list of member specs."""
+    """Parse a comma-separated list of member specs, or a name of :data:`MEMBER_PRESETS`."""
+    text = MEMBER_PRESETS.get(text.strip(), text)
     specs = [MemberSpec.parse(t) for t in text.split(",") if t.strip()]
     if not specs:
         raise ValueError("members: at least one member spec is needed")
@@ -77,6 +83,9 @@ def train_ensemble(
     progress: bool = True,
     pretrain: ImageSet | None = None,
     pretrain_epochs: int = 8,
+    tta: bool = False,
+    tip_change_epochs: int | None = None,
+    tip_change_patience: int | None = None,
 ) -> tuple[Ensemble, dict]:
     """Train the members (and the tip-change network) and return the ensemble and a report.
 
@@ -86,7 +95,11 @@ def train_ensemble(
     tip-change state is not itself one of the classes. ``target_precision`` sets
     per-class thresholds on the validation set (else 0.5). ``pretrain`` (labelled frames of
     the same classes, e.g. simulated) is trained on for ``pretrain_epochs`` epochs before
-    each member's own training (not the tip-change network's).
+    each member's own training (not the tip-change network's). ``tta`` makes the ensemble
+    average every network over the symmetry views (validation scores and thresholds
+    included); the tip-change network's views include vertical flips when
+    ``base.restricted_vertical_flip`` (it was trained with them). ``tip_change_epochs`` /
+    ``tip_change_patience`` override ``base`` for the tip-change network.
     """
     frames = data.frames
     classes = frames.classes
@@ -116,7 +129,7 @@ def train_ensemble(
         result = train_classifier(x_tr, y_tr, x_va, y_va, len(classes), cfg,
                                   restricted=restricted[lab_tr], progress=progress, name=name,
                                   pretrain=pre, pretrain_epochs=pretrain_epochs if pre else 0)
-        probs = predict_probabilities(result.model, x_va)
+        probs = predict_probabilities(result.model, x_va, tta=tta)
         info = result.summary()
         info["validation"] = score(y_va, probs, classes).as_dict()
         trained.append((Member(name, spec.architecture, result.model, info), probs))
@@ -137,15 +150,19 @@ def train_ensemble(
         y_tc = frames.tip_change.astype(int)
         cfg = replace(base, architecture=members[0].architecture, optimizer=members[0].optimizer,
                       learning_rate=members[0].learning_rate, restricted_augment=True,
-                      seed=base.seed + len(members))
+                      seed=base.seed + len(members),
+                      epochs=base.epochs if tip_change_epochs is None else tip_change_epochs,
+                      patience=base.patience if tip_change_patience is None else tip_change_patience)
         result = train_classifier(data.images[tr], y_tc[tr], data.images[va], y_tc[va], 2, cfg,
                                   progress=progress, name="tip_change")
-        p_tc = predict_probabilities(result.model, data.images[va])[:, 1]
+        p_tc = predict_probabilities(result.model, data.images[va], tta=tta, restricted=True,
+                                     vertical_flip=base.restricted_vertical_flip)[:, 1]
         tc_scores = binary_scores(y_tc[va].astype(bool), p_tc)
         info = {**result.summary(), "validation": tc_scores}
         tc_member = Member("tip_change", members[0].architecture, result.model, info)
     ensemble = Ensemble(frames.surface, classes, [m for m, _ in trained], thresholds=thresholds,
-                        tip_change=tc_member)
+                        tip_change=tc_member, tta=tta,
+                        tip_change_vertical_flip=bool(tip_change and base.restricted_vertical_flip))
     report = {
         "validation_sessions": sorted(set(frames.sessions[va].tolist())),
         "train_frames": int(lab_tr.size),

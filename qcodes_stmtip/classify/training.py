@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from qcodes_stmtip.classify.architectures import build_model
 from qcodes_stmtip.classify.augment import AugmentConfig, augment_batch, dihedral_views
+from qcodes_stmtip.classify.ensemble import mean_over_views
 from qcodes_stmtip.classify.keras_backend import keras
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
@@ -254,10 +255,5 @@ def predict_probabilities(model: keras.Model, x: np.ndarray, batch_size: int = 6
     too): as many times the inference cost.
     """
     x = np.asarray(x, dtype=np.float32)
-    if len(x) == 0:
-        return np.zeros((0, model.output_shape[-1]))
-    if tta:
-        views = dihedral_views(x, restricted=restricted, vertical_flip=vertical_flip)
-        out = model.predict(np.concatenate(views), batch_size=batch_size, verbose=0)
-        return np.asarray(out, dtype=np.float64).reshape(len(views), len(x), -1).mean(axis=0)
-    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float64)
+    views = dihedral_views(x, restricted=restricted, vertical_flip=vertical_flip) if tta else [x]
+    return mean_over_views(model, views, batch_size)

@@ -9,7 +9,9 @@ in numpy. Each network enters the graph in its folded inference form
 convolutions, weights as constants, the one weight-heavy late convolution as a GEMM)
 after the folded form has been checked against the Keras model on a probe batch
 (:data:`FOLD_TOLERANCE`); a network that cannot be folded, or disagrees, enters as the
-Keras call and the reason is logged and listed in :attr:`FusedEnsemble.path`.
+Keras call and the reason is logged and listed in :attr:`FusedEnsemble.path`. An
+ensemble with test-time views (``Ensemble.tta``) gets them inside the same graph: the
+views are stacked along the batch axis and each network's outputs averaged over them.
 
 Measured on the 2-core CI machine (``benchmarks/monitor.py``), paper-size 3-SqueezeNet
 ensemble (3.2 GFLOP per frame): Keras ``predict`` per member 176–330 ms, the fused
@@ -94,8 +96,17 @@ class FusedEnsemble:
                 unfolded.append(f"{net.name}: {why}")
         self.unfolded: tuple[str, ...] = tuple(unfolded)
 
+        member_views, tip_views = _view_functions(tf, ensemble)
+
         def fused(x):
-            return tf.concat([call(x) for call in calls], axis=1)
+            n = tf.shape(x)[0]
+            xs = (member_views(x),) * len(models) + ((tip_views(x),) if tip is not None else ())
+            outs = []
+            for call, xv in zip(calls, xs, strict=True):
+                out = call(xv)
+                # views were stacked along the batch: (V*N, K) -> mean over V
+                outs.append(tf.reduce_mean(tf.reshape(out, (-1, n, out.shape[-1])), axis=0))
+            return tf.concat(outs, axis=1)
 
         self._fn = tf.function(
             fused, jit_compile=False,
@@ -105,6 +116,8 @@ class FusedEnsemble:
         self._lock = threading.Lock()
         self.path = INFERENCE_PATH if not unfolded else (
             f"{INFERENCE_PATH} (Keras layers for {len(unfolded)} of {len(networks)} networks)")
+        if ensemble.tta:
+            self.path += " with test-time symmetry views"
 
     def __call__(self, batch: np.ndarray) -> FusedOutput:
         """Run every network on ``batch`` (N, s, s, 1) in one graph call."""
@@ -129,6 +142,28 @@ class FusedEnsemble:
     def warm_up(self) -> None:
         """Trace the graph once (zeros input) so the first real frame is not slow."""
         self(np.zeros((1, *self.input_shape), dtype=np.float32))
+
+
+def _view_functions(tf, ensemble: Ensemble):
+    """Graph versions of :meth:`Ensemble.member_views` / :meth:`Ensemble.tip_change_views`:
+    ``x`` (N, s, s, 1) -> the views stacked along the batch axis (V*N, s, s, 1)."""
+    if not ensemble.tta:
+        return (lambda x: x), (lambda x: x)
+
+    def members(x):
+        views = []
+        for k in range(4):
+            turned = tf.image.rot90(x, k)
+            views += [turned, tf.reverse(turned, axis=[2])]
+        return tf.concat(views, axis=0)
+
+    def tip_change(x):
+        views = [x, tf.reverse(x, axis=[2])]
+        if ensemble.tip_change_vertical_flip:
+            views += [tf.reverse(x, axis=[1]), tf.reverse(x, axis=[1, 2])]
+        return tf.concat(views, axis=0)
+
+    return members, tip_change
 
 
 def _folded_or_keras(model, probe: np.ndarray):

@@ -163,3 +163,44 @@ def test_member_archive_has_no_optimizer_state(saved):
 def test_default_bundle_lookup():
     with pytest.raises(BundleError, match="surface 'nosuch'"):
         default_bundle_path("nosuch")
+
+
+def test_test_time_views_round_trip_and_make_outputs_symmetric(tmp_path):
+    """With ``tta`` the members average over the 8 symmetries (a 90° turn or a flip of the frame
+    changes nothing) and the tip-change network over its flips; the flags round-trip."""
+    ens = _ensemble()
+    x = _x()
+    turned, flipped = np.rot90(x, 1, axes=(1, 2)), x[:, ::-1]
+    plain = ens.predict(x)
+    assert np.abs(plain.member_probabilities - ens.predict(turned).member_probabilities).max() > 1e-4
+    ens.tta, ens.tip_change_vertical_flip = True, True
+    path = save_bundle(ens, tmp_path / "tta", image_size=SIZE)
+    loaded = load_bundle(path)
+    assert loaded.tta and loaded.tip_change_vertical_flip
+    assert loaded.manifest["inference"] == {"tta": True, "tip_change_vertical_flip": True}
+    p = loaded.predict(x)
+    np.testing.assert_allclose(loaded.predict(turned).member_probabilities, p.member_probabilities, atol=1e-6)
+    np.testing.assert_allclose(loaded.predict(flipped).tip_change_probability, p.tip_change_probability,
+                               atol=1e-6)
+    views = [x, x[:, :, ::-1], x[:, ::-1], x[:, ::-1, ::-1]]
+    tip = np.mean([ens.tip_change.model.predict(v, verbose=0)[:, 1] for v in views], axis=0)
+    np.testing.assert_allclose(p.tip_change_probability, tip, atol=1e-6)
+    # without vertical flips the tip-change network is not symmetric under them
+    loaded.tip_change_vertical_flip = False
+    q = loaded.predict(x).tip_change_probability
+    assert np.abs(q - loaded.predict(flipped).tip_change_probability).max() > 1e-5
+
+
+def test_inference_entry_is_optional_and_checked(saved, tmp_path):
+    _, path = saved
+    b = _copy(path, tmp_path)
+    m = _edit_manifest(b)
+    m.pop("inference")
+    (b / "manifest.json").write_text(json.dumps(m))
+    assert load_bundle(b).tta is False  # bundles written before the entry existed
+    _edit_manifest(b, inference={"tta": "yes"})
+    with pytest.raises(BundleError, match="'inference' must map tta"):
+        load_bundle(b)
+    _edit_manifest(b, inference=[True])
+    with pytest.raises(BundleError, match="'inference' must map tta"):
+        load_bundle(b)

@@ -69,6 +69,31 @@ def test_train_with_pretraining_and_tip_change_vflip(dataset, tmp_path):
     assert m["tip_change"]["training"]["pretrain_frames"] == 0
 
 
+def test_train_defaults_to_the_measured_best_recipe(dataset, tmp_path):
+    """Defaults: three adam SqueezeNets at width 0.125, test-time views on, the tip-change network
+    with vertical flips for twice the epochs; presets and --no-tta change that."""
+    out = tmp_path / "defaults"
+    rc = main(["train", "--surface", "hsi100", "--data", str(dataset), "--out", str(out),
+               "--epochs", "1", "--batch-size", "16", "--val-fraction", "0.3", "--quiet"])
+    assert rc == 0
+    m = json.loads((out / "manifest.json").read_text())
+    assert [(e["architecture"], e["training"]["optimizer"]) for e in m["members"]] == [("squeezenet", "adam")] * 3
+    assert len({e["training"]["seed"] for e in m["members"]}) == 3
+    assert {e["training"]["width"] for e in m["members"]} == {0.125}
+    assert m["inference"] == {"tta": True, "tip_change_vertical_flip": True}
+    assert m["tip_change"]["training"]["epochs"] == 2
+    assert m["tip_change"]["training"]["restricted_vertical_flip"] is True
+    out2 = tmp_path / "paper"
+    rc = main(["train", "--surface", "hsi100", "--data", str(dataset), "--out", str(out2), "--members", "paper",
+               "--no-tta", "--no-tip-change", "--epochs", "1", "--batch-size", "16", "--val-fraction", "0.3",
+               "--quiet"])
+    assert rc == 0
+    m = json.loads((out2 / "manifest.json").read_text())
+    assert [(e["architecture"], e["training"]["optimizer"], e["training"]["learning_rate"]) for e in m["members"]] \
+        == [("squeezenet", "adam", 1e-3), ("squeezenet", "sgd", 1e-4), ("vgg_bn", "rmsprop", 1e-4)]
+    assert m["inference"]["tta"] is False and m["tip_change"] is None
+
+
 def test_train_writes_manifest(bundle):
     m = json.loads((bundle / "manifest.json").read_text())
     assert m["surface"] == "hsi100" and m["classes"] == list(CLASSES)

@@ -35,3 +35,18 @@ def test_fused_refuses_wrong_input_shape(tiny_bundle) -> None:
     fused = FusedEnsemble(load_bundle(tiny_bundle))
     with pytest.raises(ValueError, match=r"batch must have shape \(N, 32, 32, 1\)"):
         fused(np.zeros((1, 64, 64, 1), np.float32))
+
+
+def test_fused_applies_the_bundles_test_time_views(tiny_bundle) -> None:
+    """An ensemble with ``tta`` gets the same view averages inside the fused graph."""
+    ens = load_bundle(tiny_bundle)
+    ens.tta, ens.tip_change_vertical_flip = True, True
+    fused = FusedEnsemble(ens)
+    assert fused.path.endswith("with test-time symmetry views")
+    x = np.random.default_rng(6).uniform(-1, 1, (3, 32, 32, 1)).astype(np.float32)
+    ref, got = ens.predict(x), fused.predict(x)
+    np.testing.assert_allclose(got.member_probabilities, ref.member_probabilities, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(got.tip_change_probability, ref.tip_change_probability, rtol=0, atol=1e-5)
+    ens.tta = False
+    plain = ens.predict(x)
+    assert np.abs(plain.member_probabilities - ref.member_probabilities).max() > 1e-4
