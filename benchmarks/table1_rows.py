@@ -132,23 +132,11 @@ class TableResult:
 
 
 def good_bad_scores(y: np.ndarray, probs: np.ndarray, pred: np.ndarray, classes, surface: str) -> dict:
-    """Collapse to good tip vs bad tip: AUROC of P(bad) = Σ P(bad classes), balanced accuracy and
-    mean precision (over good and bad) of the model's class decision mapped to good/bad."""
-    from sklearn.metrics import balanced_accuracy_score, precision_score, roc_auc_score
-
+    """:func:`qcodes_stmtip.classify.metrics.good_bad_scores` with the surface's good classes."""
+    from qcodes_stmtip.classify.metrics import good_bad_scores as scores
     from qcodes_stmtip.sim.classes import GOOD_CLASSES
 
-    good = np.array([c in GOOD_CLASSES[surface] for c in classes])
-    bad_true = ~good[y]
-    bad_pred = ~good[pred]
-    p_bad = probs[:, ~good].sum(axis=1)
-    both = bad_true.any() and not bad_true.all()
-    return {
-        "auroc": float(roc_auc_score(bad_true, p_bad)) if both else float("nan"),
-        "balanced_accuracy": float(balanced_accuracy_score(bad_true, bad_pred)),
-        "mean_precision": float(precision_score(bad_true, bad_pred, average="macro", zero_division=0)),
-        "n": int(y.size), "bad": int(bad_true.sum()),
-    }
+    return scores(y, probs, pred, tuple(classes), GOOD_CLASSES[surface])
 
 
 def table_rows(train: Split, val: Split, test: Split, classes, surface: str,

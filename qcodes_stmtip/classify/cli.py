@@ -115,6 +115,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     data = load_images(load_labels(args.data, ensemble.surface), progress=not args.quiet)
     result = evaluate_ensemble(ensemble, data, args.plots)
     print(format_table(result["table"], ensemble.classes))
+    g = result["good_bad"]
+    print(f"ensemble good/bad: AUROC {g['auroc']:.3f}, balanced accuracy {g['balanced_accuracy']:.3f}, "
+          f"mean precision {g['mean_precision']:.3f} ({g['bad']} of {g['n']} frames bad)")
     c = result["confident"]
     print(f"ensemble calls at the bundle's confidence thresholds: precision {c['mean_precision']:.3f} over "
           f"{c['classes_called']} called classes, coverage {c['coverage']:.3f}, balanced accuracy "

@@ -19,6 +19,7 @@ from qcodes_stmtip.classify.labels import session_split
 from qcodes_stmtip.classify.metrics import (
     binary_scores,
     confident_precision,
+    good_bad_scores,
     score,
     thresholds_for_precision,
 )
@@ -176,7 +177,8 @@ def train_ensemble(
 
 
 def evaluate_ensemble(ensemble: Ensemble, data: ImageSet, plots_dir: str | Path | None = None) -> dict:
-    """Table I rows (each member and the ensemble) on the labelled frames of ``data``.
+    """Table I rows (each member and the ensemble) on the labelled frames of ``data``, the
+    ensemble's good/bad collapse, its confident calls and the tip-change network's scores.
 
     Writes ROC, PR and confusion-matrix PNGs of the ensemble to ``plots_dir`` when given.
     """
@@ -193,6 +195,8 @@ def evaluate_ensemble(ensemble: Ensemble, data: ImageSet, plots_dir: str | Path 
         rows[m.name] = score(y, probs[lab], ensemble.classes).as_dict()
     rows["ensemble"] = score(y, pred.mean[lab], ensemble.classes, predictions=pred.vote_class[lab]).as_dict()
     out: dict = {"table": rows, "n_labelled": int(lab.sum()), "n_frames": len(frames),
+                 "good_bad": good_bad_scores(y, pred.mean[lab], pred.vote_class[lab], ensemble.classes,
+                                             ensemble.good_classes),
                  "confident": confident_precision(y, pred.mean[lab], np.asarray(ensemble.thresholds),
                                                   pred.vote_class[lab])}
     if pred.tip_change_probability is not None and frames.tip_change is not None:

@@ -164,6 +164,23 @@ def binary_scores(y_true: np.ndarray, probability: np.ndarray, threshold: float 
     }
 
 
+def good_bad_scores(y_true: np.ndarray, probabilities: np.ndarray, predictions: np.ndarray,
+                    classes: tuple[str, ...], good_classes) -> dict[str, float]:
+    """Collapse to good tip vs bad tip: AUROC of P(bad) = Σ P(bad classes), balanced accuracy and
+    mean precision (over good and bad) of the class decisions mapped to good/bad."""
+    y = np.asarray(y_true, dtype=int)
+    good = np.array([c in good_classes for c in classes])
+    bad_true, bad_pred = ~good[y], ~good[np.asarray(predictions, dtype=int)]
+    p_bad = np.asarray(probabilities)[:, ~good].sum(axis=1)
+    both = bad_true.any() and not bad_true.all()
+    return {
+        "auroc": float(roc_auc_score(bad_true, p_bad)) if both else float("nan"),
+        "balanced_accuracy": float(balanced_accuracy_score(bad_true, bad_pred)),
+        "mean_precision": float(precision_score(bad_true, bad_pred, average="macro", zero_division=0)),
+        "n": int(y.size), "bad": int(bad_true.sum()),
+    }
+
+
 def thresholds_for_precision(
     y_true: np.ndarray, probabilities: np.ndarray, target: float, default: float = 0.5
 ) -> np.ndarray:

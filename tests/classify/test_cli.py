@@ -108,7 +108,7 @@ def test_evaluate_prints_table_and_plots(bundle, dataset, tmp_path, capsys):
                "--json", str(tmp_path / "scores.json"), "--quiet"])
     assert rc == 0
     out = capsys.readouterr().out
-    assert "ensemble" in out and "AUROC" in out and "tip change" in out
+    assert "ensemble" in out and "AUROC" in out and "tip change" in out and "good/bad" in out
     for name in ("roc.png", "pr.png", "confusion.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     scores = json.loads((tmp_path / "scores.json").read_text())

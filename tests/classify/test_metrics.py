@@ -6,6 +6,7 @@ import pytest
 from qcodes_stmtip.classify.metrics import (
     binary_scores,
     confident_precision,
+    good_bad_scores,
     score,
     thresholds_for_precision,
 )
@@ -92,3 +93,17 @@ def test_confident_precision_only_counts_calls_above_their_class_threshold():
     assert r0["mean_precision"] == pytest.approx(score(y, p, CLASSES).mean_precision)
     with pytest.raises(ValueError, match="one value per class"):
         confident_precision(y, p, np.zeros(2))
+
+
+def test_good_bad_scores_collapse_classes_by_hand():
+    classes = ("a", "b", "bad")
+    y = np.array([0, 1, 2, 2])
+    probs = np.array([[0.8, 0.1, 0.1], [0.2, 0.2, 0.6], [0.1, 0.1, 0.8], [0.5, 0.3, 0.2]])
+    pred = probs.argmax(axis=1)  # good, bad, bad, good
+    s = good_bad_scores(y, probs, pred, classes, {"a", "b"})
+    # P(bad) = 0.1, 0.6, 0.8, 0.2 for good, good, bad, bad: 3 of 4 pairs ranked right
+    assert s["auroc"] == pytest.approx(0.75)
+    assert s["balanced_accuracy"] == pytest.approx(0.5)  # good recall 1/2, bad recall 1/2
+    assert s["mean_precision"] == pytest.approx(0.5)
+    assert (s["n"], s["bad"]) == (4, 2)
+    assert np.isnan(good_bad_scores(y[:2], probs[:2], pred[:2], classes, {"a", "b"})["auroc"])
