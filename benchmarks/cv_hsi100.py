@@ -133,7 +133,8 @@ def main() -> None:
               f"{result['n_frames']} in all); trained in {train_s / 60:.1f} min "
               f"(members {sum(result['member_seconds']) / 60:.1f} min)")
         print(format_table(result["table"], ensemble.classes))
-        print("  " + ", ".join(f"{label} {_get(result, path):.3f}" for label, path in SUMMARY[4:]))
+        print("  " + ", ".join(f"{label} {_get(result, path):.3f}" for label, path in SUMMARY[4:]
+                               if np.isfinite(_get(result, path))))
     print(f"\n{len(results)} folds, mean ± standard deviation over folds (min – max):")
     for label, path in SUMMARY:
         v = np.array([_get(r, path) for r in results])

@@ -122,7 +122,10 @@ def latency_of(ens, what: str, repeats: int, peak: float) -> None:
 
     fused = FusedEnsemble(ens)
     x = np.random.default_rng(0).uniform(-1, 1, (1, 128, 128, 1)).astype(np.float32)
-    gflop = sum(flops_per_frame(m) for m in networks(ens)) / 1e9
+    views = [len(ens.member_views(x))] * len(ens.members)
+    if ens.tip_change is not None:
+        views.append(len(ens.tip_change_views(x)))
+    gflop = sum(v * flops_per_frame(m) for v, m in zip(views, networks(ens), strict=True)) / 1e9
     print(f"{what}: {len(networks(ens))} networks, {gflop:.3f} GFLOP per 128² frame; device "
           f"{fused.device}; path {fused.path}")
     t_fused = timed(lambda: fused(x), repeats)
@@ -139,13 +142,18 @@ def latency_of(ens, what: str, repeats: int, peak: float) -> None:
           f"speed-up fused vs naive (medians) {np.median(t_naive) / np.median(t_fused):.1f}x")
 
 
-def latency(repeats: int) -> None:
+def latency(repeats: int, tta: bool = False) -> None:
     peak = matmul_peak()
-    shipped = shipped_ensemble()
+    shipped, paper = shipped_ensemble(), paper_size_ensemble()
+    suffix = ""
+    if tta:  # what `stmtip train` bundles do by default
+        for ens in (shipped, paper):
+            if ens is not None:
+                ens.tta, ens.tip_change_vertical_flip = True, True
+        suffix = ", test-time views (8 per member, 4 for the tip-change net)"
     if shipped is not None:
-        latency_of(shipped, "shipped hsi100 bundle", repeats, peak)
-    latency_of(paper_size_ensemble(), "3 x paper-size SqueezeNet-like (width 1, random weights)",
-               repeats, peak)
+        latency_of(shipped, "shipped hsi100 bundle" + suffix, repeats, peak)
+    latency_of(paper, "3 x paper-size SqueezeNet-like (width 1, random weights)" + suffix, repeats, peak)
     peak = max(peak, matmul_peak())
     print(f"practical peak (TF 2048² float32 matmul, best of 20 before and 20 after; the percentages "
           f"above use the first): {peak:.1f} GFLOP/s")
@@ -280,10 +288,12 @@ def main() -> int:
                         help="simulated controller in its own process (like hardware) or a thread here")
     parser.add_argument("--skip-acquisition", action="store_true")
     parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--tta", action="store_true",
+                        help="time the ensembles with test-time symmetry views (stmtip train's default)")
     args = parser.parse_args()
     import_time()
     if not args.skip_latency:
-        latency(args.repeats)
+        latency(args.repeats, args.tta)
     if not args.skip_acquisition:
         with tempfile.TemporaryDirectory() as tmp:
             acquisition(args.frames, args.time_acceleration, args.pairs, args.simulator, Path(tmp))
