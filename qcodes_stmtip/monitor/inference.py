@@ -151,10 +151,11 @@ def _view_functions(tf, ensemble: Ensemble):
         return (lambda x: x), (lambda x: x)
 
     def members(x):
+        # the 8 symmetries of the square: {identity, transpose} x {-, flip y, flip x, both}
+        # (pure reversals and a transpose: no shape assertions in the graph, unlike tf.image.rot90)
         views = []
-        for k in range(4):
-            turned = tf.image.rot90(x, k)
-            views += [turned, tf.reverse(turned, axis=[2])]
+        for t in (x, tf.transpose(x, [0, 2, 1, 3])):
+            views += [t, tf.reverse(t, axis=[1]), tf.reverse(t, axis=[2]), tf.reverse(t, axis=[1, 2])]
         return tf.concat(views, axis=0)
 
     def tip_change(x):
