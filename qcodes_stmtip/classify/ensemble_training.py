@@ -32,7 +32,8 @@ PAPER_MEMBERS = "squeezenet:adam:1e-3,squeezenet:sgd:1e-4,vgg_bn:rmsprop:1e-4"
 #: so that short CPU trainings converge.
 PAPER_MEMBERS_FAST = "squeezenet:adam:1e-3,squeezenet:sgd:1e-2,vgg_bn:rmsprop:1e-3"
 #: Three adam SqueezeNets (seeds differ): the best vote measured on real H:Si(100) held-out
-#: sessions (``benchmarks/table1_hsi100.py``), the default of ``stmtip train``.
+#: sessions (``benchmarks/table1_hsi100.py``; ahead of the paper's mix in all 5 folds of
+#: ``benchmarks/cv_hsi100.py``), the default of ``stmtip train``.
 BEST_MEMBERS = "squeezenet:adam:1e-3,squeezenet:adam:1e-3,squeezenet:adam:1e-3"
 #: Named member lists ``stmtip train --members`` accepts besides explicit specs.
 MEMBER_PRESETS = {"best": BEST_MEMBERS, "paper": PAPER_MEMBERS, "paper-fast": PAPER_MEMBERS_FAST}
