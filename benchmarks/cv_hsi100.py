@@ -85,6 +85,35 @@ def session_folds(sessions: np.ndarray, labelled: np.ndarray, k: int, seed: int)
     return folds
 
 
+def voter_counts(data_dir: Path, paths) -> np.ndarray:
+    """``No. Responses`` of each frame (by file name) from the vote sheet; −1 where it has none
+    (e.g. a simulated dataset)."""
+    import csv
+
+    with open(data_dir / "labels.csv", newline="") as fh:
+        sheet = {row.get("Name", ""): row.get("No. Responses", "") for row in csv.DictReader(fh)}
+    out = []
+    for p in paths:
+        try:
+            out.append(int(float(sheet.get(Path(p).name, ""))))
+        except ValueError:
+            out.append(-1)
+    return np.array(out)
+
+
+def by_voters(y: np.ndarray, mean: np.ndarray, voters: np.ndarray, classes) -> dict[str, dict]:
+    """Ensemble AUROC / balanced accuracy on frames with one voter and with several."""
+    from qcodes_stmtip.classify.metrics import score
+
+    out = {}
+    for name, keep in (("one voter", voters == 1), ("two or more voters", voters >= 2)):
+        if keep.sum() and np.unique(y[keep]).size == len(classes):
+            s = score(y[keep], mean[keep], classes)
+            out[name] = {"n": int(keep.sum()), "mean_auroc": s.mean_auroc,
+                         "balanced_accuracy": s.balanced_accuracy}
+    return out
+
+
 def _get(result: dict, path: tuple[str, ...]) -> float:
     for key in path:
         if not isinstance(result, dict) or key not in result:
@@ -107,6 +136,7 @@ def main() -> None:
     data, load_s = load_cached(args.data, args.cache, progress=not args.quiet)
     frames = data.frames
     folds = session_folds(frames.sessions, frames.labels >= 0, args.folds, args.seed)
+    voters = voter_counts(args.data, frames.paths)
     members = parse_members(args.members)
     base = TrainConfig(members[0].architecture, width=args.width, epochs=args.epochs, batch_size=args.batch_size,
                        patience=args.patience, seed=args.seed, restricted_vertical_flip=args.tip_change_vflip)
@@ -125,7 +155,12 @@ def main() -> None:
             tip_change_patience=args.tip_change_patience,
         )
         train_s = time.perf_counter() - t0
-        result = evaluate_ensemble(ensemble, part(test))
+        held_out = part(test)
+        result = evaluate_ensemble(ensemble, held_out)
+        lab = held_out.frames.labels >= 0
+        pred = ensemble.predict(held_out.images[lab])
+        result["by_voters"] = by_voters(held_out.frames.labels[lab], pred.mean, voters[test][lab],
+                                        ensemble.classes)
         result.update(fold=i, test_sessions=folds[i], validation_sessions=report["validation_sessions"],
                       train_seconds=train_s, member_seconds=[m["seconds"] for m in report["members"]])
         results.append(result)
@@ -135,12 +170,19 @@ def main() -> None:
         print(format_table(result["table"], ensemble.classes))
         print("  " + ", ".join(f"{label} {_get(result, path):.3f}" for label, path in SUMMARY[4:]
                                if np.isfinite(_get(result, path))))
+        print("  ensemble on frames with " + "; ".join(
+            f"{k}: AUROC {v['mean_auroc']:.3f}, bal. acc. {v['balanced_accuracy']:.3f} ({v['n']} frames)"
+            for k, v in result["by_voters"].items()))
     print(f"\n{len(results)} folds, mean ± standard deviation over folds (min – max):")
     for label, path in SUMMARY:
         v = np.array([_get(r, path) for r in results])
         if np.isfinite(v).any():
             print(f"  {label:<28} {np.nanmean(v):.3f} ± {np.nanstd(v):.3f}  ({np.nanmin(v):.3f} – "
                   f"{np.nanmax(v):.3f})")
+    for group in ("one voter", "two or more voters"):
+        v = np.array([r["by_voters"][group]["mean_auroc"] for r in results if group in r["by_voters"]])
+        if v.size:
+            print(f"  {'AUROC, ' + group:<28} {v.mean():.3f} ± {v.std():.3f}  ({v.min():.3f} – {v.max():.3f})")
     best = [max((n for n in r["table"] if n != "ensemble"), key=lambda n: r["table"][n]["mean_auroc"])
             for r in results]
     single = [r["table"][n]["mean_auroc"] for r, n in zip(results, best, strict=True)]
