@@ -151,7 +151,7 @@ def main() -> None:
         ensemble, report = train_ensemble(
             part(~test), base, members, val_fraction=args.val_fraction, split_seed=args.seed + i,
             tip_change=args.tip_change, target_precision=args.target_precision, progress=not args.quiet,
-            tta=args.tta, tip_change_epochs=args.tip_change_epochs or 2 * args.epochs,
+            tta=args.tta, tip_change_epochs=2 * args.epochs if args.tip_change_epochs is None else args.tip_change_epochs,
             tip_change_patience=args.tip_change_patience,
         )
         train_s = time.perf_counter() - t0

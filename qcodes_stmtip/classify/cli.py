@@ -94,7 +94,7 @@ def _train(args: argparse.Namespace) -> int:
         tip_change=False if args.no_tip_change else None,
         target_precision=args.target_precision, progress=not args.quiet,
         pretrain=pretrain, pretrain_epochs=args.pretrain_epochs, tta=args.tta,
-        tip_change_epochs=args.tip_change_epochs or 2 * args.epochs, tip_change_patience=args.tip_change_patience,
+        tip_change_epochs=2 * args.epochs if args.tip_change_epochs is None else args.tip_change_epochs, tip_change_patience=args.tip_change_patience,
     )
     summary = {**data.frames.summary(), "skipped_frames": len(data.skipped),
                "validation_sessions": report["validation_sessions"]}

@@ -6,7 +6,7 @@ numpy; :class:`Ensemble` wraps Keras member models but does not import Keras.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -151,11 +151,11 @@ class Ensemble:
         x = np.asarray(batch, dtype=np.float32)
         if x.ndim != 4 or x.shape[-1] != 1:
             raise ValueError(f"batch must have shape (N, size, size, 1), got {x.shape}")
-        probs = np.stack([mean_over_views(m.model, self.member_views(x), batch_size)
+        probs = np.stack([mean_over_views(m.model, x, self.member_views, batch_size)
                           for m in self.members])
         pred = majority_vote(probs, self.thresholds)
         if self.tip_change is not None:
-            tc = mean_over_views(self.tip_change.model, self.tip_change_views(x), batch_size)
+            tc = mean_over_views(self.tip_change.model, x, self.tip_change_views, batch_size)
             pred.tip_change_probability = tc[:, 1]
         return pred
 
@@ -167,11 +167,17 @@ class Ensemble:
         return collapse_good_bad(prediction.decision, self.classes, self.good_classes, flag)
 
 
-def mean_over_views(model, views: list[np.ndarray], batch_size: int) -> np.ndarray:
-    """(N, K) float64: ``model``'s outputs averaged over the equally long ``views``."""
-    n = len(views[0])
-    if n == 0:
+def mean_over_views(model, x: np.ndarray, views: Callable[[np.ndarray], list[np.ndarray]],
+                    batch_size: int, chunk: int = 256) -> np.ndarray:
+    """(N, K) float64: ``model``'s outputs for ``x`` averaged over ``views(x)`` (equally long
+    arrays). Works through ``chunk`` frames at a time, so the views of a large set (8× its
+    size) are never all in memory."""
+    if len(x) == 0:
         return np.zeros((0, model.output_shape[-1]))
-    out = np.asarray(model.predict(np.concatenate(views), batch_size=batch_size, verbose=0),
-                     dtype=np.float64)
-    return out.reshape(len(views), n, -1).mean(axis=0)
+    parts = []
+    for start in range(0, len(x), chunk):
+        vs = views(x[start:start + chunk])
+        out = np.asarray(model.predict(np.concatenate(vs), batch_size=batch_size, verbose=0),
+                         dtype=np.float64)
+        parts.append(out.reshape(len(vs), len(vs[0]), -1).mean(axis=0))
+    return np.concatenate(parts)

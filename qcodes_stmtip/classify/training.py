@@ -255,5 +255,7 @@ def predict_probabilities(model: keras.Model, x: np.ndarray, batch_size: int = 6
     too): as many times the inference cost.
     """
     x = np.asarray(x, dtype=np.float32)
-    views = dihedral_views(x, restricted=restricted, vertical_flip=vertical_flip) if tta else [x]
-    return mean_over_views(model, views, batch_size)
+    def views(batch: np.ndarray) -> list[np.ndarray]:
+        return dihedral_views(batch, restricted=restricted, vertical_flip=vertical_flip) if tta else [batch]
+
+    return mean_over_views(model, x, views, batch_size)

@@ -83,3 +83,22 @@ def test_ensemble_predict_and_tip_change():
     assert ens.good_bad(pred).tolist() == ["good", "bad"]
     with pytest.raises(ValueError, match="at least one"):
         Ensemble("hsi100", CLASSES, [])
+
+
+def test_mean_over_views_works_in_chunks():
+    """Chunked view averaging gives the per-frame means of every view, in frame order."""
+    from qcodes_stmtip.classify.ensemble import mean_over_views
+
+    class _Sum:  # output depends on the frame and on the view: (sum, first pixel)
+        output_shape = (None, 2)
+
+        def predict(self, x, batch_size=64, verbose=0):
+            return np.stack([x.sum(axis=(1, 2, 3)), x[:, 0, 0, 0]], axis=1)
+
+    x = np.random.default_rng(1).normal(size=(7, 4, 4, 1)).astype(np.float32)
+    def views(b):
+        return [b, b[:, ::-1]]
+    want = np.stack([x.sum(axis=(1, 2, 3)), (x[:, 0, 0, 0] + x[:, -1, 0, 0]) / 2], axis=1)
+    for chunk in (1, 3, 256):
+        np.testing.assert_allclose(mean_over_views(_Sum(), x, views, 64, chunk=chunk), want, rtol=1e-5)
+    assert mean_over_views(_Sum(), x[:0], views, 64).shape == (0, 2)
