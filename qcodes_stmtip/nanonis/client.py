@@ -3,18 +3,32 @@
 The client connects lazily on the first call, serialises each request/response pair
 with a lock, and reconnects on demand: a dropped connection raises
 :class:`NanonisConnectionError` for that call and the next call opens a fresh socket.
-A stalled reply raises :class:`NanonisTimeoutError` and the socket is discarded, so a
-late reply can never be read as the answer to the next request.
 
-Replies are received with exact-length ``recv_into`` loops into one preallocated
-buffer, and 2-D data is decoded with ``np.frombuffer`` (no per-element Python), which
-makes ``Scan.FrameDataGrab`` of a 512×512 frame a few milliseconds over loopback.
+Every call has one deadline (monotonic) for the whole exchange: connecting, sending and
+every ``recv`` of the reply draw on the same time budget, so a peer that trickles its
+reply cannot stretch a call past its timeout. A reply whose declared body size exceeds
+the command's limit (derived from the command table, :mod:`.protocol`) is refused before
+anything is allocated, and the receive buffer only grows as bytes actually arrive.
+
+Replies must stay in step with requests: a timed-out or malformed exchange discards the
+socket, bytes already waiting before a request is sent (a duplicate or late reply, or
+the peer's hang-up) make the client reconnect first, and bytes following a reply
+discard the socket after the call, so a call never reads another call's reply. (The
+protocol has no request ids: a duplicate that arrives only after the next request was
+sent, with the same command name, cannot be told apart.)
+
+Replies are received with ``recv_into`` loops into a reused buffer, and 2-D data is
+decoded with ``np.frombuffer`` (no per-element Python), which makes
+``Scan.FrameDataGrab`` of a 512×512 frame a few milliseconds over loopback.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import socket
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Self
@@ -24,10 +38,12 @@ import numpy as np
 from qcodes_stmtip.nanonis.protocol import (
     COMMANDS,
     HEADER_SIZE,
+    MAX_BODY_SIZE,
     NanonisConnectionError,
     NanonisError,
     NanonisProtocolError,
     NanonisTimeoutError,
+    check_body_size,
     decode_response_body,
     decode_response_header,
     encode_request,
@@ -43,8 +59,15 @@ __all__ = [
     "VersionInfo",
 ]
 
+log = logging.getLogger(__name__)
+
 #: Seconds added to a command's own duration (pulse width, wait timeout) before giving up.
 TIMEOUT_MARGIN_S = 5.0
+#: Receive-buffer size allocated up front and the step it grows by first (bytes).
+_CHUNK = 1 << 16
+#: Largest receive buffer kept between calls (bytes, 4 MiB: a 1024 × 1024 frame); a
+#: larger one is dropped after its call.
+KEEP_BUFFER_BYTES = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -136,20 +159,28 @@ class NanonisClient:
     Args:
         host: controller address.
         port: TCP port (6501 by default; 6502–6504 are the other ports).
-        timeout: default seconds to wait for a connection and for each reply.
+        timeout: default seconds for a whole call (connect, send, complete reply).
+        max_body_size: largest reply body accepted for any command (bytes), on top of
+            each command's own limit from the table.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 6501, timeout: float = 5.0) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 6501, timeout: float = 5.0,
+                 max_body_size: int = MAX_BODY_SIZE) -> None:
         if not isinstance(port, int) or not 0 < port < 65536:
             raise ValueError(f"port must be an integer in 1..65535, got {port!r}")
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
             raise ValueError(f"timeout must be positive (seconds), got {timeout!r}")
+        if isinstance(max_body_size, bool) or not isinstance(max_body_size, int) \
+                or not 0 < max_body_size <= MAX_BODY_SIZE:
+            raise ValueError(f"max_body_size must be an integer in 1..{MAX_BODY_SIZE} (bytes), "
+                             f"got {max_body_size!r}")
         self.host = host
         self.port = port
         self.timeout = float(timeout)
+        self.max_body_size = max_body_size
         self._sock: socket.socket | None = None
         self._lock = threading.Lock()
-        self._buffer = bytearray(1 << 16)
+        self._buffer = bytearray(_CHUNK)
 
     # ------------------------------------------------------------------ connection
     def __repr__(self) -> str:
@@ -169,7 +200,7 @@ class NanonisClient:
     def connect(self) -> None:
         """Open the connection now instead of on the first call."""
         with self._lock:
-            self._ensure_socket()
+            self._ensure_socket(time.monotonic() + self.timeout)
 
     def close(self) -> None:
         """Close the connection (the next call reconnects)."""
@@ -184,13 +215,14 @@ class NanonisClient:
             except OSError:  # pragma: no cover - closing a dead socket
                 pass
 
-    def _ensure_socket(self) -> socket.socket:
+    def _ensure_socket(self, deadline: float) -> socket.socket:
         if self._sock is None:
+            wait = min(self.timeout, max(deadline - time.monotonic(), 1e-3))
             try:
-                sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+                sock = socket.create_connection((self.host, self.port), timeout=wait)
             except TimeoutError as exc:
                 raise NanonisTimeoutError(
-                    f"connecting to Nanonis at {self.host}:{self.port} timed out after {self.timeout} s"
+                    f"connecting to Nanonis at {self.host}:{self.port} timed out after {wait:.3g} s"
                 ) from exc
             except OSError as exc:
                 raise NanonisConnectionError(
@@ -200,20 +232,65 @@ class NanonisClient:
             self._sock = sock
         return self._sock
 
-    def _recv_exact(self, sock: socket.socket, n: int, command: str, what: str) -> memoryview:
-        if len(self._buffer) < n:
-            self._buffer = bytearray(max(n, 2 * len(self._buffer)))
-        view = memoryview(self._buffer)[:n]
+    @staticmethod
+    def _pending(sock: socket.socket) -> int:
+        """Bytes already waiting on ``sock`` without a request: 0 none, -1 the peer hung up."""
+        try:
+            sock.settimeout(0.0)
+            data = sock.recv(1 << 16, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError:  # reset by the peer
+            return -1
+        return len(data) if data else -1
+
+    def _in_step(self, command: str, deadline: float) -> socket.socket:
+        """An open socket with nothing unread on it (reconnects past stale bytes or a hang-up)."""
+        sock = self._ensure_socket(deadline)
+        pending = self._pending(sock)
+        if pending:
+            if pending > 0:
+                log.warning("%s: discarding the connection to %s:%d: %d unrequested bytes (a "
+                            "late or duplicate reply) were waiting", command, self.host,
+                            self.port, pending)
+            self._discard()
+            sock = self._ensure_socket(deadline)
+        return sock
+
+    @staticmethod
+    def _time_left(deadline: float) -> float | None:
+        """Seconds left until ``deadline`` (``None``: no deadline); TimeoutError past it."""
+        if deadline == math.inf:
+            return None
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        return left
+
+    def _recv_exact(self, sock: socket.socket, n: int, command: str, what: str,
+                    deadline: float = math.inf) -> memoryview:
+        """Exactly ``n`` bytes before ``deadline`` (monotonic s), viewing the reused buffer.
+
+        The buffer grows (by doubling, up to ``n``) only when the bytes received so far
+        fill it, so a peer that declares a large body but sends little costs little.
+        """
+        buf = self._buffer
         got = 0
         while got < n:
-            k = sock.recv_into(view[got:], n - got)
+            if got == len(buf):
+                grown = bytearray(min(n, max(2 * len(buf), _CHUNK)))
+                grown[:got] = buf
+                buf = self._buffer = grown
+            sock.settimeout(self._time_left(deadline))
+            with memoryview(buf) as view:
+                k = sock.recv_into(view[got:min(n, len(buf))])
             if k == 0:
                 raise NanonisConnectionError(
                     f"{command}: connection to {self.host}:{self.port} closed after {got} of "
                     f"{n} {what} bytes"
                 )
             got += k
-        return view
+        return memoryview(buf)[:n]
 
     # ------------------------------------------------------------------ generic call
     def call(self, command: str, *args: Any, timeout: float | None = None) -> tuple[Any, ...]:
@@ -222,8 +299,8 @@ class NanonisClient:
         Args:
             command: a command of the reference table, e.g. ``"Bias.Get"``.
             args: the command's arguments in table order.
-            timeout: seconds to wait for the reply (default: the client's timeout;
-                ``inf`` waits forever).
+            timeout: seconds for the whole call — sending the request and receiving
+                the complete reply (default: the client's timeout; ``inf`` waits forever).
 
         Raises:
             ValueError: unknown command or bad argument (nothing is sent).
@@ -237,18 +314,25 @@ class NanonisClient:
         if isinstance(wait, bool) or not isinstance(wait, int | float) or not wait > 0:
             raise ValueError(f"timeout must be positive (seconds), got {timeout!r}")
         with self._lock:
-            sock = self._ensure_socket()
+            deadline = time.monotonic() + wait  # inf stays inf
             try:
-                sock.settimeout(None if wait == float("inf") else wait)
+                sock = self._in_step(command, deadline)
+                sock.settimeout(self._time_left(deadline))
                 sock.sendall(request)
-                header = decode_response_header(self._recv_exact(sock, HEADER_SIZE, command, "header"))
+                header = decode_response_header(
+                    self._recv_exact(sock, HEADER_SIZE, command, "header", deadline))
                 if header.command != command:
                     raise NanonisProtocolError(
                         f"{command}: reply header echoes {header.command!r} instead"
                     )
-                body = self._recv_exact(sock, header.body_size, command, "body")
+                check_body_size(command, header.body_size, reply=True, limit=self.max_body_size)
+                body = self._recv_exact(sock, header.body_size, command, "body", deadline)
                 # Decode before releasing the lock: ``body`` views the shared buffer.
-                return decode_response_body(spec, body)
+                try:
+                    return decode_response_body(spec, body)
+                finally:
+                    del body
+                    self._after_reply(command)
             except TimeoutError as exc:
                 self._discard()
                 raise NanonisTimeoutError(
@@ -270,6 +354,17 @@ class NanonisClient:
             except BaseException:
                 self._discard()  # e.g. KeyboardInterrupt mid-reply: the stream position is unknown
                 raise
+            finally:
+                if len(self._buffer) > KEEP_BUFFER_BYTES:
+                    self._buffer = bytearray(_CHUNK)
+
+    def _after_reply(self, command: str) -> None:
+        """Discard the socket when bytes already follow a complete reply (out of step)."""
+        sock = self._sock
+        if sock is not None and self._pending(sock) > 0:
+            log.warning("%s: discarding the connection to %s:%d: more bytes followed the "
+                        "reply (a duplicate reply)", command, self.host, self.port)
+            self._discard()
 
     # ------------------------------------------------------------------ Bias
     def bias_set(self, bias_V: float, *, timeout: float | None = None) -> None:

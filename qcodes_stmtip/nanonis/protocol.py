@@ -11,6 +11,13 @@ uint32 status (1 = error), int32 description length, description bytes.
 
 This module does no I/O. Malformed bytes raise :class:`NanonisProtocolError` (a
 ``ValueError``) naming what was being decoded and at which byte offset.
+
+Size limits: every command's largest request and reply body follows from its fields in
+the table (:func:`max_request_body_size`, :func:`max_response_body_size`), with the
+variable-length types bounded by :data:`MAX_TEXT_BYTES`, :data:`MAX_ARRAY_ITEMS` and
+:data:`MAX_2D_VALUES`, and every body by :data:`MAX_BODY_SIZE`. Both ends check a
+declared body size against the command's limit (:func:`check_body_size`) before they
+allocate or read anything, and the encoders refuse values past the limits.
 """
 
 from __future__ import annotations
@@ -33,9 +40,14 @@ __all__ = [
     "NanonisError",
     "NanonisProtocolError",
     "NanonisTimeoutError",
+    "MAX_2D_VALUES",
+    "MAX_ARRAY_ITEMS",
+    "MAX_ERROR_SECTION_SIZE",
+    "MAX_TEXT_BYTES",
     "RequestHeader",
     "ResponseHeader",
     "T",
+    "check_body_size",
     "decode_error_section",
     "decode_fields",
     "decode_request_header",
@@ -46,14 +58,25 @@ __all__ = [
     "encode_request_header",
     "encode_response",
     "encode_response_header",
+    "max_encoded_size",
+    "max_request_body_size",
+    "max_response_body_size",
 ]
 
 #: Size of the request and response headers, bytes.
 HEADER_SIZE = 40
 #: Length of the NUL-padded command-name field, bytes.
 NAME_SIZE = 32
-#: Largest body either side accepts (bytes): guards against allocating garbage sizes.
-MAX_BODY_SIZE = 1 << 30
+#: Largest body either side accepts for any command (bytes, 128 MiB): above the largest
+#: legal reply (a 4096 × 4096 float32 frame, 64 MiB), far below a garbage size.
+MAX_BODY_SIZE = 1 << 27
+#: Largest text value (bytes): one string, or all elements of a string array with their
+#: length prefixes. Paths, comments and signal-name lists are far shorter.
+MAX_TEXT_BYTES = 1 << 16
+#: Most elements of a 1-D int32 array (channel indexes).
+MAX_ARRAY_ITEMS = 1 << 12
+#: Most values of a 2-D float32 array (rows × cols): a 4096 × 4096 frame.
+MAX_2D_VALUES = 4096 * 4096
 
 
 # --------------------------------------------------------------------------- errors
@@ -181,22 +204,29 @@ def encode_value(t: T, value: Any, where: str = "value") -> bytes:
         return _SCALARS[t].pack(_check_int(value, t, where))
     if t in (T.F32, T.F64):
         return _SCALARS[t].pack(_check_float(value, t, where))
-    if t is T.STR:
+    if t in (T.STR, T.STR_U32):
         raw = _encode_text(value, where)
-        return _I32.pack(len(raw)) + raw
-    if t is T.STR_U32:
-        raw = _encode_text(value, where)
-        return _U32.pack(len(raw)) + raw
+        if len(raw) > MAX_TEXT_BYTES:
+            raise ValueError(f"{where}: {len(raw)} bytes of text exceed the {MAX_TEXT_BYTES}-byte limit")
+        return (_I32 if t is T.STR else _U32).pack(len(raw)) + raw
     if t is T.I32_ARRAY:
         if isinstance(value, str | bytes) or not isinstance(value, Sequence | np.ndarray):
             raise ValueError(f"{where}: expected a sequence of int32, got {value!r}")
+        if len(value) > MAX_ARRAY_ITEMS:
+            raise ValueError(f"{where}: {len(value)} items exceed the {MAX_ARRAY_ITEMS}-item limit")
         items = [_check_int(v, T.I32, f"{where}[{i}]") for i, v in enumerate(value)]
         return _I32.pack(len(items)) + struct.pack(f">{len(items)}i", *items)
     if t is T.STR_ARRAY:
         if isinstance(value, str | bytes) or not isinstance(value, Sequence):
             raise ValueError(f"{where}: expected a sequence of str, got {value!r}")
+        if len(value) > MAX_TEXT_BYTES // 4:
+            raise ValueError(f"{where}: {len(value)} strings exceed the {MAX_TEXT_BYTES}-byte limit")
         parts = [_encode_text(v, f"{where}[{i}]") for i, v in enumerate(value)]
         elements = b"".join(_I32.pack(len(p)) + p for p in parts)
+        if len(elements) > MAX_TEXT_BYTES:
+            raise ValueError(
+                f"{where}: {len(elements)} bytes of strings exceed the {MAX_TEXT_BYTES}-byte limit"
+            )
         return _I32.pack(len(elements)) + _I32.pack(len(parts)) + elements
     if t is T.F32_2D:
         try:
@@ -209,6 +239,8 @@ def encode_value(t: T, value: Any, where: str = "value") -> bytes:
         if finite.size and np.abs(finite).max() > _F32_MAX:
             raise ValueError(f"{where}: values overflow float32")
         rows, cols = array.shape
+        if rows * cols > MAX_2D_VALUES:
+            raise ValueError(f"{where}: {rows}x{cols} values exceed the {MAX_2D_VALUES}-value limit")
         return _I32.pack(rows) + _I32.pack(cols) + array.astype(">f4").tobytes()
     raise ValueError(f"{where}: unknown wire type {t!r}")  # pragma: no cover - enum is closed
 
@@ -295,6 +327,62 @@ def decode_fields(fields: Sequence[Field], buf: bytes | bytearray | memoryview, 
         value, offset = decode_value(f.type, view, offset, f"{where} {f.name!r}")
         values.append(value)
     return tuple(values), offset
+
+
+# --------------------------------------------------------------------------- size limits
+def max_encoded_size(t: T) -> int:
+    """Largest encoding of one value of wire type ``t`` (bytes) within the limits."""
+    if t in _SCALARS:
+        return _SCALARS[t].size
+    if t in (T.STR, T.STR_U32):
+        return 4 + MAX_TEXT_BYTES
+    if t is T.I32_ARRAY:
+        return 4 + 4 * MAX_ARRAY_ITEMS
+    if t is T.STR_ARRAY:
+        return 8 + MAX_TEXT_BYTES
+    if t is T.F32_2D:
+        return 8 + 4 * MAX_2D_VALUES
+    raise ValueError(f"unknown wire type {t!r}")  # pragma: no cover - enum is closed
+
+
+#: Largest error section: status, description length, description (bytes).
+MAX_ERROR_SECTION_SIZE = 8 + MAX_TEXT_BYTES
+
+
+def max_request_body_size(command: str) -> int:
+    """Largest request body of ``command`` (bytes), from its arguments in the table.
+
+    A command not in the table may carry at most :data:`MAX_TEXT_BYTES` (it only gets
+    an error reply).
+    """
+    spec = COMMANDS.get(command)
+    if spec is None:
+        return MAX_TEXT_BYTES
+    return min(MAX_BODY_SIZE, sum(max_encoded_size(f.type) for f in spec.args))
+
+
+def max_response_body_size(command: str) -> int:
+    """Largest reply body of ``command`` (bytes): its return values and the error section."""
+    spec = COMMANDS.get(command)
+    returns = 0 if spec is None else sum(max_encoded_size(f.type) for f in spec.returns)
+    return min(MAX_BODY_SIZE, returns + MAX_ERROR_SECTION_SIZE)
+
+
+def check_body_size(command: str, size: int, *, reply: bool, limit: int | None = None) -> None:
+    """Refuse a declared body ``size`` past ``command``'s limit (and ``limit``, if given).
+
+    Raises:
+        NanonisProtocolError: naming the command, the size and the limit.
+    """
+    cap = max_response_body_size(command) if reply else max_request_body_size(command)
+    if limit is not None:
+        cap = min(cap, limit)
+    if not 0 <= size <= cap:
+        kind = "reply" if reply else "request"
+        raise NanonisProtocolError(
+            f"{command} {kind} header bytes 32-35: body size {size} exceeds the "
+            f"{cap}-byte limit of this command"
+        )
 
 
 # --------------------------------------------------------------------------- headers
@@ -386,6 +474,8 @@ def decode_response_header(header: bytes | bytearray | memoryview) -> ResponseHe
 def encode_error_section(message: str = "") -> bytes:
     """The error section: status 0 and no text when ``message`` is empty, else status 1."""
     raw = message.encode("utf-8")
+    if len(raw) > MAX_TEXT_BYTES:  # a long description is cut, not refused
+        raw = raw[:MAX_TEXT_BYTES].decode("utf-8", "ignore").encode("utf-8")
     return struct.pack(">Ii", 1 if raw else 0, len(raw)) + raw
 
 

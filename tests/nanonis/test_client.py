@@ -6,10 +6,13 @@ import socket
 import struct
 import threading
 import time
+import tracemalloc
 from collections.abc import Callable
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from qcodes_stmtip.nanonis import protocol as p
 from qcodes_stmtip.nanonis.client import NanonisClient
@@ -326,3 +329,171 @@ def test_interrupt_mid_reply_discards_the_socket(peer_factory, monkeypatch) -> N
     monkeypatch.undo()
     assert client.bias_get() == pytest.approx(2.5)
     client.close()
+
+
+# ---------------------------------------------------------------- issue 15: bounded calls
+def _client_allocations(snapshot: tracemalloc.Snapshot) -> int:
+    """Bytes still allocated from ``nanonis/client.py`` in ``snapshot``."""
+    only = snapshot.filter_traces([tracemalloc.Filter(True, "*nanonis*client.py")])
+    return sum(stat.size for stat in only.statistics("filename"))
+
+
+@pytest.fixture
+def traced():
+    tracemalloc.start()
+    yield
+    tracemalloc.stop()
+
+
+def test_declared_body_past_the_command_limit_is_refused_before_allocating(
+        peer_factory, traced) -> None:
+    def huge(conn: socket.socket, command: str, args: tuple) -> bool:
+        conn.sendall(p.encode_response_header(command, 1 << 26))  # legal globally, not for Bias.Get
+        return True
+
+    peer = peer_factory([huge])
+    with NanonisClient(port=peer.port, timeout=2) as client:
+        tracemalloc.reset_peak()
+        with pytest.raises(p.NanonisProtocolError, match=r"Bias.Get reply .*body size 67108864 "
+                                                         r"exceeds the 65548-byte limit"):
+            client.bias_get()
+        assert tracemalloc.get_traced_memory()[1] < 1 << 20
+        assert client.bias_get() == pytest.approx(2.5)
+    assert peer.connections == 2
+
+
+def test_client_body_limit_is_configurable(peer_factory) -> None:
+    def frame(conn: socket.socket, command: str, args: tuple) -> bool:
+        conn.sendall(p.encode_response(command, ("Z (m)", np.zeros((32, 32)), 1)))
+        return True
+
+    peer = peer_factory([], frame)
+    with NanonisClient(port=peer.port, timeout=2, max_body_size=1024) as client:
+        with pytest.raises(p.NanonisProtocolError, match="exceeds the 1024-byte limit"):
+            client.scan_frame_data_grab(14)
+    with NanonisClient(port=peer.port, timeout=2) as client:
+        assert client.scan_frame_data_grab(14).data.shape == (32, 32)
+    with pytest.raises(ValueError, match="max_body_size"):
+        NanonisClient(port=peer.port, max_body_size=0)
+
+
+def test_buffer_grows_only_with_the_bytes_that_arrive(peer_factory, traced) -> None:
+    declared = p.max_response_body_size("Scan.FrameDataGrab")  # 64 MiB: a legal size
+
+    def tease(conn: socket.socket, command: str, args: tuple) -> bool:
+        conn.sendall(p.encode_response_header(command, declared) + bytes(1000))
+        return False  # hang up after 1000 bytes
+
+    peer = peer_factory([tease])
+    with NanonisClient(port=peer.port, timeout=2) as client:
+        tracemalloc.reset_peak()
+        with pytest.raises(p.NanonisConnectionError, match=f"after 1000 of {declared} body"):
+            client.scan_frame_data_grab(14)
+        assert tracemalloc.get_traced_memory()[1] < 1 << 20
+
+
+def test_a_large_reply_buffer_is_not_kept(peer_factory, traced) -> None:
+    def big(conn: socket.socket, command: str, args: tuple) -> bool:
+        conn.sendall(p.encode_response(command, ("Z (m)", np.ones((2048, 2048)), 1)))
+        return True
+
+    peer = peer_factory([], big)
+    with NanonisClient(port=peer.port, timeout=10) as client:
+        frame = client.scan_frame_data_grab(14)
+        assert frame.data.shape == (2048, 2048) and float(frame.data.mean()) == 1.0
+        del frame
+        assert _client_allocations(tracemalloc.take_snapshot()) < 1 << 20
+
+
+def test_trickled_reply_cannot_stretch_the_call_past_its_timeout(peer_factory) -> None:
+    def trickle(conn: socket.socket, command: str, args: tuple) -> bool:
+        for byte in p.encode_response(command, (-1.0,)):  # 52 bytes over ~2 s
+            conn.sendall(bytes([byte]))
+            time.sleep(0.04)
+        return True
+
+    peer = peer_factory([trickle])
+    with NanonisClient(port=peer.port, timeout=2) as client:
+        # Every recv gets a byte well within 0.4 s; the call as a whole does not.
+        with pytest.raises(p.NanonisTimeoutError, match="within 0.4 s"):
+            client.bias_get(timeout=0.4)
+        assert not client.connected
+        assert client.bias_get() == pytest.approx(2.5)
+
+
+@pytest.mark.parametrize("late", [False, True], ids=["together", "late"])
+def test_a_duplicate_reply_is_never_the_next_calls_answer(peer_factory, late: bool) -> None:
+    def twice(conn: socket.socket, command: str, args: tuple) -> bool:
+        conn.sendall(p.encode_response(command, (1.0,)))
+        if late:
+            time.sleep(0.1)
+        conn.sendall(p.encode_response(command, (-7.0,)))  # the stale duplicate
+        return True
+
+    peer = peer_factory([twice], reply_bias(2.5))
+    with NanonisClient(port=peer.port, timeout=2) as client:
+        assert client.bias_get() == pytest.approx(1.0)
+        time.sleep(0.3)  # the duplicate has arrived by now
+        assert client.bias_get() == pytest.approx(2.5)
+        assert client.bias_get() == pytest.approx(2.5)
+    assert peer.requests == ["Bias.Get"] * 3
+    assert peer.connections == 2
+
+
+def test_a_peer_hang_up_between_calls_reconnects_transparently(peer_factory) -> None:
+    def answer_then_hang_up(conn: socket.socket, command: str, args: tuple) -> bool:
+        conn.sendall(p.encode_response(command, (1.0,)))
+        return False  # e.g. a server's idle timeout
+
+    peer = peer_factory([answer_then_hang_up])
+    with NanonisClient(port=peer.port, timeout=2) as client:
+        assert client.bias_get() == pytest.approx(1.0)
+        time.sleep(0.2)
+        assert client.bias_get() == pytest.approx(2.5)
+    assert peer.connections == 2
+
+
+# ---------------------------------------------------------------- fuzzing the reply framing
+_TYPED = (p.NanonisProtocolError, p.NanonisConnectionError, p.NanonisTimeoutError, p.NanonisError)
+
+
+@st.composite
+def _replies(draw: st.DrawFn) -> bytes:
+    """Raw reply bytes: random, or a header of any command with any size and a random body."""
+    if draw(st.booleans()):
+        return draw(st.binary(max_size=120))
+    name = draw(st.sampled_from(["Bias.Get", "Bias.Get", "Scan.FrameDataGrab", "Current.Get"]))
+    size = draw(st.one_of(st.integers(-(1 << 31), (1 << 31) - 1), st.integers(0, 80)))
+    header = name.encode().ljust(32, b"\0") + struct.pack(">iI", size, 0)
+    return header + draw(st.binary(max_size=80))
+
+
+def test_fuzz_reply_framing_gives_typed_errors_and_recovers(peer_factory) -> None:
+    current: list[bytes] = [b""]
+
+    def send_current(conn: socket.socket, command: str, args: tuple) -> bool:
+        conn.sendall(current[0])
+        return False  # hang up: the client must not wait for bytes that never come
+
+    peer = peer_factory([], send_current)
+    good = peer_factory([])
+    client = NanonisClient(port=peer.port, timeout=1)
+
+    @settings(max_examples=50, deadline=5000,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(raw=_replies())
+    def check(raw: bytes) -> None:
+        current[0] = raw
+        try:
+            value = client.bias_get()
+        except _TYPED:
+            assert not client.connected or raw[:8] == b"Bias.Get"
+        else:
+            assert isinstance(value, float)
+
+    try:
+        check()
+    finally:
+        client.close()
+    with NanonisClient(port=good.port, timeout=1) as fresh:
+        assert fresh.bias_get() == pytest.approx(2.5)
