@@ -229,18 +229,20 @@ def encode_value(t: T, value: Any, where: str = "value") -> bytes:
             )
         return _I32.pack(len(elements)) + _I32.pack(len(parts)) + elements
     if t is T.F32_2D:
+        if isinstance(value, np.ndarray) and value.size > MAX_2D_VALUES:  # before any copy
+            raise ValueError(f"{where}: {value.size} values exceed the {MAX_2D_VALUES}-value limit")
         try:
             array = np.asarray(value, dtype=np.float64)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{where}: expected a 2-D array of numbers ({exc})") from None
         if array.ndim != 2:
             raise ValueError(f"{where}: expected a 2-D array, got shape {array.shape}")
-        finite = array[np.isfinite(array)]
-        if finite.size and np.abs(finite).max() > _F32_MAX:
-            raise ValueError(f"{where}: values overflow float32")
         rows, cols = array.shape
         if rows * cols > MAX_2D_VALUES:
             raise ValueError(f"{where}: {rows}x{cols} values exceed the {MAX_2D_VALUES}-value limit")
+        finite = array[np.isfinite(array)]
+        if finite.size and np.abs(finite).max() > _F32_MAX:
+            raise ValueError(f"{where}: values overflow float32")
         return _I32.pack(rows) + _I32.pack(cols) + array.astype(">f4").tobytes()
     raise ValueError(f"{where}: unknown wire type {t!r}")  # pragma: no cover - enum is closed
 

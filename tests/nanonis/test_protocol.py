@@ -270,3 +270,75 @@ def test_huge_counts_do_not_allocate() -> None:
         p.decode_value(T.STR_ARRAY, raw)
     with pytest.raises(p.NanonisProtocolError):
         p.decode_value(T.I32_ARRAY, raw)
+
+
+# ---------------------------------------------------------------- issue 15: body limits
+@pytest.mark.parametrize("name", sorted(p.COMMANDS))
+@settings(max_examples=20, deadline=1000)
+@given(data=st.data())
+def test_encoded_bodies_fit_the_limits_derived_from_the_table(name: str,
+                                                              data: st.DataObject) -> None:
+    spec = p.COMMANDS[name]
+    args = [data.draw(STRATEGIES[f.type]) for f in spec.args]
+    returns = [data.draw(STRATEGIES[f.type]) for f in spec.returns]
+    error = data.draw(st.sampled_from(["", "refused"]))
+    request = p.encode_request(name, *args)
+    reply = p.encode_response(name, returns, error)
+    assert len(request) - p.HEADER_SIZE <= p.max_request_body_size(name) <= p.MAX_BODY_SIZE
+    assert len(reply) - p.HEADER_SIZE <= p.max_response_body_size(name) <= p.MAX_BODY_SIZE
+    p.check_body_size(name, len(request) - p.HEADER_SIZE, reply=False)
+    p.check_body_size(name, len(reply) - p.HEADER_SIZE, reply=True)
+
+
+def test_limits_follow_the_field_types() -> None:
+    assert p.max_request_body_size("Bias.Set") == 4
+    assert p.max_response_body_size("Bias.Get") == 4 + p.MAX_ERROR_SECTION_SIZE
+    assert p.max_response_body_size("Scan.FrameDataGrab") >= 4 * 4096 * 4096
+    assert p.max_request_body_size("Scan.PropsSet") < 1 << 18  # no 10 MB PropsSet
+    assert p.max_request_body_size("Bias.Teleport") == p.MAX_TEXT_BYTES  # error reply only
+    assert p.MAX_BODY_SIZE < 1 << 30
+
+
+@settings(max_examples=50, deadline=1000)
+@given(header=st.binary(min_size=40, max_size=40), name=st.sampled_from(sorted(p.COMMANDS)),
+       limit=st.one_of(st.none(), st.integers(1, 1 << 20)))
+def test_fuzz_header_sizes_are_checked_against_the_command(header: bytes, name: str,
+                                                           limit: int | None) -> None:
+    """A decoded size is never negative or past the global cap; the per-command check agrees."""
+    try:
+        size = p.decode_response_header(header).body_size
+    except p.NanonisProtocolError:
+        size = struct.unpack_from(">i", header, 32)[0]
+    else:
+        assert 0 <= size <= p.MAX_BODY_SIZE
+    cap = p.max_response_body_size(name) if limit is None else min(limit, p.max_response_body_size(name))
+    if 0 <= size <= cap:
+        p.check_body_size(name, size, reply=True, limit=limit)
+    else:
+        with pytest.raises(p.NanonisProtocolError, match=f"{name} reply .*body size {size}"):
+            p.check_body_size(name, size, reply=True, limit=limit)
+
+
+@pytest.mark.parametrize(
+    ("t", "value", "match"),
+    [
+        (T.STR, "x" * (p.MAX_TEXT_BYTES + 1), "text exceed"),
+        (T.STR_U32, "é" * p.MAX_TEXT_BYTES, "text exceed"),
+        (T.I32_ARRAY, [0] * (p.MAX_ARRAY_ITEMS + 1), "items exceed"),
+        (T.STR_ARRAY, ["abcd"] * (p.MAX_TEXT_BYTES // 8 + 1), "strings exceed"),
+        (T.STR_ARRAY, [""] * (p.MAX_TEXT_BYTES // 4 + 1), "strings exceed"),
+        (T.F32_2D, np.zeros((1, p.MAX_2D_VALUES + 1), np.float32), "values exceed"),
+    ],
+    ids=["str", "str_u32", "i32_array", "str_array", "str_array_count", "f32_2d"],
+)
+def test_encoders_refuse_values_past_the_limits(t: T, value, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        p.encode_value(t, value, "field")
+
+
+def test_a_long_error_description_is_cut_not_refused() -> None:
+    reply = p.encode_response("Bias.Set", error="é" * p.MAX_TEXT_BYTES)
+    assert len(reply) - p.HEADER_SIZE <= p.max_response_body_size("Bias.Set")
+    with pytest.raises(p.NanonisError) as info:
+        p.decode_response_body(p.COMMANDS["Bias.Set"], reply[p.HEADER_SIZE:])
+    assert set(info.value.message) == {"é"}
