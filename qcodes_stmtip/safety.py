@@ -3,11 +3,16 @@
 A :class:`SafetyEnvelope` is a frozen set of limits (bias, pulse, indentation,
 setpoint current, scan area and size, tip position, coarse-motor steps). Its
 ``check_*`` methods raise :class:`SafetyViolation` — naming the limit and the
-requested value — and return nothing otherwise; they never clamp. The QCoDeS
-driver derives its parameter validators from the envelope
-(:class:`EnvelopeValidator`) and calls the checks before any action is sent, so
-an out-of-envelope request never reaches the controller. The conditioning loop
-uses the same object as its policy.
+requested value — and otherwise return the checked value(s) converted once to a
+plain ``float`` (``int`` for motor steps); they never clamp. A caller sends
+exactly what a check returned, never the original object again: a number whose
+conversion changes from call to call (a float subclass with a mutable
+``__float__``) is then checked and sent as the same float. The QCoDeS driver
+derives its parameter validators from the envelope (:class:`EnvelopeValidator`)
+and calls the checks again inside every setter and action, below the
+validators, so an out-of-envelope request never reaches the controller — not
+even through ``Parameter.set_raw``. The conditioning loop uses the same object
+as its policy.
 
 All values are SI (V, A, m, s); angles in degrees.
 """
@@ -46,13 +51,22 @@ class SafetyViolation(ValueError):
 
 
 def _finite(quantity: str, value: Any) -> float:
-    """``float(value)``; a non-number or NaN/inf raises :class:`SafetyViolation`."""
+    """``value`` converted once to a plain ``float``; a non-number or NaN/inf raises.
+
+    Strings and bools are refused (``"2"`` and ``True`` are not voltages). The result
+    is an exact ``float`` whatever ``value`` is, so checking it and sending it cannot
+    disagree. Raises :class:`SafetyViolation`.
+    """
+    if isinstance(value, str | bytes | bool):
+        raise SafetyViolation(quantity, value, "a finite number")
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise SafetyViolation(quantity, value, "a finite number") from None
+    if type(number) is not float:  # paranoia: float() of a subclass is exact in CPython
+        number = float.__float__(number)
     if not math.isfinite(number):
-        raise SafetyViolation(quantity, value, "a finite number")
+        raise SafetyViolation(quantity, number, "a finite number")
     return number
 
 
@@ -73,7 +87,11 @@ class SafetyEnvelope:
     * scan area and tip position ±5 µm in x and y (the fine-scanner range of a
       typical piezo tube), ``max_scan_size_m`` = 1 µm;
     * ``max_z_m`` = 1 µm for the absolute z position a caller may command;
-    * ``max_motor_steps`` = 100 coarse steps per move.
+    * ``max_motor_steps`` = 100 coarse steps per move;
+    * ``max_approach_steps`` = 1 coarse step towards the sample per move, and only with
+      the tip withdrawn: a coarse step is tens to hundreds of nm, far beyond
+      ``max_indentation_m``, so an approach goes one step at a time with a surface check
+      (feedback on or auto-approach) in between; the auto-approach is the usual way.
     """
 
     max_bias_V: float = 10.0
@@ -86,6 +104,7 @@ class SafetyEnvelope:
     scan_area_y_m: tuple[float, float] = (-5e-6, 5e-6)
     max_scan_size_m: float = 1e-6
     max_motor_steps: int = 100
+    max_approach_steps: int = 1
 
     def __post_init__(self) -> None:
         for name in (
@@ -100,11 +119,15 @@ class SafetyEnvelope:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ValueError(f"SafetyEnvelope.{name} must be a number, got {value!r}")
+            value = float(value)  # a limit is a plain float, converted once
             if not math.isfinite(value) or value <= 0:
                 raise ValueError(f"SafetyEnvelope.{name} must be finite and > 0, got {value!r}")
-        steps = self.max_motor_steps
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-            raise ValueError(f"SafetyEnvelope.max_motor_steps must be an int >= 0, got {steps!r}")
+            object.__setattr__(self, name, value)
+        for name in ("max_motor_steps", "max_approach_steps"):
+            steps = getattr(self, name)
+            if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+                raise ValueError(f"SafetyEnvelope.{name} must be an int >= 0, got {steps!r}")
+            object.__setattr__(self, name, int(steps))
         for name in ("scan_area_x_m", "scan_area_y_m"):
             value = getattr(self, name)
             try:
@@ -153,20 +176,25 @@ class SafetyEnvelope:
         return asdict(self)
 
     # -- checks --------------------------------------------------------------------------
-    def check_bias(self, bias_V: float) -> None:
-        """Raise unless ``|bias_V| <= max_bias_V``."""
+    def check_bias(self, bias_V: float) -> float:
+        """Raise unless ``|bias_V| <= max_bias_V``; return the checked bias (V) as a float."""
         value = _finite("bias", bias_V)
         if abs(value) > self.max_bias_V:
             raise SafetyViolation("|bias|", value, self.max_bias_V, "V")
+        return value
 
-    def check_setpoint_current(self, current_A: float) -> None:
-        """Raise unless ``|current_A| <= max_setpoint_current_A``."""
+    def check_setpoint_current(self, current_A: float) -> float:
+        """Raise unless ``|current_A| <= max_setpoint_current_A``; return it (A) as a float."""
         value = _finite("setpoint current", current_A)
         if abs(value) > self.max_setpoint_current_A:
             raise SafetyViolation("|setpoint current|", value, self.max_setpoint_current_A, "A")
+        return value
 
-    def check_pulse(self, amplitude_V: float, width_s: float) -> None:
-        """Raise unless ``|amplitude_V| <= max_pulse_amplitude_V`` and ``0 < width_s <= max``."""
+    def check_pulse(self, amplitude_V: float, width_s: float) -> tuple[float, float]:
+        """Raise unless ``|amplitude_V| <= max_pulse_amplitude_V`` and ``0 < width_s <= max``.
+
+        Returns ``(amplitude_V, width_s)`` as the floats that were checked.
+        """
         amplitude = _finite("pulse amplitude", amplitude_V)
         width = _finite("pulse width", width_s)
         if abs(amplitude) > self.max_pulse_amplitude_V:
@@ -175,36 +203,67 @@ class SafetyEnvelope:
             raise SafetyViolation("pulse width", width, "> 0", "s")
         if width > self.max_pulse_width_s:
             raise SafetyViolation("pulse width", width, self.max_pulse_width_s, "s")
+        return amplitude, width
 
-    def check_indentation(self, depth_m: float) -> None:
-        """Raise unless ``0 <= depth_m <= max_indentation_m`` (depth into the sample, positive)."""
+    def check_indentation(self, depth_m: float) -> float:
+        """Raise unless ``0 <= depth_m <= max_indentation_m`` (depth into the sample, positive).
+
+        Returns the checked depth (m) as a float.
+        """
         depth = _finite("indentation depth", depth_m)
         if depth < 0:
             raise SafetyViolation("indentation depth", depth, ">= 0 (into the sample)", "m")
         if depth > self.max_indentation_m:
             raise SafetyViolation("indentation depth", depth, self.max_indentation_m, "m")
+        return depth
 
-    def check_z(self, z_m: float) -> None:
-        """Raise unless ``|z_m| <= max_z_m`` (an absolute z-piezo position command)."""
+    def check_z(self, z_m: float) -> float:
+        """Raise unless ``|z_m| <= max_z_m`` (an absolute z-piezo position command); return it."""
         value = _finite("z position", z_m)
         if abs(value) > self.max_z_m:
             raise SafetyViolation("|z position|", value, self.max_z_m, "m")
+        return value
 
-    def check_tip_move(self, x_m: float, y_m: float) -> None:
-        """Raise unless the tip target ``(x_m, y_m)`` lies inside the allowed scan area."""
+    def check_z_move(self, z_m: float, tunnelling_z_m: float) -> float:
+        """Raise unless a feedback-off Z move to ``z_m`` stays within the indentation limit.
+
+        ``tunnelling_z_m`` is the Z (m) of the tunnelling position (where the feedback
+        was last on); more negative Z is towards the sample. ``z_m`` must satisfy
+        ``|z_m| <= max_z_m`` and ``z_m >= tunnelling_z_m - max_indentation_m``.
+        Returns the checked ``z_m`` as a float.
+        """
+        value = self.check_z(z_m)
+        reference = _finite("tunnelling z position", tunnelling_z_m)
+        depth = reference - value
+        if depth > self.max_indentation_m:
+            raise SafetyViolation(
+                f"z below the tunnelling position {reference!r} m (feedback off)",
+                depth, self.max_indentation_m, "m",
+            )
+        return value
+
+    def check_tip_move(self, x_m: float, y_m: float) -> tuple[float, float]:
+        """Raise unless the tip target ``(x_m, y_m)`` lies inside the allowed scan area.
+
+        Returns ``(x_m, y_m)`` as the floats that were checked.
+        """
         x = _finite("tip x", x_m)
         y = _finite("tip y", y_m)
         self._check_in_range("tip x", x, self.scan_area_x_m)
         self._check_in_range("tip y", y, self.scan_area_y_m)
+        return x, y
 
-    def check_scan_size(self, width_m: float, height_m: float) -> None:
-        """Raise unless ``0 < width, height <= max_scan_size_m``."""
+    def check_scan_size(self, width_m: float, height_m: float) -> tuple[float, float]:
+        """Raise unless ``0 < width, height <= max_scan_size_m``; return them as floats."""
+        sizes = []
         for name, value in (("scan width", width_m), ("scan height", height_m)):
             size = _finite(name, value)
             if size <= 0:
                 raise SafetyViolation(name, size, "> 0", "m")
             if size > self.max_scan_size_m:
                 raise SafetyViolation(name, size, self.max_scan_size_m, "m")
+            sizes.append(size)
+        return sizes[0], sizes[1]
 
     def check_frame(
         self,
@@ -213,13 +272,16 @@ class SafetyEnvelope:
         width_m: float,
         height_m: float,
         angle_deg: float = 0.0,
-    ) -> None:
-        """Raise unless the (rotated) frame has an allowed size and all four corners in the area."""
+    ) -> tuple[float, float, float, float, float]:
+        """Raise unless the (rotated) frame has an allowed size and all four corners in the area.
+
+        Returns ``(centre_x, centre_y, width, height, angle)`` as the floats that were checked.
+        """
         cx = _finite("scan centre x", centre_x_m)
         cy = _finite("scan centre y", centre_y_m)
         angle = _finite("scan angle", angle_deg)
-        self.check_scan_size(width_m, height_m)
-        half_w, half_h = float(width_m) / 2, float(height_m) / 2
+        width, height = self.check_scan_size(width_m, height_m)
+        half_w, half_h = width / 2, height / 2
         # clockwise rotation by `angle` (Nanonis convention)
         theta = -math.radians(angle)
         c, s = math.cos(theta), math.sin(theta)
@@ -228,13 +290,34 @@ class SafetyEnvelope:
             y = cy + s * dx + c * dy
             self._check_in_range("scan frame corner x", x, self.scan_area_x_m)
             self._check_in_range("scan frame corner y", y, self.scan_area_y_m)
+        return cx, cy, width, height, angle
 
-    def check_motor_steps(self, steps: int) -> None:
-        """Raise unless ``steps`` is an int with ``0 <= steps <= max_motor_steps``."""
+    def check_motor_steps(self, steps: int) -> int:
+        """Raise unless ``steps`` is an int with ``0 <= steps <= max_motor_steps``; return it."""
         if isinstance(steps, bool) or not isinstance(steps, int):
             raise SafetyViolation("motor steps", steps, "an integer")
-        if steps < 0 or steps > self.max_motor_steps:
-            raise SafetyViolation("motor steps", steps, (0, self.max_motor_steps))
+        number = int(steps)
+        if type(number) is not int:  # paranoia: int() of a subclass is exact in CPython
+            number = int.__int__(number)
+        if number < 0 or number > self.max_motor_steps:
+            raise SafetyViolation("motor steps", number, (0, self.max_motor_steps))
+        return number
+
+    def check_approach_steps(self, steps: int, *, withdrawn: bool) -> int:
+        """Raise unless coarse ``steps`` towards the sample are allowed; return them as an int.
+
+        A coarse step towards the sample is an approach: it is allowed only with the tip
+        ``withdrawn`` (feedback off, Z piezo retracted) and at most ``max_approach_steps``
+        at a time, below the general ``max_motor_steps``.
+        """
+        number = self.check_motor_steps(steps)
+        if number > self.max_approach_steps:
+            raise SafetyViolation("coarse steps towards the sample", number,
+                                  (0, self.max_approach_steps))
+        if number and not withdrawn:
+            raise SafetyViolation("coarse steps towards the sample with the tip not withdrawn",
+                                  number, "0 (withdraw the tip first)")
+        return number
 
     @staticmethod
     def _check_in_range(quantity: str, value: float, limits: tuple[float, float]) -> None:

@@ -147,3 +147,60 @@ def test_envelope_validator_raises_inside_parameter_set_before_set_cmd() -> None
     with pytest.raises(SafetyViolation, match="bias"):
         param.set(1.5)
     assert sent == [0.5]
+
+
+class _Shifty(float):
+    """A float whose conversion changes after the first call (3.0, then 9.0 for ever)."""
+
+    calls = 0
+
+    def __float__(self) -> float:
+        type(self).calls += 1
+        return 3.0 if type(self).calls == 1 else 9.0
+
+
+def test_checks_return_the_one_plain_float_they_checked() -> None:
+    _Shifty.calls = 0
+    env = SafetyEnvelope(max_pulse_amplitude_V=4.0)
+    amplitude, width = env.check_pulse(_Shifty(0.0), 0.01)
+    assert type(amplitude) is float and amplitude == 3.0 and _Shifty.calls == 1
+    with pytest.raises(SafetyViolation, match="9.0"):  # the next conversion is what it is
+        env.check_pulse(_Shifty(0.0), 0.01)
+    assert env.check_bias(1) == 1.0 and type(env.check_bias(1)) is float
+    assert env.check_frame(0, 0, 1e-7, 1e-7) == (0.0, 0.0, 1e-7, 1e-7, 0.0)
+    assert env.check_tip_move(1e-7, -1e-7) == (1e-7, -1e-7)
+    assert env.check_indentation(1e-9) == 1e-9
+    assert env.check_z(-1e-8) == -1e-8
+    assert env.check_setpoint_current(1e-10) == 1e-10
+    assert env.check_motor_steps(7) == 7
+
+
+@pytest.mark.parametrize("value", ["2", b"2", True])
+def test_strings_and_bools_are_not_numbers(value: object) -> None:
+    with pytest.raises(SafetyViolation, match="finite number"):
+        ENV.check_bias(value)  # type: ignore[arg-type]
+
+
+def test_z_move_is_bounded_below_the_tunnelling_position() -> None:
+    assert ENV.check_z_move(-1.9e-9, 0.0) == -1.9e-9
+    assert ENV.check_z_move(100e-9, 0.0) == 100e-9  # away from the sample: free up to max_z_m
+    with pytest.raises(SafetyViolation, match="below the tunnelling position"):
+        ENV.check_z_move(-150e-9, 0.0)
+    with pytest.raises(SafetyViolation, match="below the tunnelling position"):
+        ENV.check_z_move(7.9e-9, 10e-9)
+    with pytest.raises(SafetyViolation, match="z position"):
+        ENV.check_z_move(2e-6, 0.0)
+    with pytest.raises(SafetyViolation, match="tunnelling z"):
+        ENV.check_z_move(0.0, math.nan)
+
+
+def test_approach_steps_need_a_withdrawn_tip_and_are_bounded_separately() -> None:
+    assert ENV.max_approach_steps == 1
+    assert ENV.check_approach_steps(1, withdrawn=True) == 1
+    assert ENV.check_approach_steps(0, withdrawn=False) == 0
+    with pytest.raises(SafetyViolation, match="not withdrawn"):
+        ENV.check_approach_steps(1, withdrawn=False)
+    with pytest.raises(SafetyViolation, match="towards the sample"):
+        ENV.check_approach_steps(10, withdrawn=True)  # inside max_motor_steps, still refused
+    with pytest.raises(ValueError, match="max_approach_steps"):
+        SafetyEnvelope(max_approach_steps=-1)

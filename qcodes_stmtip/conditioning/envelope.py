@@ -139,9 +139,22 @@ class ConditioningEnvelope:
             self.sites.append((float(site[0]), float(site[1])))
 
     def check_readings(self, current_A: float, z_m: float) -> None:
-        """Raise :class:`SafetyViolation` if the current or Z reading is outside the limits."""
-        if not math.isfinite(current_A) or abs(current_A) > self.limits.max_current_A:
-            raise SafetyViolation("|current| reading", current_A, self.limits.max_current_A, "A")
+        """Raise :class:`SafetyViolation` if the current or Z reading is outside the limits.
+
+        Each reading is converted to a plain float once and that float is checked.
+        """
+        current = _reading(current_A)
+        if not math.isfinite(current) or abs(current) > self.limits.max_current_A:
+            raise SafetyViolation("|current| reading", current, self.limits.max_current_A, "A")
         low, high = self.limits.z_range_m
-        if not math.isfinite(z_m) or not low <= z_m <= high:
-            raise SafetyViolation("Z reading", z_m, (low, high), "m")
+        z = _reading(z_m)
+        if not math.isfinite(z) or not low <= z <= high:
+            raise SafetyViolation("Z reading", z, (low, high), "m")
+
+
+def _reading(value: object) -> float:
+    """``value`` as one plain float; NaN (refused by the caller) when it is not a number."""
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return math.nan

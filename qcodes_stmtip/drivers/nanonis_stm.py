@@ -6,7 +6,16 @@ binary TCP, not VISA) that talks through
 real tip or sample is bounded by a :class:`~qcodes_stmtip.safety.SafetyEnvelope`: the
 parameter validators are derived from it and every action checks it first, so an
 out-of-envelope request raises :class:`~qcodes_stmtip.safety.SafetyViolation` before a
-single byte is sent.
+single byte is sent. The checks run inside the set commands too, below the validators, so
+``Parameter.set_raw`` cannot bypass them, and every checked value is converted to a
+plain ``float`` once: the float that was checked is the float that is sent.
+
+Two checks need the tip's history, which the driver keeps: a coarse step towards the
+sample (``"Z-"``) is an approach, refused unless the tip was withdrawn with
+:meth:`NanonisSTM.withdraw` after the feedback was last on (one step at a time, see
+``SafetyEnvelope.max_approach_steps``); and a Z move with the feedback off may go at
+most ``max_indentation_m`` below the tunnelling position (the Z read when the driver
+switched the feedback off, else the Z at the first such move).
 
 Frames (``scan_image``, ``last_frame``) are float64 arrays of shape ``(lines, pixels)``
 with **row 0 the bottom line** of the frame and column 0 its left edge, whatever the scan
@@ -27,7 +36,7 @@ from qcodes.instrument import Instrument
 from qcodes.parameters import Parameter, ParameterWithSetpoints
 from qcodes.validators import Arrays, Bool, Enum, Ints, Multiples, Numbers, Validator
 
-from qcodes_stmtip.safety import EnvelopeValidator, SafetyEnvelope
+from qcodes_stmtip.safety import EnvelopeValidator, SafetyEnvelope, SafetyViolation
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -48,6 +57,8 @@ MAX_PIXELS = 4096
 PIXEL_MULTIPLE = 16
 #: Coarse-motor directions of ``Motor.StartMove``.
 MOTOR_DIRECTIONS = {"X+": 0, "X-": 1, "Y+": 2, "Y-": 3, "Z+": 4, "Z-": 5}
+#: The coarse-motor direction towards the sample (an approach).
+TOWARDS_SAMPLE = "Z-"
 
 
 class FrameShapeError(ValueError):
@@ -138,6 +149,10 @@ class NanonisSTM(Instrument):
         self.address = address
         self.port = port
         env = self.safety
+        # tip history for the approach and feedback-off Z checks (see the module doc)
+        self._withdrawn = False  # withdraw() ran and nothing has brought the tip back since
+        self._surface_checked = True  # the feedback was on since the last step towards the sample
+        self._z_reference: float | None = None  # tunnelling Z (m) for feedback-off moves
 
         # ---- tunnelling -------------------------------------------------------------
         self.bias: Parameter = self.add_parameter(
@@ -145,7 +160,7 @@ class NanonisSTM(Instrument):
             label="Bias",
             unit="V",
             get_cmd=lambda: float(self.client.bias_get()),
-            set_cmd=lambda v: self.client.bias_set(float(v)),
+            set_cmd=self._set_bias,
             vals=EnvelopeValidator(env.check_bias, f"|bias| <= {env.max_bias_V} V"),
             docstring="Tip-sample bias (V); bounded by safety.max_bias_V.",
         )
@@ -154,7 +169,7 @@ class NanonisSTM(Instrument):
             label="Setpoint current",
             unit="A",
             get_cmd=lambda: float(self.client.z_ctrl_setpnt_get()),
-            set_cmd=lambda v: self.client.z_ctrl_setpnt_set(float(v)),
+            set_cmd=self._set_setpoint_current,
             vals=EnvelopeValidator(
                 env.check_setpoint_current, f"|I| <= {env.max_setpoint_current_A} A"
             ),
@@ -175,15 +190,17 @@ class NanonisSTM(Instrument):
             get_cmd=lambda: float(self.client.z_ctrl_z_pos_get()),
             set_cmd=self._set_z_position,
             vals=EnvelopeValidator(env.check_z, f"|z| <= {env.max_z_m} m"),
-            docstring="Z-piezo position (m). Setting it requires the feedback to be off.",
+            docstring="Z-piezo position (m). Setting it requires the feedback to be off and "
+            "stays within safety.max_indentation_m below the tunnelling position.",
         )
         self.feedback: Parameter = self.add_parameter(
             "feedback",
             label="Z feedback",
-            get_cmd=lambda: bool(self.client.z_ctrl_on_off_get()),
-            set_cmd=lambda on: self.client.z_ctrl_on_off_set(bool(on)),
+            get_cmd=self._get_feedback,
+            set_cmd=self._set_feedback,
             vals=Bool(),
-            docstring="Z-controller (constant-current feedback) on/off.",
+            docstring="Z-controller (constant-current feedback) on/off. Switching it off "
+            "records the tunnelling Z that bounds feedback-off z_position moves.",
         )
 
         # ---- scan frame ----------------------------------------------------------------
@@ -378,18 +395,12 @@ class NanonisSTM(Instrument):
 
         Raises SafetyViolation, sending nothing, unless the frame lies inside the envelope.
         """
-        self.safety.check_frame(centre_x, centre_y, width, height, angle)
-        self.client.scan_frame_set(
-            float(centre_x), float(centre_y), float(width), float(height), float(angle)
-        )
-        for param, value in (
-            (self.scan_centre_x, centre_x),
-            (self.scan_centre_y, centre_y),
-            (self.scan_width, width),
-            (self.scan_height, height),
-            (self.scan_angle, angle),
-        ):
-            param.cache.set(float(value))
+        frame = self.safety.check_frame(centre_x, centre_y, width, height, angle)
+        self.client.scan_frame_set(*frame)
+        params = (self.scan_centre_x, self.scan_centre_y, self.scan_width, self.scan_height,
+                  self.scan_angle)
+        for param, value in zip(params, frame, strict=True):
+            param.cache.set(value)
 
     def bias_pulse(
         self,
@@ -406,12 +417,12 @@ class NanonisSTM(Instrument):
         checked against the resulting voltage. ``hold_z`` freezes the z-controller
         during the pulse. Raises SafetyViolation before sending anything out of envelope.
         """
-        self.safety.check_pulse(amplitude_V, width_s)
+        amplitude, width = self.safety.check_pulse(amplitude_V, width_s)
         if relative:
-            self.safety.check_pulse(float(self.bias.get()) + float(amplitude_V), width_s)
+            self.safety.check_pulse(float(self.bias.get()) + amplitude, width)
         self.client.bias_pulse(
-            float(width_s),
-            float(amplitude_V),
+            width,
+            amplitude,
             wait=bool(wait),
             z_hold=1 if hold_z else 2,
             absolute=1 if relative else 2,
@@ -436,14 +447,14 @@ class NanonisSTM(Instrument):
         Raises SafetyViolation before sending anything when the depth or a bias is
         outside the envelope.
         """
-        self.safety.check_indentation(depth_m)
-        if bias_V is not None:
-            self.safety.check_bias(bias_V)
-        if bias_lift_V is not None:
-            self.safety.check_bias(bias_lift_V)
-        if not (isinstance(lift_time_s, int | float) and 0 < lift_time_s <= 60):
+        depth = self.safety.check_indentation(depth_m)
+        bias = None if bias_V is None else self.safety.check_bias(bias_V)
+        bias_lift = None if bias_lift_V is None else self.safety.check_bias(bias_lift_V)
+        lift_time = float(lift_time_s) if isinstance(lift_time_s, int | float) \
+            and not isinstance(lift_time_s, bool) else math.nan
+        if not 0 < lift_time <= 60:
             raise ValueError(f"tip_shaper lift_time_s must be in (0, 60] s, got {lift_time_s!r}")
-        lift = float(depth_m) if lift_height_m is None else float(lift_height_m)
+        lift = depth if lift_height_m is None else float(lift_height_m)
         if not (math.isfinite(lift) and 0 <= lift <= self.safety.max_z_m):
             raise ValueError(
                 f"tip_shaper lift_height_m must be in [0, {self.safety.max_z_m}] m, got {lift!r}"
@@ -451,27 +462,28 @@ class NanonisSTM(Instrument):
         timeout_ms = self._timeout_ms(timeout_s, "timeout_s")
         props = self.client.tip_shaper_props_get()
         changes: dict[str, Any] = {
-            "tip_lift": -float(depth_m),
-            "lift_time_1": float(lift_time_s),
+            "tip_lift": -depth,
+            "lift_time_1": lift_time,
             "lift_height": lift,
         }
-        if bias_V is not None:
+        if bias is not None:
             changes["change_bias"] = 1
-            changes["bias"] = float(bias_V)
-        if bias_lift_V is not None:
-            changes["bias_lift"] = float(bias_lift_V)
+            changes["bias"] = bias
+        if bias_lift is not None:
+            changes["bias_lift"] = bias_lift
         # the controller's own bias settings must also be inside the envelope
         new_props = dataclasses.replace(props, **changes)
         if new_props.change_bias == 1:
-            self.safety.check_bias(new_props.bias)
-        self.safety.check_bias(new_props.bias_lift)
+            new_props = dataclasses.replace(new_props, bias=self.safety.check_bias(new_props.bias))
+        new_props = dataclasses.replace(
+            new_props, bias_lift=self.safety.check_bias(new_props.bias_lift))
         self.client.tip_shaper_props_set(new_props)
         self.client.tip_shaper_start(wait=True, timeout_ms=timeout_ms)
 
     def move_tip(self, x_m: float, y_m: float, *, wait: bool = True) -> None:
         """Move the tip (Follow Me) to ``(x_m, y_m)`` in piezo coordinates (m)."""
-        self.safety.check_tip_move(x_m, y_m)
-        self.client.fol_me_xy_pos_set(float(x_m), float(y_m), wait=bool(wait))
+        x, y = self.safety.check_tip_move(x_m, y_m)
+        self.client.fol_me_xy_pos_set(x, y, wait=bool(wait))
 
     def tip_position(self) -> tuple[float, float]:
         """The present tip position ``(x, y)`` in metres."""
@@ -479,23 +491,51 @@ class NanonisSTM(Instrument):
         return float(x), float(y)
 
     def coarse_move(self, direction: str, steps: int, *, group: int = 0, wait: bool = True) -> None:
-        """Step the coarse motor ``steps`` times in ``direction`` (``"X+"``, ``"X-"``, …, ``"Z-"``)."""
-        if direction not in MOTOR_DIRECTIONS:
+        """Step the coarse motor ``steps`` times in ``direction`` (``"X+"``, ``"X-"``, …, ``"Z-"``).
+
+        ``"Z-"`` (towards the sample) is an approach: refused (SafetyViolation, nothing
+        sent) unless the tip was withdrawn with :meth:`withdraw` after the feedback was
+        last on, and at most ``safety.max_approach_steps`` steps; the step uses up the
+        withdrawal (switch the feedback on to find the surface, withdraw, step again —
+        or use :meth:`auto_approach`). Any coarse step forgets the tunnelling Z.
+        """
+        if not isinstance(direction, str) or direction not in MOTOR_DIRECTIONS:
             raise ValueError(
                 f"coarse_move direction must be one of {sorted(MOTOR_DIRECTIONS)}, got {direction!r}"
             )
-        self.safety.check_motor_steps(steps)
-        self.client.motor_start_move(MOTOR_DIRECTIONS[direction], steps, group=group, wait=wait)
+        if direction == TOWARDS_SAMPLE:
+            withdrawn = self._withdrawn and self._surface_checked
+            n = self.safety.check_approach_steps(steps, withdrawn=withdrawn)
+            if n and self.feedback.get():  # the controller disagrees: not withdrawn
+                raise SafetyViolation("coarse steps towards the sample with the z feedback on",
+                                      n, "0 (withdraw the tip first)")
+        else:
+            n = self.safety.check_motor_steps(steps)
+        if n == 0:
+            return
+        if direction == TOWARDS_SAMPLE:
+            self._withdrawn = False
+            self._surface_checked = False
+        self._z_reference = None
+        self.client.motor_start_move(MOTOR_DIRECTIONS[direction], n, group=group, wait=wait)
 
     def withdraw(self, *, wait: bool = True, timeout_s: float | None = None) -> None:
-        """Withdraw the tip (switch the feedback off and retract fully); always allowed."""
+        """Withdraw the tip (switch the feedback off and retract fully); always allowed.
+
+        Arms one coarse step towards the sample if the feedback was on since the last one.
+        """
         timeout_ms = -1 if timeout_s is None else self._timeout_ms(timeout_s, "timeout_s")
         self.client.z_ctrl_withdraw(wait=bool(wait), timeout_ms=timeout_ms)
+        self._withdrawn = self._surface_checked
         self.feedback.cache.invalidate()
         self.z_position.cache.invalidate()
 
     def auto_approach(self, on: bool = True) -> None:
-        """Start (``on=True``) or stop the auto-approach."""
+        """Start (``on=True``) or stop the auto-approach (it ends in tunnelling, feedback on)."""
+        if on:
+            self._withdrawn = False
+            self._surface_checked = True
+            self._z_reference = None
         self.client.auto_approach_on_off_set(bool(on))
 
     def refresh_geometry(self) -> None:
@@ -531,12 +571,56 @@ class NanonisSTM(Instrument):
             raise ValueError(f"{name} must be a finite number of seconds > 0, got {timeout_s!r}")
         return max(1, min(int(round(timeout_s * 1000)), 2**31 - 1))
 
+    def _set_bias(self, bias_V: float) -> None:
+        """Check (below the validator, so ``set_raw`` is checked too) and send one float."""
+        self.client.bias_set(self.safety.check_bias(bias_V))
+
+    def _set_setpoint_current(self, current_A: float) -> None:
+        """Check (below the validator) and send the setpoint as one float (A)."""
+        self.client.z_ctrl_setpnt_set(self.safety.check_setpoint_current(current_A))
+
+    def _get_feedback(self) -> bool:
+        """Read the z-controller state; seeing it on forgets the old tunnelling Z."""
+        on = bool(self.client.z_ctrl_on_off_get())
+        if on:
+            self._feedback_seen_on()
+        return on
+
+    def _set_feedback(self, on: bool) -> None:
+        """Switch the z-controller; switching off records the tunnelling Z first (a read)."""
+        if bool(on):
+            self.client.z_ctrl_on_off_set(True)
+            self._feedback_seen_on()
+        else:
+            self._remember_tunnelling_z()
+            self.client.z_ctrl_on_off_set(False)
+
+    def _feedback_seen_on(self) -> None:
+        self._withdrawn = False
+        self._surface_checked = True
+        self._z_reference = None
+
+    def _remember_tunnelling_z(self) -> None:
+        """If the feedback is on now, record the present Z as the tunnelling position."""
+        if bool(self.client.z_ctrl_on_off_get()):
+            self._feedback_seen_on()
+            self._z_reference = float(self.client.z_ctrl_z_pos_get())
+
     def _set_z_position(self, z_m: float) -> None:
-        if self.feedback.get():
+        """Move Z with the feedback off, within ``max_indentation_m`` below the tunnelling Z.
+
+        Checked below the validator (``set_raw`` too); the tunnelling Z is the one recorded
+        when the driver switched the feedback off, else the present Z (read once and kept
+        until the feedback is on again, so repeated moves cannot ratchet downwards).
+        """
+        z = self.safety.check_z(z_m)
+        if self._get_feedback():
             raise RuntimeError(
                 f"{self.name}.z_position: the z feedback is on; switch it off before setting z"
             )
-        self.client.z_ctrl_z_pos_set(float(z_m))
+        if self._z_reference is None:
+            self._z_reference = float(self.client.z_ctrl_z_pos_get())
+        self.client.z_ctrl_z_pos_set(self.safety.check_z_move(z, self._z_reference))
 
     def _add_frame_parameter(
         self, field: str, label: str, unit: str, vals: Validator[Any]
@@ -561,13 +645,11 @@ class NanonisSTM(Instrument):
             "height": self.scan_height.cache.get(),
             "angle": self.scan_angle.cache.get(),
         }
-        frame[field] = float(value)
-        self.safety.check_frame(
+        frame[field] = value
+        checked = self.safety.check_frame(
             frame["centre_x"], frame["centre_y"], frame["width"], frame["height"], frame["angle"]
         )
-        self.client.scan_frame_set(
-            frame["centre_x"], frame["centre_y"], frame["width"], frame["height"], frame["angle"]
-        )
+        self.client.scan_frame_set(*checked)
 
     def _set_buffer(self, *, pixels: int | None = None, lines: int | None = None) -> None:
         buffer = self.client.scan_buffer_get()

@@ -59,3 +59,19 @@ def test_limits_validate_their_fields() -> None:
                          ({"z_range_m": (1, 0)}, "z_range_m")):
         with pytest.raises(ValueError, match=name):
             ConditioningLimits(**kwargs)
+
+
+def test_readings_are_converted_once_and_non_numbers_withdraw() -> None:
+    class Shifty(float):
+        calls = 0
+
+        def __float__(self) -> float:
+            type(self).calls += 1
+            return 1e-12 if type(self).calls == 1 else 1e-6
+
+    env = ConditioningEnvelope()
+    env.check_readings(Shifty(0.0), 0.0)
+    assert Shifty.calls == 1
+    for current, z in ((None, 0.0), (1e-12, "high"), (1e-12, 200e-9)):
+        with pytest.raises(SafetyViolation):
+            env.check_readings(current, z)  # type: ignore[arg-type]

@@ -149,11 +149,13 @@ def test_actions_send_the_expected_commands(fake_stm: NanonisSTM, fake_nanonis: 
     fake_stm.move_tip(1e-6, -1e-6)
     assert fake_nanonis.requests[-1] == ("FolMe.XYPosSet", (1e-6, -1e-6, 1))
     assert fake_stm.tip_position() == pytest.approx((1e-6, -1e-6))
-    fake_stm.coarse_move("Z-", 3)
-    assert fake_nanonis.requests[-1] == ("Motor.StartMove", (5, 3, 0, 1))
+    fake_stm.coarse_move("Z+", 3)
+    assert fake_nanonis.requests[-1] == ("Motor.StartMove", (4, 3, 0, 1))
     fake_stm.withdraw(timeout_s=2.0)
     assert fake_nanonis.requests[-1] == ("ZCtrl.Withdraw", (1, 2000))
     assert fake_stm.feedback() is False
+    fake_stm.coarse_move("Z-", 1)  # an approach step: only withdrawn, one at a time
+    assert fake_nanonis.requests[-1] == ("Motor.StartMove", (5, 1, 0, 1))
     fake_stm.auto_approach(True)
     assert fake_nanonis.requests[-1] == ("AutoApproach.OnOffSet", (1,))
     fake_stm.start_scan("down")
@@ -282,3 +284,123 @@ def test_scan_image_raises_when_the_scan_does_not_end_in_time(
     assert "Scan.FrameDataGrab" not in fake_nanonis.commands()
     with pytest.raises(ValueError, match="timeout_s"):
         fake_stm.wait_end_of_scan(-1.0)
+
+
+def _sent(fake: FakeNanonis, command: str) -> list[tuple]:
+    return [args for name, args in fake.requests if name == command]
+
+
+def test_coarse_steps_towards_the_sample_are_an_approach(
+    fake_stm: NanonisSTM, fake_nanonis: FakeNanonis
+) -> None:
+    for steps in (10, 1):  # inside max_motor_steps, but the tip is tunnelling
+        with pytest.raises(SafetyViolation, match="towards the sample"):
+            fake_stm.coarse_move("Z-", steps)
+    fake_stm.withdraw()
+    with pytest.raises(SafetyViolation, match="towards the sample"):
+        fake_stm.coarse_move("Z-", 2)  # more than max_approach_steps at once
+    fake_stm.coarse_move("Z-", 1)
+    with pytest.raises(SafetyViolation, match="not withdrawn"):
+        fake_stm.coarse_move("Z-", 1)  # the step used the withdrawal up
+    fake_stm.withdraw()
+    with pytest.raises(SafetyViolation, match="not withdrawn"):
+        fake_stm.coarse_move("Z-", 1)  # no surface check (feedback on) since the last step
+    fake_stm.feedback(True)
+    fake_stm.withdraw()
+    fake_stm.coarse_move("Z-", 1)
+    assert _sent(fake_nanonis, "Motor.StartMove") == [(5, 1, 0, 1), (5, 1, 0, 1)]
+    fake_stm.coarse_move("Z+", 50)  # away from the sample: always allowed
+    assert _sent(fake_nanonis, "Motor.StartMove")[-1] == (4, 50, 0, 1)
+
+
+def test_approach_step_is_refused_when_the_controller_reports_feedback_on(
+    fake_stm: NanonisSTM, fake_nanonis: FakeNanonis
+) -> None:
+    fake_stm.withdraw()
+    fake_nanonis.state["fb"] = 1  # switched on behind the driver's back (e.g. the GUI)
+    with pytest.raises(SafetyViolation, match="feedback on"):
+        fake_stm.coarse_move("Z-", 1)
+    assert _sent(fake_nanonis, "Motor.StartMove") == []
+
+
+def test_feedback_off_z_moves_are_bounded_by_the_tunnelling_position(
+    fake_stm: NanonisSTM, fake_nanonis: FakeNanonis
+) -> None:
+    fake_nanonis.state["z"] = 5e-9  # tunnelling here, feedback on
+    fake_stm.feedback(False)  # records the tunnelling Z
+    for z in (-150e-9, 2.9e-9):
+        with pytest.raises(SafetyViolation, match="below the tunnelling position"):
+            fake_stm.z_position(z)
+        with pytest.raises(SafetyViolation, match="below the tunnelling position"):
+            fake_stm.z_position.set_raw(z)
+    fake_stm.z_position(3.5e-9)
+    fake_stm.z_position(100e-9)
+    fake_stm.z_position(3.1e-9)
+    assert _sent(fake_nanonis, "ZCtrl.ZPosSet") == [(pytest.approx(3.5e-9),), (pytest.approx(100e-9),),
+                                                     (pytest.approx(3.1e-9),)]
+
+
+def test_feedback_off_z_moves_cannot_ratchet_down_without_a_known_tunnelling_z(
+    fake_nanonis: FakeNanonis
+) -> None:
+    fake_nanonis.state.update(fb=0, z=10e-9)  # feedback already off when the driver starts
+    stm = NanonisSTM("stm_ratchet", port=fake_nanonis.port, timeout=0.5)
+    try:
+        stm.z_position(8.5e-9)  # 1.5 nm below the Z found at the first move
+        with pytest.raises(SafetyViolation, match="below the tunnelling position"):
+            stm.z_position(7e-9)  # 3 nm below it, though only 1.5 nm below the present Z
+        stm.feedback(True)
+        fake_nanonis.state["z"] = 20e-9
+        stm.feedback(False)
+        stm.z_position(18.5e-9)  # a new tunnelling position
+    finally:
+        stm.close()
+
+
+def test_set_raw_cannot_bypass_the_envelope(fake_nanonis: FakeNanonis) -> None:
+    stm = NanonisSTM("stm_raw", port=fake_nanonis.port, timeout=0.5, safety={"max_bias_V": 2.0})
+    try:
+        stm.refresh_geometry()
+        before = len(fake_nanonis.requests)
+        for param, value in ((stm.bias, 5.0), (stm.setpoint_current, 1e-6),
+                             (stm.scan_width, 5e-6), (stm.scan_centre_x, 6e-6),
+                             (stm.z_position, 5e-6), (stm.bias, math.nan)):
+            with pytest.raises(SafetyViolation):
+                param.set_raw(value)
+        sent = [name for name, _ in fake_nanonis.requests[before:] if not name.endswith("Get")]
+        assert sent == []
+        assert fake_nanonis.state["bias"] == 1.0
+    finally:
+        stm.close()
+
+
+class _Shifty(float):
+    """A number whose value changes after its first conversion: ``first``, then ``then``."""
+
+    def __new__(cls, first: float, then: float) -> _Shifty:
+        self = super().__new__(cls, first)
+        self.first, self.then, self.calls = first, then, 0
+        return self
+
+    def __float__(self) -> float:
+        self.calls += 1
+        return self.first if self.calls == 1 else self.then
+
+
+def test_a_value_that_changes_after_the_check_is_sent_as_checked(fake_nanonis: FakeNanonis) -> None:
+    stm = NanonisSTM("stm_shifty", port=fake_nanonis.port, timeout=0.5,
+                     safety={"max_bias_V": 4.0, "max_pulse_amplitude_V": 4.0})
+    try:
+        stm.bias_pulse(_Shifty(3.0, 9.0), 0.01)
+        (pulse,) = _sent(fake_nanonis, "Bias.Pulse")
+        assert pulse[2] == pytest.approx(3.0)  # the checked float, not a second conversion
+        stm.tip_shaper(_Shifty(1e-9, 9e-9))
+        (props,) = _sent(fake_nanonis, "TipShaper.PropsSet")
+        assert props[3] == pytest.approx(-1e-9)  # the checked depth
+        stm.move_tip(_Shifty(1e-6, 9e-6), 0.0)
+        assert _sent(fake_nanonis, "FolMe.XYPosSet")[0][0] == pytest.approx(1e-6)
+        with pytest.raises(SafetyViolation):
+            stm.bias(_Shifty(3.0, 9.0))  # the validator saw 3.0, the setter's own check 9.0
+        assert _sent(fake_nanonis, "Bias.Set") == []
+    finally:
+        stm.close()

@@ -164,3 +164,20 @@ def test_controller_error_is_raised_and_the_next_call_works(stm: NanonisSTM) -> 
         stm.last_frame()
     stm.channel(14)
     assert np.isfinite(stm.last_frame()).all()
+
+
+def test_red_team_crashes_are_refused_on_the_simulator(stm: NanonisSTM, server: SimulatedNanonisServer) -> None:
+    """Issue 15: ``coarse_move("Z-", 10)`` and a feedback-off Z of −150 nm never reach the tip."""
+    microscope = server.microscope
+    tip = microscope.dynamics.state
+    with pytest.raises(SafetyViolation, match="towards the sample"):
+        stm.coarse_move("Z-", 10)  # inside max_motor_steps (100), tip tunnelling
+    stm.feedback(False)
+    for attempt in (lambda: stm.z_position(-150e-9), lambda: stm.z_position.set_raw(-150e-9)):
+        with pytest.raises(SafetyViolation, match="below the tunnelling position"):
+            attempt()
+    stm.withdraw(timeout_s=5.0)
+    with pytest.raises(SafetyViolation, match="towards the sample"):
+        stm.coarse_move("Z-", 10)  # withdrawn, but still more than one approach step
+    assert microscope.dynamics.state == tip
+    assert microscope.safe_tip_events == 0
