@@ -9,6 +9,14 @@ Like the real controller, an unknown command or a bad argument gets an error rep
 ``sendall`` (``nanonis-spm`` reads the header with a single ``recv``). Only a malformed
 *header* (whose body size cannot be trusted) closes the connection.
 
+Work per request is bounded: a declared body size past the command's limit (derived
+from the command table, :func:`~qcodes_stmtip.nanonis.protocol.max_request_body_size`)
+gets an error reply before anything is allocated — a small excess is read and dropped
+so the connection stays in step, a large one closes the connection after the reply. A
+connection idle for ``idle_timeout`` seconds, or a request (or reply) that takes longer
+than ``request_timeout`` seconds to arrive (or go out), is closed, so half-open or
+stalled peers cannot pin a thread.
+
 ``stmtip sim serve --port 6501 --surface hsi100`` runs it in the foreground.
 """
 
@@ -16,15 +24,20 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import socket
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Self
 
 from qcodes_stmtip.nanonis.protocol import (
     COMMANDS,
     HEADER_SIZE,
+    MAX_BODY_SIZE,
+    MAX_TEXT_BYTES,
     NanonisProtocolError,
+    check_body_size,
     decode_request_body,
     decode_request_header,
     encode_error_response,
@@ -42,6 +55,14 @@ log = logging.getLogger(__name__)
 PRODUCT = "Nanonis SPM Control Software (qcodes-stmtip simulator)"
 VERSION = "Generic 5e"
 RELEASE = 14718
+#: Seconds a connection may stay idle between requests before the server closes it.
+IDLE_TIMEOUT_S = 300.0
+#: Seconds the rest of a request may take to arrive once its first byte has (and a reply
+#: to go out, plus one second per MB).
+REQUEST_TIMEOUT_S = 10.0
+#: A body past its command's limit but at most this size (bytes) is read and dropped
+#: with an error reply, keeping the connection; a larger one closes it.
+DRAIN_BYTES = MAX_TEXT_BYTES
 
 Handler = Callable[["SimulatedMicroscope", tuple[Any, ...]], tuple[Any, ...]]
 
@@ -122,12 +143,23 @@ if set(HANDLERS) != set(COMMANDS):  # pragma: no cover - a table/handler mismatc
     raise RuntimeError(f"handlers and command table differ: {set(HANDLERS) ^ set(COMMANDS)}")
 
 
-def _recv_exact(conn: socket.socket, n: int) -> bytes | None:
-    """Exactly ``n`` bytes, or None if the peer closed the connection first."""
+def _recv_exact(conn: socket.socket, n: int, deadline: float = math.inf,
+                first: bytes = b"") -> bytes | None:
+    """Exactly ``n`` bytes (``first`` already received) before ``deadline`` (monotonic s).
+
+    Returns None if the peer closed the connection first; ``TimeoutError`` past the
+    deadline.
+    """
     buf = bytearray(n)
+    buf[:len(first)] = first
     view = memoryview(buf)
-    got = 0
+    got = len(first)
     while got < n:
+        if deadline != math.inf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"{got} of {n} bytes arrived in time")
+            conn.settimeout(left)
         k = conn.recv_into(view[got:], n - got)
         if k == 0:
             return None
@@ -142,12 +174,30 @@ class SimulatedNanonisServer:
         microscope: the simulated microscope the commands act on.
         host: bind address (loopback by default).
         port: TCP port; 0 picks a free one (read it from :attr:`port` after ``start``).
+        idle_timeout: seconds a connection may wait between requests before it is closed.
+        request_timeout: seconds a started request may take to arrive, and a reply to go
+            out (plus one second per MB).
+        max_body_size: largest request body for any command (bytes), on top of each
+            command's own limit from the table.
     """
 
     def __init__(self, microscope: SimulatedMicroscope, host: str = "127.0.0.1",
-                 port: int = 0) -> None:
+                 port: int = 0, *, idle_timeout: float = IDLE_TIMEOUT_S,
+                 request_timeout: float = REQUEST_TIMEOUT_S,
+                 max_body_size: int = MAX_BODY_SIZE) -> None:
         if not isinstance(port, int) or not 0 <= port < 65536:
             raise ValueError(f"port must be an integer in 0..65535, got {port!r}")
+        for name, value in (("idle_timeout", idle_timeout), ("request_timeout", request_timeout)):
+            if isinstance(value, bool) or not isinstance(value, int | float) \
+                    or not 0 < value < math.inf:
+                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+        if isinstance(max_body_size, bool) or not isinstance(max_body_size, int) \
+                or not 0 < max_body_size <= MAX_BODY_SIZE:
+            raise ValueError(f"max_body_size must be an integer in 1..{MAX_BODY_SIZE} (bytes), "
+                             f"got {max_body_size!r}")
+        self.idle_timeout = float(idle_timeout)
+        self.request_timeout = float(request_timeout)
+        self.max_body_size = max_body_size
         self.microscope = microscope
         self.host = host
         self._requested_port = port
@@ -224,6 +274,7 @@ class SimulatedNanonisServer:
             except OSError:
                 return
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)  # vanished peers
             with self._guard:
                 self._connections.add(conn)
                 self._threads = [t for t in self._threads if t.is_alive()]
@@ -236,26 +287,52 @@ class SimulatedNanonisServer:
         try:
             with conn:
                 while not self._stopping.is_set():
-                    raw = _recv_exact(conn, HEADER_SIZE)
-                    if raw is None:
+                    if not self._serve_request(conn, addr):
                         return
-                    try:
-                        header = decode_request_header(raw)
-                    except NanonisProtocolError as exc:
-                        log.warning("closing connection from %s: %s", addr, exc)
-                        return
-                    body = _recv_exact(conn, header.body_size)
-                    if body is None:
-                        return
-                    reply = self.handle(header.command, body)
-                    if header.send_response:
-                        conn.sendall(reply)
-                    self.requests_served += 1
+        except TimeoutError as exc:
+            log.info("closing connection from %s: timed out (%s)", addr, exc or "idle")
         except OSError:
             return
         finally:
             with self._guard:
                 self._connections.discard(conn)
+
+    def _serve_request(self, conn: socket.socket, addr: tuple[str, int]) -> bool:
+        """Read, execute and answer one request; False when the connection must close."""
+        conn.settimeout(self.idle_timeout)
+        first = conn.recv(HEADER_SIZE)
+        if not first:
+            return False
+        deadline = time.monotonic() + self.request_timeout
+        raw = _recv_exact(conn, HEADER_SIZE, deadline, first)
+        if raw is None:
+            return False
+        try:
+            header = decode_request_header(raw)
+        except NanonisProtocolError as exc:
+            log.warning("closing connection from %s: %s", addr, exc)
+            return False
+        command, size = header.command, header.body_size
+        keep = True
+        try:
+            check_body_size(command, size, reply=False, limit=self.max_body_size)
+        except NanonisProtocolError as exc:  # refused before anything is allocated
+            keep = size <= min(DRAIN_BYTES, self.max_body_size)
+            if keep and _recv_exact(conn, size, deadline) is None:
+                return False
+            if not keep:
+                log.warning("closing connection from %s after refusing: %s", addr, exc)
+            reply = encode_error_response(command, str(exc))
+        else:
+            body = _recv_exact(conn, size, deadline)
+            if body is None:
+                return False
+            reply = self.handle(command, body)
+        if header.send_response:
+            conn.settimeout(self.request_timeout + len(reply) / 1e6)
+            conn.sendall(reply)
+        self.requests_served += 1
+        return keep
 
     def handle(self, command: str, body: bytes) -> bytes:
         """Execute one request and return the complete reply (header + body)."""
@@ -275,16 +352,22 @@ class SimulatedNanonisServer:
 
 def serve_simulator(surface: str = "hsi100", seed: int = 0, time_acceleration: float = 1.0,
                     port: int = 0, host: str = "127.0.0.1",
-                    initial_tip: str | None = None) -> SimulatedNanonisServer:
+                    initial_tip: str | None = None, *, idle_timeout: float = IDLE_TIMEOUT_S,
+                    request_timeout: float = REQUEST_TIMEOUT_S,
+                    max_frame_values: int | None = None) -> SimulatedNanonisServer:
     """Create a :class:`SimulatedMicroscope` and serve it in background threads.
 
+    ``idle_timeout``/``request_timeout``: see :class:`SimulatedNanonisServer`;
+    ``max_frame_values``: see :class:`SimulatedMicroscope` (``None``: its default).
     Returns the started server (``.port`` is the bound port; ``.stop()`` ends it).
     """
-    from qcodes_stmtip.sim.microscope import SimulatedMicroscope
+    from qcodes_stmtip.sim.microscope import MAX_FRAME_VALUES, SimulatedMicroscope
 
-    microscope = SimulatedMicroscope(surface, seed=seed, time_acceleration=time_acceleration,
-                                     initial_tip=initial_tip)
-    server = SimulatedNanonisServer(microscope, host=host, port=port)
+    microscope = SimulatedMicroscope(
+        surface, seed=seed, time_acceleration=time_acceleration, initial_tip=initial_tip,
+        max_frame_values=MAX_FRAME_VALUES if max_frame_values is None else max_frame_values)
+    server = SimulatedNanonisServer(microscope, host=host, port=port, idle_timeout=idle_timeout,
+                                    request_timeout=request_timeout)
     server.start()
     return server
 
@@ -292,7 +375,8 @@ def serve_simulator(surface: str = "hsi100", seed: int = 0, time_acceleration: f
 def _serve_command(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     server = serve_simulator(args.surface, seed=args.seed, time_acceleration=args.time_acceleration,
-                             port=args.port, host=args.host, initial_tip=args.initial_tip)
+                             port=args.port, host=args.host, initial_tip=args.initial_tip,
+                             idle_timeout=args.idle_timeout, max_frame_values=args.max_frame_values)
     try:
         print(f"simulated Nanonis controller ({args.surface}, seed {args.seed}, "
               f"×{args.time_acceleration:g} time) on {args.host}:{server.port} — Ctrl-C to stop",
@@ -319,5 +403,9 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> argparse.Argume
     parser.add_argument("--time-acceleration", type=float, default=1.0,
                         help="simulated seconds per wall second (default 1)")
     parser.add_argument("--initial-tip", default=None, help="initial tip class (default: random)")
+    parser.add_argument("--idle-timeout", type=float, default=IDLE_TIMEOUT_S,
+                        help=f"close connections idle this many seconds (default {IDLE_TIMEOUT_S:g})")
+    parser.add_argument("--max-frame-values", type=int, default=None,
+                        help="largest scan buffer, pixels x lines (default 1048576 = 1024 x 1024)")
     parser.set_defaults(func=_serve_command)
     return parser

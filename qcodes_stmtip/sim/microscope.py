@@ -16,7 +16,12 @@ Frame data follow the project convention: ``(lines, pixels)``, row 0 is the bott
 line, column index increases with x, for both scan directions; unacquired pixels are
 NaN. Bad arguments raise ``ValueError`` (the controller turns them into error replies).
 
-All public methods are thread-safe (one lock; blocking waits release it).
+All public methods are thread-safe (one lock; blocking waits release it). Work per
+call is bounded: a frame holds at most ``max_frame_values`` pixels (pixels × lines),
+and a scan started by :meth:`SimulatedMicroscope.scan_action` is rendered with the lock
+released, so other callers are served meanwhile. (A frame re-rendered after a tip
+change mid-scan, or started by continuous scanning, is rendered under the lock; the
+frame limit bounds that time.)
 """
 
 from __future__ import annotations
@@ -68,6 +73,9 @@ ZSTATUS_OFF, ZSTATUS_ON, ZSTATUS_HOLD, ZSTATUS_SWITCHING_OFF, ZSTATUS_SAFETIP, Z
     1, 2, 3, 4, 5, 6)
 
 _DEFAULT_SIZE = {"hsi100": 20e-9, "au111": 20e-9, "cu111": 20e-9}
+#: Largest scan buffer (pixels × lines) by default: 1024 × 1024 renders in about 0.6 s;
+#: 4096 × 4096 would hold a thread (and, mid-scan, the lock) for half a minute.
+MAX_FRAME_VALUES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -103,6 +111,7 @@ class _Frame:
     setpoint: float
     bias: float
     channels: tuple[int, ...]
+    coarse: tuple[float, float] = (0.0, 0.0)  # sample offset from coarse moves (m)
     tip_changes: list[tuple[int, TipState]] = field(default_factory=list)
     tip_change_lines: tuple[int, ...] = ()
     instrument: object | None = None  # the renderer's drift/noise model, fixed per frame
@@ -136,11 +145,14 @@ class SimulatedMicroscope:
         initial_tip: a class name of ``surface`` or a :class:`TipState`; ``None`` lets
             the tip dynamics choose.
         clock: wall-clock function (seconds); tests may pass a fake one.
+        max_frame_values: largest scan buffer, pixels × lines (bounds the work of
+            rendering a frame).
     """
 
     def __init__(self, surface: str = "hsi100", seed: int = 0, time_acceleration: float = 1.0,
                  initial_tip: TipState | str | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 max_frame_values: int = MAX_FRAME_VALUES) -> None:
         from qcodes_stmtip.sim.dynamics import TipDynamics
 
         check_surface(surface)
@@ -151,6 +163,11 @@ class SimulatedMicroscope:
             raise ValueError(f"time_acceleration must be a positive number, got {time_acceleration!r}")
         if isinstance(initial_tip, str):
             check_label(surface, initial_tip, "initial_tip")
+        if isinstance(max_frame_values, bool) or not isinstance(max_frame_values, int) \
+                or not 32 <= max_frame_values <= 4096 * 4096:
+            raise ValueError(f"max_frame_values must be an integer in 32..{4096 * 4096}, "
+                             f"got {max_frame_values!r}")
+        self.max_frame_values = max_frame_values
         self.surface = surface
         self.seed = int(seed)
         self.time_acceleration = float(time_acceleration)
@@ -321,8 +338,8 @@ class SimulatedMicroscope:
         from qcodes_stmtip.sim.frames import render_scan
 
         g = scan.geometry
-        sample_geometry = replace(g, centre_x=g.centre_x + self.coarse_x,
-                                  centre_y=g.centre_y + self.coarse_y)
+        sample_geometry = replace(g, centre_x=g.centre_x + scan.coarse[0],
+                                  centre_y=g.centre_y + scan.coarse[1])
         sim = render_scan(
             self.surface, scan.start_tip, sample_geometry, np.random.default_rng(scan.seed),
             sample_seed=self.seed, scan_up=scan.up, seconds_per_line=scan.fwd_time,
@@ -334,19 +351,52 @@ class SimulatedMicroscope:
         scan.backward = np.asarray(sim.backward, dtype=np.float64)
         scan.label = sim.label
 
-    def _start_scan(self, up: bool, t0: float) -> None:
+    def _new_frame(self, up: bool, t0: float) -> _Frame:
+        """A frame from the current settings, not rendered yet (call with the lock held)."""
         cx, cy, w, h, angle = self.frame
         geometry = ScanGeometry(w, h, self.pixels, self.lines, cx, cy, angle)
-        scan = _Frame(
+        return _Frame(
             geometry=geometry, up=up, fwd_time=self.fwd_time,
             bwd_time=self.fwd_time / self.speed_ratio, seed=int(self._rng.integers(1 << 62)),
             start_tip=self.dynamics.state, t0=max(0.0, t0 - self._frame_moved_t), feedback=self.feedback and self._approached(),
             z_hold=self.z, setpoint=self.setpoint, bias=self.bias, channels=self.channels,
+            coarse=(self.coarse_x, self.coarse_y),
         )
-        self._render(scan)
+
+    def _install(self, scan: _Frame) -> None:
+        """Make a rendered frame the running one (call with the lock held)."""
         self._scan = scan
         self._scan_state = "running"
         self._frozen = False
+
+    def _start_scan(self, up: bool, t0: float) -> None:
+        """Start a frame now, rendering it under the lock (continuous scanning)."""
+        scan = self._new_frame(up, t0)
+        self._render(scan)
+        self._install(scan)
+
+    def _start_scan_unlocked(self, up: bool) -> None:
+        """Start a frame, rendering it with the lock released (``Scan.Action`` start).
+
+        If the tip or the sample offset changed while rendering, the frame is rendered
+        again from the new state (twice at most, then under the lock). Rendering takes
+        no scan time.
+        """
+        for _ in range(3):
+            with self._lock:
+                self._update()
+                scan = self._new_frame(up, self._sim_t)
+                tip = self.dynamics.state
+            self._render(scan)  # touches only ``scan`` and immutable settings
+            with self._lock:
+                if self.dynamics.state is tip and scan.coarse == (self.coarse_x, self.coarse_y):
+                    self._install(scan)
+                    self._sim_t = max(self._sim_t, self._sim_t_now())
+                    return
+        with self._lock:
+            self._update()
+            self._start_scan(up, self._sim_t)
+            self._sim_t = max(self._sim_t, self._sim_t_now())
 
     # ------------------------------------------------------------------ bias
     def get_bias(self) -> float:
@@ -560,12 +610,12 @@ class SimulatedMicroscope:
         """0 start, 1 stop, 2 pause, 3 resume, 4 freeze, 5 unfreeze, 6 go to centre."""
         if action not in range(7):
             raise ValueError(f"scan action {action} must be 0..6")
+        if action == 0:
+            self._start_scan_unlocked(bool(up))  # rendering takes no scan time
+            return
         with self._lock:
             self._update()
-            if action == 0:
-                self._start_scan(bool(up), self._sim_t)
-                self._sim_t = max(self._sim_t, self._sim_t_now())  # rendering takes no scan time
-            elif action == 1:
+            if action == 1:
                 if self._scan_state != "idle":
                     self._scan_state = "idle"
                     self._changed.notify_all()
@@ -720,7 +770,8 @@ class SimulatedMicroscope:
             return self.channels, self.pixels, self.lines
 
     def set_buffer(self, channels: Sequence[int], pixels: int, lines: int) -> None:
-        """Recorded signal indexes and resolution (pixels a multiple of 16, 16..4096)."""
+        """Recorded signal indexes and resolution (pixels a multiple of 16, 16..4096; lines
+        2..4096; pixels × lines ≤ ``max_frame_values``)."""
         channels = tuple(int(c) for c in channels)
         if not channels:
             raise ValueError("the scan buffer needs at least one channel")
@@ -733,6 +784,9 @@ class SimulatedMicroscope:
             raise ValueError(f"pixels {pixels} must be a multiple of 16 in 16..4096")
         if not 2 <= lines <= 4096:
             raise ValueError(f"lines {lines} must be in 2..4096")
+        if pixels * lines > self.max_frame_values:
+            raise ValueError(f"scan buffer {pixels} pixels x {lines} lines exceeds the simulator's "
+                             f"limit of {self.max_frame_values} values per frame")
         with self._lock:
             self._update()
             self.channels, self.pixels, self.lines = channels, int(pixels), int(lines)
