@@ -48,6 +48,7 @@ __all__ = [
     "ResponseHeader",
     "T",
     "check_body_size",
+    "decode_command_name",
     "decode_error_section",
     "decode_fields",
     "decode_request_header",
@@ -427,6 +428,13 @@ def _decode_name(header: bytes | bytearray | memoryview) -> str:
     if not text.isprintable():
         raise NanonisProtocolError(f"header bytes 0-31: command name {raw!r} is not printable")
     return text
+
+
+def decode_command_name(header: bytes | bytearray | memoryview) -> str:
+    """The command name of a (request or response) header, whatever its other fields."""
+    if len(header) < NAME_SIZE:
+        raise NanonisProtocolError(f"header must be {HEADER_SIZE} bytes, got {len(header)}")
+    return _decode_name(header)
 
 
 def _decode_size(header: bytes | bytearray | memoryview) -> int:

@@ -38,6 +38,7 @@ from qcodes_stmtip.nanonis.protocol import (
     MAX_TEXT_BYTES,
     NanonisProtocolError,
     check_body_size,
+    decode_command_name,
     decode_request_body,
     decode_request_header,
     encode_error_response,
@@ -165,6 +166,24 @@ def _recv_exact(conn: socket.socket, n: int, deadline: float = math.inf,
             return None
         got += k
     return bytes(buf)
+
+
+def _linger(conn: socket.socket, seconds: float = 1.0, limit: int = 1 << 20) -> None:
+    """Half-close after a refusal and drop what the peer still sends (``seconds``, ``limit``
+    bytes at most), so that closing does not reset the connection before it reads the reply.
+    """
+    try:
+        conn.shutdown(socket.SHUT_WR)
+        deadline = time.monotonic() + seconds
+        dropped = 0
+        while dropped < limit and (left := deadline - time.monotonic()) > 0:
+            conn.settimeout(left)
+            chunk = conn.recv(1 << 16)
+            if not chunk:
+                return
+            dropped += len(chunk)
+    except OSError:
+        return
 
 
 class SimulatedNanonisServer:
@@ -311,13 +330,20 @@ class SimulatedNanonisServer:
             header = decode_request_header(raw)
         except NanonisProtocolError as exc:
             log.warning("closing connection from %s: %s", addr, exc)
+            try:  # a readable command name gets the reason (e.g. a body size past the cap)
+                reply = encode_error_response(decode_command_name(raw), str(exc))
+            except (NanonisProtocolError, ValueError):
+                return False
+            conn.settimeout(self.request_timeout)
+            conn.sendall(reply)
+            _linger(conn)
             return False
         command, size = header.command, header.body_size
         keep = True
         try:
             check_body_size(command, size, reply=False, limit=self.max_body_size)
         except NanonisProtocolError as exc:  # refused before anything is allocated
-            keep = size <= min(DRAIN_BYTES, self.max_body_size)
+            keep = size <= DRAIN_BYTES
             if keep and _recv_exact(conn, size, deadline) is None:
                 return False
             if not keep:
@@ -332,6 +358,8 @@ class SimulatedNanonisServer:
             conn.settimeout(self.request_timeout + len(reply) / 1e6)
             conn.sendall(reply)
         self.requests_served += 1
+        if not keep:
+            _linger(conn)
         return keep
 
     def handle(self, command: str, body: bytes) -> bytes:

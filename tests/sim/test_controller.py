@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import struct
 import threading
+import time
+import tracemalloc
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from qcodes_stmtip.nanonis import protocol as p
 from qcodes_stmtip.nanonis.client import NanonisClient, TipShaperProps
@@ -378,3 +383,205 @@ def test_garbage_header_closes_only_that_connection(fast_server) -> None:
                 pass
     with NanonisClient(port=fast_server.port) as c:
         assert c.signals_names_get()[14] == "Z (m)"
+
+
+# ---------------------------------------------------------------- issue 15: bounded work
+def _read_until_closed(s: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection (socket timeout applies)."""
+    out = b""
+    while True:
+        try:
+            chunk = s.recv(1 << 16)
+        except ConnectionResetError:
+            return out
+        if not chunk:
+            return out
+        out += chunk
+
+
+def _replies(raw: bytes) -> list[tuple[str, bytes]]:
+    """Split a byte stream into complete ``(command, body)`` replies; fails on partial junk."""
+    out = []
+    while raw:
+        header = p.decode_response_header(raw[:40])
+        body = raw[40:40 + header.body_size]
+        assert len(body) == header.body_size, "a partial reply"
+        out.append((header.command, body))
+        raw = raw[40 + header.body_size:]
+    return out
+
+
+@pytest.mark.parametrize(("command", "size", "match"), [
+    ("Bias.Set", 1 << 26, "body size 67108864 exceeds the 4-byte limit"),
+    ("Scan.PropsSet", 10_000_000, "body size 10000000 exceeds the 196640-byte limit"),
+    ("Bias.Teleport", 1 << 20, "exceeds the 65536-byte limit"),
+    ("Bias.Set", 1 << 30, r"body size 1073741824 is outside \[0, 134217728\]"),
+])
+def test_declared_body_past_its_limit_gets_an_error_reply_and_nothing_allocated(
+        fast_server, command: str, size: int, match: str) -> None:
+    tracemalloc.start()
+    try:
+        with socket.create_connection(("127.0.0.1", fast_server.port), timeout=5) as s:
+            s.sendall(p.encode_request_header(command, size))
+            replies = _replies(_read_until_closed(s))  # then the server hangs up
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [c for c, _ in replies] == [command]
+    assert re.search(match, _error_message(command, replies[0][1]))
+    assert peak < 1 << 20
+    with NanonisClient(port=fast_server.port) as c:  # the server is unharmed
+        assert c.signals_names_get()[14] == "Z (m)"
+
+
+def _error_message(command: str, body: bytes) -> str:
+    """The description of an error reply (with or without placeholder return values)."""
+    spec = p.COMMANDS.get(command)
+    if spec is None:
+        status, message = p.decode_error_section(body, 0)
+        assert status == 1
+        return message
+    with pytest.raises(p.NanonisError) as info:
+        p.decode_response_body(spec, body)
+    return info.value.message
+
+
+def test_a_small_excess_is_dropped_and_the_connection_kept(fast_server) -> None:
+    with socket.create_connection(("127.0.0.1", fast_server.port), timeout=5) as s:
+        s.sendall(p.encode_request_header("Bias.Set", 64) + bytes(64))
+        header = p.decode_response_header(_recv(s, 40))
+        with pytest.raises(p.NanonisError, match="exceeds the 4-byte limit"):
+            p.decode_response_body(p.COMMANDS["Bias.Set"], _recv(s, header.body_size))
+        s.sendall(p.encode_request("Signals.NamesGet"))
+        h2 = p.decode_response_header(_recv(s, 40))
+        assert p.decode_response_body(p.COMMANDS["Signals.NamesGet"], _recv(s, h2.body_size))
+
+
+def test_server_body_limit_is_configurable() -> None:
+    m = SimulatedMicroscope("au111", seed=1)
+    with SimulatedNanonisServer(m, max_body_size=64) as srv, \
+            NanonisClient(port=srv.port, timeout=5) as c:
+        c.scan_props_set(0, 0, 0, "short_", "", [], 0)
+        with pytest.raises(p.NanonisError, match="exceeds the 64-byte limit"):
+            c.scan_props_set(0, 0, 0, "x" * 100, "", [], 0)
+        assert c.bias_get() == pytest.approx(0.1)  # the small excess was dropped: still in step
+    with pytest.raises(ValueError, match="max_body_size"):
+        SimulatedNanonisServer(m, max_body_size=0)
+    with pytest.raises(ValueError, match="idle_timeout"):
+        SimulatedNanonisServer(m, idle_timeout=float("inf"))
+
+
+def _conn_threads(sockets: list[socket.socket]) -> list[threading.Thread]:
+    names = {f"nanonis-sim-conn-{s.getsockname()[1]}" for s in sockets}
+    return [t for t in threading.enumerate() if t.name in names]
+
+
+def test_stalled_and_idle_connections_are_closed_and_free_their_threads() -> None:
+    m = SimulatedMicroscope("au111", seed=1)
+    with SimulatedNanonisServer(m, idle_timeout=0.6, request_timeout=0.2) as srv:
+        partial_header = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        partial_header.sendall(p.encode_request("Bias.Get")[:10])
+        partial_body = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        partial_body.sendall(p.encode_request("Bias.Set", 1.0)[:42])
+        silent = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        sockets = [partial_header, partial_body, silent]
+        try:
+            for s in sockets:
+                assert _read_until_closed(s) == b""  # closed by the server, nothing sent
+            for t in _conn_threads(sockets):
+                t.join(2)
+            assert not [t for t in _conn_threads(sockets) if t.is_alive()]
+            # Our client reconnects past a connection the server closed while idle.
+            with NanonisClient(port=srv.port, timeout=5) as c:
+                assert c.bias_get() == pytest.approx(0.1)
+                time.sleep(0.8)
+                assert c.bias_get() == pytest.approx(0.1)
+        finally:
+            for s in sockets:
+                s.close()
+
+
+def test_scan_start_renders_without_holding_the_microscope_lock(monkeypatch) -> None:
+    from qcodes_stmtip.sim import frames
+
+    real = frames.render_scan
+    rendering, release = threading.Event(), threading.Event()
+
+    def slow_render(*args, **kwargs):
+        if not rendering.is_set():
+            rendering.set()
+            release.wait(10)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(frames, "render_scan", slow_render)
+    srv = serve_simulator("au111", seed=2, time_acceleration=10.0, initial_tip="individual_atoms")
+    starter = NanonisClient(port=srv.port, timeout=20)
+    other = NanonisClient(port=srv.port, timeout=2)
+    try:
+        starter.scan_buffer_set([14], 32, 32)
+        errors: list[BaseException] = []
+
+        def start() -> None:
+            try:
+                starter.scan_action(0, True)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        t = threading.Thread(target=start)
+        t.start()
+        assert rendering.wait(5)
+        # The frame is still rendering: another client is answered meanwhile.
+        assert other.bias_get() == pytest.approx(0.1)
+        assert other.scan_buffer_get().pixels == 32
+        release.set()
+        t.join(10)
+        assert not errors and not t.is_alive()
+        assert other.scan_status_get()
+        assert np.isfinite(srv.microscope.frame_data(14, True)[1][0]).any()
+    finally:
+        release.set()
+        starter.close()
+        other.close()
+        srv.stop()
+
+
+def test_frames_past_the_size_limit_are_refused_with_a_clear_error(client: NanonisClient) -> None:
+    with pytest.raises(p.NanonisError, match=r"4096 pixels x 4096 lines exceeds the simulator's "
+                                             r"limit of 1048576 values"):
+        client.scan_buffer_set([14], 4096, 4096)
+    client.scan_buffer_set([14], 1024, 1024)
+    small = SimulatedMicroscope("au111", max_frame_values=64 * 64)
+    with pytest.raises(ValueError, match="limit of 4096 values"):
+        small.set_buffer([14], 128, 64)
+    small.set_buffer([14], 64, 64)
+    with pytest.raises(ValueError, match="max_frame_values"):
+        SimulatedMicroscope("au111", max_frame_values=10**9)
+
+
+@st.composite
+def _raw_requests(draw: st.DrawFn) -> tuple[str, bytes]:
+    """A header for a table command or not, with any declared size and flag, and a body."""
+    name = draw(st.sampled_from(sorted(set(p.COMMANDS) - _HEAVY) + ["Bias.Teleport"]))
+    size = draw(st.one_of(st.integers(-(1 << 31), (1 << 31) - 1), st.integers(0, 96)))
+    flag = draw(st.sampled_from([0, 1, 1, 1, 7]))
+    header = name.encode().ljust(32, b"\0") + struct.pack(">iHH", size, flag, 0)
+    return name, header + draw(st.binary(max_size=96))
+
+
+@settings(max_examples=50, deadline=5000, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(request=_raw_requests())
+def test_fuzz_request_framing_gets_whole_replies_or_a_close(fast_server, request) -> None:
+    """Any header and body: the server sends whole replies to that command, then closes."""
+    name, raw = request
+    with socket.create_connection(("127.0.0.1", fast_server.port), timeout=5) as s:
+        try:
+            s.sendall(raw)
+            s.shutdown(socket.SHUT_WR)  # no more bytes: the server must not wait for them
+        except OSError:  # the server already hung up (a malformed header)
+            pass
+        replies = _replies(_read_until_closed(s))
+    assert all(command == name for command, _ in replies[:1])
+    with socket.create_connection(("127.0.0.1", fast_server.port), timeout=5) as s:
+        s.sendall(p.encode_request("Bias.Get"))
+        header = p.decode_response_header(_recv(s, 40))
+        p.decode_response_body(p.COMMANDS["Bias.Get"], _recv(s, header.body_size))
