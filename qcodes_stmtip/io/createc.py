@@ -28,18 +28,27 @@ in ``metadata["dacto_unit"]``. Other channels stay in DAC counts
 to put the bottom line first); the scan direction and frame centre are not
 decoded (``None``). All-zero rows at the end of a stored image are lines an
 unfinished scan never reached and become NaN.
+
+Bounds: the header's ``Num.X × Num.Y × Channels`` may not exceed :data:`MAX_VALUES`,
+and the compressed body is inflated incrementally to at most the size that header
+declares (``zlib.decompressobj().decompress(data, max_length)``), so a small file
+that inflates to gigabytes (a zlib bomb) costs no more memory than a real file of
+the declared size; only the chosen image is converted to float64.
 """
 
 from __future__ import annotations
 
+import math
 import zlib
 from pathlib import Path
 
 import numpy as np
 
-from qcodes_stmtip.io.frame import FrameReadError, STMFrame, check_direction
+from qcodes_stmtip.io.frame import FrameReadError, STMFrame, check_direction, guard_reader
 
 HEADER_BYTES = 16384
+#: Most float32 values (all channels) a file may declare: 2**27 values = 512 MiB inflated.
+MAX_VALUES = 2**27
 MAGICS = ("[Paramco32]", "[Paramet32]", "[Parameter]")
 _ANGSTROM = 1e-10
 
@@ -83,13 +92,6 @@ def _number(header: dict[str, str], keys: tuple[str, ...]) -> float | None:
     return None
 
 
-def _required(header: dict[str, str], key: str, path: Path) -> float:
-    value = _number(header, (key,))
-    if value is None:
-        raise FrameReadError(path, f"header field {key!r} is missing or not numeric")
-    return value
-
-
 def _channel_names(header: dict[str, str], n_images: int) -> list[tuple[str, str, int]]:
     """Return [(name, direction, image index)] for the stored images."""
     select = int(_number(header, ("Channelselectval",)) or 0)
@@ -113,20 +115,51 @@ def _channel_names(header: dict[str, str], n_images: int) -> list[tuple[str, str
     return [(f"channel{i}", "forward", i) for i in range(n_images)]
 
 
+def _count(header: dict[str, str], key: str, path: Path, default: float | None = None) -> int:
+    """A positive integer header field (image size, channel count)."""
+    value = _number(header, (key,))
+    if value is None:
+        if default is None:
+            raise FrameReadError(path, f"header field {key!r} is missing or not numeric")
+        value = default
+    if not (math.isfinite(value) and value >= 1 and value == int(value)):
+        raise FrameReadError(path, f"header field {key!r} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _inflate(body: bytes, max_bytes: int) -> bytes:
+    """Inflate a zlib stream to at most ``max_bytes`` (a bomb stops there).
+
+    Raises ``zlib.error`` for a corrupt stream, or one that ends before ``max_bytes``
+    without its end marker (truncated).
+    """
+    inflater = zlib.decompressobj()
+    out = inflater.decompress(body, max_bytes)
+    if not inflater.eof and len(out) < max_bytes:
+        raise zlib.error("incomplete or truncated stream")
+    return out
+
+
 def _images(raw: bytes, magic: str, header: dict[str, str], path: Path) -> tuple[np.ndarray, str]:
-    nx = int(_required(header, "Num.X", path))
-    ny = int(_required(header, "Num.Y", path))
-    n_ch = int(_number(header, ("Channels",)) or 1)
-    if nx < 1 or ny < 1 or n_ch < 1:
-        raise FrameReadError(path, f"bad image size Num.X={nx}, Num.Y={ny}, Channels={n_ch}")
+    """All stored images as a float32 (channels, lines, pixels) view, and the body layout."""
+    nx = _count(header, "Num.X", path)
+    ny = _count(header, "Num.Y", path)
+    n_ch = _count(header, "Channels", path, default=1)
+    need = n_ch * nx * ny
+    if need > MAX_VALUES:
+        raise FrameReadError(
+            path, f"header declares {n_ch} images of {ny}×{nx} = {need} values, "
+            f"more than the {MAX_VALUES} this reader accepts"
+        )
     if len(raw) <= HEADER_BYTES:
         raise FrameReadError(
             path, f"truncated file: {len(raw)} bytes, no data after the {HEADER_BYTES}-byte header"
         )
     body = raw[HEADER_BYTES:]
     try:
-        inflated = zlib.decompress(body)
-        values, layout = np.frombuffer(inflated, dtype="<f4")[1:], "zlib float32"
+        inflated = _inflate(body, 4 * (need + 1))
+        usable = len(inflated) // 4 * 4
+        values, layout = np.frombuffer(inflated, dtype="<f4", count=usable // 4)[1:], "zlib float32"
     except zlib.error as exc:
         if magic == "[Paramco32]":
             raise FrameReadError(path, f"compressed body is corrupt or truncated ({exc})") from exc
@@ -136,13 +169,12 @@ def _images(raw: bytes, magic: str, header: dict[str, str], path: Path) -> tuple
             usable = (len(raw) - HEADER_BYTES - 2) // 2 * 2
             values = np.frombuffer(raw, dtype="<i2", offset=HEADER_BYTES + 2, count=usable // 2)
             layout = "raw int16"
-    need = n_ch * nx * ny
     if values.size < need:
         raise FrameReadError(
             path,
             f"truncated data: {n_ch} images of {ny}×{nx} need {need} values, file has {values.size}",
         )
-    return values[:need].astype(np.float64).reshape(n_ch, ny, nx), layout
+    return values[:need].reshape(n_ch, ny, nx), layout
 
 
 def _dacto_unit(header: dict[str, str]) -> tuple[float, str]:
@@ -160,18 +192,22 @@ def _dacto_unit(header: dict[str, str]) -> tuple[float, str]:
     return _ANGSTROM, "angstrom (assumed)"
 
 
+@guard_reader
 def list_channels(path: str | Path) -> list[tuple[str, tuple[str, ...]]]:
     """Return ``[(channel name, stored directions), …]`` of a Createc file."""
     path = Path(path)
     with path.open("rb") as fh:
         magic, header = parse_header(fh.read(HEADER_BYTES), path)
-    n_ch = int(_number(header, ("Channels",)) or 1)
+    n_ch = _count(header, "Channels", path, default=1)
+    if n_ch > 64:
+        raise FrameReadError(path, f"header field 'Channels' = {n_ch} is implausible (> 64)")
     out: dict[str, list[str]] = {}
     for name, direction, _ in _channel_names(header, n_ch):
         out.setdefault(name, []).append(direction)
     return [(n, tuple(d)) for n, d in out.items()]
 
 
+@guard_reader
 def read_createc(
     path: str | Path, channel: str | None = None, direction: str = "forward"
 ) -> STMFrame:
@@ -196,7 +232,7 @@ def read_createc(
             path, f"channel {matches[0][0]!r} has no {direction} image (stored: forward)"
         )
     name, _, index = chosen[0]
-    data = images[index].copy()
+    data = images[index].astype(np.float64)
     # Rows never reached by an unfinished scan are left as zeros at the end of the block.
     zero_rows = np.flatnonzero(~(data == 0.0).all(axis=1))
     last = int(zero_rows[-1]) + 1 if zero_rows.size else 0

@@ -10,7 +10,9 @@ are NaN rows.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -27,8 +29,40 @@ class FrameReadError(ValueError):
 
     def __init__(self, path: object, problem: str) -> None:
         self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
+        self.problem = " ".join(str(problem).split())  # one line
+        super().__init__(f"{self.path}: {self.problem}")
+
+
+#: Longest exception text a wrapped reader error repeats.
+_MAX_PROBLEM_CHARS = 300
+
+
+def guard_reader[**P, R](reader: Callable[P, R]) -> Callable[P, R]:
+    """Make every error of ``reader(path, …)`` a one-line :class:`FrameReadError` naming the file.
+
+    A :class:`FrameReadError` passes unchanged; any other exception (a third-party
+    parser's ``ValueError``/``AttributeError``/``struct.error``, an invalid
+    :class:`STMFrame` field, ``MemoryError``, ``RecursionError``…) is re-raised as a
+    :class:`FrameReadError` chained to it. ``KeyboardInterrupt``/``SystemExit`` pass.
+    """
+
+    @functools.wraps(reader)
+    def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return reader(*args, **kwargs)
+        except FrameReadError:
+            raise
+        except Exception as exc:
+            path = args[0] if args else kwargs.get("path", "<unknown file>")
+            text = " ".join(str(exc).split())
+            if len(text) > _MAX_PROBLEM_CHARS:
+                text = text[:_MAX_PROBLEM_CHARS] + "…"
+            raise FrameReadError(
+                path, f"unreadable file ({type(exc).__name__}: {text})" if text
+                else f"unreadable file ({type(exc).__name__})"
+            ) from exc
+
+    return guarded
 
 
 def check_direction(direction: str) -> Direction:

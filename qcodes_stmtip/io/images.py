@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qcodes_stmtip.io.frame import FrameReadError, STMFrame, check_direction
+from qcodes_stmtip.io.frame import FrameReadError, STMFrame, check_direction, guard_reader
 
 
 def _only_forward(path: Path, direction: str) -> None:
@@ -25,6 +25,7 @@ def _only_forward(path: Path, direction: str) -> None:
         )
 
 
+@guard_reader
 def read_png(path: str | Path, channel: str | None = None, direction: str = "forward") -> STMFrame:
     """Read a PNG as grey levels in 0…1 (8- or 16-bit; colour → luminance)."""
     from PIL import Image, UnidentifiedImageError
@@ -61,6 +62,7 @@ def read_png(path: str | Path, channel: str | None = None, direction: str = "for
     )
 
 
+@guard_reader
 def read_npy(path: str | Path, channel: str | None = None, direction: str = "forward") -> STMFrame:
     """Read a 2-D real ``.npy`` array as is (row 0 = bottom line, unit unknown)."""
     path = Path(path)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qcodes_stmtip.io.frame import FrameReadError, STMFrame, check_direction
+from qcodes_stmtip.io.frame import FrameReadError, STMFrame, check_direction, guard_reader
 
 SUFFIX_TAIL = "_mtrx"
 
@@ -47,6 +47,7 @@ def channel_of(path: str | Path) -> str:
     return suffix[1 : -len(SUFFIX_TAIL)]
 
 
+@guard_reader
 def list_channels(path: str | Path) -> list[tuple[str, tuple[str, ...]]]:
     """Return ``[(channel, stored directions)]`` of a MATRIX image file (one channel per file)."""
     mtrx, traces = _open(Path(path))
@@ -81,6 +82,7 @@ def _param(mtrx, key: str) -> float | None:
         return None
 
 
+@guard_reader
 def read_matrix(
     path: str | Path, channel: str | None = None, direction: str = "forward"
 ) -> STMFrame:

@@ -22,12 +22,13 @@ file and stay NaN.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from qcodes_stmtip.io.frame import FrameReadError, STMFrame, check_direction
+from qcodes_stmtip.io.frame import FrameReadError, STMFrame, check_direction, guard_reader
 
 _HEADER_END = b":SCANIT_END:"
 _DATA_TAG = b"\x1a\x04"
@@ -75,6 +76,7 @@ def _split_header(raw: bytes, path: Path) -> tuple[dict[str, str], int]:
 
 
 def _floats(header: dict[str, str], key: str, count: int, path: Path) -> list[float]:
+    """``count`` finite numbers of header field ``key``; anything else raises FrameReadError."""
     text = header.get(key)
     if text is None:
         raise FrameReadError(path, f"header field {key!r} is missing")
@@ -86,6 +88,8 @@ def _floats(header: dict[str, str], key: str, count: int, path: Path) -> list[fl
         raise FrameReadError(
             path, f"header field {key!r} should hold {count} numbers, got {text!r}"
         )
+    if not all(math.isfinite(v) for v in values):
+        raise FrameReadError(path, f"header field {key!r} must be finite, got {text!r}")
     return values
 
 
@@ -105,12 +109,14 @@ def _table(text: str) -> list[dict[str, str]]:
 
 
 def _optional_float(text: str | None) -> float | None:
+    """The first number of ``text``; None when absent, not a number, NaN or infinite."""
     if text is None:
         return None
     try:
-        return float(text.split()[0])
+        value = float(text.split()[0])
     except (ValueError, IndexError):
         return None
+    return value if math.isfinite(value) else None
 
 
 def parse_channels(header: dict[str, str], path: Path) -> list[SxmChannel]:
@@ -139,6 +145,7 @@ def parse_channels(header: dict[str, str], path: Path) -> list[SxmChannel]:
     return channels
 
 
+@guard_reader
 def read_header(path: str | Path) -> dict[str, str]:
     """Return the raw ``.sxm`` header as ``{key: value text}`` (no data is decoded)."""
     path = Path(path)
@@ -147,6 +154,7 @@ def read_header(path: str | Path) -> dict[str, str]:
     return _split_header(head, path)[0]
 
 
+@guard_reader
 def list_channels(path: str | Path) -> list[tuple[str, tuple[str, ...]]]:
     """Return ``[(channel name, stored directions), …]`` of an ``.sxm`` file."""
     path = Path(path)
@@ -189,6 +197,7 @@ def _select(channels: list[SxmChannel], channel: str | None, path: Path) -> SxmC
     raise FrameReadError(path, f"no channel {channel!r}; available: {names}")
 
 
+@guard_reader
 def read_sxm(path: str | Path, channel: str | None = None, direction: str = "forward") -> STMFrame:
     """Read one channel/direction of a Nanonis ``.sxm`` file.
 
@@ -208,6 +217,10 @@ def read_sxm(path: str | Path, channel: str | None = None, direction: str = "for
             path, f"SCAN_PIXELS must be two positive integers, got {header['SCAN_PIXELS']!r}"
         )
     width, height = _floats(header, "SCAN_RANGE", 2, path)
+    if width <= 0 or height <= 0:
+        raise FrameReadError(
+            path, f"header field 'SCAN_RANGE' must be two positive lengths, got {header['SCAN_RANGE']!r}"
+        )
     cx, cy = _floats(header, "SCAN_OFFSET", 2, path)
     angle = _floats(header, "SCAN_ANGLE", 1, path)[0] if "SCAN_ANGLE" in header else 0.0
     scan_dir = header.get("SCAN_DIR", "").strip().lower()
@@ -244,6 +257,14 @@ def read_sxm(path: str | Path, channel: str | None = None, direction: str = "for
         data = data[:, ::-1]
 
     zc = _z_controller(header)
+    for key in ("BIAS", "Bias>Bias (V)"):  # NaN/inf is refused; a missing or non-number is unknown
+        parts = header.get(key, "").split()
+        try:
+            finite = not parts or math.isfinite(float(parts[0]))
+        except ValueError:
+            finite = True
+        if not finite:
+            raise FrameReadError(path, f"header field {key!r} is not a finite number: {parts[0]!r}")
     bias = _optional_float(header.get("BIAS"))
     if bias is None:
         bias = _optional_float(header.get("Bias>Bias (V)"))

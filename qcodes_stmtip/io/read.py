@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from qcodes_stmtip.io.frame import FrameReadError, STMFrame, check_direction
+from qcodes_stmtip.io.frame import FrameReadError, STMFrame, check_direction, guard_reader
 
 Reader = Callable[..., STMFrame]
 
@@ -104,6 +104,7 @@ def _existing(path: str | Path) -> Path:
     return path
 
 
+@guard_reader
 def read_frame(
     path: str | Path, channel: str | None = None, direction: str = "forward"
 ) -> STMFrame:
@@ -121,6 +122,7 @@ def read_frame(
     return _reader(_format_of(path))(path, channel=channel, direction=direction)
 
 
+@guard_reader
 def list_channels(path: str | Path) -> list[tuple[str, tuple[str, ...]]]:
     """Return ``[(channel name, stored directions), …]`` for any supported file."""
     path = _existing(path)

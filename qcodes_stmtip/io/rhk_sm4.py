@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from qcodes_stmtip.io.frame import FrameReadError, STMFrame, check_direction
+from qcodes_stmtip.io.frame import FrameReadError, STMFrame, check_direction, guard_reader
 
 _SUFFIXES = {"_Forward": "forward", "_Backward": "backward"}
 
@@ -56,6 +56,7 @@ def _image_pages(path: Path) -> list[Any]:
     return images
 
 
+@guard_reader
 def list_channels(path: str | Path) -> list[tuple[str, tuple[str, ...]]]:
     """Return ``[(channel, stored directions), …]`` of the image pages of an ``.sm4`` file."""
     path = Path(path)
@@ -68,6 +69,7 @@ def list_channels(path: str | Path) -> list[tuple[str, tuple[str, ...]]]:
     ]
 
 
+@guard_reader
 def read_sm4(path: str | Path, channel: str | None = None, direction: str = "forward") -> STMFrame:
     """Read one image page of an RHK ``.sm4`` file (default channel: Topography)."""
     path = Path(path)

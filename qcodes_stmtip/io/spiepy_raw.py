@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qcodes_stmtip.io.frame import FrameReadError, STMFrame, check_direction
+from qcodes_stmtip.io.frame import FrameReadError, STMFrame, check_direction, guard_reader
 
 
 def _shape(raw_head: bytes) -> tuple[int, int]:
@@ -33,6 +33,7 @@ def looks_like_spiepy(path: str | Path) -> bool:
     return rows > 0 and cols > 0 and size == 8 + 8 * rows * cols
 
 
+@guard_reader
 def read_spiepy(
     path: str | Path, channel: str | None = None, direction: str = "forward"
 ) -> STMFrame:
