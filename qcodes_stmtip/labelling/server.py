@@ -17,13 +17,20 @@ API (all JSON unless stated; POST bodies are ``application/json``):
 Every vote, skip and undo is appended to ``votes/<labeller>.csv`` and re-merged
 into ``labels.csv`` at once; the first vote on a frame also writes its data to
 ``images/<name>`` (``.npy``, row 0 the bottom line) for training.
+
+Requests are bounded: a POST body needs a ``Content-Length`` that is a non-negative
+integer (else 400) of at most ``max_body_bytes`` (else 413), and must arrive within
+``timeout`` seconds in all (else 408; a body shorter than declared is 400). A body that
+is not UTF-8 JSON, or nests deeper than :data:`MAX_JSON_DEPTH`, is 400 — never 500.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from http import HTTPStatus
@@ -46,6 +53,13 @@ STATIC_FILES: dict[str, str] = {
     "label.css": "text/css; charset=utf-8",
 }
 _PNG_CACHE_SIZE = 16
+#: Largest POST body (bytes): a vote is about a hundred.
+MAX_BODY_BYTES = 1 << 16
+#: Seconds a request (its line, headers and body) may take to arrive.
+REQUEST_TIMEOUT_S = 10.0
+#: Deepest nesting of arrays/objects accepted in a POST body.
+MAX_JSON_DEPTH = 32
+_JSON_TOKEN = re.compile(r'\\.|[\[\]{}"]', re.DOTALL)
 #: Button titles where the Title Case of the category name is not clear enough.
 DISPLAY_TITLES: dict[str, str] = {
     "dimers_asymmetries": "Dimers / asymmetries",
@@ -284,6 +298,47 @@ class LabellingSession:
         return out
 
 
+def _json_depth(text: str, limit: int) -> int:
+    """Nesting depth of the arrays/objects in JSON ``text``, counting stops past ``limit``."""
+    depth = deepest = 0
+    in_string = False
+    for match in _JSON_TOKEN.finditer(text):  # one linear pass over the special characters
+        token = match.group()
+        if token[0] == "\\":  # an escape pair: never a quote or a bracket
+            continue
+        if token == '"':
+            in_string = not in_string
+        elif in_string:
+            continue
+        elif token in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > limit:
+                break
+        else:
+            depth -= 1
+    return deepest
+
+
+def parse_json_body(raw: bytes, max_depth: int = MAX_JSON_DEPTH) -> dict[str, Any]:
+    """The JSON object of a POST body (empty: ``{}``); :class:`LabellingError` (400) if it is not one."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise LabellingError(f"request body is not UTF-8 text: {exc}") from None
+    if not text.strip():
+        return {}
+    if _json_depth(text, max_depth) > max_depth:
+        raise LabellingError(f"request body nests deeper than {max_depth} levels")
+    try:
+        body = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise LabellingError(f"request body is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise LabellingError("request body must be a JSON object")
+    return body
+
+
 def _static(name: str) -> bytes:
     return resources.files("qcodes_stmtip.labelling").joinpath("static", name).read_bytes()
 
@@ -291,6 +346,10 @@ def _static(name: str) -> bytes:
 class _Handler(BaseHTTPRequestHandler):
     session: LabellingSession  # set on the subclass made by LabellingServer
     server_version = "stmtip-label"
+    #: Socket timeout (s) while reading the request line and headers; the body has a
+    #: deadline of this many seconds in all. Set on the subclass made by LabellingServer.
+    timeout: float = REQUEST_TIMEOUT_S
+    max_body_bytes: int = MAX_BODY_BYTES
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
         pass  # keep the terminal quiet; votes are in the CSV
@@ -352,13 +411,7 @@ class _Handler(BaseHTTPRequestHandler):
             if self.headers.get("Content-Type", "").split(";")[0].strip() != "application/json":
                 raise LabellingError("POST bodies must be application/json",
                                      HTTPStatus.UNSUPPORTED_MEDIA_TYPE)
-            length = int(self.headers.get("Content-Length") or 0)
-            try:
-                body = json.loads(self.rfile.read(length) or b"{}")
-            except json.JSONDecodeError as exc:
-                raise LabellingError(f"request body is not JSON: {exc}") from exc
-            if not isinstance(body, dict):
-                raise LabellingError("request body must be a JSON object")
+            body = parse_json_body(self._read_body(self._content_length()))
             if path == "/api/vote":
                 self._json(self.session.vote(str(body.get("frame", "")), body.get("classes")))
             elif path == "/api/skip":
@@ -372,18 +425,66 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as exc:  # report, keep serving
             self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"{type(exc).__name__}: {exc}")
 
+    def _content_length(self) -> int:
+        """The declared body size (bytes); 400 unless a non-negative integer, 413 past the cap."""
+        if self.headers.get("Transfer-Encoding"):
+            raise LabellingError("POST bodies need a Content-Length (no Transfer-Encoding)",
+                                 HTTPStatus.LENGTH_REQUIRED)
+        values = self.headers.get_all("Content-Length") or ["0"]
+        text = values[0].strip()
+        if len(set(values)) > 1 or not text.isascii() or not text.isdigit():
+            raise LabellingError(f"Content-Length {', '.join(values)!r} is not a non-negative integer")
+        if len(text) > 12 or int(text) > self.max_body_bytes:
+            raise LabellingError(f"request body of {text} bytes exceeds the "
+                                 f"{self.max_body_bytes}-byte limit",
+                                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
+        return int(text)
+
+    def _read_body(self, length: int) -> bytes:
+        """Exactly ``length`` body bytes within ``timeout`` seconds in all (408), else 400."""
+        deadline = time.monotonic() + self.timeout
+        chunks: list[bytes] = []
+        got = 0
+        while got < length:
+            left = deadline - time.monotonic()
+            try:
+                if left <= 0:
+                    raise TimeoutError
+                self.connection.settimeout(left)
+                chunk = self.rfile.read1(length - got)
+            except TimeoutError:
+                self.close_connection = True
+                raise LabellingError(f"request body: {got} of {length} bytes arrived within "
+                                     f"{self.timeout:g} s", HTTPStatus.REQUEST_TIMEOUT) from None
+            if not chunk:
+                self.close_connection = True
+                raise LabellingError(f"request body ended after {got} of {length} bytes "
+                                     "(Content-Length)")
+            chunks.append(chunk)
+            got += len(chunk)
+        return b"".join(chunks)
+
 
 class LabellingServer:
     """Serve ``session`` on ``http://127.0.0.1:<port>/`` (``port=0``: a free port).
 
     :meth:`start` serves from a daemon thread, :meth:`serve_forever` from the
     caller's; :meth:`stop` closes the socket. Context manager (starts, stops).
+    ``timeout``: seconds a request may take to arrive; ``max_body_bytes``: largest POST body.
     """
 
-    def __init__(self, session: LabellingSession, port: int = 0) -> None:
+    def __init__(self, session: LabellingSession, port: int = 0, *,
+                 timeout: float = REQUEST_TIMEOUT_S, max_body_bytes: int = MAX_BODY_BYTES) -> None:
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise ValueError(f"port must be an integer in 0..65535, got {port!r}")
-        handler = type("LabellingHandler", (_Handler,), {"session": session})
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) \
+                or not 0 < timeout < float("inf"):
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if isinstance(max_body_bytes, bool) or not isinstance(max_body_bytes, int) \
+                or max_body_bytes < 0:
+            raise ValueError(f"max_body_bytes must be a non-negative integer, got {max_body_bytes!r}")
+        handler = type("LabellingHandler", (_Handler,), {
+            "session": session, "timeout": float(timeout), "max_body_bytes": max_body_bytes})
         self.session = session
         self._httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
         self._httpd.daemon_threads = True

@@ -3,11 +3,14 @@
 import csv
 import io
 import json
+import socket
 import urllib.error
 import urllib.request
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from qcodes_stmtip.labelling.server import LabellingServer, LabellingSession
@@ -222,3 +225,98 @@ def test_foreign_host_names_are_refused(served):
     req = urllib.request.Request(server.url + "api/config", headers={"Host": f"localhost:{server.port}"})
     with urllib.request.urlopen(req, timeout=10) as r:
         assert r.status == 200
+
+
+# ---------------------------------------------------------------- issue 15: bounded requests
+def _raw_post(server, body: bytes, length: str | None, *, close_write: bool = False,
+              path: str = "/api/skip") -> tuple[int, dict]:
+    """POST over a bare socket with any Content-Length; returns (status, JSON reply)."""
+    head = [f"POST {path} HTTP/1.1", f"Host: 127.0.0.1:{server.port}",
+            "Content-Type: application/json"]
+    if length is not None:
+        head.append(f"Content-Length: {length}")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        s.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+        if close_write:
+            s.shutdown(socket.SHUT_WR)
+        raw = b""
+        while chunk := s.recv(65536):
+            raw += chunk
+    status_line, _, rest = raw.partition(b"\r\n")
+    return int(status_line.split()[1]), json.loads(rest.partition(b"\r\n\r\n")[2])
+
+
+@pytest.fixture
+def strict(folder, tmp_path):
+    session = LabellingSession(folder_frames(folder), surface="au111", labeller="eve",
+                               out_dir=tmp_path / "out")
+    with LabellingServer(session, timeout=0.3, max_body_bytes=1024) as server:
+        yield server, tmp_path / "out"
+
+
+@pytest.mark.parametrize(("length", "status", "message"), [
+    ("-1", 400, "not a non-negative integer"),
+    ("abc", 400, "not a non-negative integer"),
+    ("1e3", 400, "not a non-negative integer"),
+    (str(2**31), 413, "exceeds the 1024-byte limit"),
+    ("9" * 40, 413, "exceeds the 1024-byte limit"),
+])
+def test_bad_content_length_is_refused_without_reading(strict, length, status, message):
+    server, out = strict
+    got, reply = _raw_post(server, b'{"frame": "f0.npy"}', length)
+    assert got == status and message in reply["error"]
+    assert not (out / "votes" / "eve.csv").exists() or _log(out) == []
+
+
+def test_a_body_shorter_than_declared_cannot_pin_a_thread(strict):
+    server, out = strict
+    # The client keeps the connection open and sends no more: 408 after the timeout.
+    got, reply = _raw_post(server, b'{"frame": "f0.npy"}', "200")
+    assert got == 408 and "19 of 200 bytes" in reply["error"]
+    # The client hangs up early: 400 at once.
+    got, reply = _raw_post(server, b'{"frame": "f0.npy"}', "200", close_write=True)
+    assert got == 400 and "ended after 19 of 200 bytes" in reply["error"]
+    assert _raw_post(server, b'{"frame": "f0.npy"}', "19")[0] == 200
+    assert _log(out) == [("skip", "f0.npy", "")]
+
+
+@pytest.mark.parametrize("body", [
+    b"[" * 60_000, b'{"a":' * 12_000, b"[" * 33 + b"]" * 33,
+    b'{"frame": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+], ids=["open_arrays", "open_objects", "depth_33", "deep_frame"])
+def test_deeply_nested_json_is_a_400(served, body):
+    server, _, out = served
+    status, reply = _post(server, "/api/skip", body)
+    assert status == 400 and "nests deeper than 32 levels" in reply["error"]
+    status, reply = _post(server, "/api/skip", {"frame": "f0.npy", "x": [[[["]]]]"]]]]})
+    assert status == 200  # brackets inside strings do not count; 4 levels are fine
+
+
+def test_non_utf8_body_is_a_400(served):
+    server, _, _ = served
+    status, reply = _post(server, "/api/skip", b'{"frame": "\xff\xfe"}')
+    assert status == 400 and "not UTF-8" in reply["error"]
+
+
+def test_server_limits_are_validated(folder, tmp_path):
+    session = LabellingSession(folder_frames(folder), surface="au111", labeller="eve",
+                               out_dir=tmp_path / "out")
+    with pytest.raises(ValueError, match="timeout"):
+        LabellingServer(session, timeout=0)
+    with pytest.raises(ValueError, match="max_body_bytes"):
+        LabellingServer(session, max_body_bytes=-1)
+
+
+@settings(max_examples=40, deadline=5000, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.one_of(
+    st.binary(max_size=200),
+    st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+                 lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+                     st.sampled_from(["frame", "classes", "x"]), inner, max_size=3),
+                 max_leaves=40).map(lambda v: json.dumps(v).encode()),
+), path=st.sampled_from(["/api/vote", "/api/skip", "/api/undo"]))
+def test_fuzz_post_bodies_never_give_a_500(strict, body: bytes, path: str):
+    server, _ = strict
+    status, reply = _raw_post(server, body, str(len(body)), path=path)
+    assert status in (200, 400, 404, 413, 422), (status, reply)
+    assert status == 200 or reply["error"]
