@@ -308,8 +308,9 @@ class SimulatedNanonisServer:
                 while not self._stopping.is_set():
                     if not self._serve_request(conn, addr):
                         return
-        except TimeoutError as exc:
-            log.info("closing connection from %s: timed out (%s)", addr, exc or "idle")
+        except TimeoutError:
+            log.info("closing connection from %s: a request or reply took longer than %g s",
+                     addr, self.request_timeout)
         except OSError:
             return
         finally:
@@ -319,7 +320,11 @@ class SimulatedNanonisServer:
     def _serve_request(self, conn: socket.socket, addr: tuple[str, int]) -> bool:
         """Read, execute and answer one request; False when the connection must close."""
         conn.settimeout(self.idle_timeout)
-        first = conn.recv(HEADER_SIZE)
+        try:
+            first = conn.recv(HEADER_SIZE)
+        except TimeoutError:
+            log.info("closing connection from %s: idle for %g s", addr, self.idle_timeout)
+            return False
         if not first:
             return False
         deadline = time.monotonic() + self.request_timeout
