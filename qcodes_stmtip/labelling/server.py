@@ -18,9 +18,11 @@ Every vote, skip and undo is appended to ``votes/<labeller>.csv`` and re-merged
 into ``labels.csv`` at once; the first vote on a frame also writes its data to
 ``images/<name>`` (``.npy``, row 0 the bottom line) for training.
 
-Requests are bounded: a POST body needs a ``Content-Length`` that is a non-negative
-integer (else 400) of at most ``max_body_bytes`` (else 413), and must arrive within
-``timeout`` seconds in all (else 408; a body shorter than declared is 400). A body that
+Requests are bounded: the request line and headers must arrive within ``timeout``
+seconds in all (else the connection is closed); a POST body needs a ``Content-Length``
+that is a non-negative integer (else 400) of at most ``max_body_bytes`` (else 413), and
+must arrive within ``timeout`` seconds in all (else 408; a body shorter than declared
+is 400). A body that
 is not UTF-8 JSON, or nests deeper than :data:`MAX_JSON_DEPTH`, is 400 — never 500.
 """
 
@@ -29,6 +31,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import threading
 import time
 from collections import OrderedDict
@@ -353,6 +356,29 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
         pass  # keep the terminal quiet; votes are in the CSV
+
+    def setup(self) -> None:
+        super().setup()
+        # The request line and headers must arrive within ``timeout`` in all, not per recv.
+        self._header_watchdog = threading.Timer(self.timeout, self._hang_up)
+        self._header_watchdog.daemon = True
+        self._header_watchdog.start()
+
+    def _hang_up(self) -> None:
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def parse_request(self) -> bool:
+        try:
+            return super().parse_request()  # reads the headers
+        finally:
+            self._header_watchdog.cancel()
+
+    def finish(self) -> None:
+        self._header_watchdog.cancel()
+        super().finish()
 
     def _send(self, status: int, body: bytes, content_type: str) -> None:
         self.send_response(status)

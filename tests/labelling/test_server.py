@@ -4,6 +4,8 @@ import csv
 import io
 import json
 import socket
+import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -278,6 +280,32 @@ def test_a_body_shorter_than_declared_cannot_pin_a_thread(strict):
     assert got == 400 and "ended after 19 of 200 bytes" in reply["error"]
     assert _raw_post(server, b'{"frame": "f0.npy"}', "19")[0] == 200
     assert _log(out) == [("skip", "f0.npy", "")]
+
+
+def test_trickled_headers_cannot_pin_a_thread(strict):
+    server, _ = strict
+    header = f"X-Slow: {'a' * 40}\r\n".encode()
+    sent = []
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        s.sendall(f"POST /api/skip HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n".encode())
+
+        def trickle() -> None:  # one byte every 50 ms: each recv is quick, the whole is not
+            try:
+                for byte in header:
+                    s.sendall(bytes([byte]))
+                    sent.append(byte)
+                    time.sleep(0.05)
+            except OSError:
+                pass
+
+        t = threading.Thread(target=trickle)
+        t.start()
+        try:
+            assert s.recv(1024) == b""  # the server hung up (0.3 s) ...
+        except ConnectionResetError:
+            pass
+        assert len(sent) < len(header)  # ... long before the headers could have ended
+        t.join(5)
 
 
 @pytest.mark.parametrize("body", [
