@@ -14,14 +14,25 @@ thread-safe either. So the monitor splits the work:
   latter, and :meth:`TipStateMonitor.finish` blocks until every submitted frame has its
   result written. Nothing is written after the run closes and nothing is dropped.
 
+Durability (``durable=True``, the default): every write of the monitor to a datasaver
+ends with ``datasaver.flush_data_to_database(block=True)``, one SQLite commit per
+``submit``/``flush``/``finish`` call. So once ``submit(i, frame, datasaver)`` returns,
+the frame the caller added before it is on disk, and once a result is reported
+written (returned by :meth:`TipStateMonitor.flush`/:meth:`~TipStateMonitor.finish`,
+listed in :attr:`TipStateMonitor.written`) it is too: a crash or ``SIGKILL`` loses
+nothing that was reported. Without it the ``DataSaver`` commits only every
+``write_period`` (5 s), and a killed process loses everything since.
+
 Queue-full policy (``on_full``): ``"block"`` (default) makes ``submit`` wait for a free
 slot — back-pressure that never loses a classification; ``"unclassified"`` never waits:
 the frame is stored at once as ``unclassified`` with reason ``"monitor queue full"``.
 Either way every submitted frame gets exactly one stored result.
 
 Failure isolation: a frame that cannot be preprocessed (NaN/too few lines, wrong shape,
-non-numeric) or whose inference raises gets state ``unclassified`` and the exception
-text as ``tip_reason``; the worker keeps going.
+non-numeric, complex, values so large that they overflow the float32 network input) or
+whose inference raises or gives non-finite probabilities gets state ``unclassified``
+and a one-line reason as ``tip_reason``; the worker keeps going. The frame itself is
+the caller's to store and is stored either way.
 
 Importing this module does not import TensorFlow; constructing a monitor does.
 """
@@ -61,6 +72,9 @@ log = logging.getLogger(__name__)
 METADATA_KEY = "tip_monitor"
 #: Queue-full policies.
 ON_FULL = ("block", "unclassified")
+#: Largest |value| (in the frame's units) preprocessing accepts: flattening can double
+#: it and the network input is float32 (max 3.4e38), so larger frames are refused.
+MAX_ABS_VALUE = float(np.finfo(np.float32).max) / 16
 
 StateCallback = Callable[[int, TipStateResult], None]
 
@@ -97,6 +111,9 @@ class TipStateMonitor:
         nice: nice-value increment (0–19) for the worker and TensorFlow's threads, so the
             acquisition thread wins the CPU when both want it (see
             :mod:`~qcodes_stmtip.monitor.priority`; Linux); ``None`` leaves priorities alone.
+        durable: commit the datasaver to the database after every write (see module doc:
+            frames and results survive a crash once reported written); ``False`` leaves
+            the commits to the DataSaver's ``write_period``.
 
     Usage with a ``Measurement`` (the frame is stored against the same index)::
 
@@ -123,6 +140,7 @@ class TipStateMonitor:
         fused: bool = True,
         expected_shape: tuple[int, int] | None = None,
         nice: int | None = 10,
+        durable: bool = True,
     ) -> None:
         if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 1:
             raise ValueError(f"queue_size must be an integer >= 1, got {queue_size!r}")
@@ -142,6 +160,7 @@ class TipStateMonitor:
             raise ValueError(f"nice must be an integer in 0…19 or None, got {nice!r}")
         self.expected_shape = expected_shape
         self.nice = nice
+        self.durable = bool(durable)
         self._acquisition_thread = threading.get_native_id()
         self._reniced: list[int] = []
         self.ensemble = self._load(bundle, surface)
@@ -219,6 +238,11 @@ class TipStateMonitor:
         self._latest: int | None = None
 
     @property
+    def written(self) -> tuple[int, ...]:
+        """Frame indexes whose results this run has written (durable when ``durable``)."""
+        return tuple(sorted(self._written))
+
+    @property
     def parameters(self) -> list[Parameter]:
         """The per-frame result parameters (see :mod:`qcodes_stmtip.monitor.results`)."""
         return self.params.all
@@ -285,7 +309,11 @@ class TipStateMonitor:
             self.flush(datasaver)
 
     def flush(self, datasaver: DataSaver | None = None) -> list[TipStateResult]:
-        """Collect the results that have arrived (never waits) and write them to ``datasaver``."""
+        """Collect the results that have arrived (never waits) and write them to ``datasaver``.
+
+        With ``durable``, everything added to ``datasaver`` so far (the caller's frames
+        too) is committed to the database before this returns. Returns what was written.
+        """
         self._collect(block_for=None, timeout=0.0)
         return self._write(datasaver)
 
@@ -442,6 +470,8 @@ class TipStateMonitor:
             r = self._ready[index]
             datasaver.add_result((self.frame_index, index), *self.params.values(r))
             written.append(r)
+        if self.durable:  # one commit: these results and the caller's frames so far
+            datasaver.flush_data_to_database(block=True)
         self._written.update(self._ready)
         self._ready.clear()
         return written
@@ -482,9 +512,22 @@ class TipStateMonitor:
             raise ValueError(f"frame must be 2-D (lines, pixels), got shape {frame.shape}")
         if self.expected_shape is not None and frame.shape != self.expected_shape:
             raise ValueError(f"frame shape {frame.shape} is not the expected {self.expected_shape}")
+        if np.iscomplexobj(frame):
+            raise ValueError(f"frame is complex ({frame.dtype}); refused rather than dropping "
+                             "its imaginary part: submit the real channel")
         if not np.issubdtype(frame.dtype, np.number):
             raise ValueError(f"frame has non-numeric dtype {frame.dtype}")
-        return preprocess_frame(frame, self.image_size)
+        values = np.asarray(frame, dtype=np.float64)
+        finite = values[np.isfinite(values)]
+        peak = float(np.max(np.abs(finite))) if finite.size else 0.0
+        if peak > MAX_ABS_VALUE:
+            raise ValueError(f"frame values reach |{peak:.3g}|, beyond the {MAX_ABS_VALUE:.3g} "
+                             "that float32 preprocessing can represent; refused")
+        with np.errstate(over="ignore", invalid="ignore"):
+            image = preprocess_frame(values, self.image_size)
+        if not np.all(np.isfinite(image)):
+            raise ValueError("preprocessing gave non-finite values (float32 overflow); refused")
+        return image
 
     def _classify(self, jobs: Sequence[_Job]) -> list[TipStateResult]:
         from qcodes_stmtip.classify.ensemble import UNCERTAIN, collapse_good_bad
@@ -513,6 +556,12 @@ class TipStateMonitor:
                 firsts = np.argmax(probs, axis=2)  # (M, N)
                 for n, pos in enumerate(ok):
                     job = jobs[pos]
+                    if not np.all(np.isfinite(probs[:, n])):
+                        out[pos] = TipStateResult.unclassified(
+                            job.index, self.classes, n_members, job.timestamp,
+                            "model: non-finite class probabilities",
+                            time.perf_counter() - job.submitted)
+                        continue
                     d = int(pred.decision[n])
                     out[pos] = TipStateResult(
                         job.index,

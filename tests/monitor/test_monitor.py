@@ -287,3 +287,45 @@ def test_import_and_driver_creation_do_not_import_tensorflow() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_overflowing_and_complex_frames_are_refused_with_a_reason_and_still_stored(
+    tiny_bundle, monitor, db
+) -> None:
+    """Issue 15: such frames were stored as 'uncertain' with NaN probabilities and no reason."""
+    f32max = float(np.finfo(np.float32).max)
+    rng = np.random.default_rng(3)
+    good = _frames(1)[0]
+    frames = {
+        0: good,
+        1: 1e288 * (1.0 + rng.random((24, 40))),  # finite, overflows float32
+        2: rng.uniform(-f32max, f32max, (24, 40)),  # uniform ±float32 max
+        3: good + 1j * good,  # complex: the imaginary part would be lost
+        4: np.full((24, 40), 1e288) + np.arange(40.0),  # huge offset, flat after flattening
+    }
+    frame_index = ManualParameter("frame_index", initial_value=0)
+    ys = Parameter("y", get_cmd=lambda: np.arange(24.0), vals=Arrays(shape=(24,)))
+    xs = Parameter("x", get_cmd=lambda: np.arange(40.0), vals=Arrays(shape=(40,)))
+    image = ParameterWithSetpoints("image", setpoints=(ys, xs), vals=Arrays(shape=(24, 40)),
+                                   get_cmd=None, set_cmd=None)
+    meas = Measurement(exp=db, name="hostile frames")
+    meas.register_parameter(frame_index)
+    meas.register_parameter(image, setpoints=(frame_index,))
+    monitor.register(meas, frame_index)
+    with meas.run() as saver:
+        for i, f in frames.items():
+            saver.add_result((frame_index, i), (image, np.real(f)))
+            monitor.submit(i, f, saver)
+        results = {r.frame_index: r for r in monitor.finish(saver)}
+    assert results[0].classified and results[0].reason == ""
+    assert all(math.isfinite(p) for p in results[0].probabilities.values())
+    for i in (1, 2, 4):
+        r = results[i]
+        assert r.state == UNCLASSIFIED and r.quality == UNCLASSIFIED, (i, r)
+        assert "float32" in r.reason and "\n" not in r.reason, r.reason
+    assert results[3].state == UNCLASSIFIED and "complex" in results[3].reason
+    stored = saver.dataset.get_parameter_data("image", "tip_reason")
+    assert stored["image"]["image"].shape[0] == len(frames)  # every frame itself is saved
+    reasons = dict(zip(np.ravel(stored["tip_reason"]["frame_index"]),
+                       np.ravel(stored["tip_reason"]["tip_reason"]), strict=True))
+    assert all(reasons[i] for i in (1, 2, 3, 4)) and reasons[0] == ""
