@@ -333,6 +333,9 @@ class NanonisClient:
                 finally:
                     del body
                     self._after_reply(command)
+            except NanonisTimeoutError:  # connecting timed out
+                self._discard()
+                raise
             except TimeoutError as exc:
                 self._discard()
                 raise NanonisTimeoutError(
