@@ -15,7 +15,12 @@ Prints, on this machine's CPU (or GPU if TensorFlow sees one):
    QCoDeS dataset with and without the monitor, interleaved ``--pairs`` times, with the
    simulated controller in its own process as a real controller would be (``--simulator
    thread`` shares this process) — goal ≤ 2 % overhead — and where the time went;
-4. the import time of ``qcodes_stmtip`` + driver creation, and that TensorFlow stays out.
+   ``--durable both`` adds interleaved runs with the monitor's per-write database commit
+   off (``TipStateMonitor(durable=False)``), which measures what durable writes cost;
+4. the import time of ``qcodes_stmtip`` + driver creation, and that TensorFlow stays out;
+5. with ``--flush-cost``: what one durable write costs per frame on its own — the monitor's
+   writes to a ``DataSaver`` (a 128² frame row and a result row per frame) with and without
+   the commit after each, interleaved, no simulator and no inference (so no noise from them).
 
 Usage::
 
@@ -187,7 +192,13 @@ def simulator(where: str, acceleration: float):
         proc.wait(10)
 
 
-def acquisition(frames: int, acceleration: float, pairs: int, where: str, bundle_dir: Path) -> None:
+def acquisition(frames: int, acceleration: float, pairs: int, where: str, bundle_dir: Path,
+                durable: str = "on") -> None:
+    """Acquire ``frames`` frames without and with the monitor, ``pairs`` times interleaved.
+
+    ``durable``: the monitor's per-write commit ``"on"`` (its default), ``"off"``, or
+    ``"both"`` (a third interleaved run per pair, so the commit's cost is measured).
+    """
     from qcodes.dataset import (
         Measurement,
         initialise_or_create_database_at,
@@ -212,10 +223,14 @@ def acquisition(frames: int, acceleration: float, pairs: int, where: str, bundle
         stm.set_frame(0.0, 0.0, 20e-9, 20e-9, 0.0)
         monitor = TipStateMonitor(bundle)
         try:
-            walls: dict[bool, list[float]] = {}
-            for use in (False, True) * pairs:
+            modes = {"on": (None, True), "off": (None, False), "both": (None, False, True)}[durable]
+            walls: dict[bool | None, list[float]] = {}
+            for mode in modes * pairs:
+                use = mode is not None
+                if use:
+                    monitor.durable = mode
                 frame_index = ManualParameter("frame_index", initial_value=0)
-                meas = Measurement(exp=exp, name=f"bench_monitor_{use}")
+                meas = Measurement(exp=exp, name=f"bench_monitor_{mode}")
                 meas.register_parameter(frame_index)
                 meas.register_parameter(stm.scan_image, setpoints=(frame_index,))
                 if use:
@@ -238,28 +253,79 @@ def acquisition(frames: int, acceleration: float, pairs: int, where: str, bundle
                     if use:
                         results = monitor.finish(saver)
                 wall = time.perf_counter() - t0
-                walls.setdefault(use, []).append(wall)
+                walls.setdefault(mode, []).append(wall)
                 split = (f"scan_image {t_scan:.2f} s, saving frames {t_save:.2f} s, "
                          f"monitor.submit+writes {t_submit:.2f} s")
                 if use:
                     ds = load_by_run_spec(captured_run_id=saver.run_id)
                     stored = len(ds.get_parameter_data("tip_state")["tip_state"]["tip_state"])
                     lat = np.array([r.latency_s for r in results])
-                    print(f"  with monitor:    {wall:6.2f} s ({split}; finish {wall - t_loop:.2f} s); "
+                    label = "with monitor:   " if mode else "monitor, no commit per write:"
+                    print(f"  {label} {wall:6.2f} s ({split}; finish {wall - t_loop:.2f} s); "
                           f"stored {stored}/{frames} results, result latency median "
                           f"{np.median(lat) * 1e3:.0f} ms, max {lat.max() * 1e3:.0f} ms")
                 else:
                     print(f"  without monitor: {wall:6.2f} s ({split})")
-            base, mon = min(walls[False]), min(walls[True])
-            print(f"acquisition of {frames} frames (128², {what}, simulator in a {where}, time "
-                  f"acceleration {acceleration:g}, {frames * 128 * 0.2 / acceleration:.1f} s of "
-                  f"scanning): best of {pairs} without {base:.2f} s, with {mon:.2f} s -> overhead "
-                  f"{100 * (mon - base) / base:+.1f} %; median of {pairs}: "
-                  f"{100 * (np.median(walls[True]) - np.median(walls[False])) / np.median(walls[False]):+.1f} %")
+            base = min(walls[None])
+            for mode in modes[1:]:
+                mon = min(walls[mode])
+                kind = "durable monitor" if mode else "monitor without per-write commits"
+                print(f"acquisition of {frames} frames (128², {what}, simulator in a {where}, time "
+                      f"acceleration {acceleration:g}, {frames * 128 * 0.2 / acceleration:.1f} s of "
+                      f"scanning): best of {pairs} without {base:.2f} s, with {kind} {mon:.2f} s -> "
+                      f"overhead {100 * (mon - base) / base:+.1f} %; median of {pairs}: "
+                      f"{100 * (np.median(walls[mode]) - np.median(walls[None])) / np.median(walls[None]):+.1f} %")
         finally:
             monitor.close()
             stm.close()
             Instrument.close_all()
+
+
+def flush_cost(frames: int, pairs: int, bundle_dir: Path) -> None:
+    """Per-frame cost of the durable monitor's commit after each write (see module doc, 5)."""
+    from qcodes.dataset import (
+        Measurement,
+        initialise_or_create_database_at,
+        load_or_create_experiment,
+    )
+    from qcodes.parameters import ManualParameter, Parameter, ParameterWithSetpoints
+    from qcodes.validators import Arrays
+
+    from qcodes_stmtip.monitor.results import ResultParameters, TipStateResult
+    from qcodes_stmtip.sim.classes import CLASSES
+
+    initialise_or_create_database_at(bundle_dir / "flush.db")
+    exp = load_or_create_experiment("flush_cost", sample_name="synthetic")
+    ys = Parameter("scan_y", get_cmd=lambda: np.arange(128.0), vals=Arrays(shape=(128,)))
+    xs = Parameter("scan_x", get_cmd=lambda: np.arange(128.0), vals=Arrays(shape=(128,)))
+    image = ParameterWithSetpoints("scan_image", setpoints=(ys, xs), vals=Arrays(shape=(128, 128)),
+                                   get_cmd=None, set_cmd=None)
+    classes = tuple(CLASSES["hsi100"])
+    params = ResultParameters(classes, ("a", "b", "c"), lambda name: None)
+    rng = np.random.default_rng(0)
+    data = [rng.normal(size=(128, 128)) for _ in range(frames)]
+    result = TipStateResult(0, classes[0], "good", {c: 0.25 for c in classes}, (classes[0],) * 3,
+                            0.1, time.time())
+    per_frame: dict[bool, list[float]] = {}
+    for durable in (False, True) * pairs:
+        frame_index = ManualParameter("frame_index", initial_value=0)
+        meas = Measurement(exp=exp, name=f"flush_cost_{durable}")
+        meas.register_parameter(frame_index)
+        meas.register_parameter(image, setpoints=(frame_index,))
+        params.register(meas, frame_index)
+        with meas.run() as saver:
+            t0 = time.perf_counter()
+            for i, frame in enumerate(data):
+                saver.add_result((frame_index, i), (image, frame))
+                saver.add_result((frame_index, i), *params.values(result))
+                if durable:
+                    saver.flush_data_to_database(block=True)
+            saver.flush_data_to_database(block=True)
+            per_frame.setdefault(durable, []).append((time.perf_counter() - t0) / frames)
+    off, on = np.median(per_frame[False]), np.median(per_frame[True])
+    print(f"monitor writes of {frames} 128² frames + results, median of {pairs}: "
+          f"{off * 1e3:.2f} ms/frame committed every write_period, {on * 1e3:.2f} ms/frame "
+          f"committed after each frame -> durable commit {1e3 * (on - off):+.2f} ms/frame")
 
 
 def import_time() -> None:
@@ -286,6 +352,10 @@ def main() -> int:
                         help="acquisition runs without/with the monitor, interleaved [2]")
     parser.add_argument("--simulator", choices=("process", "thread"), default="process",
                         help="simulated controller in its own process (like hardware) or a thread here")
+    parser.add_argument("--durable", choices=("on", "off", "both"), default="on",
+                        help="the monitor's commit per write: on (default), off, or both interleaved")
+    parser.add_argument("--flush-cost", action="store_true",
+                        help="also measure the durable commit's cost per frame on its own (see 5.)")
     parser.add_argument("--skip-acquisition", action="store_true")
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--tta", action="store_true",
@@ -294,9 +364,13 @@ def main() -> int:
     import_time()
     if not args.skip_latency:
         latency(args.repeats, args.tta)
+    if args.flush_cost:
+        with tempfile.TemporaryDirectory() as tmp:
+            flush_cost(args.frames, max(args.pairs, 3), Path(tmp))
     if not args.skip_acquisition:
         with tempfile.TemporaryDirectory() as tmp:
-            acquisition(args.frames, args.time_acceleration, args.pairs, args.simulator, Path(tmp))
+            acquisition(args.frames, args.time_acceleration, args.pairs, args.simulator, Path(tmp),
+                        args.durable)
     return 0
 
 
