@@ -3,8 +3,11 @@
 >>> from qcodes_stmtip.io import read_frame
 >>> frame = read_frame("scan_001.sxm", channel="Z", direction="forward")  # doctest: +SKIP
 
-Importing this package needs numpy only; format packages (``gwyfile``,
-``access2thematrix``, Pillow) are imported when a file of their format is read.
+Importing this package needs numpy only; format packages (``access2thematrix``,
+``spym``, Pillow) are imported when a file of their format is read. ``.sxm``,
+``.gwy`` and Createc ``.dat`` are parsed here, with every size checked against the
+file (no hang, no decompression bomb). Every reader error is a one-line
+:class:`FrameReadError` naming the file (:func:`~qcodes_stmtip.io.frame.guard_reader`).
 """
 
 from qcodes_stmtip.io.frame import DIRECTIONS, FrameReadError, STMFrame

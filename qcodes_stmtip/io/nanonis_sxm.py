@@ -250,7 +250,10 @@ def read_sxm(path: str | Path, channel: str | None = None, direction: str = "for
         )
     start = data_start + 4 * block * block_index
     data = np.frombuffer(raw, dtype=">f4", count=block, offset=start).reshape(lines, pixels)
-    data = data.astype(np.float64)
+    with np.errstate(invalid="ignore"):  # signalling NaNs of unacquired lines stay NaN
+        data = data.astype(np.float64)
+    if np.isinf(data).any():
+        raise FrameReadError(path, f"channel {chosen.name!r} ({direction}) holds infinite values")
     if scan_up is False:
         data = data[::-1]
     if direction == "backward":

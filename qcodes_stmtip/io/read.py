@@ -3,7 +3,7 @@
 | suffix | format | reader |
 |---|---|---|
 | ``.sxm`` | Nanonis scan | :mod:`.nanonis_sxm` |
-| ``.gwy`` | Gwyddion | :mod:`.gwyddion` (``gwyfile``) |
+| ``.gwy`` | Gwyddion | :mod:`.gwyddion` (own bounded parser) |
 | ``.<channel>_mtrx`` | Scienta Omicron MATRIX (+ ``.mtrx`` beside it) | :mod:`.matrix` (``access2thematrix``) |
 | ``.dat`` | Createc (text header), else SPIEPy raw array | :mod:`.createc`, :mod:`.spiepy_raw` |
 | ``.sm4`` | RHK | :mod:`.rhk_sm4` (``spym``) |
