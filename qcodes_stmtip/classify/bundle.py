@@ -1,32 +1,78 @@
-"""Model bundles: a directory of ``.keras`` models plus ``manifest.json``, loaded in Keras safe mode.
+"""Model bundles: a directory of member models plus ``manifest.json``, loaded without executing code.
 
 Layout::
 
     BUNDLE/manifest.json
-    BUNDLE/members/<i>_<name>.keras
-    BUNDLE/tip_change.keras          (optional, H:Si(100) binary network)
+    BUNDLE/members/<i>_<name>.keras      (a CNN member)
+    BUNDLE/members/<i>_<name>.skops      (a feature member, :mod:`~qcodes_stmtip.classify.feature_model`)
+    BUNDLE/tip_change.keras | .skops     (optional, H:Si(100) binary tip-change model)
 
-The manifest (``format_version`` :data:`FORMAT_VERSION`) records the surface,
-class names, preprocessing parameters, thresholds, members (file, architecture,
-SHA-256, training settings), training-data summary, metrics, and the package
-and Keras versions. Loading never executes code from the bundle
-(``keras.saving.load_model(..., safe_mode=True, compile=False)``; the models
-contain no Lambda layers). Anything missing, corrupt or incompatible raises
-:class:`BundleError` naming the path and the problem. Importing this module does
-not import Keras; saving and loading do.
+The manifest (``format_version`` :data:`FORMAT_VERSION`; version 1, Keras members only, still
+loads) records the surface, class names, preprocessing parameters, thresholds, members (kind,
+file, architecture, SHA-256, training settings), training-data summary and provenance, metrics,
+and the package versions. It is checked against :data:`MANIFEST_SCHEMA` (jsonschema) and then
+for what a schema cannot say: finite thresholds in 0…1, good classes among the classes, member
+files inside the bundle (no absolute paths, ``..`` or symlinks) whose SHA-256 matches.
+Keras members load in safe mode (``keras.saving.load_model(..., safe_mode=True, compile=False)``;
+no Lambda layers), feature members with skops restricted to trusted types. Anything missing,
+corrupt, hostile or incompatible raises :class:`BundleError` naming the file and the field.
+Importing this module imports neither Keras nor scikit-learn; loading does.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from qcodes_stmtip.classify.ensemble import Ensemble, Member
 from qcodes_stmtip.classify.preprocess import IMAGE_SIZE, MIN_PIXELS, MIN_VALID_LINES
 
-FORMAT_VERSION = 1
+#: Written by :func:`save_bundle`: 2 adds member ``kind`` (``keras`` | ``sklearn``).
+FORMAT_VERSION = 2
+#: Versions :func:`load_bundle` reads.
+READABLE_VERSIONS = (1, 2)
+#: Member kinds and their file suffixes.
+MEMBER_KINDS = {"keras": ".keras", "sklearn": ".skops"}
+
+_MEMBER = {
+    "type": "object",
+    "required": ["file", "sha256"],
+    "properties": {
+        "name": {"type": "string", "maxLength": 200},
+        "architecture": {"type": "string", "maxLength": 200},
+        "kind": {"enum": sorted(MEMBER_KINDS)},
+        "file": {"type": "string", "minLength": 1, "maxLength": 500},
+        "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+        "training": {"type": ["object", "null"]},
+    },
+}
+#: JSON schema of ``manifest.json`` (checked with jsonschema before anything is loaded).
+MANIFEST_SCHEMA: dict = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "required": ["format_version", "surface", "classes", "preprocessing", "thresholds", "members"],
+    "properties": {
+        "format_version": {"type": "integer"},
+        "surface": {"type": "string", "maxLength": 100},
+        "classes": {"type": "array", "items": {"type": "string"}, "minItems": 2, "maxItems": 64,
+                    "uniqueItems": True},
+        "good_classes": {"type": "array", "items": {"type": "string"}, "uniqueItems": True},
+        "preprocessing": {"type": "object",
+                          "properties": {"image_size": {"type": "integer", "minimum": 17, "maximum": 1024}}},
+        "thresholds": {"type": "object", "additionalProperties": {"type": "number", "minimum": 0,
+                                                                  "maximum": 1}},
+        "members": {"type": "array", "items": _MEMBER, "minItems": 1, "maxItems": 64},
+        "tip_change": {"oneOf": [{"type": "null"}, {"allOf": [_MEMBER, {
+            "properties": {"threshold": {"type": "number", "minimum": 0, "maximum": 1}}}]}]},
+        "inference": {"type": "object", "properties": {"tta": {"type": "boolean"},
+                                                       "tip_change_vertical_flip": {"type": "boolean"}}},
+        "training_data": {"type": "object"},
+        "metrics": {"type": "object"},
+    },
+}
 MANIFEST = "manifest.json"
 #: Where the package's default bundles live: ``<this folder>/bundles/<surface>``.
 DEFAULT_BUNDLES = Path(__file__).resolve().parent / "bundles"
@@ -73,6 +119,26 @@ def _save_model(model, file: Path) -> None:
     model.save(file)
 
 
+def _is_network(model) -> bool:
+    from qcodes_stmtip.classify.ensemble import _is_network as is_network
+
+    return is_network(model)
+
+
+def _save_member(member: Member, root: Path, stem: str) -> dict:
+    """Write one member under ``root`` as ``stem`` + suffix; its manifest entry."""
+    if _is_network(member.model):
+        kind = "keras"
+        rel = stem + MEMBER_KINDS[kind]
+        _save_model(member.model, root / rel)
+    else:
+        kind = "sklearn"
+        rel = stem + MEMBER_KINDS[kind]
+        member.model.save(root / rel)
+    return {"name": member.name, "architecture": member.architecture, "kind": kind, "file": rel,
+            "sha256": _sha256(root / rel), "training": member.info or {}}
+
+
 def save_bundle(
     ensemble: Ensemble,
     path: str | Path,
@@ -80,30 +146,36 @@ def save_bundle(
     training_data: dict | None = None,
     metrics: dict | None = None,
     image_size: int = IMAGE_SIZE,
+    notice: str | None = None,
 ) -> Path:
     """Write ``ensemble`` to the directory ``path`` (created; must be absent or empty).
 
-    Models are stored without optimizer state; weights are stored exactly (float32).
+    Keras models are stored without optimizer state, weights exactly (float32); feature
+    members with skops. ``notice`` (e.g. the licence of the training data) is written to
+    ``BUNDLE/NOTICE`` and recorded in the manifest.
     """
     from qcodes_stmtip import __version__
-    from qcodes_stmtip.classify.keras_backend import keras
 
     root = Path(path)
     if root.exists() and any(root.iterdir()):
         raise BundleError(f"{root}: bundle directory exists and is not empty")
     (root / "members").mkdir(parents=True, exist_ok=True)
-    members = []
-    for i, member in enumerate(ensemble.members):
-        rel = f"members/{i}_{_safe_name(member.name)}.keras"
-        _save_model(member.model, root / rel)
-        members.append({"name": member.name, "architecture": member.architecture, "file": rel,
-                        "sha256": _sha256(root / rel), "training": member.info or {}})
+    members = [_save_member(m, root, f"members/{i}_{_safe_name(m.name)}")
+               for i, m in enumerate(ensemble.members)]
     tip = None
     if ensemble.tip_change is not None:
-        _save_model(ensemble.tip_change.model, root / "tip_change.keras")
-        tip = {"name": ensemble.tip_change.name, "architecture": ensemble.tip_change.architecture,
-               "file": "tip_change.keras", "sha256": _sha256(root / "tip_change.keras"),
-               "threshold": ensemble.tip_change_threshold, "training": ensemble.tip_change.info or {}}
+        tip = {**_save_member(ensemble.tip_change, root, "tip_change"),
+               "threshold": ensemble.tip_change_threshold}
+    versions = {"package_version": __version__}
+    if not ensemble.all_networks:
+        import sklearn
+        import skops
+
+        versions.update(sklearn_version=sklearn.__version__, skops_version=skops.__version__)
+    if any(_is_network(m.model) for m in ensemble.networks):
+        from qcodes_stmtip.classify.keras_backend import keras
+
+        versions["keras_version"] = keras.__version__
     manifest = {
         "format_version": FORMAT_VERSION,
         "surface": ensemble.surface,
@@ -116,59 +188,119 @@ def save_bundle(
         "inference": {"tta": ensemble.tta, "tip_change_vertical_flip": ensemble.tip_change_vertical_flip},
         "training_data": training_data or {},
         "metrics": metrics or {},
-        "package_version": __version__,
-        "keras_version": keras.__version__,
+        **versions,
     }
+    if notice:
+        (root / "NOTICE").write_text(notice.rstrip() + "\n")
+        manifest["notice"] = "NOTICE"
     (root / MANIFEST).write_text(json.dumps(manifest, indent=2, allow_nan=True) + "\n")
     return root
 
 
+def _check_schema(manifest: object, mpath: Path) -> None:
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(MANIFEST_SCHEMA)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(manifest))
+    if error is not None:
+        where = error.json_path.replace("$.", "", 1) if error.json_path != "$" else "manifest"
+        raise BundleError(f"{mpath}: {where}: {error.message[:200]}")
+
+
 def read_manifest(path: str | Path) -> dict:
-    """Read and check ``BUNDLE/manifest.json`` (no models loaded)."""
+    """Read and check ``BUNDLE/manifest.json`` (no models loaded; see module doc)."""
     root = Path(path)
     if not root.is_dir():
         raise BundleError(f"{root}: model bundle directory not found")
     mpath = root / MANIFEST
     if not mpath.is_file():
         raise BundleError(f"{root}: not a model bundle (no {MANIFEST})")
+    if mpath.stat().st_size > 16 << 20:
+        raise BundleError(f"{mpath}: manifest is larger than 16 MiB")
     try:
         manifest = json.loads(mpath.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{mpath}: manifest is not valid JSON ({exc})") from exc
-    if not isinstance(manifest, dict):
-        raise BundleError(f"{mpath}: manifest must be a JSON object")
-    version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
-        raise BundleError(f"{mpath}: format_version {version!r} is not supported (expected {FORMAT_VERSION})")
-    for key in ("surface", "classes", "preprocessing", "thresholds", "members"):
-        if key not in manifest:
-            raise BundleError(f"{mpath}: manifest lacks {key!r}")
-    if not manifest["members"]:
-        raise BundleError(f"{mpath}: manifest lists no member models")
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise BundleError(f"{mpath}: manifest is not valid JSON ({type(exc).__name__})") from exc
+    _check_schema(manifest, mpath)
+    version = manifest["format_version"]
+    if version not in READABLE_VERSIONS:
+        raise BundleError(f"{mpath}: format_version: {version!r} is not supported (reads {READABLE_VERSIONS})")
     from qcodes_stmtip.sim.classes import CLASSES
 
     surface = manifest["surface"]
     if surface not in CLASSES:
-        raise BundleError(f"{mpath}: unknown surface {surface!r}")
+        raise BundleError(f"{mpath}: surface: unknown surface {surface!r}")
     if tuple(manifest["classes"]) != CLASSES[surface]:
         raise BundleError(
-            f"{mpath}: classes {manifest['classes']} do not match the {surface} classes {CLASSES[surface]}"
+            f"{mpath}: classes: {manifest['classes']} do not match the {surface} classes {CLASSES[surface]}"
         )
+    unknown = sorted(set(manifest.get("good_classes", ())) - set(manifest["classes"]))
+    if unknown:
+        raise BundleError(f"{mpath}: good_classes: {unknown} are not among the classes")
+    for c in manifest["classes"]:
+        t = manifest["thresholds"].get(c)
+        if not isinstance(t, int | float) or isinstance(t, bool) or not math.isfinite(t) or not 0 <= t <= 1:
+            raise BundleError(f"{mpath}: thresholds.{c}: must be a number in 0..1, got {t!r}")
+    tip = manifest.get("tip_change")
+    if tip and "threshold" in tip and not (math.isfinite(tip["threshold"]) and 0 <= tip["threshold"] <= 1):
+        raise BundleError(f"{mpath}: tip_change.threshold: must be a number in 0..1, got {tip['threshold']!r}")
+    entries = [(f"members[{i}]", e) for i, e in enumerate(manifest["members"])]
+    entries += [("tip_change", tip)] if tip else []
+    for where, e in entries:
+        kind = e.get("kind", "keras")
+        if version == 1 and kind != "keras":
+            raise BundleError(f"{mpath}: {where}.kind: format 1 holds Keras members only, got {kind!r}")
+        if not e["file"].endswith(MEMBER_KINDS[kind]):
+            raise BundleError(f"{mpath}: {where}.file: a {kind} member must end in {MEMBER_KINDS[kind]}")
+        _member_file(root, e["file"], f"{mpath}: {where}.file")
     return manifest
 
 
-def _load_model(root: Path, entry: dict, n_outputs: int, size: int):
-    from qcodes_stmtip.classify.keras_backend import keras
+def _member_file(root: Path, rel: str, where: str) -> Path:
+    """``root / rel`` when it is a regular file inside the bundle (no absolute path, ``..`` or symlink)."""
+    parts = PurePosixPath(rel).parts
+    if PurePosixPath(rel).is_absolute() or Path(rel).is_absolute() or ".." in parts or "\\" in rel:
+        raise BundleError(f"{where}: {rel!r} is not a relative path inside the bundle")
+    file = root / rel
+    for k in range(1, len(parts) + 1):
+        if (root.joinpath(*parts[:k])).is_symlink():
+            raise BundleError(f"{where}: {rel!r} is a symbolic link; members must be plain files in the bundle")
+    try:
+        file.resolve().relative_to(root.resolve())
+    except ValueError:
+        raise BundleError(f"{where}: {rel!r} points outside the bundle") from None
+    return file
 
-    file = root / entry.get("file", "")
+
+def _load_member(root: Path, entry: dict, n_outputs: int, size: int, default_name: str) -> Member:
+    file = _member_file(root, entry["file"], f"{root / MANIFEST}")
     if not file.is_file():
         raise BundleError(f"{file}: member model file missing")
-    if entry.get("sha256") and _sha256(file) != entry["sha256"]:
+    if _sha256(file) != entry["sha256"]:
         raise BundleError(f"{file}: SHA-256 does not match the manifest (corrupt or replaced)")
+    name = entry.get("name", default_name)
+    architecture = entry.get("architecture", "?")
+    if entry.get("kind", "keras") == "sklearn":
+        from qcodes_stmtip.classify.feature_model import FEATURE_KINDS, FeatureModel
+
+        if architecture not in FEATURE_KINDS:
+            raise BundleError(f"{file}: architecture {architecture!r} is not a feature-model kind {FEATURE_KINDS}")
+        try:
+            model = FeatureModel.load(file, architecture, n_outputs, size, name)
+        except Exception as exc:  # skops raises many types for bad archives
+            raise BundleError(f"{file}: cannot load feature model ({type(exc).__name__}: {exc})"[:400]) from exc
+    else:
+        model = _load_model(file, n_outputs, size)
+    return Member(name, architecture, model, entry.get("training"))
+
+
+def _load_model(file: Path, n_outputs: int, size: int):
+    from qcodes_stmtip.classify.keras_backend import keras
+
     try:
         model = keras.saving.load_model(file, safe_mode=True, compile=False)
     except Exception as exc:  # keras raises many types for bad archives
-        raise BundleError(f"{file}: cannot load Keras model ({type(exc).__name__}: {exc})") from exc
+        raise BundleError(f"{file}: cannot load Keras model ({type(exc).__name__}: {exc})"[:400]) from exc
     if tuple(model.input_shape[1:]) != (size, size, 1):
         raise BundleError(f"{file}: input shape {model.input_shape} does not match image size {size}")
     if model.output_shape[-1] != n_outputs:
@@ -184,26 +316,14 @@ def load_bundle(path: str | Path, surface: str | None = None) -> Ensemble:
         raise BundleError(f"{root}: bundle is for surface {manifest['surface']!r}, not {surface!r}")
     classes = tuple(manifest["classes"])
     size = int(manifest["preprocessing"].get("image_size", IMAGE_SIZE))
-    members = [
-        Member(e.get("name", f"member{i}"), e.get("architecture", "?"),
-               _load_model(root, e, len(classes), size), e.get("training"))
-        for i, e in enumerate(manifest["members"])
-    ]
+    members = [_load_member(root, e, len(classes), size, f"member{i}")
+               for i, e in enumerate(manifest["members"])]
     tip = None
     if manifest.get("tip_change"):
-        e = manifest["tip_change"]
-        tip = Member(e.get("name", "tip_change"), e.get("architecture", "?"),
-                     _load_model(root, e, 2, size), e.get("training"))
-    try:
-        thresholds = [float(manifest["thresholds"][c]) for c in classes]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise BundleError(f"{root / MANIFEST}: thresholds must give a number per class") from exc
+        tip = _load_member(root, manifest["tip_change"], 2, size, "tip_change")
+    thresholds = [float(manifest["thresholds"][c]) for c in classes]
     inference = manifest.get("inference") or {}
-    views = ({key: inference.get(key, False) for key in ("tta", "tip_change_vertical_flip")}
-             if isinstance(inference, dict) else {"tta": None})
-    if not all(isinstance(v, bool) for v in views.values()):
-        raise BundleError(f"{root / MANIFEST}: 'inference' must map tta and tip_change_vertical_flip "
-                          f"to true/false, got {inference!r}")
+    views = {key: bool(inference.get(key, False)) for key in ("tta", "tip_change_vertical_flip")}
     ens = Ensemble(
         manifest["surface"], classes, members, thresholds=thresholds, tip_change=tip,
         tip_change_threshold=float((manifest.get("tip_change") or {}).get("threshold", 0.5)),
@@ -214,9 +334,16 @@ def load_bundle(path: str | Path, surface: str | None = None) -> Ensemble:
     return ens
 
 
-def default_bundle_path(surface: str) -> Path:
-    """The shipped default bundle of ``surface``; :class:`BundleError` if none is installed."""
-    path = DEFAULT_BUNDLES / surface
-    if not (path / MANIFEST).is_file():
-        raise BundleError(f"no default bundle shipped for surface {surface!r} (looked in {path})")
-    return path
+def default_bundle_path(surface: str, *, simulated: bool = False) -> Path:
+    """The shipped default bundle of ``surface``; :class:`BundleError` if none is installed.
+
+    ``simulated`` asks for the bundle trained on simulated frames only (``<surface>-sim``,
+    for the simulator and as the sim-to-real baseline); surfaces without real training data
+    ship only that kind under their plain name, which is returned either way.
+    """
+    names = [f"{surface}-sim", surface] if simulated else [surface]
+    for name in names:
+        path = DEFAULT_BUNDLES / name
+        if (path / MANIFEST).is_file():
+            return path
+    raise BundleError(f"no default bundle shipped for surface {surface!r} (looked in {DEFAULT_BUNDLES / names[0]})")

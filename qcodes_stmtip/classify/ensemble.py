@@ -79,7 +79,9 @@ def collapse_good_bad(
 
 @dataclass
 class Member:
-    """One ensemble member: a name, its architecture and a Keras model with K softmax outputs."""
+    """One ensemble member: a name, its architecture and a model with K probability outputs (a
+    Keras network, or a :class:`~qcodes_stmtip.classify.feature_model.FeatureModel` whose
+    ``architecture`` is its kind)."""
 
     name: str
     architecture: str
@@ -151,13 +153,32 @@ class Ensemble:
         x = np.asarray(batch, dtype=np.float32)
         if x.ndim != 4 or x.shape[-1] != 1:
             raise ValueError(f"batch must have shape (N, size, size, 1), got {x.shape}")
-        probs = np.stack([mean_over_views(m.model, x, self.member_views, batch_size)
-                          for m in self.members])
+        features = None
+        if any(not _is_network(m.model) for m in self.networks):
+            from qcodes_stmtip.classify.features import frame_features
+
+            features = frame_features(x)  # once for every feature member
+
+        def run(member: Member, views: Callable[[np.ndarray], list[np.ndarray]]) -> np.ndarray:
+            if _is_network(member.model):
+                return mean_over_views(member.model, x, views, batch_size)
+            return member.model.predict_features(features)
+
+        probs = np.stack([run(m, self.member_views) for m in self.members])
         pred = majority_vote(probs, self.thresholds)
         if self.tip_change is not None:
-            tc = mean_over_views(self.tip_change.model, x, self.tip_change_views, batch_size)
-            pred.tip_change_probability = tc[:, 1]
+            pred.tip_change_probability = run(self.tip_change, self.tip_change_views)[:, 1]
         return pred
+
+    @property
+    def networks(self) -> list[Member]:
+        """The members and the tip-change member, in that order."""
+        return [*self.members, *([self.tip_change] if self.tip_change is not None else [])]
+
+    @property
+    def all_networks(self) -> bool:
+        """True when every member (and the tip-change member) is a Keras network."""
+        return all(_is_network(m.model) for m in self.networks)
 
     def good_bad(self, prediction: EnsemblePrediction) -> np.ndarray:
         """``"good"`` / ``"bad"`` / ``"uncertain"`` per frame of ``prediction``."""
@@ -165,6 +186,11 @@ class Ensemble:
         if prediction.tip_change_probability is not None:
             flag = prediction.tip_change_probability >= self.tip_change_threshold
         return collapse_good_bad(prediction.decision, self.classes, self.good_classes, flag)
+
+
+def _is_network(model) -> bool:
+    """A Keras network (symmetry views apply), not a :class:`~qcodes_stmtip.classify.feature_model.FeatureModel`."""
+    return getattr(model, "symmetry_views", True)
 
 
 def mean_over_views(model, x: np.ndarray, views: Callable[[np.ndarray], list[np.ndarray]],
