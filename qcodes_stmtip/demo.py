@@ -120,7 +120,7 @@ def resolve_bundle(surface: str, out_dir: Path, bundle: Path | str | None,
             raise FileNotFoundError(f"bundle {path}: no {MANIFEST} there")
         return path, "given"
     try:
-        return default_bundle_path(surface), "shipped default bundle"
+        return default_bundle_path(surface, simulated=True), "shipped default bundle (simulated training frames)"
     except BundleError:
         pass
     cached = out_dir / f"bundle_{surface}"

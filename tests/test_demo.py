@@ -54,7 +54,7 @@ def test_bundle_resolution_prefers_given_then_shipped_then_cache(small_bundle, t
     with pytest.raises(FileNotFoundError, match="manifest"):
         resolve_bundle("hsi100", tmp_path, tmp_path / "nothing")
     try:
-        shipped = default_bundle_path("hsi100")
+        shipped = default_bundle_path("hsi100", simulated=True)  # the demo scans the simulator
     except BundleError:
         shipped = None
     cache = tmp_path / "bundle_hsi100"

@@ -54,34 +54,6 @@ def parse_pixel_mix(text: str) -> tuple[tuple[int, float], ...]:
     return tuple((p, s / total) for p, s in mix)
 
 
-def tip_change_threshold(y_true: np.ndarray, probability: np.ndarray, target_precision: float = 0.5,
-                         max_false_positive_rate: float = 0.05, min_recall: float = 0.1) -> tuple[float, str]:
-    """Tip-change threshold from validation data and how it was chosen.
-
-    The lowest threshold whose precision reaches ``target_precision`` while still
-    flagging at least ``min_recall`` of the positives; if none does, the threshold
-    flagging at most ``max_false_positive_rate`` of the negatives.
-    """
-    from sklearn.metrics import precision_recall_curve
-
-    if not 0.0 < target_precision <= 1.0:
-        raise ValueError(f"target_precision must be in (0, 1], got {target_precision}")
-    if not 0.0 <= max_false_positive_rate < 1.0:
-        raise ValueError(f"max_false_positive_rate must be in [0, 1), got {max_false_positive_rate}")
-    y = np.asarray(y_true, dtype=bool)
-    p = np.asarray(probability, dtype=np.float64)
-    if y.shape != p.shape or y.ndim != 1 or not y.any() or y.all():
-        raise ValueError("y_true must be 1-D, match probability, and hold both classes")
-    precision, recall, thresholds = precision_recall_curve(y, p)
-    ok = np.flatnonzero((precision[:-1] >= target_precision) & (recall[:-1] >= min_recall))
-    if ok.size:
-        return float(thresholds[ok[0]]), f"precision >= {target_precision} on validation"
-    negatives = np.sort(p[~y])
-    k = int(np.floor(max_false_positive_rate * negatives.size))
-    t = float(np.nextafter(negatives[negatives.size - 1 - k], np.inf)) if k < negatives.size else 0.0
-    return t, f"false-positive rate <= {max_false_positive_rate} on validation (precision target unreached)"
-
-
 def _merge(sets: list):
     """Concatenate :class:`ImageSet` s of one surface."""
     from qcodes_stmtip.classify.dataset_images import ImageSet
@@ -226,10 +198,9 @@ def build_default_bundle(
     from qcodes_stmtip.classify.ensemble_training import (
         evaluate_ensemble,
         parse_members,
-        split_by_session,
         train_ensemble,
     )
-    from qcodes_stmtip.classify.training import TrainConfig, predict_probabilities
+    from qcodes_stmtip.classify.training import TrainConfig
 
     if count < 10 or test_count < 10:
         raise ValueError(f"count and test_count must be >= 10, got {count}, {test_count}")
@@ -242,13 +213,7 @@ def build_default_bundle(
         base = TrainConfig(members[0].architecture, width=width, epochs=epochs, batch_size=32,
                            patience=patience, seed=seed)
         ensemble, report = train_ensemble(data, base, members, val_fraction=0.2, split_seed=seed,
-                                          progress=progress)
-        if ensemble.tip_change is not None:
-            _, va = split_by_session(data, 0.2, seed)
-            p_tc = predict_probabilities(ensemble.tip_change.model, data.images[va])[:, 1]
-            t, how = tip_change_threshold(data.frames.tip_change[va], p_tc, tip_change_precision)
-            ensemble.tip_change_threshold = t
-            report["tip_change_threshold"] = {"threshold": t, "rule": how}
+                                          progress=progress, tip_change_precision=tip_change_precision)
         tests = [simulated_set(surface, test_count, px, seed + 10_000 + i, root, progress=progress)
                  for i, px in enumerate(TEST_PIXELS)]
         held_out = evaluate_ensemble(ensemble, _merge(tests))
@@ -285,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--surface", required=True, choices=SURFACES)
-    p.add_argument("--out", type=Path, default=None, help=f"default: {DEFAULT_BUNDLES}/<surface>")
+    p.add_argument("--out", type=Path, default=None, help=f"default: {DEFAULT_BUNDLES}/<surface>-sim for hsi100 (its plain name is the "
+                   "real-data bundle), else <surface>")
     p.add_argument("--evaluate", type=Path, default=None, metavar="BUNDLE",
                    help="only score an existing bundle (no training)")
     p.add_argument("--count", type=int, default=3200)
@@ -314,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from qcodes_stmtip.classify.ensemble_training import format_table
 
-        out = args.out or DEFAULT_BUNDLES / args.surface
+        out = args.out or DEFAULT_BUNDLES / (f"{args.surface}-sim" if args.surface == "hsi100" else args.surface)
         evaluation = build_default_bundle(
             args.surface, out, count=args.count, test_count=args.test_count, pixel_mix=args.pixels,
             width=args.width, epochs=args.epochs, patience=args.patience, seed=args.seed,

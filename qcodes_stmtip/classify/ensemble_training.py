@@ -15,6 +15,7 @@ import numpy as np
 
 from qcodes_stmtip.classify.dataset_images import ImageSet
 from qcodes_stmtip.classify.ensemble import Ensemble, EnsemblePrediction, Member, majority_vote
+from qcodes_stmtip.classify.feature_model import FEATURE_KINDS, FeatureModel
 from qcodes_stmtip.classify.labels import session_split
 from qcodes_stmtip.classify.metrics import (
     binary_scores,
@@ -22,6 +23,7 @@ from qcodes_stmtip.classify.metrics import (
     good_bad_scores,
     score,
     thresholds_for_precision,
+    tip_change_threshold,
 )
 from qcodes_stmtip.classify.training import TrainConfig, predict_probabilities, train_classifier
 
@@ -31,12 +33,16 @@ PAPER_MEMBERS = "squeezenet:adam:1e-3,squeezenet:sgd:1e-4,vgg_bn:rmsprop:1e-4"
 #: The paper's members with the sgd / rmsprop learning rates raised (sgd with Nesterov momentum)
 #: so that short CPU trainings converge.
 PAPER_MEMBERS_FAST = "squeezenet:adam:1e-3,squeezenet:sgd:1e-2,vgg_bn:rmsprop:1e-3"
-#: Three adam SqueezeNets (seeds differ): the best vote measured on real H:Si(100) held-out
-#: sessions (``benchmarks/table1_hsi100.py``; ahead of the paper's mix in all 5 folds of
-#: ``benchmarks/cv_hsi100.py``), the default of ``stmtip train``.
-BEST_MEMBERS = "squeezenet:adam:1e-3,squeezenet:adam:1e-3,squeezenet:adam:1e-3"
+#: Three adam SqueezeNets (seeds differ): the best CNN vote measured on real H:Si(100) session folds.
+CNN_MEMBERS = "squeezenet:adam:1e-3,squeezenet:adam:1e-3,squeezenet:adam:1e-3"
+#: Gradient-boosted trees and logistic regression on frame features
+#: (:mod:`~qcodes_stmtip.classify.feature_model`): the best measured on the session folds of
+#: ``benchmarks/cv_hsi100.py`` (benchmarks/RESULTS.md), the default of ``stmtip train``; the
+#: tip-change model is then the first member's kind.
+BEST_MEMBERS = "hgb,logreg"
 #: Named member lists ``stmtip train --members`` accepts besides explicit specs.
-MEMBER_PRESETS = {"best": BEST_MEMBERS, "paper": PAPER_MEMBERS, "paper-fast": PAPER_MEMBERS_FAST}
+MEMBER_PRESETS = {"best": BEST_MEMBERS, "cnn": CNN_MEMBERS, "paper": PAPER_MEMBERS,
+                  "paper-fast": PAPER_MEMBERS_FAST}
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,7 @@ def train_ensemble(
     tta: bool = False,
     tip_change_epochs: int | None = None,
     tip_change_patience: int | None = None,
+    tip_change_precision: float = 0.5,
 ) -> tuple[Ensemble, dict]:
     """Train the members (and the tip-change network) and return the ensemble and a report.
 
@@ -102,6 +109,12 @@ def train_ensemble(
     included); the tip-change network's views include vertical flips when
     ``base.restricted_vertical_flip`` (it was trained with them). ``tip_change_epochs`` /
     ``tip_change_patience`` override ``base`` for the tip-change network.
+
+    Members whose architecture is a feature kind (:data:`~qcodes_stmtip.classify.feature_model.FEATURE_KINDS`)
+    are scikit-learn models on frame features (seconds to train); the tip-change model has the
+    first member's kind. Calibration on the validation sessions: the per-class thresholds
+    (``target_precision``) and the tip-change threshold (the lowest reaching
+    ``tip_change_precision``, see :func:`~qcodes_stmtip.classify.metrics.tip_change_threshold`).
     """
     frames = data.frames
     classes = frames.classes
@@ -123,18 +136,27 @@ def train_ensemble(
         pre = (pretrain.images[keep], pretrain.frames.labels[keep])
     x_tr, y_tr = data.images[lab_tr], frames.labels[lab_tr]
     x_va, y_va = data.images[lab_va], frames.labels[lab_va]
+    size = int(data.images.shape[1])
+    features = _FeatureCache(data.images, progress)
     trained, report_members = [], []
     for i, spec in enumerate(members):
-        cfg = replace(base, architecture=spec.architecture, optimizer=spec.optimizer,
-                      learning_rate=spec.learning_rate, seed=base.seed + i)
-        name = f"{spec.architecture}_{spec.optimizer}_{i}"
-        result = train_classifier(x_tr, y_tr, x_va, y_va, len(classes), cfg,
-                                  restricted=restricted[lab_tr], progress=progress, name=name,
-                                  pretrain=pre, pretrain_epochs=pretrain_epochs if pre else 0)
-        probs = predict_probabilities(result.model, x_va, tta=tta)
-        info = result.summary()
+        if spec.architecture in FEATURE_KINDS:
+            name = f"{spec.architecture}_{i}"
+            model, info = _train_feature_member(spec.architecture, features, lab_tr, y_tr, len(classes),
+                                                size, base.seed + i, name)
+            probs = model.predict_features(features[lab_va])
+        else:
+            cfg = replace(base, architecture=spec.architecture, optimizer=spec.optimizer,
+                          learning_rate=spec.learning_rate, seed=base.seed + i)
+            name = f"{spec.architecture}_{spec.optimizer}_{i}"
+            result = train_classifier(x_tr, y_tr, x_va, y_va, len(classes), cfg,
+                                      restricted=restricted[lab_tr], progress=progress, name=name,
+                                      pretrain=pre, pretrain_epochs=pretrain_epochs if pre else 0)
+            model = result.model
+            probs = predict_probabilities(model, x_va, tta=tta)
+            info = result.summary()
         info["validation"] = score(y_va, probs, classes).as_dict()
-        trained.append((Member(name, spec.architecture, result.model, info), probs))
+        trained.append((Member(name, spec.architecture, model, info), probs))
         report_members.append({"name": name, **info})
     member_probs = np.stack([p for _, p in trained])
     vote = majority_vote(member_probs)
@@ -150,20 +172,32 @@ def train_ensemble(
         if frames.tip_change is None:
             raise ValueError("tip_change=True but the labels have no tip-change column")
         y_tc = frames.tip_change.astype(int)
-        cfg = replace(base, architecture=members[0].architecture, optimizer=members[0].optimizer,
-                      learning_rate=members[0].learning_rate, restricted_augment=True,
-                      seed=base.seed + len(members),
-                      epochs=base.epochs if tip_change_epochs is None else tip_change_epochs,
-                      patience=base.patience if tip_change_patience is None else tip_change_patience)
-        result = train_classifier(data.images[tr], y_tc[tr], data.images[va], y_tc[va], 2, cfg,
-                                  progress=progress, name="tip_change")
-        p_tc = predict_probabilities(result.model, data.images[va], tta=tta, restricted=True,
-                                     vertical_flip=base.restricted_vertical_flip)[:, 1]
-        tc_scores = binary_scores(y_tc[va].astype(bool), p_tc)
-        info = {**result.summary(), "validation": tc_scores}
-        tc_member = Member("tip_change", members[0].architecture, result.model, info)
+        kind = members[0].architecture
+        if kind in FEATURE_KINDS:
+            model, info = _train_feature_member(kind, features, tr, y_tc[tr], 2, size,
+                                                base.seed + len(members), "tip_change")
+            p_tc = model.predict_features(features[va])[:, 1]
+        else:
+            cfg = replace(base, architecture=kind, optimizer=members[0].optimizer,
+                          learning_rate=members[0].learning_rate, restricted_augment=True,
+                          seed=base.seed + len(members),
+                          epochs=base.epochs if tip_change_epochs is None else tip_change_epochs,
+                          patience=base.patience if tip_change_patience is None else tip_change_patience)
+            result = train_classifier(data.images[tr], y_tc[tr], data.images[va], y_tc[va], 2, cfg,
+                                      progress=progress, name="tip_change")
+            model, info = result.model, result.summary()
+            p_tc = predict_probabilities(model, data.images[va], tta=tta, restricted=True,
+                                         vertical_flip=base.restricted_vertical_flip)[:, 1]
+        threshold, rule = 0.5, "default (validation has one tip-change class only)"
+        if y_tc[va].any() and not y_tc[va].all():
+            threshold, rule = tip_change_threshold(y_tc[va].astype(bool), p_tc, tip_change_precision)
+        tc_scores = {**binary_scores(y_tc[va].astype(bool), p_tc, threshold),
+                     "threshold": threshold, "threshold_rule": rule}
+        info = {**info, "validation": tc_scores}
+        tc_member = Member("tip_change", kind, model, info)
     ensemble = Ensemble(frames.surface, classes, [m for m, _ in trained], thresholds=thresholds,
                         tip_change=tc_member, tta=tta,
+                        tip_change_threshold=tc_scores["threshold"] if tc_scores else 0.5,
                         tip_change_vertical_flip=bool(tip_change and base.restricted_vertical_flip))
     report = {
         "validation_sessions": sorted(set(frames.sessions[va].tolist())),
@@ -175,6 +209,35 @@ def train_ensemble(
         "thresholds": dict(zip(classes, thresholds.tolist(), strict=True)),
     }
     return ensemble, report
+
+
+class _FeatureCache:
+    """Frame features of ``images``, computed on first use (only feature members need them)."""
+
+    def __init__(self, images: np.ndarray, progress: bool):
+        self.images, self.progress, self._f = images, progress, None
+
+    def __getitem__(self, index) -> np.ndarray:
+        if self._f is None:
+            from qcodes_stmtip.classify.features import frame_features
+
+            if self.progress:
+                print(f"computing frame features of {len(self.images)} frames", flush=True)
+            self._f = frame_features(self.images)
+        return self._f[index]
+
+
+def _train_feature_member(kind: str, features: _FeatureCache, index: np.ndarray, labels: np.ndarray,
+                          n_outputs: int, size: int, seed: int, name: str) -> tuple[FeatureModel, dict]:
+    import time
+
+    from qcodes_stmtip.classify.features import feature_names
+
+    t0 = time.perf_counter()
+    model = FeatureModel.train(kind, features[index], labels, n_outputs, size, seed=seed, name=name)
+    return model, {"architecture": kind, "kind": "sklearn", "features": len(feature_names(size)),
+                   "seed": seed, "train_frames": int(len(index)),
+                   "seconds": round(time.perf_counter() - t0, 2)}
 
 
 def evaluate_ensemble(ensemble: Ensemble, data: ImageSet, plots_dir: str | Path | None = None) -> dict:

@@ -202,3 +202,29 @@ def thresholds_for_precision(
         if ok.size:
             out[k] = float(thresholds[ok[0]])
     return out
+
+
+def tip_change_threshold(y_true: np.ndarray, probability: np.ndarray, target_precision: float = 0.5,
+                         max_false_positive_rate: float = 0.05, min_recall: float = 0.1) -> tuple[float, str]:
+    """Tip-change threshold from validation data and how it was chosen.
+
+    The lowest threshold whose precision reaches ``target_precision`` while still
+    flagging at least ``min_recall`` of the positives; if none does, the threshold
+    flagging at most ``max_false_positive_rate`` of the negatives.
+    """
+    if not 0.0 < target_precision <= 1.0:
+        raise ValueError(f"target_precision must be in (0, 1], got {target_precision}")
+    if not 0.0 <= max_false_positive_rate < 1.0:
+        raise ValueError(f"max_false_positive_rate must be in [0, 1), got {max_false_positive_rate}")
+    y = np.asarray(y_true, dtype=bool)
+    p = np.asarray(probability, dtype=np.float64)
+    if y.shape != p.shape or y.ndim != 1 or not y.any() or y.all():
+        raise ValueError("y_true must be 1-D, match probability, and hold both classes")
+    precision, recall, thresholds = precision_recall_curve(y, p)
+    ok = np.flatnonzero((precision[:-1] >= target_precision) & (recall[:-1] >= min_recall))
+    if ok.size:
+        return float(thresholds[ok[0]]), f"precision >= {target_precision} on validation"
+    negatives = np.sort(p[~y])
+    k = int(np.floor(max_false_positive_rate * negatives.size))
+    t = float(np.nextafter(negatives[negatives.size - 1 - k], np.inf)) if k < negatives.size else 0.0
+    return t, f"false-positive rate <= {max_false_positive_rate} on validation (precision target unreached)"

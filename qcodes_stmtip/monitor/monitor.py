@@ -104,7 +104,8 @@ class TipStateMonitor:
         queue_size: frames that may wait for classification (≥ 1).
         on_full: ``"block"`` or ``"unclassified"`` (see module doc).
         max_batch: most frames classified in one call when the worker has fallen behind.
-        fused: use the fused one-call inference (default) instead of Keras ``predict``
+        fused: use the fused one-call inference (default; ensembles of Keras networks only, others
+            run through :meth:`Ensemble.predict`) instead of Keras ``predict``
             per member (the naive path, kept for comparison).
         expected_shape: if given, ``(lines, pixels)`` every frame must have; any other
             shape is stored as ``unclassified``.
@@ -198,7 +199,7 @@ class TipStateMonitor:
         return load_bundle(bundle, surface=surface)
 
     def _make_inference(self) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]:
-        if self.fused:
+        if self.fused and self.ensemble.all_networks:
             from qcodes_stmtip.monitor import priority
             from qcodes_stmtip.monitor.inference import FusedEnsemble
 
@@ -217,11 +218,13 @@ class TipStateMonitor:
                 out = fused(x)
                 return out.member_probabilities, out.tip_change_probability
             return run
-        import tensorflow as tf
+        self.device, self.inference_path = "CPU", "ensemble-predict (feature members)"
+        if any(getattr(m.model, "symmetry_views", True) for m in self.ensemble.networks):
+            import tensorflow as tf
 
-        gpus = tf.config.list_physical_devices("GPU")
-        self.device = f"GPU:0 ({gpus[0].name})" if gpus else "CPU"
-        self.inference_path = "keras-predict-per-member"
+            gpus = tf.config.list_physical_devices("GPU")
+            self.device = f"GPU:0 ({gpus[0].name})" if gpus else "CPU"
+            self.inference_path = "keras-predict-per-member"
         self.image_size = int(self.ensemble.members[0].model.input_shape[1])
 
         def naive(x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:

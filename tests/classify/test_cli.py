@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("keras")
+from qcodes_stmtip.classify.bundle import load_bundle  # noqa: E402
 from qcodes_stmtip.cli import main  # noqa: E402
 
 CLASSES = ("dimers_asymmetries", "individual_atoms", "rows", "generic_defect")
@@ -70,13 +71,33 @@ def test_train_with_pretraining_and_tip_change_vflip(dataset, tmp_path):
 
 
 def test_train_defaults_to_the_measured_best_recipe(dataset, tmp_path):
-    """Defaults: three adam SqueezeNets at width 0.125, test-time views on, the tip-change network
-    with vertical flips for twice the epochs; presets and --no-tta change that."""
+    """Defaults: gradient-boosted trees + logistic regression on frame features, a feature
+    tip-change model, thresholds calibrated on the validation sessions, the notice copied in;
+    ``--members cnn`` gives three adam SqueezeNets at width 0.125 with test-time views and the
+    tip-change network with vertical flips for twice the epochs; presets and --no-tta change that."""
     out = tmp_path / "defaults"
+    notice = tmp_path / "notice.txt"
+    notice.write_text("Trained on test frames.\nSecond line.\n")
     rc = main(["train", "--surface", "hsi100", "--data", str(dataset), "--out", str(out),
-               "--epochs", "1", "--batch-size", "16", "--val-fraction", "0.3", "--quiet"])
+               "--val-fraction", "0.3", "--notice", str(notice), "--quiet"])
     assert rc == 0
     m = json.loads((out / "manifest.json").read_text())
+    assert m["format_version"] == 2
+    assert [(e["architecture"], e["kind"]) for e in m["members"]] == [("hgb", "sklearn"), ("logreg", "sklearn")]
+    assert all(e["file"].endswith(".skops") for e in m["members"])
+    assert (m["tip_change"]["architecture"], m["tip_change"]["kind"]) == ("hgb", "sklearn")
+    assert 0.0 <= m["tip_change"]["threshold"] <= 1.0
+    assert m["tip_change"]["threshold"] == m["metrics"]["validation"]["tip_change"]["threshold"]
+    assert m["metrics"]["validation"]["tip_change"]["threshold_rule"]
+    assert (out / "NOTICE").read_text().startswith("Trained on test frames.")
+    assert m["notice"] == "NOTICE" and m["training_data"]["provenance"] == "Trained on test frames."
+    ens = load_bundle(out)
+    assert not ens.all_networks and ens.predict(np.zeros((2, 128, 128, 1), np.float32)).mean.shape == (2, 4)
+    out_cnn = tmp_path / "cnn"
+    rc = main(["train", "--surface", "hsi100", "--data", str(dataset), "--out", str(out_cnn), "--members", "cnn",
+               "--epochs", "1", "--batch-size", "16", "--val-fraction", "0.3", "--quiet"])
+    assert rc == 0
+    m = json.loads((out_cnn / "manifest.json").read_text())
     assert [(e["architecture"], e["training"]["optimizer"]) for e in m["members"]] == [("squeezenet", "adam")] * 3
     assert len({e["training"]["seed"] for e in m["members"]}) == 3
     assert {e["training"]["width"] for e in m["members"]} == {0.125}

@@ -4,7 +4,8 @@ the bundle builder's calibration helpers behave."""
 import numpy as np
 import pytest
 
-from qcodes_stmtip.classify.default_bundles import parse_pixel_mix, tip_change_threshold
+from qcodes_stmtip.classify.default_bundles import parse_pixel_mix
+from qcodes_stmtip.classify.metrics import tip_change_threshold
 
 
 def test_parse_pixel_mix_normalises_and_rejects():
@@ -39,13 +40,16 @@ def test_tip_change_threshold_falls_back_to_false_positive_rate():
         tip_change_threshold(y, p, target_precision=0.0)
 
 
-@pytest.mark.parametrize("surface", ["hsi100", "au111", "cu111"])
-def test_default_bundle(surface, tmp_path):
+@pytest.mark.parametrize("name", ["hsi100-sim", "au111", "cu111"])
+def test_default_bundle(name, tmp_path):
+    """The bundles trained on simulated frames only (H:Si's under a name with 'sim')."""
     pytest.importorskip("keras")
-    from qcodes_stmtip.classify.bundle import DEFAULT_BUNDLES, load_bundle
+    from qcodes_stmtip.classify.bundle import DEFAULT_BUNDLES, default_bundle_path, load_bundle
     from qcodes_stmtip.sim.classes import CLASSES
 
-    path = DEFAULT_BUNDLES / surface
+    surface = name.removesuffix("-sim")
+    path = DEFAULT_BUNDLES / name
+    assert default_bundle_path(surface, simulated=True) == path
     if not (path / "manifest.json").is_file():
         pytest.skip(f"no default bundle built for {surface} (python -m qcodes_stmtip.classify.default_bundles)")
     ens = load_bundle(path, surface=surface)
@@ -62,9 +66,42 @@ def test_default_bundle(surface, tmp_path):
     frame = np.random.default_rng(0).normal(size=(64, 64)) * 1e-11
     np.save(tmp_path / "f.npy", frame)
     out = tmp_path / "p.csv"
-    assert main(["classify", "--surface", surface, "--output", str(out), str(tmp_path / "f.npy")]) == 0
+    assert main(["classify", "--model", str(path), "--output", str(out), str(tmp_path / "f.npy")]) == 0
     header = out.read_text().splitlines()[0].split(",")
     assert header[1 : 1 + len(CLASSES[surface])] == list(CLASSES[surface])
+
+
+def test_real_data_hsi100_bundle_is_the_default(tmp_path):
+    """``--surface hsi100`` means the bundle trained on the real H:Si(100) votes: feature members
+    stored with skops, calibrated thresholds, the GPL-3.0 notice and provenance on board."""
+    from qcodes_stmtip.classify.bundle import DEFAULT_BUNDLES, default_bundle_path, load_bundle
+    from qcodes_stmtip.cli import main
+
+    path = default_bundle_path("hsi100")
+    assert path == DEFAULT_BUNDLES / "hsi100"
+    ens = load_bundle(path, surface="hsi100")
+    m = ens.manifest
+    assert m["format_version"] == 2 and not ens.all_networks
+    assert {e["kind"] for e in m["members"]} == {"sklearn"} and m["tip_change"]["kind"] == "sklearn"
+    notice = (path / "NOTICE").read_text()
+    assert "GPL-3.0" in notice and "OGordon100/SPM-Toolbox" in notice and m["notice"] == "NOTICE"
+    assert m["training_data"]["provenance"].startswith("This model bundle was trained on data published")
+    assert m["training_data"]["frames"] > 3000 and m["training_data"]["sessions"] >= 20
+    assert all(0 < t < 1 for t in ens.thresholds) and 0 < ens.tip_change_threshold < 1
+    assert m["metrics"]["validation"]["ensemble"]["mean_auroc"] > 0.85
+    size_mb = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
+    assert size_mb < 12.0, f"default hsi100 bundle is {size_mb:.1f} MB"
+    rng = np.random.default_rng(1)
+    rows = np.sin(np.arange(96) / 3.0)[None, :] * np.ones((96, 1))
+    np.save(tmp_path / "rows.npy", (rows + 0.05 * rng.normal(size=rows.shape)) * 1e-10)
+    np.save(tmp_path / "noise.npy", rng.normal(size=(96, 96)).cumsum(axis=0) * 1e-11)
+    out = tmp_path / "p.csv"
+    assert main(["classify", "--surface", "hsi100", "--output", str(out), str(tmp_path / "rows.npy"),
+                 str(tmp_path / "noise.npy")]) == 0
+    lines = out.read_text().splitlines()
+    assert lines[0].split(",")[:5] == ["file", *ens.classes] and len(lines) == 3
+    p = np.array([[float(v) for v in line.split(",")[1:5]] for line in lines[1:]])
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-6)
 
 
 def test_hsi100_bundle_on_fresh_demo_geometry_frames():
@@ -74,9 +111,9 @@ def test_hsi100_bundle_on_fresh_demo_geometry_frames():
     from qcodes_stmtip.classify.bundle import DEFAULT_BUNDLES, load_bundle
     from qcodes_stmtip.classify.default_bundles import demo_geometry_set, score_frames
 
-    path = DEFAULT_BUNDLES / "hsi100"
+    path = DEFAULT_BUNDLES / "hsi100-sim"
     if not (path / "manifest.json").is_file():
-        pytest.skip("no default hsi100 bundle built")
+        pytest.skip("no simulated hsi100 bundle built")
     ens = load_bundle(path, surface="hsi100")
     x, y = demo_geometry_set("hsi100", 200, seed=12345)
     s = score_frames(ens, x, y)
