@@ -127,6 +127,12 @@ class FeatureModel:
         estimator = sio.load(Path(file), trusted=sorted(untrusted))
         if not hasattr(estimator, "predict_proba") or not hasattr(estimator, "classes_"):
             raise ValueError(f"holds a {type(estimator).__name__}, not a fitted classifier")
+        from qcodes_stmtip.classify.features import feature_names
+
+        expected = len(feature_names(image_size))
+        if getattr(estimator, "n_features_in_", expected) != expected:
+            raise ValueError(f"it was fitted on {estimator.n_features_in_} features; this version of "
+                             f"qcodes_stmtip computes {expected} (retrain the bundle)")
         classes = np.asarray(estimator.classes_)
         if classes.ndim != 1 or not np.issubdtype(classes.dtype, np.integer) or classes.min() < 0 \
                 or classes.max() >= n_outputs:

@@ -15,7 +15,15 @@ member sees exactly what a CNN member sees. The features, in :func:`feature_name
 * ``lines``: statistics of consecutive scan lines: jumps of the line mean and line spread,
   line-to-line correlation, and the largest texture change between the 8 lines above and the
   8 lines below any line (a tip change is a sudden change between lines), with the same for
-  columns as a reference.
+  columns as a reference;
+* ``axis spectra``: log power of the 1-D spectra along the fast (x) and the slow (y) scan
+  axis in :data:`AXIS_BANDS` log-spaced bands (streaks and noise are not isotropic);
+* ``blocks``: how unequal the frame is over 4×4 blocks (spread of log height spread and of
+  the mean fast-axis gradient: a frame that changes part-way);
+* ``coarse lines``: line-to-line correlation at half resolution (min, 10th percentile, mean);
+* ``maxima``: density of local maxima above mean + ½ s.d. after Gaussian smoothing at
+  σ = 0.8 and 1.5 px (resolved atoms versus dimer rows);
+* ``histogram``: entropy of the height histogram (32 bins) and the share of pixels near ±1.
 
 Every feature is finite for any finite input (a constant frame gives zeros).
 """
@@ -30,6 +38,8 @@ RADIAL_BANDS: int = 32
 SECTORS: int = 8
 #: Lines on each side of the line-change window.
 LINE_WINDOW: int = 8
+#: Log-spaced bands of the 1-D spectra along each scan axis.
+AXIS_BANDS: int = 16
 _EPS = 1e-12
 
 
@@ -56,6 +66,10 @@ def feature_names(size: int = 128) -> list[str]:
         names += [f"{axis}_mean_jump_max", f"{axis}_mean_jump_mean", f"{axis}_std_jump_max",
                   f"{axis}_corr_min", f"{axis}_corr_p05", f"{axis}_corr_mean",
                   f"{axis}_window_std_change", f"{axis}_window_mean_change", f"{axis}_window_spec_change"]
+    names += [f"{axis}_spectrum_{i}" for axis in ("x", "y") for i in range(AXIS_BANDS)]
+    names += ["block_std_spread", "block_std_range", "block_gradient_log_range", "block_gradient_spread"]
+    names += ["coarse_row_corr_min", "coarse_row_corr_p10", "coarse_row_corr_mean"]
+    names += ["maxima_density_0.8px", "maxima_density_1.5px", "histogram_entropy", "share_near_extremes"]
     return names
 
 
@@ -125,7 +139,62 @@ def _one_frame(img: np.ndarray, window: np.ndarray, radius: np.ndarray, angle: n
     out += [float(gx), float(gy), float(np.log((gx + 1e-6) / (gy + 1e-6))), float(np.mean(lap ** 2))]
     out += _line_features(img)
     out += _line_features(img.T)
+    out += _axis_spectra(img) + _axis_spectra(img.T)
+    out += _blocks(img) + _coarse_lines(img) + _maxima(img) + _histogram(img)
     return out
+
+
+def _axis_spectra(img: np.ndarray) -> list[float]:
+    """Log mean power of the 1-D spectra along axis 1 (after removing each line's mean) in
+    :data:`AXIS_BANDS` log-spaced bands; a band narrower than one frequency bin takes the
+    interpolated log power at its centre."""
+    size = img.shape[1]
+    a = img - img.mean(axis=1, keepdims=True)
+    log_p = np.log10((np.abs(np.fft.rfft(a * np.hanning(size)[None, :], axis=1)) ** 2).mean(axis=0)[1:] + 1e-9)
+    k = np.arange(1, log_p.size + 1)
+    edges = np.geomspace(1, log_p.size + 1, AXIS_BANDS + 1)
+    out = []
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        inside = (k >= lo) & (k < hi)
+        out.append(float(log_p[inside].mean()) if inside.any() else float(np.interp(np.sqrt(lo * hi), k, log_p)))
+    return out
+
+
+def _blocks(img: np.ndarray) -> list[float]:
+    size = img.shape[0] // 4 * 4
+    b = img[:size, :size].reshape(4, size // 4, 4, size // 4).transpose(0, 2, 1, 3).reshape(16, -1)
+    log_std = np.log(b.std(axis=1) + 1e-4)
+    g = np.abs(np.diff(img[:size, :size + 1] if img.shape[1] > size else img[:size, :size], axis=1))
+    cols = g.shape[1] // 4 * 4
+    g = g[:, :cols].reshape(4, size // 4, 4, cols // 4).mean(axis=(1, 3))
+    return [float(log_std.std()), float(log_std.max() - log_std.min()),
+            float(np.log((g.max() + 1e-6) / (g.min() + 1e-6))), float(np.log(g + 1e-6).std())]
+
+
+def _coarse_lines(img: np.ndarray) -> list[float]:
+    size = img.shape[0] // 2 * 2
+    d = img[:size, :size].reshape(size // 2, 2, size // 2, 2).mean(axis=(1, 3))
+    d = d - d.mean(axis=1, keepdims=True)
+    c = (d[1:] * d[:-1]).sum(1) / (np.sqrt((d[1:] ** 2).sum(1) * (d[:-1] ** 2).sum(1)) + _EPS)
+    return [float(c.min()), float(np.percentile(c, 10)), float(c.mean())]
+
+
+def _maxima(img: np.ndarray) -> list[float]:
+    from scipy.ndimage import gaussian_filter, maximum_filter
+
+    out = []
+    for sigma in (0.8, 1.5):
+        g = gaussian_filter(img, sigma)
+        peaks = (g == maximum_filter(g, size=3)) & (g > g.mean() + 0.5 * g.std())
+        out.append(float(peaks.mean()))
+    return out
+
+
+def _histogram(img: np.ndarray) -> list[float]:
+    h, _ = np.histogram(img, bins=32, range=(-1, 1))
+    h = h / max(h.sum(), 1)
+    nz = h[h > 0]
+    return [float(-(nz * np.log(nz)).sum()), float(np.mean(np.abs(img) > 0.9))]
 
 
 def frame_features(images: np.ndarray) -> np.ndarray:

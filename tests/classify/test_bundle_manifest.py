@@ -1,0 +1,230 @@
+"""Hostile bundles are refused with a BundleError naming the file and the field; nothing executes.
+
+Built on feature-member bundles (scikit-learn + skops, no Keras), so these run in seconds.
+"""
+
+import hashlib
+import json
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qcodes_stmtip.classify.bundle import BundleError, load_bundle, read_manifest, save_bundle
+from qcodes_stmtip.classify.ensemble import Ensemble, Member
+from qcodes_stmtip.classify.feature_model import FeatureModel
+from qcodes_stmtip.classify.features import frame_features
+
+CLASSES = ("dimers_asymmetries", "individual_atoms", "rows", "generic_defect")
+SIZE = 32
+
+
+def _images(n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(-1, 1, (n, SIZE, SIZE, 1)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    x = _images(24, 0)
+    f = frame_features(x)
+    y = np.arange(24) % 4
+    members = [Member(f"{k}_{i}", k, FeatureModel.train(k, f, y, 4, SIZE, seed=i, name=f"{k}_{i}"))
+               for i, k in enumerate(("hgb", "logreg"))]
+    tip = Member("tip_change", "logreg", FeatureModel.train("logreg", f, np.arange(24) % 2, 2, SIZE))
+    ens = Ensemble("hsi100", CLASSES, members, thresholds=[0.3, 0.4, 0.5, 0.6], tip_change=tip,
+                   tip_change_threshold=0.7)
+    return save_bundle(ens, tmp_path_factory.mktemp("b") / "bundle", image_size=SIZE, notice="test notice")
+
+
+def _copy(bundle: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "copy"
+    shutil.copytree(bundle, dst)
+    return dst
+
+
+def _manifest(b: Path) -> dict:
+    return json.loads((b / "manifest.json").read_text())
+
+
+def _write(b: Path, m: dict) -> None:
+    (b / "manifest.json").write_text(json.dumps(m))
+
+
+def test_feature_bundle_round_trips_exactly(bundle):
+    ens = load_bundle(bundle)
+    assert not ens.all_networks and [m.architecture for m in ens.members] == ["hgb", "logreg"]
+    assert (bundle / "NOTICE").read_text() == "test notice\n" and ens.manifest["notice"] == "NOTICE"
+    assert ens.manifest["format_version"] == 2 and ens.manifest["sklearn_version"]
+    x = _images(6, 1)
+    p = ens.predict(x)
+    assert p.member_probabilities.shape == (2, 6, 4) and p.tip_change_probability.shape == (6,)
+    again = load_bundle(bundle).predict(x)
+    np.testing.assert_array_equal(p.member_probabilities, again.member_probabilities)
+    np.testing.assert_allclose(p.member_probabilities.sum(axis=2), 1.0, atol=1e-9)
+
+
+def test_missing_member_is_refused(bundle, tmp_path):
+    b = _copy(bundle, tmp_path)
+    (b / _manifest(b)["members"][1]["file"]).unlink()
+    with pytest.raises(BundleError, match=r"1_logreg_1\.skops: member model file missing"):
+        load_bundle(b)
+
+
+def test_tampered_member_is_refused(bundle, tmp_path):
+    b = _copy(bundle, tmp_path)
+    f = b / _manifest(b)["members"][0]["file"]
+    data = bytearray(f.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    f.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"0_hgb_0\.skops: SHA-256 does not match"):
+        load_bundle(b)
+
+
+@pytest.mark.parametrize("sha", [None, "", "abc", 42])
+def test_removed_empty_or_wrong_typed_hash_is_refused(bundle, tmp_path, sha):
+    b = _copy(bundle, tmp_path)
+    m = _manifest(b)
+    if sha is None:
+        del m["members"][0]["sha256"]
+    else:
+        m["members"][0]["sha256"] = sha
+    _write(b, m)
+    with pytest.raises(BundleError, match=r"manifest\.json: members(\[0\]\.sha256|\[0\]: 'sha256' is a required)"):
+        load_bundle(b)
+
+
+def _rehash(b: Path, m: dict, index: int) -> None:
+    m["members"][index]["sha256"] = hashlib.sha256((b / m["members"][index]["file"]).read_bytes()).hexdigest()
+    _write(b, m)
+
+
+class _Boom:
+    def __reduce__(self):
+        return (os.system, ("touch BOOM_EXECUTED",))
+
+
+def test_pickled_member_is_refused_and_never_executed(bundle, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    b = _copy(bundle, tmp_path)
+    m = _manifest(b)
+    (b / m["members"][0]["file"]).write_bytes(pickle.dumps(_Boom()))
+    _rehash(b, m, 0)
+    with pytest.raises(BundleError, match=r"0_hgb_0\.skops: cannot load feature model"):
+        load_bundle(b)
+    assert not (tmp_path / "BOOM_EXECUTED").exists()
+
+
+def test_skops_member_with_untrusted_types_is_refused(bundle, tmp_path, monkeypatch):
+    import skops.io as sio
+    from sklearn.preprocessing import FunctionTransformer
+
+    monkeypatch.chdir(tmp_path)
+    b = _copy(bundle, tmp_path)
+    m = _manifest(b)
+    sio.dump(FunctionTransformer(func=os.system), b / m["members"][1]["file"])
+    _rehash(b, m, 1)
+    with pytest.raises(BundleError, match=r"1_logreg_1\.skops: cannot load feature model .*not trusted.*system"):
+        load_bundle(b)
+
+
+@pytest.mark.parametrize("path, why", [
+    ("/etc/passwd.skops", "not a relative path inside the bundle"),
+    ("../outside.skops", "not a relative path inside the bundle"),
+    ("members/../../outside.skops", "not a relative path inside the bundle"),
+])
+def test_member_paths_outside_the_bundle_are_refused(bundle, tmp_path, path, why):
+    b = _copy(bundle, tmp_path)
+    m = _manifest(b)
+    m["members"][0]["file"] = path
+    _write(b, m)
+    with pytest.raises(BundleError, match=rf"manifest\.json: members\[0\]\.file: .*{why}"):
+        read_manifest(b)
+
+
+def test_member_symlink_out_of_the_bundle_is_refused(bundle, tmp_path):
+    b = _copy(bundle, tmp_path)
+    m = _manifest(b)
+    outside = tmp_path / "elsewhere.skops"
+    shutil.copy(b / m["members"][0]["file"], outside)
+    (b / "members" / "link.skops").symlink_to(outside)
+    m["members"][0]["file"] = "members/link.skops"
+    _write(b, m)
+    with pytest.raises(BundleError, match=r"members\[0\]\.file: 'members/link\.skops' is a symbolic link"):
+        load_bundle(b)
+    shutil.rmtree(b / "members")
+    (b / "members").symlink_to(tmp_path)
+    m["members"][0]["file"] = "members/elsewhere.skops"
+    _write(b, m)
+    with pytest.raises(BundleError, match="is a symbolic link"):
+        load_bundle(b)
+
+
+@pytest.mark.parametrize("edit, field", [
+    ({"classes": "rows"}, "classes"),
+    ({"members": {"a": 1}}, "members"),
+    ({"members": []}, "members"),
+    ({"members": [None]}, r"members\[0\]"),
+    ({"members": [{"file": 3, "sha256": "0" * 64}]}, r"members\[0\]\.file"),
+    ({"thresholds": [0.5, 0.5]}, "thresholds"),
+    ({"preprocessing": {"image_size": "32"}}, r"preprocessing\.image_size"),
+    ({"preprocessing": {"image_size": 10**9}}, r"preprocessing\.image_size"),
+    ({"format_version": "2"}, "format_version"),
+    ({"format_version": 3}, "format_version"),
+    ({"surface": ["hsi100"]}, "surface"),
+    ({"tip_change": [1]}, "tip_change"),
+    ({"inference": "yes"}, "inference"),
+    ({"good_classes": "rows"}, "good_classes"),
+    ({"good_classes": ["rows", "graphene"]}, "good_classes"),
+    ({"thresholds": {c: 0.5 for c in CLASSES[:3]}}, r"thresholds\.generic_defect"),
+    ({"thresholds": {**{c: 0.5 for c in CLASSES}, "rows": float("nan")}}, r"thresholds\.rows"),
+    ({"thresholds": {**{c: 0.5 for c in CLASSES}, "rows": -5}}, r"thresholds\.rows"),
+    ({"thresholds": {**{c: 0.5 for c in CLASSES}, "rows": 1.5}}, r"thresholds\.rows"),
+    ({"thresholds": {**{c: 0.5 for c in CLASSES}, "rows": True}}, r"thresholds\.rows"),
+])
+def test_wrong_typed_or_out_of_range_fields_are_refused(bundle, tmp_path, edit, field):
+    b = _copy(bundle, tmp_path)
+    m = {**_manifest(b), **edit}
+    _write(b, m)
+    with pytest.raises(BundleError, match=rf"manifest\.json: {field}"):
+        load_bundle(b)
+
+
+def test_nan_tip_change_threshold_and_kind_mismatch_are_refused(bundle, tmp_path):
+    b = _copy(bundle, tmp_path)
+    m = _manifest(b)
+    m["tip_change"]["threshold"] = float("nan")
+    _write(b, m)
+    with pytest.raises(BundleError, match=r"tip_change\.threshold"):
+        load_bundle(b)
+    m = _manifest(bundle)
+    m["members"][0]["kind"] = "keras"
+    _write(b, m)
+    with pytest.raises(BundleError, match=r"members\[0\]\.file: a keras member must end in \.keras"):
+        load_bundle(b)
+    m = _manifest(bundle)
+    m["members"][0]["kind"] = "python"
+    _write(b, m)
+    with pytest.raises(BundleError, match=r"members\[0\]\.kind"):
+        load_bundle(b)
+
+
+def test_deep_or_huge_manifests_are_refused(bundle, tmp_path):
+    b = _copy(bundle, tmp_path)
+    (b / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(BundleError, match=r"manifest\.json: manifest is not valid JSON|manifest\.json: manifest"):
+        load_bundle(b)
+    (b / "manifest.json").write_bytes(b" " * (17 << 20))
+    with pytest.raises(BundleError, match="larger than 16 MiB"):
+        load_bundle(b)
+
+
+def test_format_1_holds_keras_members_only(bundle, tmp_path):
+    b = _copy(bundle, tmp_path)
+    m = _manifest(b)
+    m["format_version"] = 1
+    _write(b, m)
+    with pytest.raises(BundleError, match=r"members\[0\]\.kind: format 1 holds Keras members only"):
+        load_bundle(b)
