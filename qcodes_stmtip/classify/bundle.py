@@ -67,8 +67,11 @@ MANIFEST_SCHEMA: dict = {
         "members": {"type": "array", "items": _MEMBER, "minItems": 1, "maxItems": 64},
         "tip_change": {"oneOf": [{"type": "null"}, {"allOf": [_MEMBER, {
             "properties": {"threshold": {"type": "number", "minimum": 0, "maximum": 1}}}]}]},
-        "inference": {"type": "object", "properties": {"tta": {"type": "boolean"},
-                                                       "tip_change_vertical_flip": {"type": "boolean"}}},
+        "inference": {"type": "object", "properties": {
+            "tta": {"type": "boolean"},
+            "tip_change_vertical_flip": {"type": "boolean"},
+            "class_weights": {"oneOf": [{"type": "null"}, {"type": "array", "maxItems": 64, "items": {
+                "type": "number", "exclusiveMinimum": 0, "maximum": 1e6}}]}}},
         "training_data": {"type": "object"},
         "metrics": {"type": "object"},
     },
@@ -185,7 +188,8 @@ def save_bundle(
         "thresholds": {c: float(t) for c, t in zip(ensemble.classes, ensemble.thresholds, strict=True)},
         "members": members,
         "tip_change": tip,
-        "inference": {"tta": ensemble.tta, "tip_change_vertical_flip": ensemble.tip_change_vertical_flip},
+        "inference": {"tta": ensemble.tta, "tip_change_vertical_flip": ensemble.tip_change_vertical_flip,
+                      "class_weights": None if ensemble.class_weights is None else ensemble.class_weights.tolist()},
         "training_data": training_data or {},
         "metrics": metrics or {},
         **versions,
@@ -241,6 +245,10 @@ def read_manifest(path: str | Path) -> dict:
         t = manifest["thresholds"].get(c)
         if not isinstance(t, int | float) or isinstance(t, bool) or not math.isfinite(t) or not 0 <= t <= 1:
             raise BundleError(f"{mpath}: thresholds.{c}: must be a number in 0..1, got {t!r}")
+    weights = (manifest.get("inference") or {}).get("class_weights")
+    if weights is not None and (len(weights) != len(manifest["classes"])
+                                or not all(math.isfinite(w) for w in weights)):
+        raise BundleError(f"{mpath}: inference.class_weights: must be one positive number per class")
     tip = manifest.get("tip_change")
     if tip and "threshold" in tip and not (math.isfinite(tip["threshold"]) and 0 <= tip["threshold"] <= 1):
         raise BundleError(f"{mpath}: tip_change.threshold: must be a number in 0..1, got {tip['threshold']!r}")
@@ -327,7 +335,8 @@ def load_bundle(path: str | Path, surface: str | None = None) -> Ensemble:
     ens = Ensemble(
         manifest["surface"], classes, members, thresholds=thresholds, tip_change=tip,
         tip_change_threshold=float((manifest.get("tip_change") or {}).get("threshold", 0.5)),
-        good_classes=frozenset(manifest.get("good_classes", ())) or None, **views,
+        good_classes=frozenset(manifest.get("good_classes", ())) or None,
+        class_weights=inference.get("class_weights"), **views,
     )
     ens.manifest = manifest
     ens.path = root

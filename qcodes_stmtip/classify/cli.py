@@ -42,6 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tip-change-precision", type=float, default=0.5,
                    help="tip-change threshold: the lowest reaching this precision on the validation "
                         "sessions [0.5]")
+    p.add_argument("--plain-vote", action="store_true",
+                   help="decide by the paper's plain majority vote instead of the vote weighted by 1 / "
+                        "class frequency (which maximises balanced accuracy)")
     p.add_argument("--notice", type=Path, default=None,
                    help="text file copied into the bundle as NOTICE (e.g. the training data's licence "
                         "and source), recorded in the manifest")
@@ -107,6 +110,7 @@ def _train(args: argparse.Namespace) -> int:
         pretrain=pretrain, pretrain_epochs=args.pretrain_epochs, tta=args.tta,
         tip_change_epochs=2 * args.epochs if args.tip_change_epochs is None else args.tip_change_epochs,
         tip_change_patience=args.tip_change_patience, tip_change_precision=args.tip_change_precision,
+        balanced_decisions=not args.plain_vote,
     )
     summary = {**data.frames.summary(), "skipped_frames": len(data.skipped),
                "validation_sessions": report["validation_sessions"], "members": args.members}

@@ -35,9 +35,16 @@ class EnsemblePrediction:
 
 
 def majority_vote(
-    member_probabilities: np.ndarray, thresholds: Sequence[float] | np.ndarray | None = None
+    member_probabilities: np.ndarray, thresholds: Sequence[float] | np.ndarray | None = None,
+    class_weights: Sequence[float] | np.ndarray | None = None,
 ) -> EnsemblePrediction:
-    """Combine (M, N, K) member probabilities by majority vote, then apply per-class thresholds."""
+    """Combine (M, N, K) member probabilities by majority vote, then apply per-class thresholds.
+
+    ``class_weights`` (K positive numbers) weight each class's probability when members pick
+    their first class and when vote ties are broken (e.g. 1 / class frequency: the decision
+    that maximises balanced accuracy for calibrated probabilities); the probabilities, and
+    the threshold each decision is held to, stay unweighted. None is the paper's plain vote.
+    """
     p = np.asarray(member_probabilities, dtype=np.float64)
     if p.ndim != 3 or p.shape[0] < 1 or p.shape[2] < 1:
         raise ValueError(f"member_probabilities must have shape (M, N, K), got {p.shape}")
@@ -45,13 +52,16 @@ def majority_vote(
     th = np.zeros(k) if thresholds is None else np.asarray(thresholds, dtype=np.float64)
     if th.shape != (k,):
         raise ValueError(f"thresholds must have one value per class ({k}), got shape {th.shape}")
+    w = np.ones(k) if class_weights is None else np.asarray(class_weights, dtype=np.float64)
+    if w.shape != (k,) or not np.all(np.isfinite(w)) or not np.all(w > 0):
+        raise ValueError(f"class_weights must be {k} positive finite numbers, got {class_weights!r}")
     mean = p.mean(axis=0)
     votes = np.zeros((n, k), dtype=int)
-    firsts = np.argmax(p, axis=2)  # (M, N)
+    firsts = np.argmax(p * w, axis=2)  # (M, N)
     for j in range(m):
         votes[np.arange(n), firsts[j]] += 1
-    # Majority class; ties between vote counts resolved by the higher mean probability.
-    tie_break = np.where(votes == votes.max(axis=1, keepdims=True), mean, -np.inf)
+    # Majority class; ties between vote counts resolved by the higher (weighted) mean probability.
+    tie_break = np.where(votes == votes.max(axis=1, keepdims=True), mean * w, -np.inf)
     vote_class = np.argmax(tie_break, axis=1)
     confident = mean[np.arange(n), vote_class] >= th[vote_class]
     decision = np.where(confident, vote_class, UNCERTAIN)
@@ -92,7 +102,8 @@ class Member:
 class Ensemble:
     """Majority-vote ensemble of Keras models for one surface, plus an optional tip-change network.
 
-    ``thresholds`` (one per class, default 0.5) gate the majority class;
+    ``thresholds`` (one per class, default 0.5) gate the majority class; ``class_weights``
+    (optional) weight the vote (see :func:`majority_vote`);
     ``tip_change`` is a 2-output model whose column 1 is P(tip change), flagged
     at ``tip_change_threshold``. With ``tta`` every network's output is the mean over
     exact symmetry views of each frame (:func:`~qcodes_stmtip.classify.augment.dihedral_views`):
@@ -113,6 +124,7 @@ class Ensemble:
         good_classes: frozenset[str] | None = None,
         tta: bool = False,
         tip_change_vertical_flip: bool = False,
+        class_weights: Sequence[float] | None = None,
     ):
         if not members:
             raise ValueError("members must hold at least one model")
@@ -133,6 +145,11 @@ class Ensemble:
         self.good_classes = frozenset(good_classes)
         self.tta = bool(tta)
         self.tip_change_vertical_flip = bool(tip_change_vertical_flip)
+        self.class_weights = None if class_weights is None else np.asarray(class_weights, dtype=np.float64)
+        if self.class_weights is not None and (self.class_weights.shape != (len(self.classes),)
+                                               or not np.all(np.isfinite(self.class_weights))
+                                               or not np.all(self.class_weights > 0)):
+            raise ValueError(f"class_weights must be {len(self.classes)} positive numbers, got {class_weights!r}")
 
     def member_views(self, batch: np.ndarray) -> list[np.ndarray]:
         """The views each member sees of ``batch`` (just ``[batch]`` without TTA)."""
@@ -164,11 +181,15 @@ class Ensemble:
                 return mean_over_views(member.model, x, views, batch_size)
             return member.model.predict_features(features)
 
-        probs = np.stack([run(m, self.member_views) for m in self.members])
-        pred = majority_vote(probs, self.thresholds)
+        pred = self.vote(np.stack([run(m, self.member_views) for m in self.members]))
         if self.tip_change is not None:
             pred.tip_change_probability = run(self.tip_change, self.tip_change_views)[:, 1]
         return pred
+
+    def vote(self, member_probabilities: np.ndarray) -> EnsemblePrediction:
+        """This ensemble's decision rule on (M, N, K) member probabilities: majority vote with
+        its class weights, then its per-class thresholds."""
+        return majority_vote(member_probabilities, self.thresholds, self.class_weights)
 
     @property
     def networks(self) -> list[Member]:

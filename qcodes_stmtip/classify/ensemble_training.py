@@ -95,6 +95,7 @@ def train_ensemble(
     tip_change_epochs: int | None = None,
     tip_change_patience: int | None = None,
     tip_change_precision: float = 0.5,
+    balanced_decisions: bool = True,
 ) -> tuple[Ensemble, dict]:
     """Train the members (and the tip-change network) and return the ensemble and a report.
 
@@ -115,6 +116,9 @@ def train_ensemble(
     first member's kind. Calibration on the validation sessions: the per-class thresholds
     (``target_precision``) and the tip-change threshold (the lowest reaching
     ``tip_change_precision``, see :func:`~qcodes_stmtip.classify.metrics.tip_change_threshold`).
+    ``balanced_decisions`` weights the vote by 1 / training class frequency (normalised to mean 1;
+    :func:`~qcodes_stmtip.classify.ensemble.majority_vote`), the decision that maximises balanced
+    accuracy when the probabilities are calibrated; False is the paper's plain vote.
     """
     frames = data.frames
     classes = frames.classes
@@ -159,7 +163,12 @@ def train_ensemble(
         trained.append((Member(name, spec.architecture, model, info), probs))
         report_members.append({"name": name, **info})
     member_probs = np.stack([p for _, p in trained])
-    vote = majority_vote(member_probs)
+    class_weights = None
+    if balanced_decisions:
+        counts = np.bincount(y_tr, minlength=len(classes)).astype(float)
+        inverse = np.where(counts > 0, counts.sum() / np.maximum(counts, 1), 1.0)
+        class_weights = inverse / inverse.mean()
+    vote = majority_vote(member_probs, class_weights=class_weights)
     thresholds = np.full(len(classes), 0.5)
     if target_precision is not None:
         thresholds = thresholds_for_precision(y_va, vote.mean, target_precision)
@@ -196,7 +205,7 @@ def train_ensemble(
         info = {**info, "validation": tc_scores}
         tc_member = Member("tip_change", kind, model, info)
     ensemble = Ensemble(frames.surface, classes, [m for m, _ in trained], thresholds=thresholds,
-                        tip_change=tc_member, tta=tta,
+                        tip_change=tc_member, tta=tta, class_weights=class_weights,
                         tip_change_threshold=tc_scores["threshold"] if tc_scores else 0.5,
                         tip_change_vertical_flip=bool(tip_change and base.restricted_vertical_flip))
     report = {
@@ -207,6 +216,7 @@ def train_ensemble(
         "ensemble": ens_scores.as_dict(),
         "tip_change": tc_scores,
         "thresholds": dict(zip(classes, thresholds.tolist(), strict=True)),
+        "class_weights": None if class_weights is None else class_weights.tolist(),
     }
     return ensemble, report
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qcodes_stmtip.classify.ensemble import Ensemble, EnsemblePrediction, majority_vote
+from qcodes_stmtip.classify.ensemble import Ensemble, EnsemblePrediction
 
 __all__ = ["FOLD_TOLERANCE", "FusedEnsemble", "FusedOutput", "INFERENCE_PATH"]
 
@@ -135,7 +135,7 @@ class FusedEnsemble:
     def predict(self, batch: np.ndarray) -> EnsemblePrediction:
         """Like :meth:`Ensemble.predict` (majority vote, thresholds) through the fused graph."""
         raw = self(batch)
-        pred = majority_vote(raw.member_probabilities, self.ensemble.thresholds)
+        pred = self.ensemble.vote(raw.member_probabilities)
         pred.tip_change_probability = raw.tip_change_probability
         return pred
 

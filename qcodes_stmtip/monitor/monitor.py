@@ -549,10 +549,8 @@ class TipStateMonitor:
                     time.perf_counter() - job.submitted)
         if ok:
             try:
-                from qcodes_stmtip.classify.ensemble import majority_vote
-
                 probs, tip = self._infer(np.stack(images)[..., None])
-                pred = majority_vote(probs, self.ensemble.thresholds)
+                pred = self.ensemble.vote(probs)
                 flag = None if tip is None else tip >= self.ensemble.tip_change_threshold
                 quality = collapse_good_bad(pred.decision, self.classes,
                                             self.ensemble.good_classes, flag)

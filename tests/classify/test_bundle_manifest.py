@@ -35,7 +35,7 @@ def bundle(tmp_path_factory) -> Path:
                for i, k in enumerate(("hgb", "logreg"))]
     tip = Member("tip_change", "logreg", FeatureModel.train("logreg", f, np.arange(24) % 2, 2, SIZE))
     ens = Ensemble("hsi100", CLASSES, members, thresholds=[0.3, 0.4, 0.5, 0.6], tip_change=tip,
-                   tip_change_threshold=0.7)
+                   tip_change_threshold=0.7, class_weights=[0.5, 2.0, 1.0, 0.5])
     return save_bundle(ens, tmp_path_factory.mktemp("b") / "bundle", image_size=SIZE, notice="test notice")
 
 
@@ -58,6 +58,7 @@ def test_feature_bundle_round_trips_exactly(bundle):
     assert not ens.all_networks and [m.architecture for m in ens.members] == ["hgb", "logreg"]
     assert (bundle / "NOTICE").read_text() == "test notice\n" and ens.manifest["notice"] == "NOTICE"
     assert ens.manifest["format_version"] == 2 and ens.manifest["sklearn_version"]
+    np.testing.assert_array_equal(ens.class_weights, [0.5, 2.0, 1.0, 0.5])
     x = _images(6, 1)
     p = ens.predict(x)
     assert p.member_probabilities.shape == (2, 6, 4) and p.tip_change_probability.shape == (6,)
@@ -176,6 +177,9 @@ def test_member_symlink_out_of_the_bundle_is_refused(bundle, tmp_path):
     ({"surface": ["hsi100"]}, "surface"),
     ({"tip_change": [1]}, "tip_change"),
     ({"inference": "yes"}, "inference"),
+    ({"inference": {"class_weights": [1, 1, -1, 1]}}, r"inference\.class_weights"),
+    ({"inference": {"class_weights": [1, 1, 1]}}, r"inference\.class_weights"),
+    ({"inference": {"class_weights": "balanced"}}, r"inference\.class_weights"),
     ({"good_classes": "rows"}, "good_classes"),
     ({"good_classes": ["rows", "graphene"]}, "good_classes"),
     ({"thresholds": {c: 0.5 for c in CLASSES[:3]}}, r"thresholds\.generic_defect"),

@@ -41,6 +41,24 @@ def test_thresholds_gate_the_decision_per_class():
         majority_vote(np.zeros((3, 2)))
 
 
+def test_class_weights_shift_votes_but_not_probabilities_or_thresholds():
+    p = np.array([[[0.6, 0.4], [0.9, 0.1]], [[0.55, 0.45], [0.8, 0.2]]])
+    plain = majority_vote(p)
+    np.testing.assert_array_equal(plain.vote_class, [0, 0])
+    weighted = majority_vote(p, thresholds=[0.5, 0.5], class_weights=[1.0, 2.0])
+    # 0.4·2 > 0.6 and 0.45·2 > 0.55 flip frame 0 to class 1; 0.1·2, 0.2·2 < 0.9, 0.8 keep frame 1
+    np.testing.assert_array_equal(weighted.vote_class, [1, 0])
+    np.testing.assert_array_equal(weighted.mean, plain.mean)
+    np.testing.assert_array_equal(weighted.decision, [UNCERTAIN, 0])  # class 1 holds 0.425 < 0.5
+    for bad in ([1.0], [1.0, 0.0], [1.0, np.nan], [1.0, -2.0]):
+        with pytest.raises(ValueError, match="class_weights must be 2 positive"):
+            majority_vote(p, class_weights=bad)
+    ens = Ensemble("hsi100", CLASSES, [Member("a", "x", None)], class_weights=[1, 2, 3, 4])
+    np.testing.assert_array_equal(ens.vote(np.full((1, 1, 4), 0.25)).vote_class, [3])
+    with pytest.raises(ValueError, match="class_weights must be 4 positive"):
+        Ensemble("hsi100", CLASSES, [Member("a", "x", None)], class_weights=[1, 2])
+
+
 def test_good_bad_collapse():
     decision = np.array([0, 1, 2, 3, UNCERTAIN, 0])
     good = frozenset(CLASSES[:3])
