@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from qcodes_stmtip.classify.bundle import BundleError, load_bundle, read_manifest, save_bundle
 from qcodes_stmtip.classify.ensemble import Ensemble, Member
@@ -232,3 +234,31 @@ def test_format_1_holds_keras_members_only(bundle, tmp_path):
     _write(b, m)
     with pytest.raises(BundleError, match=r"members\[0\]\.kind: format 1 holds Keras members only"):
         load_bundle(b)
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    max_leaves=12,
+)
+_FIELDS = ("format_version", "surface", "classes", "good_classes", "preprocessing", "thresholds", "members",
+           "tip_change", "inference", "training_data", "metrics")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(field=st.sampled_from(_FIELDS), value=_json, member_field=st.sampled_from(
+    ("name", "architecture", "kind", "file", "sha256", "training")), member_value=_json)
+def test_fuzzed_manifests_load_or_raise_bundle_error(bundle, tmp_path_factory, field, value, member_field,
+                                                     member_value):
+    """Any JSON value in any field: the bundle loads or a BundleError says why — never another error."""
+    b = _copy(bundle, tmp_path_factory.mktemp("fuzz"))
+    m = _manifest(b)
+    m[field] = value
+    if isinstance(m.get("members"), list) and m["members"] and isinstance(m["members"][0], dict):
+        m["members"][0][member_field] = member_value
+    _write(b, m)
+    try:
+        load_bundle(b)
+    except BundleError as exc:
+        assert "manifest.json" in str(exc) or str(b) in str(exc)
