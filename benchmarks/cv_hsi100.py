@@ -80,6 +80,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--target-precision", type=float, default=0.9,
                    help="per-class thresholds set on each fold's validation sessions [0.9]")
     p.add_argument("--plain-vote", action="store_true", help="as stmtip train --plain-vote")
+    p.add_argument("--no-refit", action="store_true", help="as stmtip train --no-refit")
     p.add_argument("--val-fraction", type=float, default=0.2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-baseline", action="store_true", help="skip the feature baseline")
@@ -240,7 +241,8 @@ def main() -> None:
                 tip_change=args.tip_change, target_precision=args.target_precision, progress=not args.quiet,
                 tta=args.tta,
                 tip_change_epochs=2 * args.epochs if args.tip_change_epochs is None else args.tip_change_epochs,
-                tip_change_patience=args.tip_change_patience, balanced_decisions=not args.plain_vote)
+                tip_change_patience=args.tip_change_patience, balanced_decisions=not args.plain_vote,
+                refit=not args.no_refit)
             train_s = time.perf_counter() - t0
             held_out = part(test)
             result = evaluate_ensemble(ensemble, held_out)

@@ -8,10 +8,12 @@ import json
 import sys
 from pathlib import Path
 
+from qcodes_stmtip.taxonomy import UNCERTAIN, UNCLASSIFIED
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the classifier subcommands to the ``stmtip`` parser."""
-    from qcodes_stmtip.sim.classes import SURFACES
+    from qcodes_stmtip.taxonomy import SURFACES
 
     p = subparsers.add_parser("train", help="train a tip-state ensemble bundle",
                               description="Train the ensemble (and the H:Si(100) tip-change network) "
@@ -45,6 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--plain-vote", action="store_true",
                    help="decide by the paper's plain majority vote instead of the vote weighted by 1 / "
                         "class frequency (which maximises balanced accuracy)")
+    p.add_argument("--no-refit", action="store_true",
+                   help="keep the feature members fitted on the training sessions only (default: fitted once "
+                        "more on training + validation sessions after the thresholds are set)")
     p.add_argument("--notice", type=Path, default=None,
                    help="text file copied into the bundle as NOTICE (e.g. the training data's licence "
                         "and source), recorded in the manifest")
@@ -110,7 +115,7 @@ def _train(args: argparse.Namespace) -> int:
         pretrain=pretrain, pretrain_epochs=args.pretrain_epochs, tta=args.tta,
         tip_change_epochs=2 * args.epochs if args.tip_change_epochs is None else args.tip_change_epochs,
         tip_change_patience=args.tip_change_patience, tip_change_precision=args.tip_change_precision,
-        balanced_decisions=not args.plain_vote,
+        balanced_decisions=not args.plain_vote, refit=not args.no_refit,
     )
     summary = {**data.frames.summary(), "skipped_frames": len(data.skipped),
                "validation_sessions": report["validation_sessions"], "members": args.members}
@@ -179,10 +184,10 @@ def _classify(args: argparse.Namespace) -> int:
             if pred.tip_change_probability is not None:
                 row["tip_change"] = f"{pred.tip_change_probability[i]:.6f}"
             d = int(pred.decision[i])
-            row["decision"] = ensemble.classes[d] if d >= 0 else "uncertain"
+            row["decision"] = ensemble.classes[d] if d >= 0 else UNCERTAIN
             row["good_bad"] = verdict[i]
     for f in notes:
-        rows[f].update({"decision": "unclassified", "good_bad": "unclassified"})
+        rows[f].update({"decision": UNCLASSIFIED, "good_bad": UNCLASSIFIED})
     fields = ["file", *ensemble.classes]
     if ensemble.tip_change is not None:
         fields.append("tip_change")

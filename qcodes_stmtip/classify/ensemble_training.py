@@ -96,6 +96,7 @@ def train_ensemble(
     tip_change_patience: int | None = None,
     tip_change_precision: float = 0.5,
     balanced_decisions: bool = True,
+    refit: bool = True,
 ) -> tuple[Ensemble, dict]:
     """Train the members (and the tip-change network) and return the ensemble and a report.
 
@@ -118,7 +119,10 @@ def train_ensemble(
     ``tip_change_precision``, see :func:`~qcodes_stmtip.classify.metrics.tip_change_threshold`).
     ``balanced_decisions`` weights the vote by 1 / training class frequency (normalised to mean 1;
     :func:`~qcodes_stmtip.classify.ensemble.majority_vote`), the decision that maximises balanced
-    accuracy when the probabilities are calibrated; False is the paper's plain vote.
+    accuracy when the probabilities are calibrated; False is the paper's plain vote. With
+    ``refit`` the feature members (seconds to train) are fitted once more on training and
+    validation frames together after every threshold has been set from their validation
+    outputs (CNN members keep the weights early stopping chose).
     """
     frames = data.frames
     classes = frames.classes
@@ -204,6 +208,9 @@ def train_ensemble(
                      "threshold": threshold, "threshold_rule": rule}
         info = {**info, "validation": tc_scores}
         tc_member = Member("tip_change", kind, model, info)
+    if refit:
+        _refit_feature_members(trained, tc_member, features, np.concatenate([lab_tr, lab_va]),
+                               np.concatenate([tr, va]), frames, size)
     ensemble = Ensemble(frames.surface, classes, [m for m, _ in trained], thresholds=thresholds,
                         tip_change=tc_member, tta=tta, class_weights=class_weights,
                         tip_change_threshold=tc_scores["threshold"] if tc_scores else 0.5,
@@ -235,6 +242,22 @@ class _FeatureCache:
                 print(f"computing frame features of {len(self.images)} frames", flush=True)
             self._f = frame_features(self.images)
         return self._f[index]
+
+
+def _refit_feature_members(trained: list, tip: Member | None, features: _FeatureCache, labelled: np.ndarray,
+                           every: np.ndarray, frames, size: int) -> None:
+    """Refit feature members (in place) on ``labelled`` (four-class) / ``every`` (tip change) frames."""
+    for member, _ in trained:
+        if isinstance(member.model, FeatureModel):
+            member.model, info = _train_feature_member(
+                member.architecture, features, labelled, frames.labels[labelled], member.model.n_outputs, size,
+                member.info["seed"], member.name)
+            member.info.update(refit_frames=info["train_frames"], refit_seconds=info["seconds"])
+    if tip is not None and isinstance(tip.model, FeatureModel):
+        tip.model, info = _train_feature_member(tip.architecture, features, every,
+                                                frames.tip_change[every].astype(int), 2, size,
+                                                tip.info["seed"], "tip_change")
+        tip.info.update(refit_frames=info["train_frames"], refit_seconds=info["seconds"])
 
 
 def _train_feature_member(kind: str, features: _FeatureCache, index: np.ndarray, labels: np.ndarray,

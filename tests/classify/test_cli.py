@@ -86,6 +86,10 @@ def test_train_defaults_to_the_measured_best_recipe(dataset, tmp_path):
     assert [(e["architecture"], e["kind"]) for e in m["members"]] == [("hgb", "sklearn"), ("logreg", "sklearn")]
     assert all(e["file"].endswith(".skops") for e in m["members"])
     assert (m["tip_change"]["architecture"], m["tip_change"]["kind"]) == ("hgb", "sklearn")
+    # refitted on training + validation sessions once the thresholds were set
+    assert all(e["training"]["refit_frames"] > e["training"]["train_frames"] for e in m["members"])
+    assert m["tip_change"]["training"]["refit_frames"] > m["tip_change"]["training"]["train_frames"]
+    assert len(m["inference"]["class_weights"]) == 4
     assert 0.0 <= m["tip_change"]["threshold"] <= 1.0
     assert m["tip_change"]["threshold"] == m["metrics"]["validation"]["tip_change"]["threshold"]
     assert m["metrics"]["validation"]["tip_change"]["threshold_rule"]
