@@ -91,10 +91,10 @@ def demo_geometry_set(surface: str, count: int, seed: int, pixels: int | None = 
     """
     from qcodes_stmtip.classify.preprocess import preprocess_batch
     from qcodes_stmtip.demo import DEMO_FRAME_M, DEMO_PIXELS
-    from qcodes_stmtip.sim.classes import CLASSES
     from qcodes_stmtip.sim.frames import render_scan
     from qcodes_stmtip.sim.geometry import ScanGeometry
     from qcodes_stmtip.sim.tips import sample_tip
+    from qcodes_stmtip.taxonomy import CLASSES
 
     pixels = DEMO_PIXELS if pixels is None else pixels
     size = DEMO_FRAME_M if frame_size_m is None else frame_size_m
@@ -119,12 +119,12 @@ def score_frames(ensemble, images: np.ndarray, labels: np.ndarray,
                  tip_change: np.ndarray | None = None) -> dict:
     """Four-class, good/bad and tip-change scores of ``ensemble`` on labelled images.
 
-    Good/bad: P(bad) = mean probability of the non-good classes; accuracy at 0.5 and
-    AUROC. Tip change: AUROC, and the rate of flagged clean frames at the bundle threshold.
+    Good/bad as everywhere else (:func:`~qcodes_stmtip.classify.metrics.good_bad_scores`: AUROC
+    of P(bad), balanced accuracy and precision of the ensemble's decisions mapped to good/bad),
+    plus the accuracy and the share of good (bad) frames called good (bad). Tip change: AUROC,
+    and the rate of flagged clean frames at the bundle threshold.
     """
-    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
-
-    from qcodes_stmtip.classify.metrics import binary_scores, score
+    from qcodes_stmtip.classify.metrics import binary_scores, good_bad_scores, score
 
     lab = labels >= 0
     pred = ensemble.predict(images[lab])
@@ -133,13 +133,12 @@ def score_frames(ensemble, images: np.ndarray, labels: np.ndarray,
                  "four_class": score(y, pred.mean, ensemble.classes, predictions=pred.vote_class).as_dict()}
     good_idx = [i for i, c in enumerate(ensemble.classes) if c in ensemble.good_classes]
     is_bad = ~np.isin(y, good_idx)
-    p_bad = 1.0 - pred.mean[:, good_idx].sum(axis=1)
+    called_bad = ~np.isin(pred.vote_class, good_idx)
     out["good_bad"] = {
-        "accuracy": float(np.mean((p_bad >= 0.5) == is_bad)),
-        "balanced_accuracy": float(balanced_accuracy_score(is_bad, p_bad >= 0.5)),
-        "auroc": float(roc_auc_score(is_bad, p_bad)) if is_bad.any() and not is_bad.all() else float("nan"),
-        "good_frames_called_good": float(np.mean(p_bad[~is_bad] < 0.5)) if (~is_bad).any() else float("nan"),
-        "bad_frames_called_bad": float(np.mean(p_bad[is_bad] >= 0.5)) if is_bad.any() else float("nan"),
+        **good_bad_scores(y, pred.mean, pred.vote_class, ensemble.classes, ensemble.good_classes),
+        "accuracy": float(np.mean(called_bad == is_bad)),
+        "good_frames_called_good": float(np.mean(~called_bad[~is_bad])) if (~is_bad).any() else float("nan"),
+        "bad_frames_called_bad": float(np.mean(called_bad[is_bad])) if is_bad.any() else float("nan"),
     }
     if pred.tip_change_probability is not None:
         p_tc = pred.tip_change_probability
@@ -246,7 +245,7 @@ def _print_evaluation(evaluation: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from qcodes_stmtip.sim.classes import SURFACES
+    from qcodes_stmtip.taxonomy import SURFACES
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--surface", required=True, choices=SURFACES)
