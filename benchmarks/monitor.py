@@ -2,10 +2,11 @@
 
 Prints, on this machine's CPU (or GPU if TensorFlow sees one):
 
-1. per-frame latency (median, p95) and throughput of the ensemble on 128² frames, fused
-   one-call folded ``tf.function`` (the monitor's path) vs Keras ``predict`` per member, for
-   the shipped ``hsi100`` bundle (3 compact members + tip-change network) and for three
-   paper-size (width 1) SqueezeNet-like members with random weights (the paper's FLOPs);
+1. per-frame latency (median, p95) of the shipped ``hsi100`` bundle (feature members:
+   ``Ensemble.predict``, the monitor's path for them); then, fused one-call folded
+   ``tf.function`` (the monitor's path for CNN ensembles) vs Keras ``predict`` per member, for
+   the CNN bundle ``hsi100-sim`` and for three paper-size (width 1) SqueezeNet-like members
+   with random weights (the paper's FLOPs);
 2. each ensemble's GFLOP per frame (convolutions + dense, counted from the layers), the
    GFLOP/s the fused path reaches, and the practical peak measured in the same run (a
    2048² float32 matmul in TensorFlow) — goal ≥ 75 % of it and ≤ 40 ms per frame (the
@@ -43,22 +44,37 @@ from pathlib import Path
 import numpy as np
 
 
-def shipped_ensemble():
-    """The shipped hsi100 bundle (members + tip-change network), or None if it is not installed."""
+def shipped_ensemble(simulated: bool = False):
+    """The shipped hsi100 bundle (members + tip-change model; ``simulated``: the CNN bundle
+    trained on simulated frames, ``hsi100-sim``), or None if it is not installed."""
     from qcodes_stmtip.classify.bundle import BundleError, default_bundle_path, load_bundle
 
     try:
-        return load_bundle(default_bundle_path("hsi100"))
+        return load_bundle(default_bundle_path("hsi100", simulated=simulated))
     except BundleError as exc:
         print(f"  (shipped hsi100 bundle not available: {exc})")
         return None
+
+
+def latency_of_predict(ens, what: str, repeats: int) -> None:
+    """Print the latency of ``ens.predict`` on 128² frames: the monitor's path for ensembles
+    with feature members (features computed once per frame, then every member)."""
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 128, 128, 1)).astype(np.float32)
+    kinds = ", ".join(f"{m.name} ({m.architecture})" for m in ens.networks)
+    print(f"{what}: {kinds}; path Ensemble.predict (features in numpy, members in scikit-learn)")
+    x8 = np.repeat(x, 8, axis=0)
+    for name, t in (("single frame", timed(lambda: ens.predict(x), repeats)),
+                    ("batches of 8, per frame", timed(lambda: ens.predict(x8), max(5, repeats // 4)) / 8)):
+        med = np.median(t)
+        print(f"  {name:<26} median {med * 1e3:7.1f} ms  p95 {np.percentile(t, 95) * 1e3:7.1f} ms  "
+              f"{1 / med:6.1f} frames/s")
 
 
 def paper_size_ensemble(size: int = 128):
     """Three paper-size (width 1) SqueezeNet-like members with random weights (the paper's FLOPs)."""
     from qcodes_stmtip.classify.architectures import build_model
     from qcodes_stmtip.classify.ensemble import Ensemble, Member
-    from qcodes_stmtip.sim.classes import CLASSES
+    from qcodes_stmtip.taxonomy import CLASSES
 
     rng = np.random.default_rng(1)
     members = []
@@ -156,8 +172,16 @@ def latency(repeats: int, tta: bool = False) -> None:
             if ens is not None:
                 ens.tta, ens.tip_change_vertical_flip = True, True
         suffix = ", test-time views (8 per member, 4 for the tip-change net)"
+    if shipped is not None and not shipped.all_networks:
+        latency_of_predict(shipped, "shipped hsi100 bundle (real-data feature members)", repeats)
+        shipped = shipped_ensemble(simulated=True)
+        if shipped is not None and tta:
+            shipped.tta, shipped.tip_change_vertical_flip = True, True
+        suffix = " hsi100-sim (CNNs trained on simulated frames)" + suffix
+    else:
+        suffix = " hsi100" + suffix
     if shipped is not None:
-        latency_of(shipped, "shipped hsi100 bundle" + suffix, repeats, peak)
+        latency_of(shipped, "shipped" + suffix, repeats, peak)
     latency_of(paper, "3 x paper-size SqueezeNet-like (width 1, random weights)" + suffix, repeats, peak)
     peak = max(peak, matmul_peak())
     print(f"practical peak (TF 2048² float32 matmul, best of 20 before and 20 after; the percentages "
@@ -292,7 +316,7 @@ def flush_cost(frames: int, pairs: int, bundle_dir: Path) -> None:
     from qcodes.validators import Arrays
 
     from qcodes_stmtip.monitor.results import ResultParameters, TipStateResult
-    from qcodes_stmtip.sim.classes import CLASSES
+    from qcodes_stmtip.taxonomy import CLASSES
 
     initialise_or_create_database_at(bundle_dir / "flush.db")
     exp = load_or_create_experiment("flush_cost", sample_name="synthetic")

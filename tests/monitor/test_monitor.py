@@ -329,3 +329,51 @@ def test_overflowing_and_complex_frames_are_refused_with_a_reason_and_still_stor
     reasons = dict(zip(np.ravel(stored["tip_reason"]["frame_index"]),
                        np.ravel(stored["tip_reason"]["tip_reason"]), strict=True))
     assert all(reasons[i] for i in (1, 2, 3, 4)) and reasons[0] == ""
+
+
+def test_feature_member_bundle_runs_without_tensorflow(tmp_path) -> None:
+    """The shipped hsi100 bundle (feature members) classifies frames into the dataset through
+    ``Ensemble.predict`` and never imports TensorFlow or Keras."""
+    import subprocess
+    import sys
+
+    code = f"""
+import json, sys
+import numpy as np
+from qcodes import Measurement, initialise_or_create_database_at, load_or_create_experiment
+from qcodes.parameters import ManualParameter, Parameter, ParameterWithSetpoints
+from qcodes.validators import Arrays
+from qcodes_stmtip.classify.bundle import default_bundle_path
+from qcodes_stmtip.monitor import METADATA_KEY, TipStateMonitor, states_of
+initialise_or_create_database_at({str(tmp_path / "f.db")!r})
+exp = load_or_create_experiment("feature_bundle", sample_name="synthetic")
+fi = ManualParameter("frame_index", initial_value=0)
+ys = Parameter("y", get_cmd=lambda: np.arange(64.0), vals=Arrays(shape=(64,)), unit="m")
+xs = Parameter("x", get_cmd=lambda: np.arange(64.0), vals=Arrays(shape=(64,)), unit="m")
+image = ParameterWithSetpoints("image", setpoints=(ys, xs), vals=Arrays(shape=(64, 64)), get_cmd=None, set_cmd=None)
+meas = Measurement(exp=exp, name="monitor")
+meas.register_parameter(fi)
+meas.register_parameter(image, setpoints=(fi,))
+rng = np.random.default_rng(0)
+with TipStateMonitor(default_bundle_path("hsi100"), surface="hsi100") as mon:
+    mon.register(meas, fi)
+    with meas.run() as saver:
+        for i in range(3):
+            f = 1e-10 * rng.normal(size=(64, 64)).cumsum(axis=1)
+            saver.add_result((fi, i), (image, f))
+            mon.submit(i, f, saver)
+        results = mon.finish(saver)
+from qcodes import load_by_run_spec
+ds = load_by_run_spec(captured_run_id=saver.run_id)
+meta = json.loads(ds.metadata[METADATA_KEY])
+print(json.dumps({{"states": list(states_of(ds).values()), "path": meta["inference_path"],
+                   "p": [sum(r.probabilities.values()) for r in results],
+                   "heavy": [m for m in ("tensorflow", "keras") if m in sys.modules]}}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["heavy"] == []
+    assert got["path"] == "ensemble-predict (feature members)"
+    assert len(got["states"]) == 3 and all(s in (*CLASSES, "uncertain") for s in got["states"])
+    assert got["p"] == pytest.approx([1.0] * 3)
