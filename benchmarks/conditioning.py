@@ -42,8 +42,8 @@ def run_session(surface: str, seed: int, policy_name: str, exp, *, pixels: int, 
     from qcodes_stmtip.conditioning.oracle import GroundTruthClassifier
     from qcodes_stmtip.conditioning.policy import EscalatingPolicy, RandomPolicy
     from qcodes_stmtip.drivers.nanonis_stm import NanonisSTM
-    from qcodes_stmtip.sim.classes import GOOD_CLASSES
     from qcodes_stmtip.sim.controller import serve_simulator
+    from qcodes_stmtip.taxonomy import GOOD_CLASSES
 
     starts = BAD_START[surface]
     server = serve_simulator(surface, seed=seed, time_acceleration=acceleration,

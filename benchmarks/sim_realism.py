@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from qcodes_stmtip.sim.classes import CLASSES
+from qcodes_stmtip.taxonomy import CLASSES
 
 VOTES = {"dimers_asymmetries": ("Asymmetries", "Dimers"), "individual_atoms": ("Individual Atoms",),
          "rows": ("Rows",), "generic_defect": ("Bad/Blurry",)}

@@ -134,7 +134,7 @@ class TableResult:
 def good_bad_scores(y: np.ndarray, probs: np.ndarray, pred: np.ndarray, classes, surface: str) -> dict:
     """:func:`qcodes_stmtip.classify.metrics.good_bad_scores` with the surface's good classes."""
     from qcodes_stmtip.classify.metrics import good_bad_scores as scores
-    from qcodes_stmtip.sim.classes import GOOD_CLASSES
+    from qcodes_stmtip.taxonomy import GOOD_CLASSES
 
     return scores(y, probs, pred, tuple(classes), GOOD_CLASSES[surface])
 

@@ -79,10 +79,10 @@ def demo_bundle(path: Path) -> Path:
     from qcodes_stmtip.classify.ensemble import Ensemble, Member
     from qcodes_stmtip.classify.preprocess import preprocess_batch
     from qcodes_stmtip.classify.training import TrainConfig, train_classifier
-    from qcodes_stmtip.sim.classes import CLASSES
     from qcodes_stmtip.sim.frames import render_scan
     from qcodes_stmtip.sim.geometry import ScanGeometry
     from qcodes_stmtip.sim.tips import sample_tip
+    from qcodes_stmtip.taxonomy import CLASSES
 
     print(f"training a demonstration bundle into {path} (~20 s) ...")
     rng = np.random.default_rng(0)

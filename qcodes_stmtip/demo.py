@@ -80,7 +80,7 @@ def train_demo_bundle(out: Path, surface: str = "hsi100", *, pixels: int = DEMO_
     from qcodes_stmtip.classify.default_bundles import demo_geometry_set
     from qcodes_stmtip.classify.ensemble import Ensemble, Member
     from qcodes_stmtip.classify.training import TrainConfig, train_classifier
-    from qcodes_stmtip.sim.classes import CLASSES
+    from qcodes_stmtip.taxonomy import CLASSES
 
     classes = CLASSES[surface]
     t0 = time.perf_counter()
@@ -162,8 +162,8 @@ def run_demo(
     from qcodes_stmtip.conditioning.policy import EscalatingPolicy, RandomPolicy
     from qcodes_stmtip.conditioning.report import summary_text, write_report
     from qcodes_stmtip.drivers.nanonis_stm import NanonisSTM
-    from qcodes_stmtip.sim.classes import GOOD_CLASSES, SURFACES
     from qcodes_stmtip.sim.controller import serve_simulator
+    from qcodes_stmtip.taxonomy import GOOD_CLASSES, SURFACES
 
     if surface not in SURFACES:
         raise ValueError(f"surface must be one of {SURFACES}, got {surface!r}")

@@ -12,7 +12,7 @@ from qcodes.dataset import initialise_or_create_database_at, load_by_run_spec
 
 from qcodes_stmtip.cli import main
 from qcodes_stmtip.demo import resolve_bundle, run_demo, train_demo_bundle
-from qcodes_stmtip.sim.classes import CLASSES
+from qcodes_stmtip.taxonomy import CLASSES
 
 
 @pytest.fixture(scope="module")

@@ -229,7 +229,7 @@ def read_manifest(path: str | Path) -> dict:
     version = manifest["format_version"]
     if version not in READABLE_VERSIONS:
         raise BundleError(f"{mpath}: format_version: {version!r} is not supported (reads {READABLE_VERSIONS})")
-    from qcodes_stmtip.sim.classes import CLASSES
+    from qcodes_stmtip.taxonomy import CLASSES
 
     surface = manifest["surface"]
     if surface not in CLASSES:

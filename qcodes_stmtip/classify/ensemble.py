@@ -139,7 +139,7 @@ class Ensemble:
         self.tip_change = tip_change
         self.tip_change_threshold = float(tip_change_threshold)
         if good_classes is None:
-            from qcodes_stmtip.sim.classes import GOOD_CLASSES
+            from qcodes_stmtip.taxonomy import GOOD_CLASSES
 
             good_classes = GOOD_CLASSES.get(surface, frozenset())
         self.good_classes = frozenset(good_classes)

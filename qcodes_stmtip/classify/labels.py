@@ -25,8 +25,8 @@ VOTE_COLUMNS = ("Asymmetries", "Individual Atoms", "Dimers", "Rows", "Tip Change
 
 
 def class_names(surface: str) -> tuple[str, ...]:
-    """The class names of ``surface`` (from :mod:`qcodes_stmtip.sim.classes`)."""
-    from qcodes_stmtip.sim.classes import CLASSES
+    """The class names of ``surface`` (from :mod:`qcodes_stmtip.taxonomy`)."""
+    from qcodes_stmtip.taxonomy import CLASSES
 
     if surface not in CLASSES:
         raise ValueError(f"surface must be one of {sorted(CLASSES)}, got {surface!r}")

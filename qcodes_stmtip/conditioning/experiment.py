@@ -50,7 +50,7 @@ from qcodes_stmtip.conditioning.records import (
     load_conditioning_run,
 )
 from qcodes_stmtip.safety import SafetyViolation
-from qcodes_stmtip.sim.classes import GOOD_CLASSES, check_surface
+from qcodes_stmtip.taxonomy import CONTENT_CLASSES, GOOD_CLASSES, TIP_CHANGE, check_surface
 
 if TYPE_CHECKING:
     from qcodes_stmtip.drivers.nanonis_stm import NanonisSTM
@@ -62,12 +62,6 @@ log = logging.getLogger(__name__)
 
 #: How an experiment can end.
 OUTCOMES = ("good_tip", "refused", "limit_tripped", "max_frames", "no_area_left", "dry_run", "error")
-#: Classes that show the sample rather than the tip on Au/Cu(111): relocate, do not condition.
-CONTENT_CLASSES: dict[str, frozenset[str]] = {
-    "hsi100": frozenset(),
-    "au111": frozenset({"step_edge", "impurity"}),
-    "cu111": frozenset({"step_edge", "impurity"}),
-}
 
 
 @dataclass(frozen=True)
@@ -119,7 +113,7 @@ class Target:
 
         tip_change = result.tip_change_probability
         changed = math.isfinite(tip_change) and tip_change >= self.max_tip_change_probability
-        if result.state in (UNCLASSIFIED, UNCERTAIN_STATE) or result.state == "tip_change" or changed:
+        if result.state in (UNCLASSIFIED, UNCERTAIN_STATE) or result.state == TIP_CHANGE or changed:
             return "inconclusive"
         if result.state in self.content_classes:
             return "content"

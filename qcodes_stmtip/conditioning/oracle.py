@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from qcodes_stmtip.monitor.results import ResultParameters, TipStateResult
-from qcodes_stmtip.sim.classes import CLASSES, GOOD_CLASSES, check_surface
+from qcodes_stmtip.taxonomy import CLASSES, GOOD_CLASSES, METADATA_KEY, check_surface
 
 if TYPE_CHECKING:
     from qcodes.dataset import DataSaver, Measurement
@@ -32,8 +32,9 @@ if TYPE_CHECKING:
 
 __all__ = ["ORACLE_KEY", "GroundTruthClassifier"]
 
-#: Run-metadata key marking a run classified by the oracle.
-ORACLE_KEY = "tip_monitor"
+#: Run-metadata key marking a run classified by the oracle: the monitor's key
+#: (:data:`qcodes_stmtip.taxonomy.METADATA_KEY`), so both layouts read alike.
+ORACLE_KEY = METADATA_KEY
 
 
 class GroundTruthClassifier:

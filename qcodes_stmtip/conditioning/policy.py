@@ -29,6 +29,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from qcodes_stmtip.taxonomy import FrameState
+
 __all__ = [
     "ACTION_KINDS",
     "DEFAULT_LADDER",
@@ -242,7 +244,7 @@ class EscalatingPolicy:
         Uncertain or unclassified frames say nothing about a change.
         """
         before, now = context.state_at_last_action, context.state
-        vague = ("uncertain", "unclassified")
+        vague = tuple(FrameState)
         return before is not None and before not in vague and now not in vague and before != now
 
     def choose(self, context: PolicyContext) -> Action:

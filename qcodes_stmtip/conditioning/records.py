@@ -35,6 +35,7 @@ from qcodes.parameters import ManualParameter, Parameter
 from qcodes.validators import Numbers, Strings
 
 from qcodes_stmtip.conditioning.policy import Action
+from qcodes_stmtip.taxonomy import UNCLASSIFIED
 
 if TYPE_CHECKING:
     from qcodes.dataset import DataSaver, Measurement
@@ -242,10 +243,10 @@ def _load_one(run_id: int) -> tuple[Any, dict, dict | None, list[FrameRecord], l
     cols = {n: _column(data, n) for n in (*names, *probs)}
     frames = []
     for i in sorted(cols.get("frame_area", {})):
-        state = str(cols.get("tip_state", {}).get(i, "unclassified"))
+        state = str(cols.get("tip_state", {}).get(i, UNCLASSIFIED))
         conf = cols.get(f"tip_p_{state}", {}).get(i, math.nan)
         frames.append(FrameRecord(
-            i, state, str(cols.get("tip_quality", {}).get(i, "unclassified")), float(conf),
+            i, state, str(cols.get("tip_quality", {}).get(i, UNCLASSIFIED)), float(conf),
             int(cols["frame_area"][i]), float(cols["frame_centre_x"][i]),
             float(cols["frame_centre_y"][i]), float(cols["frame_elapsed"][i]),
             int(cols["frame_after_action"][i]), str(cols.get("frame_true_state", {}).get(i, ""))))

@@ -32,6 +32,7 @@ from qcodes_stmtip.conditioning.records import (
     load_conditioning_run,
     load_frame_images,
 )
+from qcodes_stmtip.taxonomy import FrameState
 
 __all__ = ["ReportFiles", "summarise", "summary_text", "write_report"]
 
@@ -103,7 +104,7 @@ def summary_text(summary: dict[str, Any]) -> str:
 
 
 def _state_order(run: ConditioningRun) -> list[str]:
-    from qcodes_stmtip.sim.classes import CLASSES
+    from qcodes_stmtip.taxonomy import CLASSES
 
     surface = run.config.get("surface")
     classes = list(CLASSES.get(surface, ()))
@@ -111,10 +112,14 @@ def _state_order(run: ConditioningRun) -> list[str]:
     return classes + extra
 
 
+#: States and qualities drawn grey: the frame said nothing about the tip.
+_VAGUE = tuple(FrameState)
+
+
 def _colour(quality: str, state: str, target: set[str]) -> str:
     if state in target:
         return "tab:green"
-    if quality in ("uncertain", "unclassified") or state in ("uncertain", "unclassified"):
+    if quality in _VAGUE or state in _VAGUE:
         return "tab:gray"
     return "tab:red"
 

@@ -12,7 +12,7 @@ import sys
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``label`` subcommand."""
-    from qcodes_stmtip.sim.classes import SURFACES
+    from qcodes_stmtip.taxonomy import SURFACES
 
     p = subparsers.add_parser(
         "label",

@@ -35,7 +35,7 @@ import numpy as np
 
 from qcodes_stmtip.classify.labels import VOTE_COLUMNS, vote_label
 from qcodes_stmtip.labelling.votes import VoteEvent, categories, check_labeller, read_log
-from qcodes_stmtip.sim.classes import CLASSES, check_surface
+from qcodes_stmtip.taxonomy import CLASSES, check_surface
 
 LABELS_FILE = "labels.csv"
 AMBIGUOUS_FILE = "ambiguous.csv"

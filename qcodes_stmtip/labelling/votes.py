@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from qcodes_stmtip.sim.classes import CLASSES, TIP_CHANGE, check_surface
+from qcodes_stmtip.taxonomy import CLASSES, TIP_CHANGE, check_surface
 
 #: Columns of a labeller's log file, in order.
 LOG_COLUMNS: tuple[str, ...] = ("time", "action", "frame", "session", "source", "classes")

@@ -53,6 +53,7 @@ import numpy as np
 from qcodes.parameters import Parameter, ParameterWithSetpoints
 
 from qcodes_stmtip.monitor.results import (
+    METADATA_KEY,
     UNCERTAIN_STATE,
     ResultParameters,
     TipStateResult,
@@ -68,8 +69,6 @@ __all__ = ["METADATA_KEY", "MonitorError", "StateCallback", "TipStateMonitor", "
 
 log = logging.getLogger(__name__)
 
-#: Run-metadata key of the monitor's JSON record (bundle manifest, inference path, device).
-METADATA_KEY = "tip_monitor"
 #: Queue-full policies.
 ON_FULL = ("block", "unclassified")
 #: Largest |value| (in the frame's units) preprocessing accepts: flattening can double

@@ -29,15 +29,16 @@ from typing import TYPE_CHECKING
 from qcodes.parameters import Parameter
 from qcodes.validators import Numbers, Strings
 
+from qcodes_stmtip.taxonomy import METADATA_KEY, UNCERTAIN, UNCLASSIFIED
+
 if TYPE_CHECKING:
     from qcodes.dataset import Measurement
 
-__all__ = ["UNCLASSIFIED", "UNCERTAIN_STATE", "ResultParameters", "TipStateResult"]
+__all__ = ["METADATA_KEY", "UNCLASSIFIED", "UNCERTAIN_STATE", "ResultParameters", "TipStateResult"]
 
-#: State (and quality) of a frame that could not be classified.
-UNCLASSIFIED = "unclassified"
-#: State of a frame whose majority class is below its confidence threshold.
-UNCERTAIN_STATE = "uncertain"
+#: State of a frame whose majority class is below its confidence threshold
+#: (:data:`qcodes_stmtip.taxonomy.UNCERTAIN`, under the monitor's older name).
+UNCERTAIN_STATE = UNCERTAIN
 
 
 @dataclass(frozen=True)

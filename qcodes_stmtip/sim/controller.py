@@ -424,7 +424,7 @@ def _serve_command(args: argparse.Namespace) -> int:
 
 def add_serve_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``serve`` (the simulated controller) to a subcommand group (e.g. ``stmtip sim``)."""
-    from qcodes_stmtip.sim.classes import SURFACES
+    from qcodes_stmtip.taxonomy import SURFACES
 
     parser = subparsers.add_parser(
         "serve", help="run a simulated Nanonis controller (TCP) until Ctrl-C",

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from qcodes_stmtip.sim.classes import CLASSES, TIP_CHANGE, check_label, check_surface
 from qcodes_stmtip.sim.frames import SimScan, render_scan, sample_grid
 from qcodes_stmtip.sim.geometry import ScanGeometry
 from qcodes_stmtip.sim.realism import Instrument
 from qcodes_stmtip.sim.surfaces import get_surface
 from qcodes_stmtip.sim.tips import sample_tip
+from qcodes_stmtip.taxonomy import CLASSES, TIP_CHANGE, check_label, check_surface
 
 CSV_COLUMNS: tuple[str, ...] = ("session", "Name", "surface", "label", "tip_change", "width_m",
                                 "height_m", "pixels", "lines", "angle_deg", "seed")

@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from qcodes_stmtip.sim.classes import check_surface
 from qcodes_stmtip.sim.tips import TipState, sample_tip
+from qcodes_stmtip.taxonomy import check_surface
 
 #: Tip-quality ladders, best first.
 LADDERS: dict[str, tuple[str, ...]] = {

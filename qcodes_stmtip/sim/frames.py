@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from qcodes_stmtip.sim.classes import CLASSES, check_surface
 from qcodes_stmtip.sim.geometry import ScanGeometry
 from qcodes_stmtip.sim.realism import (
     Instrument,
@@ -32,6 +31,7 @@ from qcodes_stmtip.sim.realism import (
 )
 from qcodes_stmtip.sim.surfaces import Blur, FrameContent, SampleGrid, Surface, get_surface
 from qcodes_stmtip.sim.tips import TipState, sample_tip
+from qcodes_stmtip.taxonomy import CLASSES, check_surface
 
 #: Tunnelling decay constant κ in nm⁻¹ (current ∝ exp(−2κ·gap)).
 KAPPA_PER_NM: float = 10.0

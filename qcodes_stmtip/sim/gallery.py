@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from qcodes_stmtip.sim.classes import CLASSES, check_surface
 from qcodes_stmtip.sim.export import to_uint8
+from qcodes_stmtip.taxonomy import CLASSES, check_surface
 
 
 def render_gallery(surface: str, seed: int = 0, per_class: int = 3, pixels: int = 160) -> np.ndarray:

@@ -34,9 +34,9 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from qcodes_stmtip.sim.classes import check_label, check_surface
 from qcodes_stmtip.sim.geometry import ScanGeometry
 from qcodes_stmtip.sim.tips import TipState
+from qcodes_stmtip.taxonomy import check_label, check_surface
 
 __all__ = ["GroundTruth", "SimulatedMicroscope", "SIGNAL_NAMES"]
 

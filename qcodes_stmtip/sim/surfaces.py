@@ -20,8 +20,8 @@ import numpy as np
 import scipy.fft as sfft
 from scipy.special import erf
 
-from qcodes_stmtip.sim.classes import check_surface
 from qcodes_stmtip.sim.sample_hash import cell_points
+from qcodes_stmtip.taxonomy import check_surface
 
 #: Lattice constants in nm that the periodicity tests measure (row pitch for H:Si).
 LATTICE_NM: dict[str, float] = {"hsi100": 0.768, "au111": 0.288, "cu111": 0.255}

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qcodes_stmtip.sim.classes import check_label
+from qcodes_stmtip.taxonomy import check_label
 
 
 @dataclass
@@ -29,7 +29,7 @@ class TipState:
     """The imaging state of an STM apex (SI units; angles in degrees).
 
     ``label`` is the class this tip gives on a plain area of the surface
-    (a name from :data:`qcodes_stmtip.sim.classes.CLASSES`).
+    (a name from :data:`qcodes_stmtip.taxonomy.CLASSES`).
     """
 
     label: str

@@ -45,7 +45,7 @@ def test_default_bundle(name, tmp_path):
     """The bundles trained on simulated frames only (H:Si's under a name with 'sim')."""
     pytest.importorskip("keras")
     from qcodes_stmtip.classify.bundle import DEFAULT_BUNDLES, default_bundle_path, load_bundle
-    from qcodes_stmtip.sim.classes import CLASSES
+    from qcodes_stmtip.taxonomy import CLASSES
 
     surface = name.removesuffix("-sim")
     path = DEFAULT_BUNDLES / name

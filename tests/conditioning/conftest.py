@@ -95,7 +95,7 @@ def tiny_bundle(tmp_path_factory) -> Path:
     from qcodes_stmtip.classify.architectures import build_model
     from qcodes_stmtip.classify.bundle import save_bundle
     from qcodes_stmtip.classify.ensemble import Ensemble, Member
-    from qcodes_stmtip.sim.classes import CLASSES
+    from qcodes_stmtip.taxonomy import CLASSES
 
     model = build_model("squeezenet", 4, width=0.125, size=32)
     rng = np.random.default_rng(0)

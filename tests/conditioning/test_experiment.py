@@ -19,7 +19,7 @@ from qcodes_stmtip.conditioning.records import (
     load_conditioning_run,
     load_frame_images,
 )
-from qcodes_stmtip.sim.classes import GOOD_CLASSES
+from qcodes_stmtip.taxonomy import GOOD_CLASSES
 
 #: Area bounds inside the simulator's ±2 µm scan range, m (as the conftest's).
 BOUNDS = ((-1.5e-6, 1.5e-6), (-1.5e-6, 1.5e-6))

@@ -16,7 +16,7 @@ def tiny_bundle(tmp_path_factory):
     from qcodes_stmtip.classify.architectures import build_model
     from qcodes_stmtip.classify.bundle import save_bundle
     from qcodes_stmtip.classify.ensemble import Ensemble, Member
-    from qcodes_stmtip.sim.classes import CLASSES
+    from qcodes_stmtip.taxonomy import CLASSES
 
     def perturbed(n_out, seed):
         model = build_model("squeezenet", n_out, width=0.125, size=BUNDLE_IMAGE_SIZE)

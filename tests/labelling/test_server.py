@@ -185,7 +185,7 @@ def test_every_frame_done_gives_null_frame(tmp_path):
 @pytest.mark.timeout(240)
 def test_model_guess_matches_the_ensemble(tmp_path, tiny_bundle):
     from qcodes_stmtip.classify.preprocess import preprocess_frame
-    from qcodes_stmtip.sim.classes import CLASSES
+    from qcodes_stmtip.taxonomy import CLASSES
 
     ens, bundle = tiny_bundle
     size = 32

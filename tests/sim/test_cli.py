@@ -3,7 +3,7 @@ import csv
 from PIL import Image
 
 from qcodes_stmtip.cli import build_parser, main
-from qcodes_stmtip.sim.classes import CLASSES
+from qcodes_stmtip.taxonomy import CLASSES
 
 
 def test_sim_group_is_registered():

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from qcodes_stmtip.sim.classes import CLASSES
 from qcodes_stmtip.sim.dataset import CSV_COLUMNS, class_weights, generate_dataset
+from qcodes_stmtip.taxonomy import CLASSES
 
 
 def _read(path):

@@ -4,10 +4,10 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qcodes_stmtip.sim.classes import CLASSES
 from qcodes_stmtip.sim.frames import render_scan
 from qcodes_stmtip.sim.geometry import ScanGeometry
 from qcodes_stmtip.sim.tips import sample_tip
+from qcodes_stmtip.taxonomy import CLASSES
 
 pairs = [(s, c) for s, classes in CLASSES.items() for c in classes]
 

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from qcodes_stmtip.sim.classes import CLASSES
 from qcodes_stmtip.sim.tips import TipState, sample_tip
+from qcodes_stmtip.taxonomy import CLASSES
 
 
 @pytest.mark.parametrize("surface", list(CLASSES))
