@@ -532,7 +532,7 @@ class ConditioningExperiment:
         if action.kind == "pulse":
             assert site is not None
             stm.move_tip(*site)
-            stm.bias_pulse(action.amplitude_V, action.width_s)
+            stm.bias_pulse(amplitude_V=action.amplitude_V, width_s=action.width_s)
         elif action.kind == "indent":
             assert site is not None
             stm.move_tip(*site)

@@ -404,25 +404,26 @@ class NanonisSTM(Instrument):
 
     def bias_pulse(
         self,
+        *,
         amplitude_V: float,
         width_s: float,
-        *,
         relative: bool = False,
         hold_z: bool = True,
         wait: bool = True,
     ) -> None:
-        """Apply a bias pulse of ``amplitude_V`` for ``width_s`` seconds.
+        """Apply a bias pulse of ``amplitude_V`` (V) for ``width_s`` (s); keyword arguments only.
 
         ``relative=True`` adds the amplitude to the present bias; the envelope is then
         checked against the resulting voltage. ``hold_z`` freezes the z-controller
-        during the pulse. Raises SafetyViolation before sending anything out of envelope.
+        during the pulse. Side effect: may change the tip. Raises SafetyViolation before
+        sending anything out of envelope.
         """
         amplitude, width = self.safety.check_pulse(amplitude_V, width_s)
         if relative:
             self.safety.check_pulse(float(self.bias.get()) + amplitude, width)
         self.client.bias_pulse(
-            width,
-            amplitude,
+            amplitude_V=amplitude,
+            width_s=width,
             wait=bool(wait),
             z_hold=1 if hold_z else 2,
             absolute=1 if relative else 2,

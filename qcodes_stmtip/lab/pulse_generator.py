@@ -167,7 +167,7 @@ class PulseGenerator(PyMeasureInstrument):
         if self.simulate_pulse_on_stm:
             stm = self.link.stm()
             assert stm is not None  # checked at construction
-            stm.bias_pulse(amplitude, width)
+            stm.bias_pulse(amplitude_V=amplitude, width_s=width)
 
     def configure_single_pulse(self, amplitude_V: float, width_s: float) -> None:
         """Program (but do not fire) one bus-triggered pulse from 0 V to ``amplitude_V``, ``width_s`` long.

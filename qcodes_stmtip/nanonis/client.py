@@ -378,16 +378,17 @@ class NanonisClient:
         """Return the bias voltage (V)."""
         return self.call("Bias.Get", timeout=timeout)[0]
 
-    def bias_pulse(self, width_s: float, bias_V: float, *, wait: bool = True, z_hold: int = 0,
+    def bias_pulse(self, *, amplitude_V: float, width_s: float, wait: bool = True, z_hold: int = 0,
                    absolute: int = 0, timeout: float | None = None) -> None:
-        """Apply a bias pulse of ``bias_V`` for ``width_s`` seconds.
+        """Apply a bias pulse of ``amplitude_V`` (V) for ``width_s`` (s); keyword arguments only.
 
         ``z_hold``: 0 no change, 1 hold the Z controller, 2 don't; ``absolute``: 0 no
         change, 1 relative to the current bias, 2 absolute. Side effect: may change the tip.
+        Sent in the command table's field order (wait, width, bias, z_hold, absolute).
         """
         if timeout is None and wait:
             timeout = max(self.timeout, float(width_s) + TIMEOUT_MARGIN_S)
-        self.call("Bias.Pulse", int(wait), width_s, bias_V, z_hold, absolute, timeout=timeout)
+        self.call("Bias.Pulse", int(wait), width_s, amplitude_V, z_hold, absolute, timeout=timeout)
 
     # ------------------------------------------------------------------ Current
     def current_get(self, *, timeout: float | None = None) -> float:

@@ -102,8 +102,9 @@ def _signal_names(m: SimulatedMicroscope, a: tuple[Any, ...]) -> tuple[Any, ...]
 HANDLERS: dict[str, Handler] = {
     "Bias.Set": lambda m, a: _none(m.set_bias(a[0])),
     "Bias.Get": lambda m, a: (m.get_bias(),),
-    "Bias.Pulse": lambda m, a: _none(m.bias_pulse(a[1], a[2], wait=_flag(a[0], "wait"),
-                                                  z_hold=a[3], absolute=a[4])),
+    "Bias.Pulse": lambda m, a: _none(m.bias_pulse(amplitude_V=a[2], width_s=a[1],
+                                                  wait=_flag(a[0], "wait"), z_hold=a[3],
+                                                  absolute=a[4])),
     "Current.Get": lambda m, a: (m.get_current(),),
     "ZCtrl.SetpntSet": lambda m, a: _none(m.set_setpoint(a[0])),
     "ZCtrl.SetpntGet": lambda m, a: (m.get_setpoint(),),

@@ -413,13 +413,14 @@ class SimulatedMicroscope:
             self._update()
             self.bias = float(volts)
 
-    def bias_pulse(self, width_s: float, volts: float, *, wait: bool = True, z_hold: int = 0,
+    def bias_pulse(self, *, amplitude_V: float, width_s: float, wait: bool = True, z_hold: int = 0,
                    absolute: int = 0) -> TipState:
-        """Apply a bias pulse (side effect: the tip dynamics may change the apex).
+        """Apply a bias pulse, keyword arguments only (side effect: the tip dynamics may change the apex).
 
-        ``absolute``: 0/2 the pulse is ``volts``; 1 it is ``bias + volts``.
+        ``absolute``: 0/2 the pulse is ``amplitude_V`` (V); 1 it is ``bias + amplitude_V``.
         Blocks ``width_s`` simulated seconds when ``wait``. Returns the new tip state.
         """
+        volts = amplitude_V
         _check_finite(width_s, "width")
         _check_finite(volts, "bias")
         if not 0 < width_s <= 10:

@@ -78,8 +78,8 @@ def test_frame_fields_are_set_as_a_whole_frame(fake_stm: NanonisSTM, fake_nanoni
         lambda stm: stm.scan_centre_x(4.999e-6),  # frame would stick out of the area
         lambda stm: stm.set_frame(0.0, 0.0, 2e-6, 1e-7),
         lambda stm: stm.set_frame(4.9e-6, 0.0, 0.5e-6, 0.5e-6, 30.0),
-        lambda stm: stm.bias_pulse(12.0, 0.01),
-        lambda stm: stm.bias_pulse(3.0, 2.0),
+        lambda stm: stm.bias_pulse(amplitude_V=12.0, width_s=0.01),
+        lambda stm: stm.bias_pulse(amplitude_V=3.0, width_s=2.0),
         lambda stm: stm.tip_shaper(3e-9),
         lambda stm: stm.tip_shaper(-1e-9),
         lambda stm: stm.tip_shaper(1e-9, bias_V=20.0),
@@ -102,9 +102,9 @@ def test_relative_pulse_is_checked_against_the_resulting_voltage(
 ) -> None:
     fake_stm.bias(8.0)
     with pytest.raises(SafetyViolation, match="pulse amplitude"):
-        fake_stm.bias_pulse(3.0, 0.01, relative=True)
+        fake_stm.bias_pulse(amplitude_V=3.0, width_s=0.01, relative=True)
     assert "Bias.Pulse" not in fake_nanonis.commands()
-    fake_stm.bias_pulse(-3.0, 0.02, relative=True, hold_z=True)
+    fake_stm.bias_pulse(amplitude_V=-3.0, width_s=0.02, relative=True, hold_z=True)
     name, (wait, width, volts, z_hold, absolute) = fake_nanonis.requests[-1]
     assert name == "Bias.Pulse"
     assert (wait, z_hold, absolute) == (1, 1, 1)
@@ -391,7 +391,7 @@ def test_a_value_that_changes_after_the_check_is_sent_as_checked(fake_nanonis: F
     stm = NanonisSTM("stm_shifty", port=fake_nanonis.port, timeout=0.5,
                      safety={"max_bias_V": 4.0, "max_pulse_amplitude_V": 4.0})
     try:
-        stm.bias_pulse(_Shifty(3.0, 9.0), 0.01)
+        stm.bias_pulse(amplitude_V=_Shifty(3.0, 9.0), width_s=0.01)
         (pulse,) = _sent(fake_nanonis, "Bias.Pulse")
         assert pulse[2] == pytest.approx(3.0)  # the checked float, not a second conversion
         stm.tip_shaper(_Shifty(1e-9, 9e-9))
@@ -404,3 +404,31 @@ def test_a_value_that_changes_after_the_check_is_sent_as_checked(fake_nanonis: F
         assert _sent(fake_nanonis, "Bias.Set") == []
     finally:
         stm.close()
+
+
+def test_bias_pulse_takes_the_same_keyword_only_arguments_everywhere(
+    fake_stm: NanonisSTM, fake_nanonis: FakeNanonis
+) -> None:
+    """Issue 17: the driver, the client and the simulator took positional floats in swapped
+    orders on this safety-relevant call; now all three take ``amplitude_V=``, ``width_s=`` only."""
+    import inspect
+
+    from qcodes_stmtip.nanonis.client import NanonisClient
+    from qcodes_stmtip.sim.microscope import SimulatedMicroscope
+
+    for func in (NanonisSTM.bias_pulse, NanonisClient.bias_pulse, SimulatedMicroscope.bias_pulse):
+        params = inspect.signature(func).parameters
+        assert params["amplitude_V"].kind is inspect.Parameter.KEYWORD_ONLY, func
+        assert params["width_s"].kind is inspect.Parameter.KEYWORD_ONLY, func
+        assert [n for n, p in params.items() if p.kind is not inspect.Parameter.KEYWORD_ONLY] == ["self"]
+    before = len(fake_nanonis.requests)
+    with pytest.raises(TypeError):
+        fake_stm.bias_pulse(3.0, 0.01)  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        fake_stm.client.bias_pulse(0.01, 3.0)  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        SimulatedMicroscope().bias_pulse(0.01, 3.0)  # type: ignore[misc]
+    assert fake_nanonis.requests[before:] == []  # nothing sent
+    fake_stm.bias_pulse(width_s=0.02, amplitude_V=2.5)
+    name, (_, width, volts, _, _) = fake_nanonis.requests[-1]
+    assert name == "Bias.Pulse" and width == pytest.approx(0.02) and volts == pytest.approx(2.5)

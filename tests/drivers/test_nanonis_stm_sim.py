@@ -97,7 +97,7 @@ def test_out_of_envelope_requests_reach_nothing(stm: NanonisSTM, server: Simulat
     served = server.requests_served
     for action in (
         lambda: stm.bias(11.0),
-        lambda: stm.bias_pulse(10.5, 0.01),
+        lambda: stm.bias_pulse(amplitude_V=10.5, width_s=0.01),
         lambda: stm.tip_shaper(5e-9),
         lambda: stm.set_frame(4.9e-6, 0.0, 0.5e-6, 0.5e-6),
         lambda: stm.move_tip(0.0, -7e-6),
@@ -107,7 +107,7 @@ def test_out_of_envelope_requests_reach_nothing(stm: NanonisSTM, server: Simulat
             action()
     assert server.requests_served == served
     before_bias = stm.bias()
-    stm.bias_pulse(3.0, 0.01)
+    stm.bias_pulse(amplitude_V=3.0, width_s=0.01)
     assert stm.bias() == pytest.approx(before_bias)
 
 

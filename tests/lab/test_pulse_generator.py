@@ -130,9 +130,9 @@ def test_simulated_generator_replays_the_pulse_on_the_simulator(
     seen: list[tuple[float, float]] = []
     original = server.microscope.bias_pulse
 
-    def recording_pulse(width_s: float, volts: float, **kwargs):
-        seen.append((width_s, volts))
-        return original(width_s, volts, **kwargs)
+    def recording_pulse(*, amplitude_V: float, width_s: float, **kwargs):
+        seen.append((width_s, amplitude_V))
+        return original(amplitude_V=amplitude_V, width_s=width_s, **kwargs)
 
     monkeypatch.setattr(server.microscope, "bias_pulse", recording_pulse)
     stm = NanonisSTM("stm_sim", port=server.port)

@@ -127,7 +127,7 @@ def test_normal_call_and_request_bytes(peer_factory) -> None:
 
     peer = peer_factory([], behave)
     with NanonisClient(port=peer.port, timeout=2) as client:
-        client.bias_pulse(0.05, 3.0, wait=True, z_hold=1, absolute=2)
+        client.bias_pulse(width_s=0.05, amplitude_V=3.0, wait=True, z_hold=1, absolute=2)
         client.scan_buffer_set([0, 14], 256, 128)
     assert seen[0][0] == "Bias.Pulse"
     assert seen[0][1][0] == 1 and seen[0][1][3:] == (1, 2)

@@ -103,7 +103,7 @@ def test_positions_motor_pulse_withdraw_and_approach(client: NanonisClient, serv
     assert client.fol_me_xy_pos_get() == pytest.approx((0.0, 0.0))
     client.motor_start_move(0, 3, 0, True)
     assert server.microscope.coarse_x == pytest.approx(3 * ms.STEP_XY)
-    client.bias_pulse(0.02, 3.0, wait=True, z_hold=1, absolute=2)
+    client.bias_pulse(width_s=0.02, amplitude_V=3.0, wait=True, z_hold=1, absolute=2)
     client.z_ctrl_withdraw(True, 1000)
     assert not client.z_ctrl_on_off_get()
     assert client.current_get() == 0.0

@@ -194,13 +194,13 @@ def test_big_pulses_change_the_tip_through_the_dynamics() -> None:
     changes = 0
     for _ in range(10):
         before = m.ground_truth().tip
-        after = m.bias_pulse(1.0, 8.0, wait=False)
+        after = m.bias_pulse(width_s=1.0, amplitude_V=8.0, wait=False)
         assert after == m.ground_truth().tip
         changes += after != before
     assert changes >= 8
     # A gentle pulse (0.5 V, 1 ms) almost never does anything.
     before = m.ground_truth().tip
-    m.bias_pulse(1e-3, 0.5, wait=False)
+    m.bias_pulse(width_s=1e-3, amplitude_V=0.5, wait=False)
     assert m.ground_truth().tip == before
 
 
@@ -211,7 +211,7 @@ def test_pulse_during_scan_becomes_a_tip_change_line_and_keeps_acquired_rows() -
     clock.advance(0.2)  # 10 lines
     before = m.frame_data(ms.Z, True)[1]
     for _ in range(20):  # keep pulsing until the apex changes (p ≈ 1 per pulse)
-        if m.bias_pulse(1.0, 9.0, wait=False) != m.ground_truth().tip or m.ground_truth().tip_change_lines:
+        if m.bias_pulse(width_s=1.0, amplitude_V=9.0, wait=False) != m.ground_truth().tip or m.ground_truth().tip_change_lines:
             break
     truth = m.ground_truth()
     assert truth.tip_change_lines == (11,)
@@ -297,7 +297,7 @@ def test_continuous_bouncy_scanning_alternates_direction() -> None:
         (lambda m: m.set_z(0.0), "Z controller off"),
         (lambda m: m.signal_value(500), "signal index"),
         (lambda m: m.motor_move(7, 1), "motor direction"),
-        (lambda m: m.bias_pulse(0.0, 3.0), "pulse width"),
+        (lambda m: m.bias_pulse(width_s=0.0, amplitude_V=3.0), "pulse width"),
         (lambda m: m.set_tip_shaper(tip_lift=1.0), "tip_lift"),
     ],
 )
