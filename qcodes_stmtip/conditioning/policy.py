@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -36,6 +37,7 @@ __all__ = [
     "DEFAULT_LADDER",
     "TIP_ACTIONS",
     "Action",
+    "ActionTag",
     "EscalatingPolicy",
     "Policy",
     "PolicyContext",
@@ -49,6 +51,21 @@ ACTION_KINDS = ("pulse", "indent", "move", "rescan")
 TIP_ACTIONS = frozenset({"pulse", "indent"})
 
 
+class ActionTag(StrEnum):
+    """Structured marks on an action that an algorithm may key on (stored as ``action_tag``).
+
+    The ``reason`` of an action is free text for people; policies decide on tags only, so
+    rewording a message never changes what a policy does.
+    """
+
+    #: No mark (a user policy's actions, unless it sets one).
+    NONE = ""
+    #: The first rung of the escalating ladder again, because the tip state changed.
+    LADDER_RESTART = "ladder_restart"
+    #: The move after the top rung of the escalating ladder (the ladder starts again).
+    LADDER_EXHAUSTED = "ladder_exhausted"
+
+
 @dataclass(frozen=True)
 class Action:
     """One step of a conditioning experiment.
@@ -57,7 +74,8 @@ class Action:
     the sample), ``"move"`` (to a fresh area: the next one of the planner, or the area
     centred at ``x_m``, ``y_m``) or ``"rescan"`` (scan again, tip untouched). For pulses
     and indentations ``x_m``/``y_m`` optionally fix the site (default: the experiment
-    picks one beside the imaging frame). ``reason`` is free text stored with the action.
+    picks one beside the imaging frame). ``reason`` is free text stored with the action;
+    ``tag`` (an :class:`ActionTag` value, or ``""``) is the structured mark policies key on.
     """
 
     kind: str
@@ -67,10 +85,14 @@ class Action:
     x_m: float | None = None
     y_m: float | None = None
     reason: str = ""
+    tag: str = ActionTag.NONE
 
     def __post_init__(self) -> None:
         if self.kind not in ACTION_KINDS:
             raise ValueError(f"Action.kind must be one of {ACTION_KINDS}, got {self.kind!r}")
+        if not isinstance(self.tag, str):
+            raise ValueError(f"Action.tag must be a string (an ActionTag), got {self.tag!r}")
+        object.__setattr__(self, "tag", str(self.tag))  # plain text: JSON and datasets
         if self.kind == "pulse":
             for name in ("amplitude_V", "width_s"):
                 value = getattr(self, name)
@@ -118,7 +140,8 @@ class Action:
     def as_dict(self) -> dict[str, Any]:
         """Plain dict (for JSON metadata)."""
         return {"kind": self.kind, "amplitude_V": self.amplitude_V, "width_s": self.width_s,
-                "depth_m": self.depth_m, "x_m": self.x_m, "y_m": self.y_m, "reason": self.reason}
+                "depth_m": self.depth_m, "x_m": self.x_m, "y_m": self.y_m, "reason": self.reason,
+                "tag": self.tag}
 
 
 @dataclass(frozen=True)
@@ -182,10 +205,23 @@ def as_policy(policy: Policy | Callable[[PolicyContext], Action]) -> Policy:
     raise ValueError(f"policy must have choose(context) or be callable, got {policy!r}")
 
 
-#: Reason prefix of the action that restarts the escalating ladder.
+#: Reason text (for people) of the action tagged :attr:`ActionTag.LADDER_RESTART`.
 RESTART = "restart ladder"
-#: Reason prefix of the move after the top rung (the ladder starts again in the fresh area).
+#: Reason text (for people) of the move tagged :attr:`ActionTag.LADDER_EXHAUSTED`.
 EXHAUSTED = "ladder exhausted"
+
+
+def legacy_tag(kind: str, reason: str) -> str:
+    """The tag of an action recorded before tags existed, read from its reason text.
+
+    Only for loading old records (their ``action_tag`` column is missing), so that a
+    resumed escalating ladder continues where it was; new code never parses reasons.
+    """
+    if kind == "move" and reason.startswith(EXHAUSTED):
+        return ActionTag.LADDER_EXHAUSTED.value
+    if kind in TIP_ACTIONS and reason.startswith(RESTART):
+        return ActionTag.LADDER_RESTART.value
+    return ActionTag.NONE.value
 
 #: The escalating ladder, gentle → harsh: 3–4 V pulses of 50–200 ms, then 0.8–1.6 nm dips
 #: (the range of automated reconditioning, Rashidi & Wolkow 2018; sub-2 V pulses and
@@ -226,14 +262,15 @@ class EscalatingPolicy:
 
         Counts the tip actions since the ladder was last exhausted or restarted (a restart
         counts); a move forced by the per-area limit or by the experiment does not reset it.
+        Keyed on :class:`ActionTag` only, never on the reason text.
         """
         count = 0
         for action in reversed(context.actions):
-            if action.kind == "move" and action.reason.startswith(EXHAUSTED):
+            if action.kind == "move" and action.tag == ActionTag.LADDER_EXHAUSTED:
                 break
             if action.touches_tip:
                 count += 1
-                if action.reason.startswith(RESTART):
+                if action.tag == ActionTag.LADDER_RESTART:
                     break
         return count // self.attempts_per_level
 
@@ -252,10 +289,11 @@ class EscalatingPolicy:
             return Action.move(f"{context.actions_in_area} actions in this area (the limit)")
         if self.state_changed(context):
             first = self.ladder[0]
-            return _with_reason(first, f"{RESTART}: state changed to {context.state}")
+            return _with_reason(first, f"{RESTART}: state changed to {context.state}",
+                                ActionTag.LADDER_RESTART)
         level = self.level(context)
         if level >= len(self.ladder):
-            return Action.move(f"{EXHAUSTED} in this area")
+            return Action("move", reason=f"{EXHAUSTED} in this area", tag=ActionTag.LADDER_EXHAUSTED)
         return _with_reason(self.ladder[level], f"level {level} of {len(self.ladder)}")
 
     def config(self) -> dict[str, Any]:
@@ -311,7 +349,6 @@ class RandomPolicy:
                 "width_s": list(self.width_s), "depth_m": list(self.depth_m), "p_move": self.p_move}
 
 
-def _with_reason(action: Action, reason: str) -> Action:
-    from dataclasses import replace
-
-    return replace(action, reason=reason)
+def _with_reason(action: Action, reason: str, tag: str = ActionTag.NONE) -> Action:
+    """``action`` with ``reason`` and ``tag`` (a ladder rung carries no tag of its own)."""
+    return replace(action, reason=reason, tag=tag)

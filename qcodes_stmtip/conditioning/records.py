@@ -13,7 +13,8 @@ parameters, each with its own dependents:
 ``action_index`` → ``action_kind``, ``action_amplitude`` (V), ``action_width`` (s),
   ``action_depth`` (m), ``action_x``/``action_y`` (m, the site), ``action_area``,
   ``action_time`` (s since the epoch), ``action_elapsed`` (s), ``action_state_before``,
-  ``action_reason``, ``action_status`` (``"done"`` or ``"refused: …"``) — written
+  ``action_reason``, ``action_tag`` (the structured :class:`~qcodes_stmtip.conditioning.policy.ActionTag`;
+  absent from runs recorded before it existed), ``action_status`` (``"done"`` or ``"refused: …"``) — written
   *before* the action is sent — and ``action_state_after``, written as its own row once
   the next frame is classified.
 
@@ -34,7 +35,7 @@ import numpy as np
 from qcodes.parameters import ManualParameter, Parameter
 from qcodes.validators import Numbers, Strings
 
-from qcodes_stmtip.conditioning.policy import Action
+from qcodes_stmtip.conditioning.policy import Action, legacy_tag
 from qcodes_stmtip.taxonomy import UNCLASSIFIED
 
 if TYPE_CHECKING:
@@ -148,6 +149,7 @@ class RunRecorder:
             "elapsed": _num("action_elapsed", "Time since start", "s"),
             "state_before": _text("action_state_before", "Tip state before"),
             "reason": _text("action_reason", "Why"),
+            "tag": _text("action_tag", "Action tag"),
             "status": _text("action_status", "Status"),
         }
         self.state_after = _text("action_state_after", "Tip state after")
@@ -194,7 +196,8 @@ class RunRecorder:
             (p["amplitude"], float(action.amplitude_V)), (p["width"], float(action.width_s)),
             (p["depth"], float(action.depth_m)), (p["x"], float(x)), (p["y"], float(y)),
             (p["area"], area), (p["time"], time.time()), (p["elapsed"], float(elapsed_s)),
-            (p["state_before"], state_before), (p["reason"], action.reason), (p["status"], status))
+            (p["state_before"], state_before), (p["reason"], action.reason), (p["tag"], action.tag),
+            (p["status"], status))
         self._flush()
 
     def write_state_after(self, index: int, state: str) -> None:
@@ -236,7 +239,7 @@ def _load_one(run_id: int) -> tuple[Any, dict, dict | None, list[FrameRecord], l
                          "frame_elapsed", "frame_after_action", "frame_true_state", "action_kind",
                          "action_amplitude", "action_width", "action_depth", "action_x", "action_y",
                          "action_area", "action_time", "action_elapsed", "action_state_before",
-                         "action_reason", "action_status", "action_state_after")
+                         "action_reason", "action_tag", "action_status", "action_state_after")
              if n in ds.paramspecs]
     probs = [n for n in ds.paramspecs if n.startswith("tip_p_")]
     data = ds.get_parameter_data(*names, *probs) if names else {}
@@ -254,7 +257,10 @@ def _load_one(run_id: int) -> tuple[Any, dict, dict | None, list[FrameRecord], l
     for i in sorted(cols.get("action_kind", {})):
         x, y = float(cols["action_x"][i]), float(cols["action_y"][i])
         kind = str(cols["action_kind"][i])
-        kwargs: dict[str, Any] = {"reason": str(cols["action_reason"][i])}
+        reason = str(cols["action_reason"][i])
+        tags = cols.get("action_tag")
+        tag = str(tags.get(i, "")) if tags is not None else legacy_tag(kind, reason)
+        kwargs: dict[str, Any] = {"reason": reason, "tag": tag}
         if kind in ("pulse", "indent"):
             kwargs.update(amplitude_V=float(cols["action_amplitude"][i]),
                           width_s=float(cols["action_width"][i]),

@@ -117,3 +117,34 @@ def test_action_validation_names_the_field() -> None:
         EscalatingPolicy(attempts_per_level=0)
     assert Action.indent(1.5e-9).describe() == "indent 1.50 nm"
     assert Action.pulse(3, 0.05).describe() == "pulse 3.0 V × 50 ms"
+
+
+def test_the_ladder_keys_on_action_tags_not_on_reason_text() -> None:
+    """Issue 17: ``level`` used ``reason.startswith(...)``; a user policy whose reasons start with
+    the same words, or a reworded message, must not change the algorithm."""
+    from qcodes_stmtip.conditioning.policy import EXHAUSTED, RESTART, ActionTag
+
+    policy = EscalatingPolicy(attempts_per_level=1)
+    rung = DEFAULT_LADDER[0]
+    # a user's actions whose reasons look like the ladder's own: no restart, no exhaustion
+    lookalikes = [Action.pulse(rung.amplitude_V, rung.width_s, f"{RESTART} because I say so"),
+                  Action.move(f"{EXHAUSTED}? no, the user just moved"),
+                  Action.pulse(rung.amplitude_V, rung.width_s, "mine")]
+    assert policy.level(ctx(lookalikes, at_last="generic_defect", limit=100)) == 2
+    plain = [Action.pulse(rung.amplitude_V, rung.width_s, "x"), Action.move("y"),
+             Action.pulse(rung.amplitude_V, rung.width_s, "z")]
+    assert policy.level(ctx(plain, at_last="generic_defect", limit=100)) == 2
+    # the tags do the work, whatever the reason says
+    tagged = [Action("pulse", amplitude_V=3.0, width_s=0.05, reason="anything",
+                     tag=ActionTag.LADDER_RESTART), Action.pulse(3.0, 0.05, "more")]
+    assert policy.level(ctx(tagged, at_last="generic_defect", limit=100)) == 2
+    assert policy.level(ctx([*tagged, Action("move", reason="", tag=ActionTag.LADDER_EXHAUSTED)],
+                            at_last="generic_defect", limit=100)) == 0
+    # the policy's own actions carry the tags (and still explain themselves in the reason)
+    changed = policy.choose(ctx([rung], state="rows", at_last="generic_defect", limit=100))
+    assert changed.tag == ActionTag.LADDER_RESTART and changed.reason.startswith(RESTART)
+    top = policy.choose(ctx(list(DEFAULT_LADDER), at_last="generic_defect", limit=100))
+    assert top.kind == "move" and top.tag == ActionTag.LADDER_EXHAUSTED
+    assert Action.pulse(3.0, 0.05).tag == "" and Action.pulse(3.0, 0.05).as_dict()["tag"] == ""
+    with pytest.raises(ValueError, match="tag"):
+        Action("move", tag=3)  # type: ignore[arg-type]
