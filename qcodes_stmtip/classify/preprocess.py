@@ -26,6 +26,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from qcodes_stmtip import imaging
+
 #: Side of the square network input, pixels (the paper's 128×128).
 IMAGE_SIZE: int = 128
 #: Fewest finite lines a frame must have to be classified.
@@ -55,12 +57,7 @@ def flatten_lines(frame: np.ndarray) -> np.ndarray:
     arr = np.asarray(frame, dtype=np.float64)
     if arr.ndim != 2 or arr.shape[1] < 2:
         raise ValueError(f"frame must be 2-D with at least 2 pixels per line, got {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError("frame contains non-finite values; drop them with valid_rows() first")
-    x = np.linspace(-1.0, 1.0, arr.shape[1])
-    design = np.stack([np.ones_like(x), x], axis=1)  # (pixels, 2)
-    coeffs, *_ = np.linalg.lstsq(design, arr.T, rcond=None)  # (2, lines)
-    return arr - (design @ coeffs).T
+    return imaging.flatten_lines(arr, order=1, nonfinite="raise")
 
 
 def resize(image: np.ndarray, size: int = IMAGE_SIZE) -> np.ndarray:
@@ -76,12 +73,7 @@ def resize(image: np.ndarray, size: int = IMAGE_SIZE) -> np.ndarray:
 
 def scale_symmetric(image: np.ndarray) -> np.ndarray:
     """Min–max scale to exactly −1…1 (float32); a constant image gives zeros."""
-    arr = np.asarray(image, dtype=np.float64)
-    lo, hi = float(arr.min()), float(arr.max())
-    span = hi - lo
-    if span <= 1e-12 * max(1.0, abs(hi), abs(lo)):
-        return np.zeros(arr.shape, dtype=np.float32)
-    return (2.0 * (arr - lo) / span - 1.0).astype(np.float32)
+    return imaging.min_max(image, -1.0, 1.0, constant=0.0).astype(np.float32)
 
 
 def preprocess_frame(frame: np.ndarray, size: int = IMAGE_SIZE) -> np.ndarray:

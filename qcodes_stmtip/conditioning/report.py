@@ -32,6 +32,7 @@ from qcodes_stmtip.conditioning.records import (
     load_conditioning_run,
     load_frame_images,
 )
+from qcodes_stmtip.imaging import flatten_lines
 from qcodes_stmtip.taxonomy import FrameState
 
 __all__ = ["ReportFiles", "summarise", "summary_text", "write_report"]
@@ -168,17 +169,6 @@ def plot_timeline(run: ConditioningRun, path: Path) -> Path:
     return path
 
 
-def _flatten(image: np.ndarray) -> np.ndarray:
-    """Per-line straight-line flattening for display (NaN rows left as NaN)."""
-    out = np.array(image, dtype=np.float64)
-    x = np.arange(out.shape[1])
-    for row in out:
-        ok = np.isfinite(row)
-        if ok.sum() >= 2:
-            row[ok] -= np.polyval(np.polyfit(x[ok], row[ok], 1), x[ok])
-    return out
-
-
 def plot_gallery(run: ConditioningRun, images: dict[int, np.ndarray], path: Path) -> Path:
     """The frames, each titled with state, probability and the preceding action; saves a PNG."""
     import matplotlib
@@ -202,7 +192,7 @@ def plot_gallery(run: ConditioningRun, images: dict[int, np.ndarray], path: Path
     for ax, f in zip(axes.ravel(), frames, strict=False):
         image = images.get(f.index)
         if image is not None:
-            shown = _flatten(image)
+            shown = flatten_lines(image, nonfinite="ignore")  # NaN pixels stay NaN
             finite = shown[np.isfinite(shown)]
             lo, hi = (np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0))
             ax.imshow(shown, origin="lower", cmap="afmhot", vmin=lo, vmax=hi if hi > lo else lo + 1e-12)

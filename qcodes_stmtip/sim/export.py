@@ -2,34 +2,16 @@
 
 The real H:Si(100) PNGs were flattened line by line along x and min–max scaled to
 0…255; :func:`to_uint8` does the same so simulated and real frames are comparable.
+Flattening and scaling are :mod:`qcodes_stmtip.imaging`'s (re-exported here).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from qcodes_stmtip.imaging import flatten_lines, min_max
 
-def flatten_lines(frame: np.ndarray, order: int = 1) -> np.ndarray:
-    """Subtract a least-squares polynomial of ``order`` (0 or 1) from every line (row)."""
-    frame = np.asarray(frame, dtype=np.float64)
-    if frame.ndim != 2:
-        raise ValueError(f"frame must be 2-D (lines, pixels), got shape {frame.shape}")
-    if order not in (0, 1):
-        raise ValueError(f"order must be 0 or 1, got {order!r}")
-    if order == 0 or frame.shape[1] < 2:
-        return frame - frame.mean(axis=1, keepdims=True)
-    x = np.linspace(-1.0, 1.0, frame.shape[1])
-    mean = frame.mean(axis=1, keepdims=True)
-    slope = (frame - mean) @ x / (x @ x)
-    return frame - mean - slope[:, None] * x
-
-
-def min_max(frame: np.ndarray) -> np.ndarray:
-    """Scale to [0, 1] (a constant frame gives zeros)."""
-    lo, hi = float(np.min(frame)), float(np.max(frame))
-    if hi <= lo:
-        return np.zeros_like(frame, dtype=np.float64)
-    return (frame - lo) / (hi - lo)
+__all__ = ["flatten_lines", "min_max", "to_uint8"]
 
 
 def to_uint8(frame: np.ndarray) -> np.ndarray:

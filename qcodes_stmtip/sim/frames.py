@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from qcodes_stmtip.sim.geometry import ScanGeometry
+from qcodes_stmtip.sim.physics import KAPPA_PER_NM  # nm⁻¹, re-exported
 from qcodes_stmtip.sim.realism import (
     Instrument,
     feedback,
@@ -33,8 +34,6 @@ from qcodes_stmtip.sim.surfaces import Blur, FrameContent, SampleGrid, Surface, 
 from qcodes_stmtip.sim.tips import TipState, sample_tip
 from qcodes_stmtip.taxonomy import CLASSES, check_surface
 
-#: Tunnelling decay constant κ in nm⁻¹ (current ∝ exp(−2κ·gap)).
-KAPPA_PER_NM: float = 10.0
 #: Half of the simulated z range in nm (saturated lines sit at ± this).
 Z_RANGE_NM: float = 50.0
 

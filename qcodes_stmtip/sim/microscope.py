@@ -35,6 +35,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from qcodes_stmtip.sim.geometry import ScanGeometry
+from qcodes_stmtip.sim.physics import KAPPA  # 1/m, re-exported for callers of microscope.KAPPA
 from qcodes_stmtip.sim.tips import TipState
 from qcodes_stmtip.taxonomy import check_label, check_surface
 
@@ -50,8 +51,6 @@ SIGNAL_NAMES: tuple[str, ...] = (
 )
 CURRENT, BIAS, SETPOINT, Z, X, Y = 0, 1, 13, 14, 15, 16
 
-#: Decay constant of the tunnelling current, 1/m (I ∝ exp(−2κ·gap), κ ≈ 1 Å⁻¹).
-KAPPA = 1.0e10
 #: Conductance quantum (S): the current at point contact is about G0·|V|.
 G0 = 7.748e-5
 #: Piezo Z range: ±Z_LIMIT around the tunnelling height (m). Withdraw goes to +Z_LIMIT.

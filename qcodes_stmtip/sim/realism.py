@@ -153,7 +153,7 @@ def glitches(rng: np.random.Generator, fwd: np.ndarray, bwd: np.ndarray, instabi
     ``instability`` (0–1) sets the rate of jumps, streaks, saturated/dropped lines and
     lost-feedback bursts; ``contamination`` (0–1) the rate of spikes and short streaks.
     """
-    from qcodes_stmtip.sim.export import flatten_lines
+    from qcodes_stmtip.imaging import flatten_lines
 
     lines, pixels = fwd.shape
     span = float(np.ptp(flatten_lines(fwd))) + 1e-3  # contrast range the image will show

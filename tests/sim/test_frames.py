@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from qcodes_stmtip.sim.export import flatten_lines
+from qcodes_stmtip.imaging import flatten_lines
 from qcodes_stmtip.sim.frames import render_scan, sample_grid
 from qcodes_stmtip.sim.geometry import ScanGeometry
 from qcodes_stmtip.sim.realism import Instrument
