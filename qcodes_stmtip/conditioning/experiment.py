@@ -34,7 +34,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -49,6 +49,7 @@ from qcodes_stmtip.conditioning.records import (
     RunRecorder,
     load_conditioning_run,
 )
+from qcodes_stmtip.conditioning.state import ConditioningState, done_actions
 from qcodes_stmtip.safety import SafetyViolation
 from qcodes_stmtip.taxonomy import CONTENT_CLASSES, GOOD_CLASSES, TIP_CHANGE, check_surface
 
@@ -177,7 +178,13 @@ class ConditioningExperiment:
             simulator's ``sim_time`` for simulated time).
         seed: seeds the generator handed to policies.
         echo: called with one line per frame/action (default: nothing).
+
+    The experiment's progress lives in one :class:`~qcodes_stmtip.conditioning.state.ConditioningState`
+    (``self.state``), built here and replaced as a whole by :meth:`resume_from`; the
+    attributes of the same names (``area``, ``frames``, ``actions``, …) read and write it.
     """
+
+    state: ConditioningState
 
     def __init__(
         self,
@@ -202,6 +209,8 @@ class ConditioningExperiment:
         name: str = "tip_conditioning",
     ) -> None:
         check_surface(surface)
+        self.state = ConditioningState(frame_size_m=frame_size_m, area_bounds=area_bounds,
+                                       area_spacing_m=area_spacing_m)
         self.stm = stm
         self.monitor = monitor
         self.policy = as_policy(policy)
@@ -222,27 +231,10 @@ class ConditioningExperiment:
         self.rng = np.random.default_rng(seed)
         self.echo = echo or (lambda line: None)
         self.name = name
-        self.frame_size_m = frame_size_m
-        self.area_bounds = area_bounds
-        self.area_spacing_m = area_spacing_m
         self.envelope = ConditioningEnvelope(stm.safety, self.limits)
         self.recorder = RunRecorder(stm.scan_image, monitor, with_truth=truth is not None)
-        # experiment state (restored on resume)
-        self.planner: AreaPlanner | None = None
-        self.start_centre: tuple[float, float] | None = None
-        self.area = 0
-        self.frames = 0
-        self.action_count = 0
-        self.states: list[str] = []
-        self.actions: list[Action] = []
-        self.state_at_last_action: str | None = None
-        self.pending_after: int | None = None
-        self.last_action_index = -1
-        self.elapsed_offset = 0.0
-        self.time_to_good: float | None = None
-        self.moves = 0
-        self.resumed_from: dict[str, Any] | None = None
-        self.previous_run_ids: list[int] = []
+        self.planner: AreaPlanner | None = None  # built from the state's geometry by run()
+        self.time_to_good: float | None = None  # an outcome, not state: set when the tip is good
 
     # ---- configuration ----------------------------------------------------------------
     def _setup_planner(self) -> None:
@@ -292,34 +284,11 @@ class ConditioningExperiment:
         if cfg.get("surface") != self.surface:
             raise ValueError(f"run {run_id} is an experiment on {cfg.get('surface')!r}, "
                              f"not {self.surface!r}")
-        self.start_centre = tuple(cfg["start_centre_m"])  # type: ignore[assignment]
-        self.frame_size_m = float(cfg["frame_size_m"])
-        self.area_bounds = tuple(tuple(b) for b in cfg["area_bounds_m"])  # type: ignore[assignment]
-        self.area_spacing_m = float(cfg["area_spacing_m"])
-        self.frames = (old.frames[-1].index + 1) if old.frames else 0
-        self.action_count = (old.actions[-1].index + 1) if old.actions else 0
-        self.states = [f.state for f in old.frames]
-        for a in old.actions:
-            if a.refused or a.status.startswith("dry-run"):
-                continue
-            self.actions.append(a.action)
+        self.state = ConditioningState.from_run(old)
+        self.envelope = ConditioningEnvelope(self.stm.safety, self.limits)
+        for a in done_actions(old):  # the budget and the indentation sites spent so far
             site = (a.action.x_m, a.action.y_m) if a.action.x_m is not None else None
             self.envelope.record(a.action, a.area, site)  # type: ignore[arg-type]
-            if a.action.touches_tip:
-                self.state_at_last_action = a.state_before
-            if a.action.kind == "move":
-                self.moves += 1
-        self.area = self.moves  # every move goes to the next area of the planner
-        done = [a for a in old.actions if not a.refused and not a.status.startswith("dry-run")]
-        if done and not done[-1].state_after and (
-                not old.frames or old.frames[-1].after_action < done[-1].index):
-            self.pending_after = done[-1].index
-        self.last_action_index = done[-1].index if done else -1
-        self.elapsed_offset = max([f.elapsed_s for f in old.frames] +
-                                  [a.elapsed_s for a in old.actions] + [0.0])
-        self.previous_run_ids = list(old.run_ids)
-        self.resumed_from = {"run_id": old.run_id, "guid": old.guid,
-                             "frames": len(old.frames), "actions": len(old.actions)}
         self.echo(f"resuming run {old.run_id}: {len(old.frames)} frames, {len(old.actions)} actions, "
                   f"area {self.area}, {self.envelope.actions} tip actions spent")
 
@@ -557,3 +526,19 @@ def _classifier_summary(monitor: Any) -> dict[str, Any]:
     data = meta()
     return {"type": type(monitor).__name__, "bundle_path": data.get("bundle_path"),
             "model_id": data.get("model_id"), "inference_path": data.get("inference_path")}
+
+
+def _state_view(name: str) -> property:
+    """``ConditioningExperiment.<name>``: reads and writes ``self.state.<name>``."""
+    def get(self: ConditioningExperiment) -> Any:
+        return getattr(self.state, name)
+
+    def set_(self: ConditioningExperiment, value: Any) -> None:
+        setattr(self.state, name, value)
+
+    return property(get, set_, doc=f"``self.state.{name}`` (see :class:`ConditioningState`).")
+
+
+for _field in fields(ConditioningState):
+    setattr(ConditioningExperiment, _field.name, _state_view(_field.name))
+del _field
