@@ -183,7 +183,7 @@ def test_test_time_views_round_trip_and_make_outputs_symmetric(tmp_path):
     path = save_bundle(ens, tmp_path / "tta", image_size=SIZE)
     loaded = load_bundle(path)
     assert loaded.tta and loaded.tip_change_vertical_flip
-    assert loaded.manifest["inference"] == {"tta": True, "tip_change_vertical_flip": True}
+    assert loaded.manifest["inference"] == {"tta": True, "tip_change_vertical_flip": True, "class_weights": None}
     p = loaded.predict(x)
     np.testing.assert_allclose(loaded.predict(turned).member_probabilities, p.member_probabilities, atol=1e-6)
     np.testing.assert_allclose(loaded.predict(flipped).tip_change_probability, p.tip_change_probability,
