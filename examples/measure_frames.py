@@ -6,8 +6,10 @@ Runs against the built-in simulated Nanonis controller unless ``--host`` is give
     python examples/measure_frames.py --host 192.168.1.10 --port 6501 --frames 3
 
 Each frame is ``NanonisSTM.scan_image`` (float64 ``(lines, pixels)``, row 0 the bottom
-line) stored against a ``frame`` counter, so the dataset's ``scan_image`` has the
-dimensions ``(frame, scan_y, scan_x)``.
+line) stored against an integer ``frame_index``, so the dataset's ``scan_image`` has the
+dimensions ``(frame_index, scan_line, scan_pixel)`` wherever each frame was taken; the
+frame's centre, size, angle, bias, setpoint, direction and time are stored beside it as
+``stm_frame_*`` (one value per frame).
 """
 
 from __future__ import annotations
@@ -22,9 +24,8 @@ from qcodes.dataset import (
     load_by_run_spec,
     load_or_create_experiment,
 )
-from qcodes.parameters import ManualParameter
 
-from qcodes_stmtip.drivers.nanonis_stm import NanonisSTM
+from qcodes_stmtip.drivers.nanonis_stm import NanonisSTM, frame_index_parameter
 
 
 def measure_frames(
@@ -34,14 +35,18 @@ def measure_frames(
     if frames < 1:
         raise ValueError(f"frames must be >= 1, got {frames}")
     exp = load_or_create_experiment(experiment, sample_name=sample)
-    frame = ManualParameter("frame", label="Frame", initial_value=0)
+    frame_index = frame_index_parameter()
     meas = Measurement(exp=exp, name="scan_frames")
-    meas.register_parameter(frame)
-    meas.register_parameter(stm.scan_image, setpoints=(frame,))
+    meas.register_parameter(frame_index)
+    meas.register_parameter(stm.scan_image, setpoints=(frame_index,))
+    for record in stm.frame_parameters:  # where and how each frame was taken
+        meas.register_parameter(record, setpoints=(frame_index,))
     with meas.run() as saver:
         for index in range(frames):
-            frame(index)
-            saver.add_result((frame, index), (stm.scan_image, stm.scan_image()))
+            frame_index(index)
+            image = stm.scan_image()
+            saver.add_result((frame_index, index), (stm.scan_image, image),
+                             *((record, record()) for record in stm.frame_parameters))
     return saver.run_id
 
 

@@ -21,27 +21,28 @@ from pathlib import Path
 
 import numpy as np
 from qcodes.dataset import (
-    LinSweep,
+    ArraySweep,
     Measurement,
     dond,
     initialise_or_create_database_at,
     load_by_run_spec,
     load_or_create_experiment,
 )
-from qcodes.parameters import ManualParameter
 
-from qcodes_stmtip.drivers.nanonis_stm import NanonisSTM
+from qcodes_stmtip.drivers.nanonis_stm import NanonisSTM, frame_index_parameter
 from qcodes_stmtip.monitor import METADATA_KEY, TipStateMonitor, states_of
 
 FRAME_M = 5e-9
 
 
 def with_measurement(stm: NanonisSTM, monitor: TipStateMonitor, frames: int) -> int:
-    """The ``Measurement`` idiom: frame and tip state share the ``frame_index`` setpoint."""
-    frame_index = ManualParameter("frame_index", initial_value=0)
+    """The ``Measurement`` idiom: frame, its record and tip state share ``frame_index``."""
+    frame_index = frame_index_parameter()
     meas = Measurement(name="frames_with_tip_state")
     meas.register_parameter(frame_index)
     meas.register_parameter(stm.scan_image, setpoints=(frame_index,))
+    for record in stm.frame_parameters:  # centre, size, angle, bias, setpoint, direction, time
+        meas.register_parameter(record, setpoints=(frame_index,))
     monitor.register(meas, frame_index)  # tip_state, tip_p_*, tip_vote_*, ... per frame
 
     @monitor.on_state
@@ -52,7 +53,8 @@ def with_measurement(stm: NanonisSTM, monitor: TipStateMonitor, frames: int) -> 
         for i in range(frames):
             stm.set_frame(i * 300e-9 - 1.2e-6, 0.0, FRAME_M, FRAME_M, 0.0)
             image = stm.scan_image()
-            saver.add_result((frame_index, i), (stm.scan_image, image))
+            saver.add_result((frame_index, i), (stm.scan_image, image),
+                             *((record, record()) for record in stm.frame_parameters))
             monitor.submit(i, image, saver)  # returns at once; writes finished results
         monitor.finish(saver)  # waits for the last results; writes the run metadata
     return saver.run_id
@@ -60,11 +62,15 @@ def with_measurement(stm: NanonisSTM, monitor: TipStateMonitor, frames: int) -> 
 
 def with_dond(stm: NanonisSTM, monitor: TipStateMonitor, frames: int) -> int:
     """The ``dond`` idiom: a watched image plus the monitor's parameters as measured ones."""
-    frame_index = ManualParameter("frame_index", initial_value=0)
+    frame_index = frame_index_parameter()
     watched = monitor.watch(stm.scan_image, frame_index)  # get() also submits the frame
-    stm.set_frame(0.0, 0.0, FRAME_M, FRAME_M, 0.0)  # the same area, imaged repeatedly
+
+    def move() -> None:  # each frame at a fresh place
+        stm.set_frame(frame_index() * 300e-9 - 1.2e-6, 0.0, FRAME_M, FRAME_M, 0.0)
+
     dataset, *_ = dond(
-        LinSweep(frame_index, 0, frames - 1, frames), watched, *monitor.parameters,
+        ArraySweep(frame_index, list(range(frames)), post_actions=(move,)), watched,
+        *stm.frame_parameters, *monitor.parameters,
         do_plot=False, show_progress=False, measurement_name="frames_with_tip_state_dond",
     )
     monitor.finish(dataset=dataset)  # bundle manifest into the run metadata
@@ -144,6 +150,12 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{meta['inference_path']} on {meta['device']}")
     for index, state in sorted(states_of(ds).items()):
         print(f"  frame {index}: tip_state {state}")
+    # frames, their positions and tip states in one xarray Dataset, whatever the positions
+    xds = ds.to_xarray_dataset()
+    good = xds["stm_scan_image"].where(xds["tip_quality"] == "good", drop=True)
+    centres_nm = np.round(xds["stm_frame_centre_x"].values * 1e9, 1).tolist()
+    print(f"frames {dict(xds.sizes)}; centres x {centres_nm} nm; "
+          f"{good.sizes['frame_index']} good")
     return 0
 
 

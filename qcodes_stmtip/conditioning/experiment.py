@@ -232,7 +232,8 @@ class ConditioningExperiment:
         self.echo = echo or (lambda line: None)
         self.name = name
         self.envelope = ConditioningEnvelope(stm.safety, self.limits)
-        self.recorder = RunRecorder(stm.scan_image, monitor, with_truth=truth is not None)
+        self.recorder = RunRecorder(stm.scan_image, monitor, with_truth=truth is not None,
+                                    records=getattr(stm, "frame_parameters", ()))
         self.planner: AreaPlanner | None = None  # built from the state's geometry by run()
         self.time_to_good: float | None = None  # an outcome, not state: set when the tip is good
 
@@ -426,7 +427,7 @@ class ConditioningExperiment:
         if self.truth is not None:
             gt = self.truth()
             true_state = gt.frame_label or gt.tip_label
-        setpoints: list = []  # QCoDeS adds scan_y/scan_x of the ParameterWithSetpoints
+        setpoints: list = []  # QCoDeS adds scan_line/scan_pixel of the ParameterWithSetpoints
         assert self.planner is not None
         self.recorder.write_frame(index, image, setpoints, area=self.area,
                                   centre=(float(stm.scan_centre_x.cache.get()),

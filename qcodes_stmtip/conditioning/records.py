@@ -4,8 +4,10 @@ One QCoDeS run per experiment segment (a resumed experiment continues in a new r
 linked to the old one by the ``conditioning_resumed_from`` metadata). Two index
 parameters, each with its own dependents:
 
-``frame_index`` → the frame (``<stm>_scan_image`` with its ``scan_y``/``scan_x``),
-  the monitor's tip-state parameters (``tip_state``, ``tip_quality``, ``tip_p_*``, …,
+``frame_index`` (an integer) → the frame (``<stm>_scan_image`` with its pixel-index
+  setpoints ``scan_line``/``scan_pixel``), the driver's per-frame record
+  (``<stm>_frame_centre_x`` … ``<stm>_frame_timestamp``, see
+  :attr:`~qcodes_stmtip.drivers.nanonis_stm.NanonisSTM.frame_parameters`), the monitor's tip-state parameters (``tip_state``, ``tip_quality``, ``tip_p_*``, …,
   see :mod:`qcodes_stmtip.monitor.results`) and ``frame_area``, ``frame_centre_x``,
   ``frame_centre_y`` (m), ``frame_elapsed`` (s since the experiment started),
   ``frame_after_action`` (index of the action just before it, −1 for none) and, on a
@@ -33,12 +35,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from qcodes.parameters import ManualParameter, Parameter
-from qcodes.validators import Numbers, Strings
+from qcodes.validators import Ints, Numbers, Strings
 
 from qcodes_stmtip.conditioning.policy import Action, legacy_tag
 from qcodes_stmtip.taxonomy import UNCLASSIFIED
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from qcodes.dataset import DataSaver, Measurement
 
 __all__ = ["CONFIG_KEY", "OUTCOME_KEY", "RESUMED_KEY", "ActionRecord", "ConditioningRun",
@@ -118,16 +122,22 @@ def _text(name: str, label: str) -> Parameter:
 class RunRecorder:
     """Registers the layout (module doc) with a ``Measurement`` and writes rows, flushed at once.
 
-    ``image`` is the frame parameter (``stm.scan_image``); ``monitor`` registers its own
-    tip-state parameters; ``with_truth`` adds ``frame_true_state``.
+    ``image`` is the frame parameter (``stm.scan_image``); ``records`` the driver's
+    per-frame record parameters (``stm.frame_parameters``), read right after each frame;
+    ``monitor`` registers its own tip-state parameters; ``with_truth`` adds
+    ``frame_true_state``.
     """
 
-    def __init__(self, image: Parameter, monitor: Any, *, with_truth: bool = False) -> None:
+    def __init__(self, image: Parameter, monitor: Any, *, with_truth: bool = False,
+                 records: Sequence[Parameter] = ()) -> None:
         self.image = image
         self.monitor = monitor
         self.with_truth = with_truth
-        self.frame_index = ManualParameter("frame_index", label="Frame index", vals=Numbers())
-        self.action_index = ManualParameter("action_index", label="Action index", vals=Numbers())
+        self.records = tuple(records)
+        self.frame_index = ManualParameter("frame_index", label="Frame index",
+                                           vals=Ints(min_value=0))
+        self.action_index = ManualParameter("action_index", label="Action index",
+                                            vals=Ints(min_value=0))
         self.frame_params = {
             "area": _num("frame_area", "Area index"),
             "centre_x": _num("frame_centre_x", "Frame centre x", "m"),
@@ -161,7 +171,7 @@ class RunRecorder:
         meas.register_parameter(self.action_index)
         meas.register_parameter(self.image, setpoints=(self.frame_index,))
         self.monitor.register(meas, self.frame_index)
-        for p in self.frame_params.values():
+        for p in (*self.records, *self.frame_params.values()):
             meas.register_parameter(p, setpoints=(self.frame_index,))
         for p in (*self.action_params.values(), self.state_after):
             meas.register_parameter(p, setpoints=(self.action_index,))
@@ -179,7 +189,8 @@ class RunRecorder:
         values = [(self.frame_params["area"], area), (self.frame_params["centre_x"], centre[0]),
                   (self.frame_params["centre_y"], centre[1]),
                   (self.frame_params["elapsed"], elapsed_s),
-                  (self.frame_params["after_action"], after_action)]
+                  (self.frame_params["after_action"], after_action),
+                  *((p, p()) for p in self.records)]
         if self.with_truth:
             values.append((self.frame_params["true_state"], true_state or ""))
         self.saver.add_result((self.frame_index, index), *values)

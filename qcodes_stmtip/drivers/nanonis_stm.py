@@ -19,22 +19,31 @@ switched the feedback off, else the Z at the first such move).
 
 Frames (``scan_image``, ``last_frame``) are float64 arrays of shape ``(lines, pixels)``
 with **row 0 the bottom line** of the frame and column 0 its left edge, whatever the scan
-direction. Their setpoints ``scan_y`` / ``scan_x`` are the line / pixel-centre positions
-in metres along the (unrotated) frame axes, offset by the frame centre — i.e.
-``centre + (i + 1/2) * size / n - size / 2``; for a rotated frame they are frame
-coordinates, not piezo coordinates.
+direction. Their setpoints are the pixel indices ``scan_line`` (0 = bottom line) and
+``scan_pixel`` (0 = left edge), the same for every frame of a given ``(lines, pixels)``
+whatever its position, size or angle, so a run whose frames sit at different places
+exports to xarray / netCDF as one ``(frame_index, scan_line, scan_pixel)`` grid.
+
+Where a frame was taken is stored beside it: each acquisition (``scan_image``,
+``last_frame``) records its centre, size, angle, bias, current setpoint, slow-axis
+direction and end time, readable as the ``frame_*`` parameters
+(:attr:`NanonisSTM.frame_parameters`); measure them after the image at the same
+``frame_index`` (see :func:`frame_index_parameter`). ``scan_x`` / ``scan_y`` give the
+pixel-centre positions in metres, ``centre + (i + 1/2) * size / n - size / 2`` along the
+unrotated frame axes, of the frame now configured.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from qcodes.instrument import Instrument
-from qcodes.parameters import Parameter, ParameterWithSetpoints
-from qcodes.validators import Arrays, Bool, Enum, Ints, Multiples, Numbers, Validator
+from qcodes.parameters import ManualParameter, Parameter, ParameterWithSetpoints
+from qcodes.validators import Arrays, Bool, Enum, Ints, Multiples, Numbers, Strings, Validator
 
 from qcodes_stmtip.safety import EnvelopeValidator, SafetyEnvelope, SafetyViolation
 
@@ -43,7 +52,7 @@ if TYPE_CHECKING:
 
     from qcodes_stmtip.nanonis.client import NanonisClient
 
-__all__ = ["FrameShapeError", "NanonisSTM"]
+__all__ = ["FRAME_FIELDS", "FrameShapeError", "NanonisSTM", "frame_index_parameter"]
 
 #: Channel index of Z (m) in the Nanonis default signal list.
 Z_CHANNEL = 14
@@ -73,6 +82,29 @@ class FrameShapeError(ValueError):
         super().__init__(message)
         self.data = data
         self.expected = expected
+
+
+#: Per-frame record fields: name (``frame_<field>`` parameter), label, unit.
+FRAME_FIELDS: tuple[tuple[str, str, str], ...] = (
+    ("centre_x", "Frame centre x", "m"),
+    ("centre_y", "Frame centre y", "m"),
+    ("width", "Frame width", "m"),
+    ("height", "Frame height", "m"),
+    ("angle", "Frame angle", "deg"),
+    ("bias", "Bias during the frame", "V"),
+    ("setpoint_current", "Current setpoint during the frame", "A"),
+    ("direction", "Slow-axis direction", ""),
+    ("timestamp", "Frame end time (s since the epoch)", "s"),
+)
+
+
+def frame_index_parameter(name: str = "frame_index") -> ManualParameter:
+    """An integer frame counter (≥ 0) to use as the outer setpoint of a run of frames.
+
+    Sweep it with integers (``ArraySweep(frame_index, range(n))`` in ``dond``); floats
+    are refused, so the database holds integers.
+    """
+    return ManualParameter(name, label="Frame index", initial_value=0, vals=Ints(min_value=0))
 
 
 #: How the controller orders the rows of ``Scan.FrameDataGrab`` (see :class:`NanonisSTM`).
@@ -289,6 +321,26 @@ class NanonisSTM(Instrument):
         )
 
         # ---- frames ------------------------------------------------------------------
+        self.scan_line: Parameter = self.add_parameter(
+            "scan_line",
+            snapshot_value=False,
+            label="Line",
+            unit="",
+            get_cmd=lambda: np.arange(self._n_lines()),
+            set_cmd=False,
+            vals=Arrays(shape=(self._n_lines,), valid_types=(np.integer,)),
+            docstring="Line indices of a frame, 0 = bottom line (setpoint of scan_image).",
+        )
+        self.scan_pixel: Parameter = self.add_parameter(
+            "scan_pixel",
+            snapshot_value=False,
+            label="Pixel",
+            unit="",
+            get_cmd=lambda: np.arange(self._n_pixels()),
+            set_cmd=False,
+            vals=Arrays(shape=(self._n_pixels,), valid_types=(np.integer,)),
+            docstring="Pixel indices along a line, 0 = left edge (setpoint of scan_image).",
+        )
         self.scan_x: Parameter = self.add_parameter(
             "scan_x",
             snapshot_value=False,
@@ -297,7 +349,7 @@ class NanonisSTM(Instrument):
             get_cmd=lambda: self._axis("x"),
             set_cmd=False,
             vals=Arrays(shape=(self._n_pixels,)),
-            docstring="Pixel-centre x positions along the frame's fast axis (m).",
+            docstring="Pixel-centre x positions of the configured frame along its fast axis (m).",
         )
         self.scan_y: Parameter = self.add_parameter(
             "scan_y",
@@ -307,8 +359,24 @@ class NanonisSTM(Instrument):
             get_cmd=lambda: self._axis("y"),
             set_cmd=False,
             vals=Arrays(shape=(self._n_lines,)),
-            docstring="Line-centre y positions along the frame's slow axis, row 0 at the bottom (m).",
+            docstring="Line-centre y positions of the configured frame, row 0 at the bottom (m).",
         )
+        self._frame_record: dict[str, float | str] | None = None
+        frame_parameters = []
+        for field, label, unit in FRAME_FIELDS:
+            frame_parameters.append(self.add_parameter(
+                f"frame_{field}",
+                label=label,
+                unit=unit,
+                get_cmd=lambda field=field: self._frame_field(field),
+                set_cmd=False,
+                snapshot_get=False,
+                vals=Strings() if field == "direction" else Numbers(),
+                docstring=f"{label} ({unit or 'up/down'}) of the last frame acquired by "
+                "scan_image/last_frame; raises before the first. No request is sent.",
+            ))
+        #: The per-frame record parameters: measure them after the image, at its frame index.
+        self.frame_parameters: tuple[Parameter, ...] = tuple(frame_parameters)
         self.scan_image: ParameterWithSetpoints = self.add_parameter(
             "scan_image",
             parameter_class=ParameterWithSetpoints,
@@ -318,7 +386,7 @@ class NanonisSTM(Instrument):
             unit="",
             get_cmd=self._acquire_frame,
             set_cmd=False,
-            setpoints=(self.scan_y, self.scan_x),
+            setpoints=(self.scan_line, self.scan_pixel),
             vals=Arrays(shape=(self._n_lines, self._n_pixels)),
             docstring="Acquire one frame (start, wait for the end, grab) of `channel` in "
             "`data_direction`; float64 (lines, pixels), row 0 at the bottom. "
@@ -333,7 +401,7 @@ class NanonisSTM(Instrument):
             unit="",
             get_cmd=self._grab_frame,
             set_cmd=False,
-            setpoints=(self.scan_y, self.scan_x),
+            setpoints=(self.scan_line, self.scan_pixel),
             vals=Arrays(shape=(self._n_lines, self._n_pixels)),
             docstring="Grab the controller's current frame without starting a scan "
             "(unacquired lines are NaN).",
@@ -717,4 +785,27 @@ class NanonisSTM(Instrument):
                 f"{expected}; the received frame is kept in this error's .data",
                 data=np.array(data, dtype=np.float64), expected=expected,
             )
-        return np.ascontiguousarray(frame_rows_bottom_up(data, bool(frame.scan_up), self.row_order), dtype=np.float64)
+        image = np.ascontiguousarray(
+            frame_rows_bottom_up(data, bool(frame.scan_up), self.row_order), dtype=np.float64)
+        self._record_frame(bool(frame.scan_up))
+        return image
+
+    def _record_frame(self, scan_up: bool) -> None:
+        """Keep where and how the frame just grabbed was taken (two requests: bias, setpoint)."""
+        self._frame_record = {
+            "centre_x": float(self.scan_centre_x.cache.get(get_if_invalid=False)),
+            "centre_y": float(self.scan_centre_y.cache.get(get_if_invalid=False)),
+            "width": float(self.scan_width.cache.get(get_if_invalid=False)),
+            "height": float(self.scan_height.cache.get(get_if_invalid=False)),
+            "angle": float(self.scan_angle.cache.get(get_if_invalid=False)),
+            "bias": float(self.bias.get()),
+            "setpoint_current": float(self.setpoint_current.get()),
+            "direction": "up" if scan_up else "down",
+            "timestamp": time.time(),
+        }
+
+    def _frame_field(self, field: str) -> float | str:
+        if self._frame_record is None:
+            raise RuntimeError(f"{self.name}.frame_{field}: no frame acquired yet; measure "
+                               "scan_image (or last_frame) first")
+        return self._frame_record[field]

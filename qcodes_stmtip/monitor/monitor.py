@@ -118,13 +118,17 @@ class TipStateMonitor:
     Usage with a ``Measurement`` (the frame is stored against the same index)::
 
         monitor = TipStateMonitor("bundles/hsi100")
+        frame_index = frame_index_parameter()  # qcodes_stmtip.drivers.nanonis_stm
         meas.register_parameter(frame_index)
         meas.register_parameter(stm.scan_image, setpoints=(frame_index,))
+        for record in stm.frame_parameters:
+            meas.register_parameter(record, setpoints=(frame_index,))
         monitor.register(meas, frame_index)
         with meas.run() as saver:
             for i in range(n):
                 image = stm.scan_image()
-                saver.add_result((frame_index, i), (stm.scan_image, image))
+                saver.add_result((frame_index, i), (stm.scan_image, image),
+                                 *((p, p()) for p in stm.frame_parameters))
                 monitor.submit(i, image, saver)
             monitor.finish(saver)
     """
@@ -402,7 +406,8 @@ class TipStateMonitor:
         frame's result::
 
             frames = monitor.watch(stm.scan_image, frame_index)
-            ds, *_ = dond(LinSweep(frame_index, 0, n - 1, n), frames, *monitor.parameters)
+            ds, *_ = dond(ArraySweep(frame_index, range(n)), frames,
+                          *stm.frame_parameters, *monitor.parameters)
             monitor.finish(dataset=ds)
         """
         if not isinstance(image, ParameterWithSetpoints):

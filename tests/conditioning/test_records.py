@@ -108,3 +108,36 @@ def test_hard_crash_loses_nothing_and_the_experiment_resumes(tmp_path: Path, rig
     assert chain.frames[5].elapsed_s >= crashed.frames[-1].elapsed_s
     assert chain.frames[5].centre_x_m == crashed.frames[-1].centre_x_m
     assert chain.frames[5].centre_y_m == crashed.frames[-1].centre_y_m
+
+
+def test_a_run_that_moves_exports_as_one_frame_grid(rig, db, tmp_path: Path) -> None:
+    """Conditioning moves to fresh areas; the run still exports to xarray and netCDF."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    import xarray as xr
+    from qcodes.dataset import load_by_run_spec
+
+    bad = SimpleNamespace(frame_label="generic_defect", tip_label="generic_defect",
+                          tip_change_lines=())
+    monitor = GroundTruthClassifier("hsi100", lambda: bad)
+    experiment = ConditioningExperiment(
+        rig.stm, monitor, lambda c: Action.move("fresh area"), surface="hsi100",
+        area_bounds=BOUNDS, clock=rig.microscope.sim_time, max_frames=3)
+    result = experiment.run(db)
+    assert result.frames == 3
+    ds = load_by_run_spec(captured_run_id=result.run_id)
+    x = ds.to_xarray_dataset()
+    name = rig.stm.scan_image.register_name
+    assert x[name].dims == ("frame_index", f"{rig.stm.name}_scan_line",
+                            f"{rig.stm.name}_scan_pixel")
+    assert x[name].shape == (3, 32, 32)
+    np.testing.assert_array_equal(x["frame_index"].values, [0, 1, 2])
+    centres = x[f"{rig.stm.name}_frame_centre_x"].values
+    assert len(set(centres.tolist())) >= 2  # the tip moved between frames
+    np.testing.assert_allclose(centres, x["frame_centre_x"].values)
+    assert list(x["tip_state"].values) == ["generic_defect"] * 3
+    ds.export("netcdf", path=str(tmp_path))
+    with xr.load_dataset(ds.export_info.export_paths["nc"]) as back:
+        np.testing.assert_array_equal(back[name].values, x[name].values)
+        np.testing.assert_allclose(back[f"{rig.stm.name}_frame_centre_x"].values, centres)

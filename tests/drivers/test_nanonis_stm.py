@@ -223,7 +223,7 @@ def test_scan_image_registers_in_a_measurement_with_setpoints(fake_stm: NanonisS
         saver.add_result((fake_stm.scan_image, fake_stm.scan_image()))
     xr = saver.dataset.to_xarray_dataset()
     image = xr["stm_fake_scan_image"]
-    assert image.dims == ("stm_fake_scan_y", "stm_fake_scan_x")
+    assert image.dims == ("stm_fake_scan_line", "stm_fake_scan_pixel")
     np.testing.assert_allclose(image.values, truth_frame(12, 16), rtol=1e-6)
 
 

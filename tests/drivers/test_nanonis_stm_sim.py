@@ -148,7 +148,8 @@ def test_measure_frames_example_stores_and_reads_back(tmp_path: Path, capsys) ->
     initialise_or_create_database_at(db)
     xr = load_by_run_spec(captured_run_id=1).to_xarray_dataset()
     image = xr["stm_scan_image"]
-    assert image.dims == ("frame", "stm_scan_y", "stm_scan_x")
+    assert image.dims == ("frame_index", "stm_scan_line", "stm_scan_pixel")
+    np.testing.assert_allclose(xr["stm_frame_width"].values, [20e-9, 20e-9])  # the default --size
     assert image.attrs["units"] == "m"
     assert np.isfinite(image.values).all() and image.values.std() > 0
 
@@ -181,3 +182,59 @@ def test_red_team_crashes_are_refused_on_the_simulator(stm: NanonisSTM, server: 
         stm.coarse_move("Z-", 10)  # withdrawn, but still more than one approach step
     assert microscope.dynamics.state == tip
     assert microscope.safe_tip_events == 0
+
+
+def test_a_run_with_moves_round_trips_through_xarray_and_netcdf(
+    stm: NanonisSTM, tmp_path: Path
+) -> None:
+    """Three 32² frames at three centres: one (frame_index, line, pixel) grid, positions beside."""
+    import xarray as xr
+    from qcodes.dataset import (
+        ArraySweep,
+        dond,
+        initialise_or_create_database_at,
+        load_or_create_experiment,
+    )
+
+    from qcodes_stmtip.drivers.nanonis_stm import frame_index_parameter
+
+    initialise_or_create_database_at(tmp_path / "moves.db")
+    exp = load_or_create_experiment("moves", sample_name="sim")
+    stm.pixels(32)
+    stm.lines(32)
+    centres = [(0.0, 0.0), (40e-9, 10e-9), (-30e-9, 25e-9)]
+    biases = [1.0, 1.2, -0.8]
+    frame_index = frame_index_parameter()
+
+    def move(i: int) -> None:
+        stm.set_frame(*centres[i], 20e-9, 20e-9)
+        stm.bias(biases[i])
+        stm.scan_direction("down" if i == 1 else "up")
+
+    # the QCoDeS idiom: each sweep point moves the frame, then the image and its record
+    sweep = ArraySweep(frame_index, list(range(3)), post_actions=(lambda: move(frame_index()),))
+    ds, *_ = dond(sweep, stm.scan_image, *stm.frame_parameters, exp=exp, do_plot=False)
+
+    x = ds.to_xarray_dataset()
+    image = x["stm_test_scan_image"]
+    assert image.dims == ("frame_index", "stm_test_scan_line", "stm_test_scan_pixel")
+    assert image.shape == (3, 32, 32) and np.isfinite(image.values).all()
+    # QCoDeS stores "numeric" parameters as float64; the validator keeps the values integers
+    np.testing.assert_array_equal(x["frame_index"].values, [0, 1, 2])
+    assert x.sel(frame_index=1)["stm_test_frame_centre_x"].item() == pytest.approx(40e-9)
+    np.testing.assert_allclose(x["stm_test_frame_centre_x"].values, [c[0] for c in centres])
+    np.testing.assert_allclose(x["stm_test_frame_centre_y"].values, [c[1] for c in centres])
+    np.testing.assert_allclose(x["stm_test_frame_bias"].values, biases)
+    assert list(x["stm_test_frame_direction"].values) == ["up", "down", "up"]
+    assert x["stm_test_frame_width"].attrs["units"] == "m"
+    assert np.all(np.diff(x["stm_test_frame_timestamp"].values) > 0)
+    # one line of xarray: the frames scanned with positive bias
+    assert x["stm_test_scan_image"].where(x["stm_test_frame_bias"] > 0, drop=True).shape[0] == 2
+
+    ds.export("netcdf", path=str(tmp_path))
+    path = ds.export_info.export_paths["nc"]
+    with xr.load_dataset(path) as back:
+        np.testing.assert_array_equal(back["stm_test_scan_image"].values, image.values)
+        np.testing.assert_allclose(back["stm_test_frame_centre_x"].values,
+                                   [c[0] for c in centres])
+        assert list(back["frame_index"].values) == [0, 1, 2]

@@ -83,14 +83,14 @@ def test_stored_states_match_the_simulator_ground_truth(trained_bundle, tmp_path
     assert len(hits) >= len(clear) - 2, {i: (truths[i][0], states[i]) for i in clear}
     for label in ("individual_atoms", "generic_defect"):
         assert any(truths[i][0] == label for i in hits), f"no {label} frame recognised"
-    # frames at different centres have different scan_x/scan_y setpoints, so the frames and
-    # the per-frame states cannot share one xarray Dataset: read them as separate arrays
-    xd = ds.to_xarray_dataset_dict()
+    # frames at different centres share the pixel-index setpoints: one xarray Dataset holds
+    # the frames, their positions and their tip states
+    xd = ds.to_xarray_dataset()
 
     def col(name: str) -> np.ndarray:
-        return xd[name][name].values
+        return xd[name].values
 
-    quality = dict(zip(xd["tip_quality"]["frame_index"].values.tolist(), col("tip_quality"),
+    quality = dict(zip(xd["frame_index"].values.astype(int).tolist(), col("tip_quality"),
                        strict=True))
     for i in hits:
         assert quality[i] == ("good" if truths[i][0] == "individual_atoms" else "bad")
@@ -99,8 +99,8 @@ def test_stored_states_match_the_simulator_ground_truth(trained_bundle, tmp_path
                                                        "rows", "dimers_asymmetries")}
         assert state == max(p, key=p.get) and col("tip_vote_0")[i] == state
         assert col("tip_reason")[i] == ""
-    image = xd[image_name][image_name]
-    assert image.size == len(plan) * PIXELS * PIXELS
+    image = xd[image_name]
+    assert image.shape == (len(plan), PIXELS, PIXELS)
     meta = json.loads(ds.metadata[METADATA_KEY])
     assert meta["bundle"]["surface"] == "hsi100"
     assert meta["bundle"]["members"][0]["architecture"] == "rw"

@@ -28,3 +28,6 @@ def test_example_stores_a_state_per_frame(tiny_bundle, tmp_path, capsys, mode) -
     states = [line.split("tip_state ")[1] for line in out.splitlines() if "tip_state " in line]
     classes = {"dimers_asymmetries", "individual_atoms", "rows", "generic_defect"}
     assert len(states) == 2 and set(states) <= classes  # tiny bundle: thresholds 0, never uncertain
+    assert "frames {'frame_index': 2, 'stm_scan_line': 64, 'stm_scan_pixel': 64}" in out
+    if mode == "dond":  # each frame at its own place
+        assert "centres x [-1200.0, -900.0] nm" in out
