@@ -355,7 +355,7 @@ def flush_cost(frames: int, pairs: int, bundle_dir: Path) -> None:
 def import_time() -> None:
     code = ("import sys, time; t = time.perf_counter(); import qcodes_stmtip, qcodes_stmtip.monitor; "
             "from qcodes_stmtip.drivers.nanonis_stm import NanonisSTM; "
-            "NanonisSTM('s', port=6501).close(); "
+            "NanonisSTM('s', port=6501, connect_on_init=False).close(); "
             "print(time.perf_counter() - t, 'tensorflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     seconds, tf_loaded = out.stdout.split()

@@ -143,8 +143,12 @@ class NanonisSTM(Instrument):
             ``"acquisition_order"`` (a "down" frame arrives top line first and is
             flipped). Not confirmed on hardware for "down" frames: check once with a
             real controller by scanning the same frame up and down.
-
-    Connection is lazy: nothing is sent until a parameter is read or set.
+        connect_on_init: connect now (the QCoDeS idiom): open the socket, ask the
+            controller's version and read the frame geometry (three requests), and end
+            with :meth:`connect_message`. If no controller answers, the instrument is
+            removed again and :class:`~qcodes_stmtip.nanonis.protocol.NanonisConnectionError`
+            is raised, naming the address. ``False`` (lazy): nothing is sent until a
+            parameter is read or set.
     """
 
     def __init__(
@@ -159,6 +163,7 @@ class NanonisSTM(Instrument):
         scan_timeout: float = 600.0,
         client: NanonisClient | None = None,
         row_order: str = "bottom_first",
+        connect_on_init: bool = True,
         **kwargs: Any,
     ) -> None:
         if row_order not in ROW_ORDERS:
@@ -408,8 +413,34 @@ class NanonisSTM(Instrument):
         )
 
         self.channel(int(channel))
+        if connect_on_init:
+            self._connect_or_fail()
 
     # ---- identification / lifetime ---------------------------------------------------------
+    def _connect_or_fail(self) -> None:
+        """Connect, read the version and geometry, print the connect message; else close and raise."""
+        from qcodes_stmtip.nanonis.protocol import (
+            NanonisConnectionError,
+            NanonisError,
+            NanonisProtocolError,
+        )
+
+        begin = time.time()
+        try:
+            self.client.connect()
+            self.refresh_geometry()
+            self.connect_message(begin_time=begin)
+        except (OSError, NanonisError, NanonisProtocolError) as exc:
+            where = f"{self.address}:{self.port}"
+            self.close()
+            raise NanonisConnectionError(
+                f"NanonisSTM {self.name!r}: no Nanonis controller answers at {where} ({exc}). "
+                "Start the Nanonis software and enable its TCP programming interface on that "
+                "port (or run `stmtip sim serve` for the simulator); pass "
+                "connect_on_init=False to connect on first use instead"
+            ) from exc
+
+
     def add_metadata_safety(self) -> None:
         """Record the safety envelope in the instrument metadata (hence in every snapshot)."""
         self.metadata["safety_envelope"] = self.safety.as_dict()

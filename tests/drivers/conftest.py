@@ -265,6 +265,7 @@ def fake_stm(fake_nanonis: FakeNanonis):
     from qcodes_stmtip.drivers.nanonis_stm import NanonisSTM
 
     stm = NanonisSTM("stm_fake", address="127.0.0.1", port=fake_nanonis.port, timeout=0.5)
+    fake_nanonis.requests.clear()  # the connection's version and geometry reads
     try:
         yield stm
     finally:

@@ -113,6 +113,7 @@ def test_relative_pulse_is_checked_against_the_resulting_voltage(
 
 def test_safety_from_a_dict_tightens_the_validators(fake_nanonis: FakeNanonis) -> None:
     stm = NanonisSTM("stm_tight", port=fake_nanonis.port, safety={"max_bias_V": 2.0})
+    fake_nanonis.requests.clear()  # the connection's reads
     try:
         assert stm.safety == SafetyEnvelope(max_bias_V=2.0)
         stm.bias(1.9)
@@ -174,6 +175,7 @@ def test_scan_image_is_bottom_row_first_whatever_the_direction(
 ) -> None:
     fake_nanonis.state["acquisition_order"] = row_order == "acquisition_order"
     fake_stm = NanonisSTM("stm_fake", port=fake_nanonis.port, row_order=row_order)
+    fake_nanonis.requests.clear()  # the connection's reads
     fake_stm.scan_direction(direction)
     image = fake_stm.scan_image()
     assert fake_nanonis.commands()[:2] == ["Scan.Action", "Scan.WaitEndOfScan"]
@@ -432,3 +434,55 @@ def test_bias_pulse_takes_the_same_keyword_only_arguments_everywhere(
     fake_stm.bias_pulse(width_s=0.02, amplitude_V=2.5)
     name, (_, width, volts, _, _) = fake_nanonis.requests[-1]
     assert name == "Bias.Pulse" and width == pytest.approx(0.02) and volts == pytest.approx(2.5)
+
+
+def test_construction_connects_and_prints_the_connect_message(
+    fake_nanonis: FakeNanonis, capsys
+) -> None:
+    stm = NanonisSTM("stm_eager", port=fake_nanonis.port)
+    try:
+        assert fake_nanonis.commands() == ["Scan.FrameGet", "Scan.BufferGet", "Util.VersionGet"]
+        assert "Connected to: SPECS Nanonis" in capsys.readouterr().out
+        assert stm.scan_width.cache.valid and stm.pixels.cache.get() == 16  # geometry read
+    finally:
+        stm.close()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_construction_with_nothing_listening_fails_at_once_with_one_clear_error() -> None:
+    port = _free_port()
+    with pytest.raises(NanonisConnectionError,
+                       match=rf"no Nanonis controller answers at 127.0.0.1:{port}.*connect_on_init"):
+        NanonisSTM("stm_dead", port=port, timeout=0.5)
+    assert "stm_dead" not in Instrument._all_instruments  # the name is free again
+    stm = NanonisSTM("stm_dead", port=port, connect_on_init=False)  # lazy: nothing sent
+    try:
+        assert not stm.client.connected
+        with pytest.raises(NanonisConnectionError):
+            stm.bias()
+    finally:
+        stm.close()
+
+
+def test_station_load_instrument_with_nothing_listening_raises_one_error(tmp_path) -> None:
+    from qcodes.station import Station
+
+    port = _free_port()
+    config = tmp_path / "stm.station.yaml"
+    config.write_text(
+        "instruments:\n"
+        "  stm:\n"
+        "    type: qcodes_stmtip.drivers.nanonis_stm.NanonisSTM\n"
+        f"    init:\n      address: 127.0.0.1\n      port: {port}\n      timeout: 0.5\n"
+    )
+    station = Station(config_file=str(config))
+    with pytest.raises(NanonisConnectionError, match=f"127.0.0.1:{port}"):
+        station.load_instrument("stm")
+    assert "stm" not in station.components

@@ -280,7 +280,7 @@ def test_import_and_driver_creation_do_not_import_tensorflow() -> None:
         "import sys, time; t = time.perf_counter()\n"
         "import qcodes_stmtip, qcodes_stmtip.monitor\n"
         "from qcodes_stmtip.drivers.nanonis_stm import NanonisSTM\n"
-        "stm = NanonisSTM('stm_tf_free', port=6501); stm.close()\n"
+        "stm = NanonisSTM('stm_tf_free', port=6501, connect_on_init=False); stm.close()\n"
         "bad = [m for m in ('tensorflow', 'keras') if m in sys.modules]\n"
         "print(bad)\n"
     )
