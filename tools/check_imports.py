@@ -31,7 +31,7 @@ SIM = f"{PACKAGE}.sim"
 #: Module prefixes that run against real hardware and must not import the simulator.
 HARDWARE_SIDE: tuple[str, ...] = tuple(f"{PACKAGE}.{p}" for p in (
     "classify", "monitor", "labelling", "drivers", "nanonis", "io", "safety", "lab",
-    "conditioning", "taxonomy", "imaging",
+    "conditioning", "taxonomy", "imaging", "extras",
 ))
 
 #: Hardware-side modules that may import the simulator, and why. Keep it short: each entry

@@ -12,7 +12,11 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
+from qcodes_stmtip.extras import require  # noqa: E402
+
+keras = require("keras", "classify", "Keras/TensorFlow (CNN members, training, the fused monitor)")
+if os.environ["KERAS_BACKEND"] == "tensorflow":  # Keras has imported it; name it if not
+    require("tensorflow", "classify", "Keras's TensorFlow backend")
 
 __all__ = ["keras"]
 

@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from qcodes_stmtip.extras import MissingExtraError
+
 #: The two scan directions along a line a reader can return.
 DIRECTIONS: tuple[str, str] = ("forward", "backward")
 
@@ -40,7 +42,9 @@ _MAX_PROBLEM_CHARS = 300
 def guard_reader[**P, R](reader: Callable[P, R]) -> Callable[P, R]:
     """Make every error of ``reader(path, …)`` a one-line :class:`FrameReadError` naming the file.
 
-    A :class:`FrameReadError` passes unchanged; any other exception (a third-party
+    A :class:`FrameReadError` passes unchanged, and so does a
+    :class:`~qcodes_stmtip.extras.MissingExtraError` (the install, not the file, is at
+    fault); any other exception (a third-party
     parser's ``ValueError``/``AttributeError``/``struct.error``, an invalid
     :class:`STMFrame` field, ``MemoryError``, ``RecursionError``…) is re-raised as a
     :class:`FrameReadError` chained to it. ``KeyboardInterrupt``/``SystemExit`` pass.
@@ -50,7 +54,7 @@ def guard_reader[**P, R](reader: Callable[P, R]) -> Callable[P, R]:
     def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return reader(*args, **kwargs)
-        except FrameReadError:
+        except (FrameReadError, MissingExtraError):
             raise
         except Exception as exc:
             path = args[0] if args else kwargs.get("path", "<unknown file>")

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from qcodes_stmtip.extras import MissingExtraError, install_hint
 from qcodes_stmtip.io.frame import FrameReadError, STMFrame, check_direction, guard_reader
 
 _SUFFIXES = {"_Forward": "forward", "_Backward": "backward"}
@@ -40,10 +41,10 @@ def _split_label(label: str) -> tuple[str, str]:
 def _image_pages(path: Path) -> list[Any]:
     try:
         from spym.io import rhksm4
-    except ImportError as exc:  # pragma: no cover - both are declared dependencies
-        raise FrameReadError(
-            path, f"reading .sm4 needs the 'spym' and 'hvplot' packages ({exc})"
-        ) from exc
+    except ImportError as exc:
+        raise MissingExtraError(
+            f"reading {path} (.sm4) needs the 'spym' and 'hvplot' packages ({exc}); "
+            f"install them with: {install_hint('io')}", name="spym") from exc
     try:
         pages = list(rhksm4.load(str(path)))
     except Exception as exc:  # spym raises struct/Index/Value errors on malformed files

@@ -24,6 +24,8 @@ from qcodes.instrument import Instrument
 from qcodes.parameters import Parameter
 from qcodes.validators import Validator
 
+from qcodes_stmtip.extras import require
+
 __all__ = ["PyMeasureInstrument", "resolve_sim_file"]
 
 #: Folder of the pyvisa-sim definitions shipped with a source checkout of this project.
@@ -68,6 +70,8 @@ def _import_class(spec: type | str) -> type:
     module, _, name = str(spec).rpartition(".")
     if not module:
         raise ValueError(f"pymeasure_class must be a class or 'package.module.Class', got {spec!r}")
+    if module.split(".")[0] == "pymeasure":
+        require("pymeasure", "lab", f"the lab instrument {spec}")
     try:
         return getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError) as exc:
@@ -135,6 +139,7 @@ class PyMeasureInstrument(Instrument):
             if pyvisa_sim_file is not None:
                 if "visa_library" in options:
                     raise ValueError(f"{name}: give pyvisa_sim_file or visa_library, not both")
+                require("pyvisa_sim", "lab", f"{name}: simulating with pyvisa_sim_file")
                 options["visa_library"] = f"{resolve_sim_file(pyvisa_sim_file)}@sim"
             self.simulated = str(options.get("visa_library", "")).endswith("@sim")
             driver = cls(address, **options)

@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from qcodes.parameters import Parameter, ParameterWithSetpoints
 
+from qcodes_stmtip.extras import require
 from qcodes_stmtip.monitor.results import (
     METADATA_KEY,
     UNCERTAIN_STATE,
@@ -223,7 +224,7 @@ class TipStateMonitor:
             return run
         self.device, self.inference_path = "CPU", "ensemble-predict (feature members)"
         if any(getattr(m.model, "symmetry_views", True) for m in self.ensemble.networks):
-            import tensorflow as tf
+            tf = require("tensorflow", "classify", "a monitor with CNN ensemble members")
 
             gpus = tf.config.list_physical_devices("GPU")
             self.device = f"GPU:0 ({gpus[0].name})" if gpus else "CPU"
