@@ -15,6 +15,7 @@ frame's centre, size, angle, bias, setpoint, direction and time are stored besid
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -69,7 +70,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         server = serve_simulator(surface=args.surface, seed=0, time_acceleration=500.0)
         host, port = "127.0.0.1", server.port
-    stm = NanonisSTM("stm", address=host, port=port)
+    try:
+        stm = NanonisSTM("stm", address=host, port=port)
+    except ConnectionError as exc:  # nothing listening at --host/--port: one line, status 1
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     image_name = stm.scan_image.register_name
     try:
         stm.pixels(args.pixels)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -121,7 +122,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.frames < 1:
         parser.error("--frames must be >= 1")
 
-    bundle = args.bundle or demo_bundle(args.out / "monitor_bundle")
     server = None
     host, port = args.host, args.port
     if host is None:
@@ -129,11 +129,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         server = serve_simulator(surface="hsi100", seed=0, time_acceleration=500.0)
         host, port = "127.0.0.1", server.port
-    args.out.mkdir(parents=True, exist_ok=True)
-    initialise_or_create_database_at(args.out / "monitor.db")
-    load_or_create_experiment("monitor_example", sample_name="hsi100")
-    stm = NanonisSTM("stm", address=host, port=port)
+    try:  # connect first: a dead controller is reported before any training
+        stm = NanonisSTM("stm", address=host, port=port)
+    except ConnectionError as exc:  # nothing listening at --host/--port: one line, status 1
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     try:
+        bundle = args.bundle or demo_bundle(args.out / "monitor_bundle")
+        args.out.mkdir(parents=True, exist_ok=True)
+        initialise_or_create_database_at(args.out / "monitor.db")
+        load_or_create_experiment("monitor_example", sample_name="hsi100")
         stm.pixels(64)
         stm.lines(64)
         with TipStateMonitor(bundle, surface="hsi100") as monitor:

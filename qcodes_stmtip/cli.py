@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
+import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 #: Modules that contribute subcommands, in the order they appear in ``--help``.
 COMMAND_MODULES: list[str] = [
@@ -25,15 +28,38 @@ COMMAND_MODULES: list[str] = [
 ]
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line on stderr and exit status 1."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(1, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def quiet_tensorflow(verbose: bool) -> None:
+    """Silence TensorFlow's C++, absl and oneDNN start-up lines unless ``verbose``.
+
+    Sets ``TF_CPP_MIN_LOG_LEVEL`` (only if unset) before TensorFlow is imported, and
+    the ``tensorflow``/``absl`` Python loggers to ERROR. Side effect: process environment.
+    """
+    if verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0")
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    for name in ("tensorflow", "absl", "h5py"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the ``stmtip`` argument parser with every feature's subcommands."""
     from qcodes_stmtip import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="stmtip",
         description="Tip-state recognition and conditioning for STM, on QCoDeS.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's log lines and full tracebacks")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
@@ -41,17 +67,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``stmtip``; returns the process exit code."""
+    """Entry point of ``stmtip``; returns the process exit code.
+
+    A user mistake (bad argument, missing file or run, unreachable controller, missing
+    extra) is one line on stderr and exit status 1; ``--verbose`` re-raises it instead.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
+    quiet_tensorflow(args.verbose)
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help()
         return 2
     try:
         result = func(args)
-    except (ValueError, FileNotFoundError, ConnectionError, TimeoutError) as exc:
-        print(f"stmtip {args.command}: error: {exc}", file=sys.stderr)
+    except (ValueError, FileNotFoundError, ConnectionError, TimeoutError, ImportError) as exc:
+        if args.verbose:
+            raise
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"stmtip {args.command}: error: {text}", file=sys.stderr)
         return 1
     return int(result or 0)
 

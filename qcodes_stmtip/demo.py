@@ -238,7 +238,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo",
         help="the main job: condition a bad tip on a simulated microscope until it is good",
-        description=__doc__.splitlines()[0],
+        description="The main job, on a simulated H:Si(100) (or Au/Cu(111)) microscope with a "
+        "bad tip: scan, classify every frame with the ensemble, pulse/indent/move until the "
+        "tip is good, store everything in OUT/demo.db and write the report to OUT/report.",
     )
     parser.add_argument("--out", type=Path, default=Path("out/demo"),
                         help="output folder (demo.db, report/, cached bundle) [out/demo]")
@@ -246,7 +248,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="simulated surface [hsi100]")
     parser.add_argument("--model", default=None,
                         help="model bundle [the shipped one, else a cached/trained demo bundle]")
-    parser.add_argument("--policy", default="escalating", choices=("escalating", "random"))
+    parser.add_argument("--policy", default="escalating", choices=("escalating", "random"),
+                        help="escalating: pulse, then indent, then move; random: a seeded draw "
+                             "[escalating]")
     parser.add_argument("--seed", type=int, default=1,
                         help="simulator seed [1: its tip stays bad until conditioned]")
     parser.add_argument("--max-frames", type=int, default=100, help="stop after N frames [100]")

@@ -18,7 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("train", help="train a tip-state ensemble bundle",
                               description="Train the ensemble (and the H:Si(100) tip-change network) "
                               "on DIR (images + labels.csv) with a session-split validation set.")
-    p.add_argument("--surface", required=True, choices=SURFACES)
+    p.add_argument("--surface", required=True, choices=SURFACES,
+                   help="sample surface of the data set (its class vocabulary)")
     p.add_argument("--data", required=True, type=Path, help="dataset directory with labels.csv")
     p.add_argument("--out", required=True, type=Path, help="bundle directory to create")
     p.add_argument("--members", default="best",
@@ -31,13 +32,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--width", type=float, default=0.125,
                    help="filter-count multiplier (1 = paper size) [0.125]")
     p.add_argument("--epochs", type=int, default=25, help="most epochs per member [25]")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--steps-per-epoch", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=128, help="frames per training step [128]")
+    p.add_argument("--steps-per-epoch", type=int, default=None,
+                   help="training steps per epoch [one pass over the training frames]")
     p.add_argument("--patience", type=int, default=5, help="early-stopping patience, epochs [5]")
     p.add_argument("--lr-decay", type=float, default=0.95, help="learning-rate factor per epoch")
-    p.add_argument("--head", choices=("softmax", "sigmoid"), default="softmax")
-    p.add_argument("--val-fraction", type=float, default=0.2)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--head", choices=("softmax", "sigmoid"), default="softmax",
+                   help="output layer of the networks: one class (softmax) or independent (sigmoid) "
+                        "[softmax]")
+    p.add_argument("--val-fraction", type=float, default=0.2,
+                   help="fraction of the sessions held out for validation and thresholds [0.2]")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split and the training [0]")
     p.add_argument("--target-precision", type=float, default=0.9,
                    help="per-class confidence thresholds: the lowest reaching this precision on the "
                         "validation sessions [0.9]")
@@ -72,15 +77,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_train)
 
-    p = subparsers.add_parser("evaluate", help="score a bundle on a labelled dataset (Table I, plots)")
+    p = subparsers.add_parser("evaluate", help="score a bundle on a labelled dataset (Table I, plots)",
+                              description="Score a model bundle on a labelled data set (DIR with "
+                              "labels.csv): per-class precision/recall (the paper's Table I), "
+                              "good/bad AUROC and balanced accuracy, optional ROC/PR/confusion "
+                              "plots and JSON.")
     p.add_argument("--model", required=True, type=Path, help="bundle directory")
     p.add_argument("--data", required=True, type=Path, help="dataset directory with labels.csv")
     p.add_argument("--plots", type=Path, default=None, help="directory for roc.png, pr.png, confusion.png")
     p.add_argument("--json", type=Path, default=None, help="write the scores as JSON here")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_evaluate)
 
-    p = subparsers.add_parser("classify", help="classify frame files into a CSV of probabilities")
+    p = subparsers.add_parser("classify", help="classify frame files into a CSV of probabilities",
+                              description="Classify frame files with a model bundle (or a "
+                              "surface's shipped default) and write one CSV row per file: class "
+                              "probabilities, decision and good/bad.")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", type=Path, help="bundle directory")
     src.add_argument("--surface", choices=SURFACES, help="use the shipped default bundle")
@@ -89,15 +101,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_classify)
 
 
+def _need_dir(path: Path, option: str, *, labels: bool = False) -> None:
+    """Raise FileNotFoundError (one line) unless ``path`` is a directory (with labels.csv)."""
+    if not path.is_dir():
+        what = "model bundle directory" if option == "--model" else "directory"
+        raise FileNotFoundError(f"{option} {path}: {what} not found")
+    if labels and not (path / "labels.csv").is_file():
+        raise FileNotFoundError(f"{option} {path}: no labels.csv in it")
+
+
 def _train(args: argparse.Namespace) -> int:
+    # checked before the imports below load TensorFlow
+    _need_dir(args.data, "--data", labels=True)
+    if args.pretrain is not None:
+        _need_dir(args.pretrain, "--pretrain", labels=True)
+    if args.notice is not None and not args.notice.is_file():
+        raise FileNotFoundError(f"--notice {args.notice}: no such file")
     from qcodes_stmtip.classify.bundle import save_bundle
     from qcodes_stmtip.classify.dataset_images import load_images
     from qcodes_stmtip.classify.ensemble_training import parse_members, train_ensemble
     from qcodes_stmtip.classify.labels import load_labels
     from qcodes_stmtip.classify.training import TrainConfig
 
-    if args.notice is not None and not args.notice.is_file():
-        raise SystemExit(f"error: --notice {args.notice}: no such file")
     members = parse_members(args.members)
     frames = load_labels(args.data, args.surface)
     data = load_images(frames, progress=not args.quiet)
@@ -131,6 +156,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    _need_dir(args.model, "--model")  # before TensorFlow loads
+    _need_dir(args.data, "--data", labels=True)
     from qcodes_stmtip.classify.bundle import load_bundle
     from qcodes_stmtip.classify.dataset_images import load_images
     from qcodes_stmtip.classify.ensemble_training import evaluate_ensemble, format_table
@@ -157,6 +184,12 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _classify(args: argparse.Namespace) -> int:
+    if args.model is not None:  # before TensorFlow loads
+        _need_dir(args.model, "--model")
+    missing = [str(f) for f in args.files if not f.is_file()]
+    if missing:
+        raise FileNotFoundError(f"no such file: {', '.join(missing[:3])}"
+                                + (f" and {len(missing) - 3} more" if len(missing) > 3 else ""))
     import numpy as np
 
     from qcodes_stmtip.classify.bundle import default_bundle_path, load_bundle

@@ -15,7 +15,10 @@ DEFAULT_DB = Path("out/conditioning/conditioning.db")
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
     return value
@@ -33,6 +36,18 @@ def _floats(count: int):
     return parse
 
 
+def _check_bundle(model: str, surface: str) -> None:
+    """Refuse a missing bundle, or one for another surface, before anything connects."""
+    from qcodes_stmtip.classify.bundle import read_manifest
+
+    if not Path(model).is_dir():
+        raise FileNotFoundError(f"--model {model}: no such bundle directory")
+    bundle_surface = read_manifest(model)["surface"]
+    if bundle_surface != surface:
+        raise ValueError(f"--model {model} is a bundle for {bundle_surface!r}, not --surface "
+                         f"{surface!r}")
+
+
 def _condition(args: argparse.Namespace) -> int:
     from qcodes.dataset import initialise_or_create_database_at, load_or_create_experiment
 
@@ -42,8 +57,7 @@ def _condition(args: argparse.Namespace) -> int:
     from qcodes_stmtip.drivers.nanonis_stm import NanonisSTM
     from qcodes_stmtip.monitor import TipStateMonitor
 
-    if not Path(args.model).is_dir():
-        raise FileNotFoundError(f"--model {args.model}: no such bundle directory")
+    _check_bundle(args.model, args.surface)
     limits = ConditioningLimits(min_site_distance_m=args.min_site_distance, max_actions=args.max_actions,
                                 max_actions_per_area=args.max_actions_per_area,
                                 max_current_A=args.max_current, z_range_m=tuple(args.z_range))
@@ -122,10 +136,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="controller host [127.0.0.1]")
     p.add_argument("--port", type=int, default=6501, help="controller TCP port [6501]")
     p.add_argument("--timeout", type=float, default=10.0, help="request timeout, s [10]")
-    p.add_argument("--surface", required=True, choices=("hsi100", "au111", "cu111"))
+    p.add_argument("--surface", required=True, choices=("hsi100", "au111", "cu111"),
+                   help="sample surface; the bundle must be for it")
     p.add_argument("--model", required=True, help="model bundle directory (stmtip classify ...)")
     p.add_argument("--db", default=str(DEFAULT_DB), help=f"QCoDeS database [{DEFAULT_DB}]")
-    p.add_argument("--policy", choices=("escalating", "random"), default="escalating")
+    p.add_argument("--policy", choices=("escalating", "random"), default="escalating",
+                   help="escalating: pulse, then indent, then move; random: a seeded draw [escalating]")
     p.add_argument("--dry-run", action="store_true",
                    help="scan and classify, print the action it would take, send no tip action")
     p.add_argument("--resume", type=_positive_int, default=None, metavar="RUN_ID",

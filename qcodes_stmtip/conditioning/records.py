@@ -240,7 +240,10 @@ def _load_one(run_id: int) -> tuple[Any, dict, dict | None, list[FrameRecord], l
                                    dict[int, str]]:
     from qcodes.dataset import load_by_run_spec
 
-    ds = load_by_run_spec(captured_run_id=run_id)
+    try:
+        ds = load_by_run_spec(captured_run_id=run_id)
+    except NameError:  # QCoDeS's "No run matching the supplied information found."
+        raise ValueError(f"run {run_id}: no such run in this database") from None
     meta = ds.metadata
     if CONFIG_KEY not in meta:
         raise ValueError(f"run {run_id} is not a conditioning experiment (no {CONFIG_KEY!r} metadata)")

@@ -70,5 +70,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--channel", default=None, help="channel to summarise (default: topography)"
     )
-    parser.add_argument("--direction", choices=("forward", "backward"), default="forward")
+    parser.add_argument("--direction", choices=("forward", "backward"), default="forward",
+                        help="trace of each line to summarise [forward]")
     parser.set_defaults(func=_handle_info)

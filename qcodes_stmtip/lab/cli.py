@@ -17,18 +17,26 @@ __all__ = ["register"]
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``lab`` and its ``demo`` subcommand."""
-    lab = subparsers.add_parser("lab", help="the lab's other instruments (positioner, pulser, thermometer)")
+    lab = subparsers.add_parser("lab", help="the lab's other instruments (positioner, pulser, thermometer)",
+                                description="The instruments beside the STM (coarse positioner, "
+                                "pulse generator, thermometer) in one QCoDeS station.")
     commands = lab.add_subparsers(dest="lab_command", metavar="LAB_COMMAND")
     lab.set_defaults(func=lambda args: (lab.print_help(), 2)[1])
     demo = commands.add_parser(
         "demo", help="simulated lab: image, move to a fresh area, image, pulse, read temperature",
-        description=__doc__.split("\n\n")[1].replace("\n", " "),
+        description="Start the simulated Nanonis controller on a free loopback port, load the "
+        "simulated lab station (STM, ANC300 positioner, 335xx pulse generator, thermometer), "
+        "image an area, move the coarse positioner to a fresh area, image again and print how "
+        "similar the two areas are, fire one bias pulse from the generator and read the "
+        "temperature stored with each frame.",
     )
     demo.add_argument("--station", type=Path, default=None,
                       help="station YAML (default: instruments/simulated_lab.station.yaml)")
-    demo.add_argument("--surface", choices=("hsi100", "au111", "cu111"), default="au111")
+    demo.add_argument("--surface", choices=("hsi100", "au111", "cu111"), default="au111",
+                      help="simulated sample surface [au111]")
     demo.add_argument("--seed", type=int, default=2, help="simulated sample/tip seed")
-    demo.add_argument("--direction", choices=("X+", "X-", "Y+", "Y-"), default="X+")
+    demo.add_argument("--direction", choices=("X+", "X-", "Y+", "Y-"), default="X+",
+                      help="coarse-move direction to the fresh area [X+]")
     demo.add_argument("--steps", type=int, default=20, help="coarse steps of the move")
     demo.add_argument("--size", type=float, default=500e-9, help="frame size, m (default 500 nm)")
     demo.add_argument("--pixels", type=int, default=64, help="pixels per line and lines")

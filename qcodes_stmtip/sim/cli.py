@@ -56,8 +56,11 @@ def _gallery(args: argparse.Namespace) -> int:
 
 def register_dataset(sim: argparse._SubParsersAction) -> None:
     """Add ``stmtip sim dataset``."""
-    p = sim.add_parser("dataset", help="write a labelled simulated data set (PNGs, .npy heights, labels.csv)")
-    p.add_argument("--surface", required=True, choices=_SURFACES)
+    p = sim.add_parser("dataset", help="write a labelled simulated data set (PNGs, .npy heights, labels.csv)",
+                       description="Render COUNT simulated frames of a surface with known tip "
+                       "states into OUT: one PNG and one .npy height map (m) per frame and a "
+                       "labels.csv that `stmtip train` and `stmtip evaluate` read.")
+    p.add_argument("--surface", required=True, choices=_SURFACES, help="simulated sample surface")
     p.add_argument("--count", required=True, type=int, help="number of frames")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same data set)")
@@ -76,18 +79,22 @@ def register_dataset(sim: argparse._SubParsersAction) -> None:
 
 def register_gallery(sim: argparse._SubParsersAction) -> None:
     """Add ``stmtip sim gallery``."""
-    p = sim.add_parser("gallery", help="render every class of a surface side by side into a PNG")
-    p.add_argument("--surface", required=True, choices=_SURFACES)
+    p = sim.add_parser("gallery", help="render every class of a surface side by side into a PNG",
+                       description="Render --per-class simulated frames of every tip-state class "
+                       "of a surface, one column per class, into one PNG: what each class looks like.")
+    p.add_argument("--surface", required=True, choices=_SURFACES, help="simulated sample surface")
     p.add_argument("--out", required=True, help="PNG path")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed [0]")
     p.add_argument("--per-class", type=int, default=3, help="examples per class")
-    p.add_argument("--pixels", type=int, default=160)
+    p.add_argument("--pixels", type=int, default=160, help="pixels per line (= lines) [160]")
     p.set_defaults(func=_gallery)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``sim`` group and every subcommand in :data:`SIM_SUBCOMMANDS`."""
-    sim_parser = subparsers.add_parser("sim", help="simulated microscope: data sets, galleries, server")
+    sim_parser = subparsers.add_parser("sim", help="simulated microscope: data sets, galleries, server",
+                                       description="The simulated microscope: labelled data sets, "
+                                       "class galleries and a Nanonis TCP server to point the driver at.")
     sim = sim_parser.add_subparsers(dest="sim_command", metavar="SUBCOMMAND")
     sim_parser.set_defaults(func=lambda args: (sim_parser.print_help(), 2)[1])
     for module, function in SIM_SUBCOMMANDS:

@@ -432,7 +432,8 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> argparse.Argume
         description="Serve a simulated STM over the Nanonis TCP protocol.")
     parser.add_argument("--port", type=int, default=6501, help="TCP port (default 6501; 0 = any free)")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    parser.add_argument("--surface", choices=SURFACES, default="hsi100")
+    parser.add_argument("--surface", choices=SURFACES, default="hsi100",
+                        help="simulated sample surface [hsi100]")
     parser.add_argument("--seed", type=int, default=0, help="sample/tip/noise seed")
     parser.add_argument("--time-acceleration", type=float, default=1.0,
                         help="simulated seconds per wall second (default 1)")
