@@ -62,7 +62,7 @@ def main() -> None:
 
     server = serve_simulator(surface="hsi100", seed=0, time_acceleration=1000.0,
                              initial_tip="individual_atoms")
-    station = Station(config_file=str(REPO / "instruments" / "simulated_lab.station.yaml"))
+    station = Station(config_file=str(REPO / "qcodes_stmtip" / "lab" / "sim_yaml" / "simulated_lab.station.yaml"))
     try:
         station.load_instrument("stm", port=server.port)
         positioner = station.load_instrument("positioner")

@@ -1,7 +1,7 @@
 """``stmtip lab``: exercise the whole simulated lab (STM, positioner, pulse generator, thermometer).
 
 ``stmtip lab demo`` starts the simulated Nanonis controller on a free loopback port, loads
-``instruments/simulated_lab.station.yaml`` (pointing the STM at that port), images an area,
+``qcodes_stmtip/lab/sim_yaml/simulated_lab.station.yaml`` (pointing the STM at that port), images an area,
 moves the coarse positioner to a fresh area, images again and prints how similar the two
 areas are, fires one bias pulse from the external generator and reads the temperature that
 would be stored with each frame. Heavy imports happen inside the handler.
@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "temperature stored with each frame.",
     )
     demo.add_argument("--station", type=Path, default=None,
-                      help="station YAML (default: instruments/simulated_lab.station.yaml)")
+                      help="station YAML [the packaged simulated_lab.station.yaml]")
     demo.add_argument("--surface", choices=("hsi100", "au111", "cu111"), default="au111",
                       help="simulated sample surface [au111]")
     demo.add_argument("--seed", type=int, default=2, help="simulated sample/tip seed")
@@ -52,11 +52,11 @@ def _demo(args: argparse.Namespace) -> int:
     from qcodes.station import Station
 
     from qcodes_stmtip.lab.area_similarity import area_similarity
-    from qcodes_stmtip.lab.pymeasure_bridge import INSTRUMENTS_DIR
+    from qcodes_stmtip.lab.pymeasure_bridge import SIM_YAML_DIR
     from qcodes_stmtip.lab.thermometer import frame_metadata
     from qcodes_stmtip.sim.controller import serve_simulator
 
-    station_file = args.station or INSTRUMENTS_DIR / "simulated_lab.station.yaml"
+    station_file = args.station or SIM_YAML_DIR / "simulated_lab.station.yaml"
     if not Path(station_file).is_file():
         raise FileNotFoundError(f"--station {station_file} does not exist")
     if args.steps < 1:

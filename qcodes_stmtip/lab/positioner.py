@@ -11,7 +11,7 @@ coarse move that is
   still reports its z feedback on (never coarse-move with the tip in tunnelling range);
 * optionally followed by the STM's auto-approach.
 
-Simulation. The pyvisa-sim ANC300 (``instruments/attocube_anc300.sim.yaml``) answers the
+Simulation. The pyvisa-sim ANC300 (``qcodes_stmtip/lab/sim_yaml/attocube_anc300.sim.yaml``) answers the
 console protocol but cannot move anything. With ``simulate_motion_on_stm=True`` (allowed
 only on a pyvisa-sim backend) every accepted move is replayed on the simulated Nanonis
 controller as the equivalent ``Motor.StartMove`` (``NanonisSTM.coarse_move``), whose

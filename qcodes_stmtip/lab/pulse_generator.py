@@ -14,7 +14,7 @@ command/execution error raises :class:`PulseGeneratorError`.
 The output is assumed to drive a high-impedance bias input: ``output_load`` is set to
 ``INF`` so that the programmed levels are the volts at the tip junction.
 
-Simulation. The pyvisa-sim 335xx (``instruments/agilent_33500.sim.yaml``) cannot reach the
+Simulation. The pyvisa-sim 335xx (``qcodes_stmtip/lab/sim_yaml/agilent_33500.sim.yaml``) cannot reach the
 simulated microscope; with ``simulate_pulse_on_stm=True`` (pyvisa-sim backend only) each
 fired pulse is replayed on the simulated controller as ``NanonisSTM.bias_pulse`` so that
 the simulated tip sees it.

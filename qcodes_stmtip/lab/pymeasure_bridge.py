@@ -28,8 +28,9 @@ from qcodes_stmtip.extras import require
 
 __all__ = ["PyMeasureInstrument", "resolve_sim_file"]
 
-#: Folder of the pyvisa-sim definitions shipped with a source checkout of this project.
-INSTRUMENTS_DIR = Path(__file__).resolve().parents[2] / "instruments"
+#: Package folder of the pyvisa-sim definitions and station YAMLs of the simulated lab
+#: (package data: present in an installed wheel too, as QCoDeS keeps its sims).
+SIM_YAML_DIR = Path(__file__).resolve().parent / "sim_yaml"
 
 
 def resolve_sim_file(spec: str | Path) -> Path:
@@ -37,7 +38,7 @@ def resolve_sim_file(spec: str | Path) -> Path:
 
     ``spec`` is ``"package.module:file.yaml"`` (a file shipped inside a Python package,
     as QCoDeS's ``pyvisa_sim_file``), an absolute path, a path relative to the current
-    directory, or a file name in this project's ``instruments/`` folder. Raises
+    directory, or a file name in :data:`SIM_YAML_DIR` (``qcodes_stmtip/lab/sim_yaml``). Raises
     FileNotFoundError naming every place that was tried.
     """
     text = str(spec)
@@ -57,7 +58,7 @@ def resolve_sim_file(spec: str | Path) -> Path:
         tried.append(str(candidate))
     else:
         path = Path(text).expanduser()
-        for candidate in (path, INSTRUMENTS_DIR / path):
+        for candidate in (path, SIM_YAML_DIR / path):
             if candidate.is_file():
                 return candidate.resolve()
             tried.append(str(candidate))

@@ -122,7 +122,7 @@ def test_conditioning_actions_run_on_the_simulator(stm: NanonisSTM, server: Simu
 def test_station_yaml_loads_the_driver_against_the_simulator(server: SimulatedNanonisServer) -> None:
     from qcodes.station import Station
 
-    station = Station(config_file=str(REPO / "instruments" / "simulated_stm.station.yaml"))
+    station = Station(config_file=str(REPO / "qcodes_stmtip" / "lab" / "sim_yaml" / "simulated_stm.station.yaml"))
     stm = station.load_instrument("stm", port=server.port)
     try:
         assert isinstance(stm, NanonisSTM)

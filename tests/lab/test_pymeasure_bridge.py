@@ -114,8 +114,12 @@ def test_bad_construction_and_names_raise_clearly() -> None:
 
 
 def test_resolve_sim_file_forms() -> None:
-    assert resolve_sim_file("agilent_33500.sim.yaml") == REPO / "instruments" / "agilent_33500.sim.yaml"
-    assert resolve_sim_file(REPO / "instruments" / "attocube_anc300.sim.yaml").is_file()
+    shipped = REPO / "qcodes_stmtip" / "lab" / "sim_yaml"
+    assert resolve_sim_file("agilent_33500.sim.yaml") == shipped / "agilent_33500.sim.yaml"
+    assert resolve_sim_file(shipped / "attocube_anc300.sim.yaml").is_file()
+    # package data, as QCoDeS ships its sims: found through the package, not the checkout
+    assert resolve_sim_file("qcodes_stmtip.lab.sim_yaml:attocube_anc300.sim.yaml") == \
+        shipped / "attocube_anc300.sim.yaml"
     packaged = resolve_sim_file("qcodes.instrument.sims:lakeshore_model336.yaml")
     assert packaged.name == "lakeshore_model336.yaml" and packaged.is_file()
     with pytest.raises(FileNotFoundError, match="tried"):
@@ -141,3 +145,17 @@ def test_builds_the_driver_on_pyvisa_sim_and_forwards_ask() -> None:
     assert bridge.ask("FREQ?") == "+1.234500000E+04"
     snapshot = bridge.snapshot(update=True)
     assert snapshot["parameters"]["frequency"]["value"] == pytest.approx(12345.0)
+
+
+def test_sim_yaml_files_are_declared_package_data() -> None:
+    import tomllib
+
+    from qcodes_stmtip.lab.pymeasure_bridge import SIM_YAML_DIR
+
+    assert SIM_YAML_DIR == Path(__import__("qcodes_stmtip.lab", fromlist=["x"]).__file__).parent / "sim_yaml"
+    names = {p.name for p in SIM_YAML_DIR.glob("*.yaml")}
+    assert {"attocube_anc300.sim.yaml", "agilent_33500.sim.yaml",
+            "simulated_lab.station.yaml", "simulated_stm.station.yaml"} <= names
+    data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert "lab/sim_yaml/*.yaml" in data["qcodes_stmtip"]
+    assert not list((REPO / "instruments").glob("*.yaml"))  # one copy, inside the package

@@ -1,4 +1,4 @@
-"""The whole simulated lab loads from instruments/simulated_lab.station.yaml and works together."""
+"""The whole simulated lab loads from the packaged simulated_lab.station.yaml and works together."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from qcodes_stmtip.sim.controller import SimulatedNanonisServer, serve_simulator
 from qcodes_stmtip.sim.microscope import STEP_XY
 
 REPO = Path(__file__).resolve().parents[2]
-STATION = REPO / "instruments" / "simulated_lab.station.yaml"
+STATION = REPO / "qcodes_stmtip" / "lab" / "sim_yaml" / "simulated_lab.station.yaml"
 
 
 @pytest.fixture

@@ -1,0 +1,1 @@
+"""pyvisa-sim definitions and station YAMLs of the simulated lab, shipped as package data."""
