@@ -13,14 +13,7 @@ Keras call and the reason is logged and listed in :attr:`FusedEnsemble.path`. An
 ensemble with test-time views (``Ensemble.tta``) gets them inside the same graph: the
 views are stacked along the batch axis and each network's outputs averaged over them.
 
-Measured on the 2-core CI machine (``benchmarks/monitor.py``), paper-size 3-SqueezeNet
-ensemble (3.2 GFLOP per frame): Keras ``predict`` per member 176–330 ms, the fused
-Keras-layer graph 27–29 ms, the folded graph 19–21 ms (see the README for the current
-numbers). ONNX Runtime was tried: ``tf2onnx.convert.from_function`` on the fused
-function (tf2onnx 1.17, onnx 1.23, TF 2.21) agrees to 3e-8 but ran at 72 and 97 ms/frame
-against 57 and 56 ms for the unfolded ``tf.function`` in the same (loaded) runs, so the
-extra dependency did not pay off. XLA (``jit_compile=True``) was slower too (median
-53–56 ms against 29–49 ms).
+Latency, and the alternatives tried (ONNX Runtime, XLA), are in ``benchmarks/RESULTS.md``.
 
 The device is TensorFlow's choice: the first GPU when TensorFlow sees one, the CPU
 otherwise; :attr:`FusedEnsemble.device` reports it for the run metadata. Importing this
