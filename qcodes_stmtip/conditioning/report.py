@@ -32,7 +32,6 @@ from qcodes_stmtip.conditioning.records import (
     load_conditioning_run,
     load_frame_images,
 )
-from qcodes_stmtip.imaging import flatten_lines
 from qcodes_stmtip.taxonomy import FrameState
 
 __all__ = ["ReportFiles", "summarise", "summary_text", "write_report"]
@@ -94,7 +93,9 @@ def summary_text(summary: dict[str, Any]) -> str:
         f"frames: {summary['frames']} ({summary['good_frames']} good); tip actions: "
         f"{summary['tip_actions']} ({summary['pulses']} pulses, {summary['indentations']} "
         f"indentations); area moves: {summary['moves']}",
-        f"tip state: {summary['first_state']} → {summary['final_state']}",
+        (f"tip state: {summary['first_state']} → {summary['final_state']}"
+         if summary["first_state"] != summary["final_state"]
+         else f"tip state: {summary['first_state']} in the first and the last frame"),
         "time to a good tip: " + (f"{ttg / 60:.1f} {unit}min" if ttg is not None else "not reached"),
     ]
     if summary["actions_by_kind"]:
@@ -170,11 +171,12 @@ def plot_timeline(run: ConditioningRun, path: Path) -> Path:
 
 
 def plot_gallery(run: ConditioningRun, images: dict[int, np.ndarray], path: Path) -> Path:
-    """The frames, each titled with state, probability and the preceding action; saves a PNG."""
-    import matplotlib
+    """The frames, each titled with state, probability and the preceding action; saves a PNG.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Titles are 9 pt and sit above their own image (constrained layout); a scale bar shows
+    the run's ``frame_size_m`` when the configuration records it.
+    """
+    from qcodes_stmtip.monitor.plot import draw_frames
 
     frames = run.frames
     if len(frames) > GALLERY_MAX:
@@ -182,31 +184,21 @@ def plot_gallery(run: ConditioningRun, images: dict[int, np.ndarray], path: Path
         frames = frames[:half] + frames[-half:]
     actions = {a.index: a for a in run.actions}
     target = set(run.config.get("target", {}).get("classes", []))
-    n = max(1, len(frames))
-    cols = min(6, n)
-    rows = math.ceil(n / cols)
-    row_h = 3.0  # inches: a square image plus a three-line title
-    fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, row_h * rows), dpi=90, squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
-    for ax, f in zip(axes.ravel(), frames, strict=False):
-        image = images.get(f.index)
-        if image is not None:
-            shown = flatten_lines(image, nonfinite="ignore")  # NaN pixels stay NaN
-            finite = shown[np.isfinite(shown)]
-            lo, hi = (np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0))
-            ax.imshow(shown, origin="lower", cmap="afmhot", vmin=lo, vmax=hi if hi > lo else lo + 1e-12)
+    size = run.config.get("frame_size_m")
+    titles, colours = [], []
+    for f in frames:
         before = actions.get(f.after_action)
         act = before.action.describe() if before is not None else "start"
         p = "" if math.isnan(f.confidence) else f" {f.confidence:.2f}"
         truth = f"\ntrue: {f.true_state}" if f.true_state else ""
-        ax.set_title(f"#{f.index} {f.state}{p}\nafter: {act}{truth}", fontsize=7,
-                     color=_colour(f.quality, f.state, target))
-    fig.suptitle(f"Frames of run {', '.join(map(str, run.run_ids))} (state, probability, preceding action)",
-                 fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (row_h * rows)), h_pad=1.2)
+        titles.append(f"#{f.index} {f.state}{p}\nafter: {act}{truth}")
+        colours.append(_colour(f.quality, f.state, target))
+    shown = f"{len(frames)} of {len(run.frames)} frames" if len(frames) < len(run.frames) else "Frames"
+    fig = draw_frames([images.get(f.index) for f in frames], titles, colours=colours,
+                      widths_m=[float(size) if size else None] * len(frames),
+                      suptitle=f"{shown} of run {', '.join(map(str, run.run_ids))} "
+                               "(state, probability, preceding action)")
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 
@@ -234,7 +226,7 @@ img{{max-width:100%}}pre{{background:#f4f4f4;padding:0.5em}}</style></head><body
 <th>state before</th><th>state after</th><th>status</th><th>why</th></tr>
 {rows}
 </table>
-<h2>Configuration</h2><pre>{html.escape(json.dumps(run.config, indent=1, default=str))}</pre>
+<h2>Configuration</h2><pre>{html.escape(json.dumps(run.config, indent=1, default=str, ensure_ascii=False))}</pre>
 </body></html>
 """
 
@@ -253,7 +245,8 @@ def write_report(run_id: int, out_dir: str | Path) -> ReportFiles:
     gallery = plot_gallery(run, load_frame_images(run), out / f"{stem}_gallery.png")
     summary = summarise(run)
     summary_path = out / f"{stem}_summary.json"
-    summary_path.write_text(json.dumps(summary, indent=1, default=str))
+    summary_path.write_text(json.dumps(summary, indent=1, default=str, ensure_ascii=False),
+                            encoding="utf-8")
     page = out / f"{stem}.html"
     page.write_text(_html(run, summary, timeline, gallery), encoding="utf-8")
     return ReportFiles(timeline, gallery, summary_path, page, summary)

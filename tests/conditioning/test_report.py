@@ -37,6 +37,18 @@ def test_report_files_match_the_stored_run(rig, db, tmp_path: Path) -> None:
     assert len(embedded) == 2 and base64.b64decode(embedded[0]) == files.timeline.read_bytes()
     assert "simulated min" in summary_text(summary) and "<table>" in page
     assert page.count("<tr><td>") == sum(1 for _ in range(result.tip_actions + result.moves))
+    assert "\\u00" not in page and "\\u00" not in files.summary.read_text()  # × and → as they are
+
+
+def test_summary_says_so_when_the_first_and_last_states_agree() -> None:
+    summary = {"run_ids": [1], "surface": "hsi100", "policy": "escalating", "classifier": {},
+               "outcome": "good_tip", "reason": "", "frames": 2, "good_frames": 2, "tip_actions": 0,
+               "pulses": 0, "indentations": 0, "moves": 0, "first_state": "individual_atoms",
+               "final_state": "individual_atoms", "time_to_good_s": 0.0, "clock": "wall",
+               "actions_by_kind": {}, "refused": []}
+    text = summary_text(summary)
+    assert "individual_atoms → individual_atoms" not in text
+    assert "tip state: individual_atoms in the first and the last frame" in text
 
 
 def test_report_of_a_run_that_is_not_an_experiment_fails_clearly(db, tmp_path: Path) -> None:
