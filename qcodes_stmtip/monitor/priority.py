@@ -4,9 +4,8 @@ The monitor's worker thread and TensorFlow's own thread pools (threads named ``t
 e.g. ``tf_Compute``) run at a higher nice value than the acquisition thread. When both
 want the CPU — a 2-core acquisition PC, or the simulator rendering on the same machine —
 the kernel gives it to acquisition; when the CPU is idle, inference runs at full speed.
-Measured with ``benchmarks/monitor.py`` (100 frames, simulator in its own process): the
-acquisition overhead of the monitor fell from +2.2 % to +1.3–1.6 % and the result latency
-rose from 10 to 12 ms (median).
+The effect on acquisition and latency is measured by ``benchmarks/monitor.py``
+(``benchmarks/RESULTS.md``).
 
 Linux only (per-thread nice via ``/proc/self/task``); elsewhere nothing is changed and the
 functions say so. Raising a priority back needs privileges, so TensorFlow's threads keep
