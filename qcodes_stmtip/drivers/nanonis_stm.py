@@ -98,13 +98,25 @@ FRAME_FIELDS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+class _NonNegativeInts(Ints):
+    """Integers ≥ 0, ``bool`` refused (QCoDeS's ``Ints`` accepts ``True``)."""
+
+    def __init__(self) -> None:
+        super().__init__(min_value=0)
+
+    def validate(self, value: Any, context: str = "") -> None:
+        if isinstance(value, bool | np.bool_):
+            raise TypeError(f"{value!r} is not a frame index (an integer >= 0); {context}")
+        super().validate(value, context)
+
+
 def frame_index_parameter(name: str = "frame_index") -> ManualParameter:
     """An integer frame counter (≥ 0) to use as the outer setpoint of a run of frames.
 
     Sweep it with integers (``ArraySweep(frame_index, range(n))`` in ``dond``); floats
     are refused, so the database holds integers.
     """
-    return ManualParameter(name, label="Frame index", initial_value=0, vals=Ints(min_value=0))
+    return ManualParameter(name, label="Frame index", initial_value=0, vals=_NonNegativeInts())
 
 
 #: How the controller orders the rows of ``Scan.FrameDataGrab`` (see :class:`NanonisSTM`).

@@ -486,3 +486,24 @@ def test_station_load_instrument_with_nothing_listening_raises_one_error(tmp_pat
     with pytest.raises(NanonisConnectionError, match=f"127.0.0.1:{port}"):
         station.load_instrument("stm")
     assert "stm" not in station.components
+
+
+def test_frame_record_before_the_first_frame_raises_and_then_follows_each_grab(
+    fake_stm: NanonisSTM, fake_nanonis: FakeNanonis
+) -> None:
+    from qcodes_stmtip.drivers.nanonis_stm import frame_index_parameter
+
+    with pytest.raises(RuntimeError, match="no frame acquired yet"):
+        fake_stm.frame_bias()
+    fake_stm.bias(0.7)
+    fake_stm.last_frame()
+    record = {p.short_name: p() for p in fake_stm.frame_parameters}
+    assert record["frame_bias"] == pytest.approx(0.7) and record["frame_width"] == pytest.approx(20e-9)
+    assert record["frame_direction"] == "up" and record["frame_timestamp"] > 0
+    assert fake_stm.frame_setpoint_current.unit == "A" and fake_stm.frame_centre_x.unit == "m"
+    assert list(fake_stm.scan_line()) == list(range(12)) and list(fake_stm.scan_pixel()) == list(range(16))
+    frame_index = frame_index_parameter()
+    frame_index(np.int64(3))
+    for bad in (1.0, -1, True):
+        with pytest.raises((TypeError, ValueError)):
+            frame_index(bad)
