@@ -182,7 +182,8 @@ def latency(repeats: int, tta: bool = False) -> None:
         suffix = " hsi100" + suffix
     if shipped is not None:
         latency_of(shipped, "shipped" + suffix, repeats, peak)
-    latency_of(paper, "3 x paper-size SqueezeNet-like (width 1, random weights)" + suffix, repeats, peak)
+    latency_of(paper, "3 x paper-size SqueezeNet-like (width 1, random weights)"
+               + (", test-time views" if tta else ""), repeats, peak)
     peak = max(peak, matmul_peak())
     print(f"practical peak (TF 2048² float32 matmul, best of 20 before and 20 after; the percentages "
           f"above use the first): {peak:.1f} GFLOP/s")

@@ -6,7 +6,7 @@ A :class:`FeatureModel` has the part of the Keras model interface an
 same preprocessed batch. Kinds (:data:`FEATURE_KINDS`):
 
 * ``hgb``: histogram gradient-boosted trees, balanced class weights, shallow regularised trees;
-* ``logreg``: multinomial logistic regression on quantile-normalised features, balanced.
+* ``logreg``: multinomial logistic regression on standardised features, balanced.
 
 Stored in bundles with skops (no pickle): loading refuses any type outside
 :data:`TRUSTED_TYPES`. Importing this module imports neither scikit-learn nor Keras.
@@ -41,11 +41,12 @@ def make_estimator(kind: str, seed: int = 0):
     if kind == "logreg":
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import QuantileTransformer
+        from sklearn.preprocessing import StandardScaler
 
-        return make_pipeline(
-            QuantileTransformer(n_quantiles=200, output_distribution="normal", random_state=seed),
-            LogisticRegression(C=0.1, class_weight="balanced", max_iter=2000))
+        # Standardised features: as good on the session folds as a quantile transform, and
+        # ~0.1 ms per frame instead of ~29 (benchmarks/RESULTS.md).
+        return make_pipeline(StandardScaler(),
+                             LogisticRegression(C=0.1, class_weight="balanced", max_iter=3000))
     raise ValueError(f"unknown feature-model kind {kind!r} (known: {', '.join(FEATURE_KINDS)})")
 
 
