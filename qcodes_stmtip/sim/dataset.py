@@ -18,7 +18,7 @@ import numpy as np
 
 from qcodes_stmtip.sim.frames import SimScan, render_scan, sample_grid
 from qcodes_stmtip.sim.geometry import ScanGeometry
-from qcodes_stmtip.sim.realism import Instrument
+from qcodes_stmtip.sim.realism import InstrumentNoise
 from qcodes_stmtip.sim.surfaces import get_surface
 from qcodes_stmtip.sim.tips import sample_tip
 from qcodes_stmtip.taxonomy import CLASSES, TIP_CHANGE, check_label, check_surface
@@ -105,7 +105,7 @@ def _place_metal(surface: str, label: str, rng: np.random.Generator, sample_seed
             nx, ny = surf.steps.normal
             geo = ScanGeometry(geo.width, geo.height, pixels, lines, (sx + shift * nx) * 1e-9,
                                (sy + shift * ny) * 1e-9, geo.angle_deg)
-        content = surf.content(sample_grid(geo, Instrument(), True, 0.1, 0.0))
+        content = surf.content(sample_grid(geo, InstrumentNoise(), True, 0.1, 0.0))
         if label == "step_edge" and content.steps > 0:
             return geo
         if label == "impurity" and content.steps == 0 and content.impurities > 0:

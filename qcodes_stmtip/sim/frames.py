@@ -22,7 +22,7 @@ import numpy as np
 from qcodes_stmtip.sim.geometry import ScanGeometry
 from qcodes_stmtip.sim.physics import KAPPA_PER_NM  # nm⁻¹, re-exported
 from qcodes_stmtip.sim.realism import (
-    Instrument,
+    InstrumentNoise,
     feedback,
     flicker,
     fractional_shift,
@@ -52,10 +52,10 @@ class SimScan:
     final_tip: TipState | None = None
     content: FrameContent | None = None
     sample_seed: int = 0
-    instrument: Instrument | None = field(default=None, repr=False)
+    instrument: InstrumentNoise | None = field(default=None, repr=False)
 
 
-def sample_grid(geometry: ScanGeometry, instrument: Instrument, scan_up: bool,
+def sample_grid(geometry: ScanGeometry, instrument: InstrumentNoise, scan_up: bool,
                 seconds_per_line: float, t0: float) -> SampleGrid:
     """Sample positions (nm) of every pixel of the frame, drift included."""
     g = geometry
@@ -150,7 +150,7 @@ def render_scan(
     seconds_per_line: float = 0.1,
     tip_changes: Sequence[tuple[int, TipState]] = (),
     t0: float = 0.0,
-    instrument: Instrument | None = None,
+    instrument: InstrumentNoise | None = None,
 ) -> SimScan:
     """Simulate one frame of ``surface`` imaged by ``tip`` over ``geometry``.
 
@@ -193,7 +193,7 @@ def render_scan(
 
 
 def _render(surface: str, surf: Surface, tip: TipState, geometry: ScanGeometry,
-            rng: np.random.Generator, inst: Instrument, sample_seed: int, scan_up: bool,
+            rng: np.random.Generator, inst: InstrumentNoise, sample_seed: int, scan_up: bool,
             seconds_per_line: float, changes: list, t0: float) -> SimScan:
     lines, pixels = geometry.lines, geometry.pixels
     grid = sample_grid(geometry, inst, scan_up, seconds_per_line, t0)

@@ -24,8 +24,10 @@ from scipy.signal import lfilter, lfilter_zi
 
 
 @dataclass
-class Instrument:
-    """Per-frame instrument parameters (nm, s); the defaults are an ideal instrument.
+class InstrumentNoise:
+    """Per-frame instrument imperfections: drift, creep, noise, z-loop response (nm, s).
+
+    A noise model, not an instrument driver; the defaults are an ideal instrument.
 
     Draw typical ones with :func:`sample_instrument`.
     """
@@ -53,7 +55,7 @@ class Instrument:
 
 
 def sample_instrument(rng: np.random.Generator, *, quiet: bool = False,
-                      low_temperature: bool = False) -> Instrument:
+                      low_temperature: bool = False) -> InstrumentNoise:
     """Draw typical instrument parameters.
 
     Room temperature (the H:Si(100) VT-STM data): drift ~0.01–0.05 nm/s, noise of a few
@@ -61,13 +63,13 @@ def sample_instrument(rng: np.random.Generator, *, quiet: bool = False,
     ``quiet`` gives an ideal, drift- and noise-free instrument.
     """
     if quiet:
-        return Instrument()
+        return InstrumentNoise()
     lt = 0.12 if low_temperature else 1.0
     phi = rng.uniform(0, 2 * np.pi)
     speed = lt * rng.lognormal(math.log(0.01), 0.8)  # nm/s
     cphi = rng.uniform(0, 2 * np.pi)
     creep = lt * rng.uniform(0.0, 0.6)
-    return Instrument(
+    return InstrumentNoise(
         drift_nm_s=(speed * math.cos(phi), speed * math.sin(phi)),
         creep_nm=(creep * math.cos(cphi), creep * math.sin(cphi)),
         creep_tau_s=rng.uniform(1.0, 10.0),

@@ -51,12 +51,12 @@ def is_clean(sample_seed: int, geometry) -> bool:
     even a sharp apex's frame look like ``generic_defect``.
     """
     from qcodes_stmtip.sim.frames import sample_grid
-    from qcodes_stmtip.sim.realism import Instrument
+    from qcodes_stmtip.sim.realism import InstrumentNoise
     from qcodes_stmtip.sim.sample_hash import cell_points
     from qcodes_stmtip.sim.surfaces import get_surface
 
     surface = get_surface("hsi100", sample_seed)
-    grid = sample_grid(geometry, Instrument(), True, 0.1, 0.0)
+    grid = sample_grid(geometry, InstrumentNoise(), True, 0.1, 0.0)
     content = surface.content(grid)
     if content.steps or content.clusters:
         return False

@@ -8,11 +8,11 @@ import pytest
 from qcodes_stmtip.imaging import flatten_lines
 from qcodes_stmtip.sim.frames import render_scan, sample_grid
 from qcodes_stmtip.sim.geometry import ScanGeometry
-from qcodes_stmtip.sim.realism import Instrument
+from qcodes_stmtip.sim.realism import InstrumentNoise
 from qcodes_stmtip.sim.surfaces import HSI_DIMER_NM, LATTICE_NM, get_surface
 from qcodes_stmtip.sim.tips import TipState, sample_tip
 
-IDEAL = Instrument()
+IDEAL = InstrumentNoise()
 
 
 def flat_geometry(surface, seed, size_nm, pixels, angle=0.0):
@@ -162,7 +162,7 @@ def test_drift_shifts_features_linearly_in_acquisition_time():
     still = render_scan("hsi100", tip, g, np.random.default_rng(0), sample_seed=seed, instrument=IDEAL,
                         seconds_per_line=spl)
     drifting = render_scan("hsi100", tip, g, np.random.default_rng(0), sample_seed=seed,
-                           instrument=Instrument(drift_nm_s=(v, 0.0)), seconds_per_line=spl)
+                           instrument=InstrumentNoise(drift_nm_s=(v, 0.0)), seconds_per_line=spl)
     pixel_nm = size_nm / px
     block = 8
     errors = []
@@ -174,16 +174,16 @@ def test_drift_shifts_features_linearly_in_acquisition_time():
     # strips without a defect to correlate give random answers; most strips must agree
     assert np.median(errors) <= 1.0 and np.mean(np.array(errors) <= 1.5) >= 0.6
     # the pixel positions themselves carry the drift exactly
-    grid = sample_grid(g, Instrument(drift_nm_s=(v, 0.0)), True, spl, 0.0)
+    grid = sample_grid(g, InstrumentNoise(drift_nm_s=(v, 0.0)), True, spl, 0.0)
     ideal = sample_grid(g, IDEAL, True, spl, 0.0)
     t_lines = np.arange(px) * 2 * spl
     assert np.allclose(grid.row_origin[:, 0] - ideal.row_origin[:, 0], v * t_lines)
-    down = sample_grid(g, Instrument(drift_nm_s=(v, 0.0)), False, spl, 0.0)
+    down = sample_grid(g, InstrumentNoise(drift_nm_s=(v, 0.0)), False, spl, 0.0)
     assert np.allclose(down.row_origin[::-1, 0] - ideal.row_origin[::-1, 0], v * t_lines)
 
 
 def test_creep_is_logarithmic():
-    inst = Instrument(creep_nm=(1.0, 0.0), creep_tau_s=2.0)
+    inst = InstrumentNoise(creep_nm=(1.0, 0.0), creep_tau_s=2.0)
     d = inst.drift(np.array([0.0, 2.0, 6.0, 14.0]))[:, 0]
     assert np.allclose(d, np.log1p(np.array([0.0, 1.0, 3.0, 7.0])))
 
@@ -214,7 +214,7 @@ def test_trace_and_retrace_ring_on_opposite_sides_of_a_step():
     nx, ny = surf.steps.normal
     angle = -math.degrees(math.atan2(ny, nx))  # frame x along the step normal (clockwise angle)
     g = ScanGeometry(20e-9, 4e-9, 200, 8, centre_x=x * 1e-9, centre_y=y * 1e-9, angle_deg=angle)
-    inst = Instrument(feedback_hz=160.0, feedback_damping=0.2)  # 0.5 rad per 0.5 ms pixel
+    inst = InstrumentNoise(feedback_hz=160.0, feedback_damping=0.2)  # 0.5 rad per 0.5 ms pixel
     tip = TipState("individual_atoms", apex_radius_m=0.1e-9)
     scan = render_scan("au111", tip, g, np.random.default_rng(0), sample_seed=0, instrument=inst)
     ideal = render_scan("au111", tip, g, np.random.default_rng(0), sample_seed=0, instrument=IDEAL)
