@@ -1,4 +1,6 @@
-"""Nanonis TCP interface: the wire codec (:mod:`.protocol`) and the client (:mod:`.client`)."""
+"""Nanonis TCP interface: the wire codec (:mod:`.protocol`), the client (:mod:`.client`) and
+the server core (:mod:`.server`).
+"""
 
 from qcodes_stmtip.nanonis.client import FrameData, NanonisClient
 from qcodes_stmtip.nanonis.protocol import (

@@ -1,29 +1,24 @@
 """A small recording Nanonis TCP server for driver tests.
 
-It speaks the real wire format (via :mod:`qcodes_stmtip.nanonis.protocol`), keeps a
-minimal controller state, records every request ``(command, args)`` that arrives, and
-can inject one fault into the reply to a named command: drop the connection mid-body,
-send a malformed header, reply with an error, or stall past the client's timeout.
+It is the server core (:class:`~qcodes_stmtip.nanonis.server.NanonisServer`) with a
+minimal controller state in named-field handlers; it records every request
+``(command, field values in table order)`` that arrives, and can inject one fault into
+the reply to a named command: drop the connection mid-body, send a malformed header,
+reply with an error, or stall past the client's timeout.
 """
 
 from __future__ import annotations
 
 import socket
 import struct
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
 
-from qcodes_stmtip.nanonis.protocol import (
-    COMMANDS,
-    HEADER_SIZE,
-    decode_request_body,
-    decode_request_header,
-    encode_response,
-)
+from qcodes_stmtip.nanonis.protocol import COMMANDS, HEADER_SIZE, encode_response
+from qcodes_stmtip.nanonis.server import NanonisServer, Request
 
 
 #: The frame the fake controller "acquires": truth[row, col] with row 0 the bottom line.
@@ -33,7 +28,12 @@ def truth_frame(lines: int, pixels: int) -> np.ndarray:
     return (1e-10 * rows + 1e-12 * cols).astype(np.float32)
 
 
-class FakeNanonis:
+def _named(command: str, values: tuple[Any, ...]) -> dict[str, Any]:
+    """The fake keeps some settings as tuples in table order: name them for the reply."""
+    return dict(zip((f.name for f in COMMANDS[command].returns), values, strict=True))
+
+
+class FakeNanonis(NanonisServer):
     """Threaded TCP server on 127.0.0.1 (port 0) answering the reference command table."""
 
     def __init__(self) -> None:
@@ -53,170 +53,79 @@ class FakeNanonis:
             "folme": (0.0, 0.0),
             "grab_shape": None,  # override the served frame shape
             "nan_from_line": None,  # acquisition-order line from which the frame is NaN
-            "acquisition_order": False,
-            "wait_timed_out": 0,  # Scan.WaitEndOfScan answers "timed out"  # send rows in scan order instead of bottom first
+            "acquisition_order": False,  # send rows in scan order instead of bottom first
+            "wait_timed_out": 0,  # Scan.WaitEndOfScan answers "timed out"
         }
-        self._sock = socket.create_server(("127.0.0.1", 0))
-        self._sock.settimeout(0.05)  # so that the accept loop notices close()
-        self.port: int = self._sock.getsockname()[1]
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._conns: list[socket.socket] = []
-        accept = threading.Thread(target=self._accept_loop, daemon=True)
-        accept.start()
-        self._threads.append(accept)
-
-    # -- server plumbing ---------------------------------------------------------------
-    def close(self) -> None:
-        self._stop.set()
-        self._sock.close()
-        for conn in self._conns:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-                conn.close()
-            except OSError:
-                pass
-        for thread in self._threads:
-            thread.join(timeout=2)
+        handlers = {
+            "Bias.Get": lambda: {"bias": self.state["bias"]},
+            "Bias.Set": lambda *, bias: self._set(bias=bias),
+            "Current.Get": lambda: {"current": self.state["setpoint"] * 1.01},
+            "ZCtrl.SetpntGet": lambda: {"setpoint": self.state["setpoint"]},
+            "ZCtrl.SetpntSet": lambda *, setpoint: self._set(setpoint=setpoint),
+            "ZCtrl.OnOffGet": lambda: {"on": self.state["fb"]},
+            "ZCtrl.OnOffSet": lambda *, on: self._set(fb=on),
+            "ZCtrl.ZPosGet": lambda: {"z": self.state["z"]},
+            "ZCtrl.ZPosSet": lambda *, z: self._set(z=z),
+            "ZCtrl.Withdraw": lambda *, wait, timeout_ms: self._set(fb=0, z=200e-9),
+            "Scan.FrameGet": lambda: _named("Scan.FrameGet", self.state["frame"]),
+            "Scan.FrameSet": lambda *, centre_x, centre_y, width, height, angle: self._set(
+                frame=(centre_x, centre_y, width, height, angle)),
+            "Scan.BufferGet": lambda: _named("Scan.BufferGet", self.state["buffer"]),
+            "Scan.BufferSet": lambda *, channels, pixels, lines: self._set(
+                buffer=(tuple(channels), pixels, lines)),
+            "Scan.SpeedGet": lambda: _named("Scan.SpeedGet", self.state["speed"]),
+            "Scan.SpeedSet": lambda **speed: self._set(speed=tuple(speed.values())),
+            "Scan.Action": self._scan_action,
+            "Scan.StatusGet": lambda: {"running": 0},
+            "Scan.WaitEndOfScan": lambda *, timeout_ms: {
+                "timed_out": self.state["wait_timed_out"], "path": ""},
+            "Scan.FrameDataGrab": self._frame_data_grab,
+            "TipShaper.PropsGet": lambda: _named("TipShaper.PropsGet", self.state["shaper"]),
+            "TipShaper.PropsSet": lambda **props: self._set(shaper=tuple(props.values())),
+            "FolMe.XYPosSet": lambda *, x, y, wait: self._set(folme=(x, y)),
+            "FolMe.XYPosGet": lambda *, wait: _named("FolMe.XYPosGet", self.state["folme"]),
+            "AutoApproach.OnOffGet": lambda: {"on": 0},
+            "Util.VersionGet": lambda: {"product": "Nanonis Fake", "version": "R0",
+                                        "host_release": 1, "rt_release": 2},
+        }
+        for name, spec in COMMANDS.items():  # other setters are accepted and only recorded
+            if not spec.returns:
+                handlers.setdefault(name, lambda **fields: None)
+        super().__init__(handlers, name="fake-nanonis")
+        self.start()
 
     def commands(self) -> list[str]:
         return [name for name, _ in self.requests]
 
-    def _accept_loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            conn.settimeout(None)
-            self._conns.append(conn)
-            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-            thread.start()
-            self._threads.append(thread)
-
-    @staticmethod
-    def _recv(conn: socket.socket, n: int) -> bytes | None:
-        data = b""
-        while len(data) < n:
-            chunk = conn.recv(n - len(data))
-            if not chunk:
-                return None
-            data += chunk
-        return data
-
-    def _serve(self, conn: socket.socket) -> None:
-        with conn:
-            while not self._stop.is_set():
-                try:
-                    header = self._recv(conn, HEADER_SIZE)
-                    if header is None:
-                        return
-                    head = decode_request_header(header)
-                    body = self._recv(conn, head.body_size) if head.body_size else b""
-                    if body is None:
-                        return
-                except OSError:
-                    return
-                args = decode_request_body(COMMANDS[head.command], body)
-                self.requests.append((head.command, args))
-                fault = self.faults.pop(head.command, None)
-                try:
-                    if fault == "drop":
-                        reply = self._reply(head.command, args)
-                        conn.sendall(reply[: HEADER_SIZE + max(1, (len(reply) - HEADER_SIZE) // 2)])
-                        conn.shutdown(socket.SHUT_RDWR)
-                        return
-                    if fault == "malformed":
-                        conn.sendall(b"\xff" * 32 + struct.pack(">iI", -7, 0))
-                        continue
-                    if fault == "error":
-                        conn.sendall(encode_response(head.command, (), "simulated controller error"))
-                        continue
-                    if fault == "stall":
-                        self._stop.wait(self.stall_s)
-                        return
-                    conn.sendall(self._reply(head.command, args))
-                except OSError:
-                    return
+    # -- faults: a hook around the core's reply --------------------------------------
+    def respond(self, conn: socket.socket, request: Request) -> bool:
+        self.requests.append((request.command, request.values))
+        fault = self.faults.pop(request.command, None)
+        if fault == "drop":
+            reply = self.dispatch(request)
+            conn.sendall(reply[: HEADER_SIZE + max(1, (len(reply) - HEADER_SIZE) // 2)])
+            conn.shutdown(socket.SHUT_RDWR)
+            return False
+        if fault == "malformed":
+            conn.sendall(b"\xff" * 32 + struct.pack(">iI", -7, 0))
+            return True
+        if fault == "error":
+            conn.sendall(encode_response(request.command, (), "simulated controller error"))
+            return True
+        if fault == "stall":
+            self.stopping.wait(self.stall_s)
+            return False
+        return super().respond(conn, request)
 
     # -- the controller --------------------------------------------------------------
-    def _reply(self, command: str, args: tuple[Any, ...]) -> bytes:
-        handler: Callable[[tuple[Any, ...]], tuple[Any, ...]] = getattr(
-            self, "_" + command.replace(".", "_"), lambda a: ()
-        )
-        return encode_response(command, handler(args))
+    def _set(self, **values: Any) -> None:
+        self.state.update(values)
 
-    def _Bias_Get(self, a):  # noqa: N802
-        return (self.state["bias"],)
+    def _scan_action(self, *, action: int, direction_up: int) -> None:
+        if action == 0:
+            self.state["last_up"] = bool(direction_up)
 
-    def _Bias_Set(self, a):  # noqa: N802
-        self.state["bias"] = a[0]
-        return ()
-
-    def _Current_Get(self, a):  # noqa: N802
-        return (self.state["setpoint"] * 1.01,)
-
-    def _ZCtrl_SetpntGet(self, a):  # noqa: N802
-        return (self.state["setpoint"],)
-
-    def _ZCtrl_SetpntSet(self, a):  # noqa: N802
-        self.state["setpoint"] = a[0]
-        return ()
-
-    def _ZCtrl_OnOffGet(self, a):  # noqa: N802
-        return (self.state["fb"],)
-
-    def _ZCtrl_OnOffSet(self, a):  # noqa: N802
-        self.state["fb"] = a[0]
-        return ()
-
-    def _ZCtrl_ZPosGet(self, a):  # noqa: N802
-        return (self.state["z"],)
-
-    def _ZCtrl_ZPosSet(self, a):  # noqa: N802
-        self.state["z"] = a[0]
-        return ()
-
-    def _ZCtrl_Withdraw(self, a):  # noqa: N802
-        self.state["fb"] = 0
-        self.state["z"] = 200e-9
-        return ()
-
-    def _Scan_FrameGet(self, a):  # noqa: N802
-        return self.state["frame"]
-
-    def _Scan_FrameSet(self, a):  # noqa: N802
-        self.state["frame"] = tuple(a)
-        return ()
-
-    def _Scan_BufferGet(self, a):  # noqa: N802
-        return self.state["buffer"]
-
-    def _Scan_BufferSet(self, a):  # noqa: N802
-        self.state["buffer"] = (tuple(a[0]), a[1], a[2])
-        return ()
-
-    def _Scan_SpeedGet(self, a):  # noqa: N802
-        return self.state["speed"]
-
-    def _Scan_SpeedSet(self, a):  # noqa: N802
-        self.state["speed"] = tuple(a)
-        return ()
-
-    def _Scan_Action(self, a):  # noqa: N802
-        if a[0] == 0:
-            self.state["last_up"] = bool(a[1])
-        return ()
-
-    def _Scan_StatusGet(self, a):  # noqa: N802
-        return (0,)
-
-    def _Scan_WaitEndOfScan(self, a):  # noqa: N802
-        return (self.state["wait_timed_out"], "")
-
-    def _Scan_FrameDataGrab(self, a):  # noqa: N802
+    def _frame_data_grab(self, *, channel: int, forward: int) -> dict[str, Any]:
         _, pixels, lines = self.state["buffer"]
         shape = self.state["grab_shape"] or (lines, pixels)
         truth = truth_frame(*shape)
@@ -226,29 +135,9 @@ class FakeNanonis:
             sent[self.state["nan_from_line"]:] = np.nan
         if not self.state["acquisition_order"]:
             sent = sent if up else sent[::-1]  # back to bottom first
-        if not a[1]:  # backward trace: a distinguishable offset
+        if not forward:  # backward trace: a distinguishable offset
             sent = sent + np.float32(1e-9)
-        return ("Z (m)", sent, int(up))
-
-    def _TipShaper_PropsGet(self, a):  # noqa: N802
-        return self.state["shaper"]
-
-    def _TipShaper_PropsSet(self, a):  # noqa: N802
-        self.state["shaper"] = tuple(a)
-        return ()
-
-    def _FolMe_XYPosSet(self, a):  # noqa: N802
-        self.state["folme"] = (a[0], a[1])
-        return ()
-
-    def _FolMe_XYPosGet(self, a):  # noqa: N802
-        return self.state["folme"]
-
-    def _AutoApproach_OnOffGet(self, a):  # noqa: N802
-        return (0,)
-
-    def _Util_VersionGet(self, a):  # noqa: N802
-        return ("Nanonis Fake", "R0", 1, 2)
+        return {"channel_name": "Z (m)", "data": sent, "scan_up": int(up)}
 
 
 @pytest.fixture

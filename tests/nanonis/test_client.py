@@ -16,83 +16,31 @@ from hypothesis import strategies as st
 
 from qcodes_stmtip.nanonis import protocol as p
 from qcodes_stmtip.nanonis.client import NanonisClient
+from qcodes_stmtip.nanonis.server import NanonisServer, Request
 
 Behaviour = Callable[[socket.socket, str, tuple], bool]
 """Handles one request on a connection; returns False to close the connection."""
 
 
-def _recv_exact(conn: socket.socket, n: int) -> bytes | None:
-    chunks = b""
-    while len(chunks) < n:
-        try:
-            part = conn.recv(n - len(chunks))
-        except OSError:  # the client reset the connection
-            return None
-        if not part:
-            return None
-        chunks += part
-    return chunks
-
-
-class ScriptedPeer:
+class ScriptedPeer(NanonisServer):
     """A TCP peer that answers request ``k`` (counted over all connections) with ``script[k]``.
 
-    Requests past the end of the script get a correct reply from ``default``.
+    Requests past the end of the script get a correct reply from ``default``. The
+    behaviours write raw bytes to the socket, through the server core's ``respond`` hook.
     """
 
     def __init__(self, script: list[Behaviour], default: Behaviour) -> None:
+        super().__init__({}, name="scripted-peer")
         self.script = list(script)
         self.default = default
         self.requests: list[str] = []
-        self.connections = 0
-        self._server = socket.create_server(("127.0.0.1", 0))
-        self.port = self._server.getsockname()[1]
-        self._server.settimeout(0.05)
-        self._threads: list[threading.Thread] = []
-        self._stop = threading.Event()
-        self._accept = threading.Thread(target=self._accept_loop, daemon=True)
-        self._accept.start()
+        self.start()
 
-    def _accept_loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._server.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.connections += 1
-            t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-            t.start()
-            self._threads.append(t)
-
-    def _serve(self, conn: socket.socket) -> None:
-        try:
-            self._serve_requests(conn)
-        except OSError:  # the client hung up mid-reply (timeouts, reconnect tests)
-            pass
-
-    def _serve_requests(self, conn: socket.socket) -> None:
-        with conn:
-            while True:
-                raw = _recv_exact(conn, 40)
-                if raw is None:
-                    return
-                header = p.decode_request_header(raw)
-                body = _recv_exact(conn, header.body_size) or b""
-                args = p.decode_request_body(p.COMMANDS[header.command], body)
-                k = len(self.requests)
-                self.requests.append(header.command)
-                behaviour = self.script[k] if k < len(self.script) else self.default
-                if not behaviour(conn, header.command, args):
-                    return
-
-    def close(self) -> None:
-        self._stop.set()
-        self._server.close()
-        self._accept.join(1)
-        for t in self._threads:
-            t.join(1)
+    def respond(self, conn: socket.socket, request: Request) -> bool:
+        k = len(self.requests)
+        self.requests.append(request.command)
+        behaviour = self.script[k] if k < len(self.script) else self.default
+        return behaviour(conn, request.command, request.values)
 
 
 @pytest.fixture
