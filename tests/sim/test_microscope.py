@@ -314,3 +314,14 @@ def test_constructor_validation() -> None:
         SimulatedMicroscope(time_acceleration=0)
     with pytest.raises(ValueError, match="initial_tip"):
         SimulatedMicroscope("au111", initial_tip="rows")
+
+
+def test_parts_and_the_old_attribute_names_are_the_same_state() -> None:
+    m, _ = make()
+    assert m._lock is m.clock.lock and m.dynamics is m.zctrl.dynamics is m.scanner.dynamics
+    m.bias = 0.5  # the old names read and write the parts' state
+    assert m.zctrl.bias == 0.5 and m.get_bias() == 0.5
+    m.settings.series_name = "part_"
+    assert m.series_name == "part_"
+    m.scan_action(0, True)
+    assert m._scan is m.scanner.scan and m._scan is not None
