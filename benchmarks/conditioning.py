@@ -36,8 +36,10 @@ BAD_START = {"hsi100": ("generic_defect",), "au111": ("double_tip", "corruption"
 def run_session(surface: str, seed: int, policy_name: str, exp, *, pixels: int, frame_m: float,
                 acceleration: float, bundle: str | None = None, consecutive: int = 2,
                 target_classes: frozenset[str] | None = None,
-                max_tip_change_probability: float = 0.5) -> dict:
-    """One simulated session; returns its outcome, tip actions and simulated minutes."""
+                max_tip_change_probability: float | None = 0.5) -> dict:
+    """One simulated session; returns its outcome, tip actions and simulated minutes.
+
+    ``max_tip_change_probability=None``: the bundle's calibrated tip-change threshold (as the demo)."""
     from qcodes_stmtip.conditioning.experiment import ConditioningExperiment, Target
     from qcodes_stmtip.conditioning.oracle import GroundTruthClassifier
     from qcodes_stmtip.conditioning.policy import EscalatingPolicy, RandomPolicy
@@ -60,6 +62,10 @@ def run_session(surface: str, seed: int, policy_name: str, exp, *, pixels: int, 
             from qcodes_stmtip.monitor import TipStateMonitor
 
             monitor = TipStateMonitor(bundle, surface=surface)
+            if max_tip_change_probability is None:
+                from qcodes_stmtip.demo import bundle_tip_change_threshold
+
+                max_tip_change_probability = bundle_tip_change_threshold(monitor)
         policy = EscalatingPolicy() if policy_name == "escalating" else RandomPolicy(seed=seed)
         t0 = server.microscope.sim_time()
         result = ConditioningExperiment(
@@ -143,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nclassifier: REAL ENSEMBLE {args.ensemble_bundle} (TipStateMonitor), "
               f"{args.ensemble_sessions} sessions, {args.ensemble_pixels} px frames of "
               f"{args.ensemble_frame_size * 1e9:.0f} nm, {args.ensemble_consecutive} frames in a row showing "
-              f"{'/'.join(sorted(DEMO_TARGET['hsi100']))} (the demo's target, tip-change flag above 0.9); 'truly good' = the "
+              f"{'/'.join(sorted(DEMO_TARGET['hsi100']))} (the demo's target, tip-change flag at the bundle's calibrated threshold); 'truly good' = the "
               "simulator's tip is in the target at the end")
         print(header + f" {'truly good':>10}")
         for policy in ("escalating", "random"):
@@ -151,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             rows = [run_session("hsi100", 1000 + s, policy, exp, pixels=args.ensemble_pixels,
                                 frame_m=args.ensemble_frame_size, acceleration=50.0,
                                 bundle=args.ensemble_bundle, consecutive=args.ensemble_consecutive,
-                                target_classes=DEMO_TARGET["hsi100"], max_tip_change_probability=0.9)
+                                target_classes=DEMO_TARGET["hsi100"], max_tip_change_probability=None)
                     for s in range(args.ensemble_sessions)]
             s = summarise(rows)
             print(f"{'hsi100':<8} {policy:<11} {s['n']:>3} {s['success']:>8.0%} {s['median_actions']:>13.1f} "

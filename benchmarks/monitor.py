@@ -139,7 +139,7 @@ def matmul_peak(n: int = 2048, repeats: int = 20) -> float:
 
 def latency_of(ens, what: str, repeats: int, peak: float) -> None:
     """Print fused vs naive latency of ``ens`` on 128² frames and its share of ``peak``."""
-    from qcodes_stmtip.monitor.inference import FusedEnsemble
+    from qcodes_stmtip.classify.inference.fused import FusedEnsemble
 
     fused = FusedEnsemble(ens)
     x = np.random.default_rng(0).uniform(-1, 1, (1, 128, 128, 1)).astype(np.float32)

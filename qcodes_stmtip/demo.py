@@ -10,10 +10,14 @@ frames show a tip that resolves dimers or atoms, stores everything in ``<out_dir
 are and a one-screen summary.
 
 Model: the shipped default bundle of the surface when there is one; otherwise a small
-demo bundle is trained once on simulated frames like those the demo scans and cached in
-``<out_dir>/bundle_<surface>`` (one to two minutes on two cores; the output says so). The
-simulator's ground truth is stored next to each frame (``frame_true_state``) to judge
-the classifier — a real microscope could not provide it.
+demo bundle is trained once, through the one training recipe
+(:func:`~qcodes_stmtip.classify.ensemble_training.train_ensemble`: train, calibrate the
+per-class and tip-change thresholds on validation sessions), on simulated frames like those
+the demo scans, and cached in ``<out_dir>/bundle_<surface>`` (about ten minutes on two
+cores: the member and the tip-change network; the output says so). A frame counts as a
+tip change at the bundle's calibrated threshold. The simulator's ground truth is stored
+next to each frame (``frame_true_state``) to judge the classifier — a real microscope
+could not provide it.
 """
 
 from __future__ import annotations
@@ -24,9 +28,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["DemoResult", "register", "resolve_bundle", "run_demo", "train_demo_bundle"]
+if TYPE_CHECKING:
+    from qcodes_stmtip.monitor import TipStateMonitor
+
+__all__ = ["DemoResult", "bundle_tip_change_threshold", "demo_geometry", "register", "resolve_bundle",
+           "run_demo", "train_demo_bundle"]
 
 #: Simulated seconds per wall second: a 64-line frame (0.1 s per line and direction,
 #: 12.8 s simulated) takes ~0.26 s of wall time plus rendering and inference.
@@ -41,6 +49,9 @@ BAD_TIP = {"hsi100": "generic_defect", "au111": "double_tip", "cu111": "double_t
 DEMO_TARGET = {"hsi100": frozenset({"individual_atoms", "dimers_asymmetries"})}
 #: Fresh areas lie inside ±1.5 µm (the simulator scans ±2 µm).
 DEMO_BOUNDS = ((-1.5e-6, 1.5e-6), (-1.5e-6, 1.5e-6))
+#: Share of the fallback bundle's H:Si(100) training frames whose apex changes during the
+#: frame, so that the recipe trains and calibrates a tip-change network.
+DEMO_TIP_CHANGE_P = 0.15
 
 
 @dataclass(frozen=True)
@@ -61,51 +72,56 @@ class DemoResult:
     summary: dict[str, Any]
 
 
+def demo_geometry(pixels: int = DEMO_PIXELS, frame_size_m: float = DEMO_FRAME_M):
+    """The demo's frames as a :class:`~qcodes_stmtip.classify.default_bundles.FrameGeometry`:
+    ``frame_size_m`` squares of ``pixels`` pixels centred inside :data:`DEMO_BOUNDS`."""
+    from qcodes_stmtip.classify.default_bundles import FrameGeometry
+
+    return FrameGeometry(frame_size_m, pixels, DEMO_BOUNDS)
+
+
 def train_demo_bundle(out: Path, surface: str = "hsi100", *, pixels: int = DEMO_PIXELS,
                       frame_size_m: float = DEMO_FRAME_M, per_class: int = 250, epochs: int = 40,
                       architecture: str = "rw", width: float = 0.5, patience: int = 10,
-                      augment: bool = False,
+                      augment: bool = False, tip_change_p: float = DEMO_TIP_CHANGE_P,
+                      target_precision: float = 0.9, tip_change_precision: float = 0.5,
                       seed: int = 0, echo: Callable[[str], None] = print) -> Path:
-    """Train a small one-member bundle on simulated frames of the demo's size; save it to ``out``.
+    """Train a small one-member bundle on simulated frames of the demo's geometry; save it to ``out``.
 
-    Frames of every class of ``surface`` are rendered with
-    :func:`~qcodes_stmtip.sim.frames.render_scan` at fresh sample areas; 20 % are held
-    out for validation and early stopping. Without augmentation (the simulated frames
-    already vary) the default bundle reaches ~70 % four-class and ~84 % good/bad accuracy
-    on fresh simulated frames. Side effects: imports Keras, writes ``out``.
+    Frames of every class of ``surface`` are rendered at fresh sample areas
+    (:func:`~qcodes_stmtip.classify.default_bundles.geometry_set`; on H:Si(100) a share
+    ``tip_change_p`` with an apex change during the frame) and trained through the one recipe,
+    :func:`~qcodes_stmtip.classify.ensemble_training.train_ensemble`: 20 % of the sample
+    sessions held out for early stopping and calibration of the per-class thresholds (for
+    ``target_precision``) and the tip-change threshold (for ``tip_change_precision``). Without
+    augmentation (the simulated frames already vary). Side effects: imports Keras, writes ``out``.
     """
-    import numpy as np
-
     from qcodes_stmtip.classify.bundle import save_bundle
-    from qcodes_stmtip.classify.default_bundles import demo_geometry_set
-    from qcodes_stmtip.classify.ensemble import Ensemble, Member
-    from qcodes_stmtip.classify.training import TrainConfig, train_classifier
+    from qcodes_stmtip.classify.default_bundles import geometry_set
+    from qcodes_stmtip.classify.ensemble_training import MemberSpec, train_ensemble
+    from qcodes_stmtip.classify.training import TrainConfig
     from qcodes_stmtip.taxonomy import CLASSES
 
-    classes = CLASSES[surface]
     t0 = time.perf_counter()
-    x, y = demo_geometry_set(surface, per_class * len(classes), seed, pixels, frame_size_m,
-                             image_size=pixels)
-    rng = np.random.default_rng(seed + 1)
-    order = rng.permutation(len(x))
-    x, y = x[order], y[order]
-    n_val = max(len(classes), len(x) // 5)
-    echo(f"  rendered {len(x)} simulated frames in {time.perf_counter() - t0:.0f} s; training ...")
-    config = TrainConfig(architecture, width=width, epochs=epochs, batch_size=16, patience=patience,
-                         augment=augment, learning_rate=2e-3, seed=seed)
-    res = train_classifier(x[n_val:], y[n_val:], x[:n_val], y[:n_val], len(classes), config,
-                           progress=False, name=f"demo_{architecture}")
-    pred = np.argmax(np.asarray(res.model.predict(x[:n_val], verbose=0)), axis=1)
-    accuracy = float(np.mean(pred == y[:n_val]))
-    ens = Ensemble(surface, classes, [Member(f"demo_{architecture}", architecture, res.model,
-                                             res.summary())],
-                   thresholds=[0.5] * len(classes))
-    save_bundle(ens, out, image_size=pixels,
-                training_data={"frames": len(x), "source": "qcodes_stmtip.sim render_scan (demo)",
-                               "frame_size_m": frame_size_m, "pixels": pixels},
-                metrics={"validation_accuracy": accuracy})
-    echo(f"  demo bundle trained in {time.perf_counter() - t0:.0f} s "
-         f"(validation accuracy {accuracy:.0%} on {n_val} simulated frames): {out}")
+    data = geometry_set(surface, per_class * len(CLASSES[surface]), seed,
+                        demo_geometry(pixels, frame_size_m), image_size=pixels, tip_change_p=tip_change_p)
+    echo(f"  rendered {len(data.images)} simulated frames in {time.perf_counter() - t0:.0f} s; training ...")
+    member = MemberSpec(architecture, "adam", 2e-3)
+    base = TrainConfig(architecture, width=width, epochs=epochs, batch_size=16, patience=patience,
+                       augment=augment, learning_rate=2e-3, seed=seed)
+    ensemble, report = train_ensemble(data, base, [member], val_fraction=0.2, split_seed=seed,
+                                      target_precision=target_precision,
+                                      tip_change_precision=tip_change_precision, progress=False)
+    save_bundle(ensemble, out, image_size=pixels,
+                training_data={**data.frames.summary(), "source": "qcodes_stmtip.sim render_scan (demo)",
+                               "frame_size_m": frame_size_m, "pixels": pixels,
+                               "validation_sessions": report["validation_sessions"]},
+                metrics={"validation": report})
+    scores = report["ensemble"]
+    tc = report["tip_change"]
+    echo(f"  demo bundle trained in {time.perf_counter() - t0:.0f} s (validation balanced accuracy "
+         f"{scores['balanced_accuracy']:.0%} on {report['validation_frames']} simulated frames"
+         + (f"; tip-change threshold {tc['threshold']:.2f}" if tc else "") + f"): {out}")
     return out
 
 
@@ -131,6 +147,15 @@ def resolve_bundle(surface: str, out_dir: Path, bundle: Path | str | None,
     return train_demo_bundle(cached, surface, echo=echo), "demo bundle trained on simulated frames"
 
 
+def bundle_tip_change_threshold(monitor: TipStateMonitor) -> float:
+    """The tip-change threshold the monitor's bundle was calibrated with, as a
+    :class:`~qcodes_stmtip.conditioning.experiment.Target` takes it (in (0, 1])."""
+    threshold = float(monitor.ensemble.tip_change_threshold)
+    if not math.isfinite(threshold):
+        raise ValueError(f"the bundle's tip-change threshold is {threshold!r}")
+    return min(1.0, max(threshold, math.ulp(0.0)))
+
+
 def run_demo(
     out_dir: Path | str = Path("out/demo"),
     *,
@@ -143,16 +168,14 @@ def run_demo(
     time_acceleration: float = DEFAULT_TIME_ACCELERATION,
     max_frames: int = 100,
     consecutive: int = 3,
-    max_tip_change_probability: float = 0.9,
     echo: Callable[[str], None] = print,
 ) -> DemoResult:
     """Condition a bad simulated tip until it is good; store the run and its report in ``out_dir``.
 
     The tip counts as good after ``consecutive`` frames in a row show a target state (3: the
     demo's small classifier errs on single frames; on H:Si(100) the target is dimer or
-    atomic resolution, :data:`DEMO_TARGET`). A frame counts as a tip change only above
-    ``max_tip_change_probability`` (0.9: the shipped bundle's tip-change network flags about
-    half of the clean simulated 6 nm frames at 0.5). Side effects: creates ``out_dir``
+    atomic resolution, :data:`DEMO_TARGET`). A frame counts as a tip change at the bundle's
+    calibrated tip-change threshold (the demo does not override it). Side effects: creates ``out_dir``
     (``demo.db``, ``report/``, maybe a cached bundle),
     starts and stops a simulator on a free loopback port, prints via ``echo``.
     """
@@ -196,9 +219,11 @@ def run_demo(
         echo(f"classifier: {bundle_path} ({source}; {monitor.inference_path} on {monitor.device})")
         chosen = EscalatingPolicy() if policy == "escalating" else RandomPolicy(seed=seed)
         target_classes = {"classes": DEMO_TARGET[surface]} if surface in DEMO_TARGET else {}
+        tip_change_threshold = bundle_tip_change_threshold(monitor)
+        if monitor.ensemble.tip_change is not None:
+            echo(f"tip change: at the bundle's calibrated threshold {tip_change_threshold:.2f}")
         target = Target.for_surface(surface, consecutive=consecutive,
-                                    max_tip_change_probability=max_tip_change_probability,
-                                    **target_classes)
+                                    max_tip_change_probability=tip_change_threshold, **target_classes)
         result = ConditioningExperiment(
             stm, monitor, chosen, surface=surface, target=target, area_bounds=DEMO_BOUNDS,
             max_frames=max_frames,

@@ -38,22 +38,19 @@ HARDWARE_SIDE: tuple[str, ...] = tuple(f"{PACKAGE}.{p}" for p in (
 #: is a place where simulated data legitimately meets the hardware side, to be moved to
 #: where both meet (an app or a training package) when it is next worked on.
 SIM_ALLOWED: dict[str, str] = {
-    # simulator-side by design: the ground-truth oracle stands in for the monitor in tests
-    # and the fast benchmark (issue 17: "conditioning except oracle.py")
+    # simulator-side by design: the ground-truth oracle stands in for the monitor (a
+    # TipClassifier) in tests and the fast benchmark, reading the truth through
+    # sim.truth.frame_truth (issue 17: "conditioning except oracle.py")
     f"{PACKAGE}.conditioning.oracle": "the simulator's ground truth as the classifier",
-    # builds the shipped hsi100-sim / au111 / cu111 bundles from simulated frames
+    # builds the shipped hsi100-sim / au111 / cu111 bundles from simulated frames, and renders
+    # frames at a fixed geometry the caller passes (the demo trains its fallback bundle on them)
     f"{PACKAGE}.classify.default_bundles": "trains the default bundles on simulated frames",
     # `stmtip lab demo` starts a simulated controller for the lab instruments
     f"{PACKAGE}.lab.cli": "serves the simulator behind `stmtip lab demo`",
 }
 
-#: Import cycles tolerated for now (each a frozenset of modules), and why.
-ALLOWED_CYCLES: dict[frozenset[str], str] = {
-    # the demo trains its bundle with default_bundles, which renders at the demo geometry
-    # (issue 17 item 2: to be untangled by moving the demo geometry out of the library)
-    frozenset({f"{PACKAGE}.demo", f"{PACKAGE}.classify.default_bundles"}):
-        "demo geometry shared with the default bundles (lazy imports)",
-}
+#: Import cycles tolerated for now (each a frozenset of modules), and why. None today: keep it so.
+ALLOWED_CYCLES: dict[frozenset[str], str] = {}
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Build and score the default bundles shipped in ``qcodes_stmtip/classify/bundles/<surface>``.
 
     .venv/bin/python -m qcodes_stmtip.classify.default_bundles --surface hsi100 \\
-        [--count 3200 --pixels 128:0.75,64:0.25 --epochs 12 --work /tmp/sim]
+        [--count 3200 --pixels 128:0.75,64:0.25 --epochs 12 --work /tmp/sim] [--geometry demo=6:64:1.5]
     .venv/bin/python -m qcodes_stmtip.classify.default_bundles --surface hsi100 --evaluate BUNDLE
 
 Generates a simulated training set (``qcodes_stmtip.sim.dataset``; a mix of frame
@@ -9,10 +9,12 @@ pixel counts, scan sizes 3–80 nm) and separate held-out simulated test sets (o
 seeds, hence other sessions), trains a compact ensemble (H:Si(100): two SqueezeNets +
 one VGG-BN + the binary tip-change network, as the paper; Au/Cu(111): three VGG
 repeats), calibrates the tip-change threshold on the validation sessions for a target
-precision, scores the bundle on held-out simulated frames (per pixel count and at the
-``stmtip demo`` geometry) and writes it. Only simulated data is used: real frames are
-not redistributed (``--real DIR`` scores sim→real for information only).
-Importing this module does not import Keras.
+precision, scores the bundle on held-out simulated frames (per pixel count, and at each
+fixed scan geometry given: ``--geometry NAME=SIZE_NM:PIXELS:HALF_RANGE_UM``, e.g. the
+``stmtip demo`` frames as ``demo=6:64:1.5``) and writes it. Only simulated data is used: real
+frames are not redistributed (``--real DIR`` scores sim→real for information only).
+:func:`geometry_set` renders labelled frames at one fixed geometry (the demo trains its
+fallback bundle on them). Importing this module does not import Keras.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -82,37 +86,95 @@ def simulated_set(surface: str, count: int, pixels: int, seed: int, work: Path, 
     return load_images(load_labels(d, surface), progress=progress)
 
 
-def demo_geometry_set(surface: str, count: int, seed: int, pixels: int | None = None,
-                      frame_size_m: float | None = None, image_size: int = 128):
-    """``count`` clean frames (no tip change) at the ``stmtip demo`` geometry, classes cycled.
+@dataclass(frozen=True)
+class FrameGeometry:
+    """One fixed scan geometry: square frames of side ``frame_size_m`` with ``pixels`` pixels
+    (and lines), centred at random inside ``bounds_m`` = ``((x_low, x_high), (y_low, y_high))``."""
 
-    Areas that cannot show a class are skipped, so fewer than ``count`` may come back.
-    Returns (images (N, image_size, image_size, 1), labels (N,) class indexes).
+    frame_size_m: float
+    pixels: int
+    bounds_m: tuple[tuple[float, float], tuple[float, float]]
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.frame_size_m, int | float) and np.isfinite(self.frame_size_m)
+                and self.frame_size_m > 0):
+            raise ValueError(f"frame_size_m must be a positive length in m, got {self.frame_size_m!r}")
+        if isinstance(self.pixels, bool) or not isinstance(self.pixels, int) or not 16 <= self.pixels <= 1024:
+            raise ValueError(f"pixels must be an integer in 16..1024, got {self.pixels!r}")
+        bounds = tuple(tuple(float(v) for v in b) for b in self.bounds_m)
+        if len(bounds) != 2 or any(len(b) != 2 or not b[0] < b[1] for b in bounds):
+            raise ValueError(f"bounds_m must be ((x_low, x_high), (y_low, y_high)), got {self.bounds_m!r}")
+        object.__setattr__(self, "bounds_m", bounds)
+
+
+def parse_geometry(text: str) -> tuple[str, FrameGeometry]:
+    """``"demo=6:64:1.5"`` → ("demo", 6 nm frames of 64 px centred within ±1.5 µm)."""
+    name, _, spec = text.partition("=")
+    try:
+        if not name.strip():
+            raise ValueError("no name")
+        size_nm, pixels, half_um = spec.split(":")
+        half = float(half_um) / 1e6
+        return name.strip(), FrameGeometry(float(size_nm) / 1e9, int(pixels), ((-half, half), (-half, half)))
+    except ValueError as exc:
+        raise ValueError(f"geometry {text!r} is not NAME=SIZE_NM:PIXELS:HALF_RANGE_UM ({exc})") from None
+
+
+def geometry_set(surface: str, count: int, seed: int, geometry: FrameGeometry, *, image_size: int = 128,
+                 tip_change_p: float = 0.0):
+    """``count`` frames of ``surface`` at one fixed ``geometry``, classes cycled, as an :class:`ImageSet`.
+
+    Each frame lies at a fresh random centre of a random simulated sample (its session);
+    areas that cannot show a class are skipped, so fewer than ``count`` may come back.
+    On H:Si(100), a frame's apex changes once during it with probability ``tip_change_p``
+    (the tip-change label; the class is that of the apex imaging most lines); with 0 every
+    frame is clean. Images are preprocessed to ``image_size`` pixels.
     """
+    from qcodes_stmtip.classify.dataset_images import ImageSet
+    from qcodes_stmtip.classify.labels import LabeledFrames
     from qcodes_stmtip.classify.preprocess import preprocess_batch
-    from qcodes_stmtip.demo import DEMO_FRAME_M, DEMO_PIXELS
     from qcodes_stmtip.sim.frames import render_scan
     from qcodes_stmtip.sim.geometry import ScanGeometry
     from qcodes_stmtip.sim.tips import sample_tip
     from qcodes_stmtip.taxonomy import CLASSES
 
-    pixels = DEMO_PIXELS if pixels is None else pixels
-    size = DEMO_FRAME_M if frame_size_m is None else frame_size_m
+    if not 0.0 <= tip_change_p <= 1.0:
+        raise ValueError(f"tip_change_p must be in [0, 1], got {tip_change_p!r}")
     classes = CLASSES[surface]
+    size, pixels = geometry.frame_size_m, geometry.pixels
+    low, high = np.transpose(geometry.bounds_m)
     rng = np.random.default_rng(seed)
-    frames, labels = [], []
+    frames, labels, sessions, changed, names = [], [], [], [], []
     for k in range(count):
         label = classes[k % len(classes)]
-        cx, cy = rng.uniform(-1.5e-6, 1.5e-6, 2)
-        geometry = ScanGeometry(size, size, pixels, pixels, cx, cy, 0.0)
+        cx, cy = rng.uniform(low, high)
+        scan_geometry = ScanGeometry(size, size, pixels, pixels, cx, cy, 0.0)
+        tip = sample_tip(surface, label, rng)
+        sample_seed = int(rng.integers(1000))
+        scan_up = bool(rng.random() < 0.5)
+        changes = []
+        if tip_change_p and surface == "hsi100" and rng.random() < tip_change_p:
+            margin = max(1, pixels // 6)
+            new = sample_tip(surface, str(rng.choice(classes)), rng)
+            new.apex_z_m = tip.apex_z_m + rng.choice([-1, 1]) * rng.uniform(0.05e-9, 0.3e-9)
+            changes = [(int(rng.integers(margin, pixels - margin)), new)]
         try:
-            scan = render_scan(surface, sample_tip(surface, label, rng), geometry, rng,
-                               sample_seed=int(rng.integers(1000)), scan_up=bool(rng.random() < 0.5))
+            scan = render_scan(surface, tip, scan_geometry, rng, sample_seed=sample_seed, scan_up=scan_up,
+                               tip_changes=changes)
         except ValueError:  # this sample area cannot show the class
             continue
         frames.append(scan.forward)
         labels.append(classes.index(scan.label))
-    return preprocess_batch(frames, image_size), np.array(labels)
+        sessions.append(f"{surface}-{sample_seed}")
+        changed.append(bool(scan.tip_change_lines))
+        names.append(Path(f"{surface}_geometry_s{seed}_{k:06d}"))
+    images = preprocess_batch(frames, image_size) if frames else np.zeros((0, image_size, image_size, 1),
+                                                                          np.float32)
+    source = (f"qcodes_stmtip.sim render_scan: {size * 1e9:g} nm, {pixels} px frames, "
+              f"tip-change probability {tip_change_p:g}")
+    return ImageSet(images, LabeledFrames(surface, classes, names, np.array(sessions, dtype=str),
+                                          np.array(labels, dtype=int), np.array(changed, dtype=bool),
+                                          source), [])
 
 
 def score_frames(ensemble, images: np.ndarray, labels: np.ndarray,
@@ -152,17 +214,19 @@ def score_frames(ensemble, images: np.ndarray, labels: np.ndarray,
     return out
 
 
-def evaluate_bundle(ensemble, surface: str, work: Path, *, test_count: int = 400, demo_count: int = 200,
+def evaluate_bundle(ensemble, surface: str, work: Path, *, test_count: int = 400,
+                    geometries: Mapping[str, FrameGeometry] | None = None, geometry_count: int = 200,
                     seed: int = 0, real: Path | None = None, progress: bool = False) -> dict:
-    """Scores on held-out simulated sets (per pixel count, seeds ≥ seed + 10 000), the demo
-    geometry (``surface == "hsi100"``), and optionally the real frames in ``real``."""
+    """Scores on held-out simulated sets (per pixel count, seeds ≥ seed + 10 000), on
+    ``geometry_count`` clean frames at each of ``geometries`` (as ``<name>_geometry``, seeds
+    ≥ seed + 20 000), and optionally on the real frames in ``real``."""
     out: dict = {}
     for i, px in enumerate(TEST_PIXELS):
         s = simulated_set(surface, test_count, px, seed + 10_000 + i, work, progress=progress)
         out[f"simulated_{px}px"] = score_frames(ensemble, s.images, s.frames.labels, s.frames.tip_change)
-    if surface == "hsi100":
-        x, y = demo_geometry_set(surface, demo_count, seed + 20_000)
-        out["demo_geometry"] = score_frames(ensemble, x, y)
+    for i, (name, geometry) in enumerate((geometries or {}).items()):
+        g = geometry_set(surface, geometry_count, seed + 20_000 + i, geometry)
+        out[f"{name}_geometry"] = score_frames(ensemble, g.images, g.frames.labels)
     if real is not None:
         from qcodes_stmtip.classify.dataset_images import load_images
         from qcodes_stmtip.classify.labels import load_labels
@@ -184,13 +248,14 @@ def build_default_bundle(
     patience: int = 3,
     seed: int = 0,
     tip_change_precision: float = 0.5,
+    geometries: Mapping[str, FrameGeometry] | None = None,
     work: Path | None = None,
     real: Path | None = None,
     progress: bool = True,
 ) -> dict:
     """Generate simulated data, train, calibrate, score on held-out simulated frames, save to ``out``.
 
-    Returns the evaluation (:func:`evaluate_bundle`). Side effects: writes the bundle
+    Returns the evaluation (:func:`evaluate_bundle`; ``geometries`` are scored too). Side effects: writes the bundle
     directory; simulated data goes to ``work`` (kept) or a temporary directory (deleted).
     """
     from qcodes_stmtip.classify.bundle import save_bundle
@@ -216,8 +281,8 @@ def build_default_bundle(
         tests = [simulated_set(surface, test_count, px, seed + 10_000 + i, root, progress=progress)
                  for i, px in enumerate(TEST_PIXELS)]
         held_out = evaluate_ensemble(ensemble, _merge(tests))
-        evaluation = evaluate_bundle(ensemble, surface, root, test_count=test_count, seed=seed,
-                                     real=real, progress=progress)
+        evaluation = evaluate_bundle(ensemble, surface, root, test_count=test_count, geometries=geometries,
+                                     seed=seed, real=real, progress=progress)
         summary = {**data.frames.summary(), "source": "simulated (qcodes_stmtip.sim.dataset)",
                    "count": count, "pixel_mix": dict(pixel_mix), "scan_sizes": "3-80 nm (per class)",
                    "seed": seed, "width": width, "epochs": epochs, "patience": patience}
@@ -261,6 +326,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--patience", type=int, default=3)
     p.add_argument("--tip-change-precision", type=float, default=0.5)
+    p.add_argument("--geometry", type=parse_geometry, action="append", default=[],
+                   metavar="NAME=SIZE_NM:PIXELS:HALF_RANGE_UM",
+                   help="also score clean frames at this fixed geometry (repeatable; the stmtip demo's "
+                        "frames: demo=6:64:1.5)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", type=Path, default=None, help="keep/reuse simulated data here")
     p.add_argument("--real", type=Path, default=None, help="also score real labelled frames (information)")
@@ -274,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
         ens = load_bundle(args.evaluate, surface=args.surface)
         with tempfile.TemporaryDirectory() as tmp:
             evaluation = evaluate_bundle(ens, args.surface, args.work or Path(tmp), test_count=args.test_count,
-                                         seed=args.seed, real=args.real, progress=not args.quiet)
+                                         geometries=dict(args.geometry), seed=args.seed, real=args.real,
+                                         progress=not args.quiet)
         print(f"{args.evaluate}:")
     else:
         from qcodes_stmtip.classify.ensemble_training import format_table
@@ -283,8 +353,8 @@ def main(argv: list[str] | None = None) -> int:
         evaluation = build_default_bundle(
             args.surface, out, count=args.count, test_count=args.test_count, pixel_mix=args.pixels,
             width=args.width, epochs=args.epochs, patience=args.patience, seed=args.seed,
-            tip_change_precision=args.tip_change_precision, work=args.work, real=args.real,
-            progress=not args.quiet)
+            tip_change_precision=args.tip_change_precision, geometries=dict(args.geometry), work=args.work,
+            real=args.real, progress=not args.quiet)
         print(f"{out}: held-out simulated frames")
         print(format_table(evaluation["held_out_simulated"]["table"]))
     _print_evaluation(evaluation)

@@ -1,8 +1,9 @@
 """The closed conditioning loop: scan → classify → stop when the tip is good, else act.
 
 :class:`ConditioningExperiment` composes the QCoDeS driver
-(:class:`~qcodes_stmtip.drivers.nanonis_stm.NanonisSTM`), a tip-state classifier with
-the monitor's interface (:class:`~qcodes_stmtip.monitor.TipStateMonitor`; the oracle
+(:class:`~qcodes_stmtip.drivers.nanonis_stm.NanonisSTM`), a tip-state classifier
+(:class:`~qcodes_stmtip.classify.protocol.TipClassifier`: the
+:class:`~qcodes_stmtip.monitor.TipStateMonitor`; the oracle
 :class:`~qcodes_stmtip.conditioning.oracle.GroundTruthClassifier` in tests and the fast
 benchmark) and a :class:`~qcodes_stmtip.conditioning.policy.Policy`. Every frame, its
 tip state and every action (parameters, time, site, state before/after) go to one
@@ -39,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from qcodes_stmtip.classify.protocol import TipClassifier
 from qcodes_stmtip.conditioning.areas import AreaPlanner
 from qcodes_stmtip.conditioning.envelope import ConditioningEnvelope, ConditioningLimits
 from qcodes_stmtip.conditioning.policy import Action, Policy, PolicyContext, as_policy
@@ -161,7 +163,8 @@ class ConditioningExperiment:
 
     Args:
         stm: the driver; its ``safety`` envelope bounds every request.
-        monitor: the classifier (``TipStateMonitor`` or the oracle), one per experiment.
+        monitor: the classifier, a :class:`~qcodes_stmtip.classify.protocol.TipClassifier`
+            (``TipStateMonitor`` or the oracle), one per experiment.
         policy: a :class:`Policy` or a function ``context -> Action``.
         surface: the sample surface.
         target: when to stop (default :meth:`Target.for_surface`).
@@ -189,7 +192,7 @@ class ConditioningExperiment:
     def __init__(
         self,
         stm: NanonisSTM,
-        monitor: Any,
+        monitor: TipClassifier,
         policy: Policy | Callable[[PolicyContext], Action],
         *,
         surface: str,
@@ -209,6 +212,10 @@ class ConditioningExperiment:
         name: str = "tip_conditioning",
     ) -> None:
         check_surface(surface)
+        if not isinstance(monitor, TipClassifier):
+            raise TypeError(f"monitor must be a tip-state classifier (TipClassifier: register, submit, "
+                            f"result, flush, finish, metadata, close, classes, parameters), "
+                            f"got {type(monitor).__name__}")
         self.state = ConditioningState(frame_size_m=frame_size_m, area_bounds=area_bounds,
                                        area_spacing_m=area_spacing_m)
         self.stm = stm
@@ -520,7 +527,7 @@ class ConditioningExperiment:
             self.stm.set_frame(cx, cy, self.frame_size_m, self.frame_size_m, 0.0)
 
 
-def _classifier_summary(monitor: Any) -> dict[str, Any]:
+def _classifier_summary(monitor: TipClassifier) -> dict[str, Any]:
     meta = getattr(monitor, "metadata", None)
     if not callable(meta):
         return {"type": type(monitor).__name__}

@@ -3,12 +3,12 @@
 For tests and the fast benchmark only — a real microscope has no ground truth; the
 shipped experiment and demo classify with
 :class:`~qcodes_stmtip.monitor.TipStateMonitor`. :class:`GroundTruthClassifier` offers
-the part of the monitor's interface the experiment uses (``register``, ``submit``,
-``result``, ``flush``, ``finish``, ``close``, ``metadata``, ``classes``) and stores the
-same parameters (:class:`~qcodes_stmtip.monitor.results.ResultParameters`), so a run
-classified by the oracle has the monitor's dataset layout. It labels each frame with
-the simulator's frame label (probability 1), a frame with tip-change lines as a tip
-change, and with probability ``error_rate`` a uniformly random wrong class instead.
+the interface the experiment drives, :class:`~qcodes_stmtip.classify.protocol.TipClassifier`,
+and stores the same parameters (:class:`~qcodes_stmtip.monitor.results.ResultParameters`),
+so a run classified by the oracle has the monitor's dataset layout. It labels each frame
+with the simulator's frame label (probability 1), a frame with tip-change lines as a tip
+change (both read through :func:`qcodes_stmtip.sim.truth.frame_truth`), and with
+probability ``error_rate`` a uniformly random wrong class instead.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from qcodes_stmtip.monitor.results import ResultParameters, TipStateResult
+from qcodes_stmtip.sim.truth import frame_truth
 from qcodes_stmtip.taxonomy import CLASSES, GOOD_CLASSES, METADATA_KEY, check_surface
 
 if TYPE_CHECKING:
@@ -84,9 +85,8 @@ class GroundTruthClassifier:
         """Label ``frame`` from the ground truth now; write it when ``datasaver`` is given."""
         if frame_index in self.results:
             raise ValueError(f"frame_index {frame_index} was already submitted in this run")
-        gt = self.truth()
-        label = gt.frame_label or gt.tip_label
-        changed = bool(gt.tip_change_lines)
+        seen = frame_truth(self.truth())
+        label, changed = seen.state, seen.tip_changed
         if self.surface != "hsi100" and changed:
             label = "tip_change"
         if self.error_rate and self.rng.random() < self.error_rate:

@@ -45,6 +45,8 @@ if TYPE_CHECKING:
 
     from qcodes.dataset import DataSaver, Measurement
 
+    from qcodes_stmtip.classify.protocol import TipClassifier
+
 __all__ = ["CONFIG_KEY", "OUTCOME_KEY", "RESUMED_KEY", "ActionRecord", "ConditioningRun",
            "FrameRecord", "RunRecorder", "load_conditioning_run", "load_frame_images"]
 
@@ -128,7 +130,7 @@ class RunRecorder:
     ``frame_true_state``.
     """
 
-    def __init__(self, image: Parameter, monitor: Any, *, with_truth: bool = False,
+    def __init__(self, image: Parameter, monitor: TipClassifier, *, with_truth: bool = False,
                  records: Sequence[Parameter] = ()) -> None:
         self.image = image
         self.monitor = monitor

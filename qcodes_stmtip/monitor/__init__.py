@@ -1,8 +1,9 @@
 """Tip-state monitor: classify every frame of a QCoDeS measurement and store the result with it.
 
 :class:`TipStateMonitor` (worker thread + bounded queue, writes on the acquisition
-thread), :class:`TipStateResult` (one frame's classification), :mod:`.inference` (the
-fused one-call ensemble). Importing this package does not import TensorFlow.
+thread), :class:`TipStateResult` (one frame's classification). The fused one-call
+ensemble it runs lives in :mod:`qcodes_stmtip.classify.inference`. Importing this package
+does not import TensorFlow.
 """
 
 from qcodes_stmtip.monitor.monitor import METADATA_KEY, MonitorError, TipStateMonitor, states_of

@@ -5,7 +5,7 @@ calls from two threads, and user callbacks may touch instruments that are not
 thread-safe either. So the monitor splits the work:
 
 * the **worker thread** only preprocesses frames and runs the fused ensemble
-  (:class:`~qcodes_stmtip.monitor.inference.FusedEnsemble`); it takes frames from a
+  (:class:`~qcodes_stmtip.classify.inference.fused.FusedEnsemble`); it takes frames from a
   bounded input queue (several at a time, as one batch, when it has fallen behind) and
   puts :class:`~qcodes_stmtip.monitor.results.TipStateResult` objects on a result queue;
 * the **acquisition thread** (the user's loop) does every dataset write and every
@@ -204,8 +204,8 @@ class TipStateMonitor:
 
     def _make_inference(self) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]:
         if self.fused and self.ensemble.all_networks:
+            from qcodes_stmtip.classify.inference.fused import FusedEnsemble
             from qcodes_stmtip.monitor import priority
-            from qcodes_stmtip.monitor.inference import FusedEnsemble
 
             before = priority.thread_ids()
             fused = FusedEnsemble(self.ensemble)

@@ -109,13 +109,15 @@ def test_hsi100_bundle_on_fresh_demo_geometry_frames():
     separated, and few clean frames flagged as tip changes at the manifest threshold."""
     pytest.importorskip("keras")
     from qcodes_stmtip.classify.bundle import DEFAULT_BUNDLES, load_bundle
-    from qcodes_stmtip.classify.default_bundles import demo_geometry_set, score_frames
+    from qcodes_stmtip.classify.default_bundles import geometry_set, score_frames
+    from qcodes_stmtip.demo import demo_geometry
 
     path = DEFAULT_BUNDLES / "hsi100-sim"
     if not (path / "manifest.json").is_file():
         pytest.skip("no simulated hsi100 bundle built")
     ens = load_bundle(path, surface="hsi100")
-    x, y = demo_geometry_set("hsi100", 200, seed=12345)
+    frames = geometry_set("hsi100", 200, 12345, demo_geometry())
+    x, y = frames.images, frames.frames.labels
     s = score_frames(ens, x, y)
     assert s["n"] >= 180
     assert s["good_bad"]["auroc"] > 0.75, s["good_bad"]

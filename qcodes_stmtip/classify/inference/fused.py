@@ -5,7 +5,7 @@ runs every member plus the optional tip-change network as **one** ``tf.function`
 (``jit_compile=False``, fixed input signature ``(None, s, s, 1)`` so it is traced
 once): the members' softmax outputs are concatenated inside the graph and split again
 in numpy. Each network enters the graph in its folded inference form
-(:func:`~qcodes_stmtip.monitor.folded.fold_model`: batch norm folded into the
+(:func:`~qcodes_stmtip.classify.inference.folded.fold_model`: batch norm folded into the
 convolutions, weights as constants, the one weight-heavy late convolution as a GEMM)
 after the folded form has been checked against the Keras model on a probe batch
 (:data:`FOLD_TOLERANCE`); a network that cannot be folded, or disagrees, enters as the
@@ -163,7 +163,7 @@ def _view_functions(tf, ensemble: Ensemble):
 def _folded_or_keras(model, probe: np.ndarray):
     """``(call, reason)``: the folded form of ``model`` if it matches Keras on ``probe``, else the
     Keras call and why (logged)."""
-    from qcodes_stmtip.monitor.folded import UnsupportedModel, fold_model
+    from qcodes_stmtip.classify.inference.folded import UnsupportedModel, fold_model
 
     def keras_call(x):
         return model(x, training=False)

@@ -8,9 +8,9 @@ import pytest
 pytest.importorskip("keras")
 from qcodes_stmtip.classify.architectures import build_model  # noqa: E402
 from qcodes_stmtip.classify.ensemble import Ensemble, Member  # noqa: E402
+from qcodes_stmtip.classify.inference import folded  # noqa: E402
+from qcodes_stmtip.classify.inference.fused import FusedEnsemble  # noqa: E402
 from qcodes_stmtip.classify.keras_backend import keras  # noqa: E402
-from qcodes_stmtip.monitor import folded  # noqa: E402
-from qcodes_stmtip.monitor.inference import FusedEnsemble  # noqa: E402
 
 SIZE = 32
 

@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("keras")
 from qcodes_stmtip.classify.bundle import load_bundle  # noqa: E402
-from qcodes_stmtip.monitor.inference import FusedEnsemble  # noqa: E402
+from qcodes_stmtip.classify.inference.fused import FusedEnsemble  # noqa: E402
 
 
 def test_fused_matches_per_member_predict_to_1e_5(tiny_bundle) -> None:

@@ -17,7 +17,7 @@ TensorFlow ops with the weights as constants:
 
 Anything else raises :class:`UnsupportedModel`; the caller keeps the Keras call for such a
 model. The folded function is checked against the Keras model by the caller
-(:class:`~qcodes_stmtip.monitor.inference.FusedEnsemble`) before it is used.
+(:class:`~qcodes_stmtip.classify.inference.fused.FusedEnsemble`) before it is used.
 Importing this module does not import TensorFlow; calling :func:`fold_model` does.
 """
 
