@@ -45,13 +45,13 @@ def make_rig(surface: str = "hsi100", seed: int = 0, initial_tip: str | None = "
     model = server.microscope.dynamics.model
     model.spontaneous_mean_s = (1e12,) * len(model.spontaneous_mean_s)
     commands: list[str] = []
-    handle = server.handle
+    dispatch = server.dispatch
 
-    def logged(command: str, body: bytes) -> bytes:
-        commands.append(command)
-        return handle(command, body)
+    def logged(request):
+        commands.append(request.command)
+        return dispatch(request)
 
-    server.handle = logged  # type: ignore[method-assign]
+    server.dispatch = logged  # type: ignore[method-assign]
     stm = NanonisSTM(f"stm_s{seed}", port=server.port, safety=safety)
     stm.pixels(32)
     stm.lines(32)
