@@ -6,6 +6,8 @@ Layout::
     BUNDLE/members/<i>_<name>.keras      (a CNN member)
     BUNDLE/members/<i>_<name>.skops      (a feature member, :mod:`~qcodes_stmtip.classify.feature_model`)
     BUNDLE/tip_change.keras | .skops     (optional, H:Si(100) binary tip-change model)
+    BUNDLE/partial/members/…, BUNDLE/partial/tip_change.*  (optional partial-frame ensemble, manifest
+                                         key ``partial``: :mod:`~qcodes_stmtip.classify.partial`)
 
 The manifest (``format_version`` :data:`FORMAT_VERSION`; version 1, Keras members only, still
 loads) records the surface, class names, preprocessing parameters, thresholds, members (kind,
@@ -36,6 +38,8 @@ FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 #: Member kinds and their file suffixes.
 MEMBER_KINDS = {"keras": ".keras", "sklearn": ".skops"}
+#: View designs a ``partial`` section may name (:data:`qcodes_stmtip.classify.partial.DESIGNS`).
+PARTIAL_DESIGNS = ("reflect", "stretch", "stack")
 
 _MEMBER = {
     "type": "object",
@@ -74,6 +78,28 @@ MANIFEST_SCHEMA: dict = {
                 "type": "number", "exclusiveMinimum": 0, "maximum": 1e6}}]}}},
         "training_data": {"type": "object"},
         "metrics": {"type": "object"},
+        # optional partial-frame ensemble (qcodes_stmtip.classify.partial, issue 14); older readers ignore it
+        "partial": {"oneOf": [{"type": "null"}, {
+            "type": "object",
+            "required": ["min_lines", "thresholds", "members"],
+            "properties": {
+                "min_lines": {"type": "integer", "minimum": MIN_VALID_LINES, "maximum": 1 << 16},
+                "design": {"enum": list(PARTIAL_DESIGNS)},
+                "lines": {"type": "array", "maxItems": 64, "items": {
+                    "oneOf": [{"type": "null"}, {"type": "integer", "minimum": MIN_VALID_LINES}]}},
+                "thresholds": {"type": "object", "additionalProperties": {"type": "number", "minimum": 0,
+                                                                          "maximum": 1}},
+                "members": {"type": "array", "items": _MEMBER, "minItems": 1, "maxItems": 64},
+                "tip_change": {"oneOf": [{"type": "null"}, {"allOf": [_MEMBER, {
+                    "properties": {"threshold": {"type": "number", "minimum": 0, "maximum": 1}}}]}]},
+                "inference": {"type": "object", "properties": {
+                    "tta": {"type": "boolean"},
+                    "tip_change_vertical_flip": {"type": "boolean"},
+                    "class_weights": {"oneOf": [{"type": "null"}, {"type": "array", "maxItems": 64, "items": {
+                        "type": "number", "exclusiveMinimum": 0, "maximum": 1e6}}]}}},
+                "training_data": {"type": "object"},
+                "metrics": {"type": "object"},
+            }}]},
     },
 }
 MANIFEST = "manifest.json"
@@ -241,19 +267,25 @@ def read_manifest(path: str | Path) -> dict:
     unknown = sorted(set(manifest.get("good_classes", ())) - set(manifest["classes"]))
     if unknown:
         raise BundleError(f"{mpath}: good_classes: {unknown} are not among the classes")
-    for c in manifest["classes"]:
-        t = manifest["thresholds"].get(c)
-        if not isinstance(t, int | float) or isinstance(t, bool) or not math.isfinite(t) or not 0 <= t <= 1:
-            raise BundleError(f"{mpath}: thresholds.{c}: must be a number in 0..1, got {t!r}")
-    weights = (manifest.get("inference") or {}).get("class_weights")
-    if weights is not None and (len(weights) != len(manifest["classes"])
-                                or not all(math.isfinite(w) for w in weights)):
-        raise BundleError(f"{mpath}: inference.class_weights: must be one positive number per class")
-    tip = manifest.get("tip_change")
-    if tip and "threshold" in tip and not (math.isfinite(tip["threshold"]) and 0 <= tip["threshold"] <= 1):
-        raise BundleError(f"{mpath}: tip_change.threshold: must be a number in 0..1, got {tip['threshold']!r}")
-    entries = [(f"members[{i}]", e) for i, e in enumerate(manifest["members"])]
-    entries += [("tip_change", tip)] if tip else []
+    entries: list[tuple[str, dict]] = []
+    # the full-frame ensemble, then the optional partial-frame one (same checks, "partial." prefix)
+    for prefix, section in (("", manifest), ("partial.", manifest.get("partial") or None)):
+        if section is None:
+            continue
+        for c in manifest["classes"]:
+            t = section["thresholds"].get(c)
+            if not isinstance(t, int | float) or isinstance(t, bool) or not math.isfinite(t) or not 0 <= t <= 1:
+                raise BundleError(f"{mpath}: {prefix}thresholds.{c}: must be a number in 0..1, got {t!r}")
+        weights = (section.get("inference") or {}).get("class_weights")
+        if weights is not None and (len(weights) != len(manifest["classes"])
+                                    or not all(math.isfinite(w) for w in weights)):
+            raise BundleError(f"{mpath}: {prefix}inference.class_weights: must be one positive number per class")
+        tip = section.get("tip_change")
+        if tip and "threshold" in tip and not (math.isfinite(tip["threshold"]) and 0 <= tip["threshold"] <= 1):
+            raise BundleError(f"{mpath}: {prefix}tip_change.threshold: must be a number in 0..1, "
+                              f"got {tip['threshold']!r}")
+        entries += [(f"{prefix}members[{i}]", e) for i, e in enumerate(section["members"])]
+        entries += [(f"{prefix}tip_change", tip)] if tip else []
     for where, e in entries:
         kind = e.get("kind", "keras")
         if version == 1 and kind != "keras":
