@@ -97,8 +97,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     src.add_argument("--model", type=Path, help="bundle directory")
     src.add_argument("--surface", choices=SURFACES, help="use the shipped default bundle")
     p.add_argument("--output", required=True, type=Path, help="CSV file to write")
+    p.add_argument("--lines", type=int, default=None, metavar="N",
+                   help="classify each file as if only its first N acquired lines existed (N >= 8; scan "
+                        "direction from the file's metadata, else the top N rows) with the bundle's "
+                        "partial-frame model (its full-frame ensemble when it has none)")
     p.add_argument("files", nargs="+", type=Path, help="frame files (PNG, NPY, or formats qcodes_stmtip.io reads)")
     p.set_defaults(func=_classify)
+
+    p = subparsers.add_parser("train-partial", help="add a partial-frame model to an existing bundle",
+                              description="Train the partial-frame ensemble (the tip judged from the first N "
+                              "lines of a frame) on DIR through the same recipe as `stmtip train`, and add "
+                              "it to (or replace it in) the bundle's 'partial' section; the bundle's "
+                              "full-frame members are left as they are.")
+    p.add_argument("--surface", required=True, choices=SURFACES, help="sample surface of the data set")
+    p.add_argument("--data", required=True, type=Path, help="dataset directory with labels.csv")
+    p.add_argument("--bundle", required=True, type=Path, help="existing bundle directory to add the section to")
+    p.add_argument("--lines", default="8,16,32,64,full",
+                   help="line counts of the training views, comma list ('full' = every line) [8,16,32,64,full]")
+    p.add_argument("--design", default=None, help="partial-view design (reflect, stretch, stack) [reflect]")
+    p.add_argument("--members", default="best", help="as stmtip train --members [best]")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split and the training [0]")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_train_partial)
 
 
 def _need_dir(path: Path, option: str, *, labels: bool = False) -> None:
@@ -196,13 +216,27 @@ def _classify(args: argparse.Namespace) -> int:
     from qcodes_stmtip.classify.frame_files import read_frame_array
     from qcodes_stmtip.classify.preprocess import FrameTooShortError, preprocess_frame
 
+    if args.lines is not None and args.lines < 8:
+        raise ValueError(f"--lines {args.lines}: a partial frame needs at least 8 lines")
     path = args.model if args.model is not None else default_bundle_path(args.surface)
     ensemble = load_bundle(path)
     size = int(ensemble.manifest["preprocessing"]["image_size"])
+    partial = None
+    if args.lines is not None:
+        from qcodes_stmtip.classify.partial import load_partial
+
+        partial = load_partial(path, ensemble=ensemble)
+        ensemble = partial.ensemble
+        if partial.fallback:
+            print(f"stmtip classify: {path} has no partial-frame model; the full-frame ensemble judges the "
+                  f"first {args.lines} lines", file=sys.stderr)
     images, ok, notes = [], [], {}
     for f in args.files:
         try:
-            images.append(preprocess_frame(read_frame_array(f), size))
+            if partial is not None:
+                images.append(partial.view(_read_frame(f), args.lines)[..., 0])
+            else:
+                images.append(preprocess_frame(read_frame_array(f), size))
             ok.append(str(f))
         except FrameTooShortError as exc:
             notes[str(f)] = str(exc)
@@ -231,4 +265,34 @@ def _classify(args: argparse.Namespace) -> int:
         for f in args.files:
             writer.writerow(rows[str(f)])
     print(f"wrote {len(args.files)} rows to {args.output}")
+    return 0
+
+
+def _read_frame(path: Path):
+    """The file as an ``STMFrame`` (scan direction where the format records it), else its array."""
+    from qcodes_stmtip.classify.frame_files import read_frame_array
+
+    try:
+        from qcodes_stmtip.io import read_frame
+    except ImportError:
+        return read_frame_array(path)
+    return read_frame(path)
+
+
+def _train_partial(args: argparse.Namespace) -> int:
+    _need_dir(args.data, "--data", labels=True)
+    _need_dir(args.bundle, "--bundle")
+    from qcodes_stmtip.classify.partial import DEFAULT_DESIGN
+    from qcodes_stmtip.classify.partial_training import train_partial_bundle
+
+    lines = [None if t.strip() == "full" else int(t) for t in args.lines.split(",") if t.strip()]
+    if any(n is not None and n < 8 for n in lines):
+        raise ValueError(f"--lines {args.lines}: every line count must be at least 8")
+    report = train_partial_bundle(args.data, args.bundle, surface=args.surface, lines=lines,
+                                  design=args.design or DEFAULT_DESIGN, members=args.members, seed=args.seed,
+                                  progress=not args.quiet)
+    e = report["ensemble"]
+    print(f"added the partial-frame model to {args.bundle}: validation AUROC {e['mean_auroc']:.3f}, "
+          f"balanced accuracy {e['balanced_accuracy']:.3f} (views of the first "
+          f"{', '.join(t.strip() for t in args.lines.split(','))} lines)")
     return 0
