@@ -16,6 +16,27 @@ cores. ``--ensemble-bundle`` additionally runs a few sessions per policy with th
 :class:`~qcodes_stmtip.monitor.TipStateMonitor` on that bundle (H:Si(100) only).
 Reference point: a published CNN-driven loop on Si(111) needed ~12 reshaping attempts and
 9.3 minutes on real hardware.
+
+Issue 14 (judging the tip while the frame is scanned):
+
+* ``--early-abort``: the escalating policy with and without early abort (every scan watched,
+  the partial frame judged every ``--watch-every`` lines, the scan stopped on a confidently
+  bad verdict or a flagged tip change), ``--abort-sessions`` sessions per surface and arm, at
+  ``--abort-acceleration`` (×20 by default: simulated time is wall time × acceleration, so
+  the watcher's wall-clock milliseconds per frame must stay small against a line); prints
+  success rate, truly-good rate, median (mean) simulated minutes to a good tip and the
+  reduction. The oracle judges partial frames exactly from the truth of the lines acquired:
+  this is the bound of what early abort can save, not a classifier's result.
+* ``--tip-changes N``: N simulated mid-frame tip changes (a good H:Si(100) apex degrading to
+  ``generic_defect`` at a random line of a 64-line 6 nm frame) and N clean frames, each
+  watched every ``--watch-every`` lines by the real :class:`TipStateMonitor` on
+  ``--tip-change-bundle`` (default: the shipped hsi100 bundle, its partial model if it has
+  one) without stopping: median lines from the change to the flag (and to any decisive
+  verdict), how often it is flagged before the frame ends, and the false-alarm rate per
+  clean frame.
+
+    .venv/bin/python benchmarks/conditioning.py --early-abort --abort-sessions 50 --surfaces hsi100,au111,cu111 --skip-policies
+    .venv/bin/python benchmarks/conditioning.py --tip-changes 50 --skip-policies
 """
 
 from __future__ import annotations
@@ -36,7 +57,8 @@ BAD_START = {"hsi100": ("generic_defect",), "au111": ("double_tip", "corruption"
 def run_session(surface: str, seed: int, policy_name: str, exp, *, pixels: int, frame_m: float,
                 acceleration: float, bundle: str | None = None, consecutive: int = 2,
                 target_classes: frozenset[str] | None = None,
-                max_tip_change_probability: float | None = 0.5) -> dict:
+                max_tip_change_probability: float | None = 0.5, early_abort: bool = False,
+                watch_every: int = 4) -> dict:
     """One simulated session; returns its outcome, tip actions and simulated minutes.
 
     ``max_tip_change_probability=None``: the bundle's calibrated tip-change threshold (as the demo)."""
@@ -73,12 +95,14 @@ def run_session(surface: str, seed: int, policy_name: str, exp, *, pixels: int, 
             target=Target.for_surface(surface, consecutive=consecutive,
                                       max_tip_change_probability=max_tip_change_probability,
                                       **({"classes": target_classes} if target_classes else {})),
-            clock=server.microscope.sim_time, clock_name="simulated", seed=seed).run(exp)
+            clock=server.microscope.sim_time, clock_name="simulated", seed=seed,
+            early_abort=early_abort, watch_every_lines=watch_every if early_abort else None).run(exp)
         final = server.microscope.ground_truth().tip_label
         truly_good = final in (target_classes or GOOD_CLASSES[surface])
         return {"outcome": result.outcome, "actions": result.tip_actions, "frames": result.frames,
                 "minutes": (result.time_to_good_s or 0.0) / 60, "truly_good": truly_good,
-                "sim_minutes_total": (server.microscope.sim_time() - t0) / 60}
+                "sim_minutes_total": (server.microscope.sim_time() - t0) / 60,
+                "stopped": result.stopped_frames}
     finally:
         if bundle is not None and monitor is not None:
             monitor.close()
@@ -100,6 +124,119 @@ def summarise(rows: list[dict]) -> dict:
     }
 
 
+def early_abort_comparison(surfaces: list[str], sessions: int, exp, *, pixels: int, frame_m: float,
+                           acceleration: float, watch_every: int) -> None:
+    """Escalating policy, oracle, with and without early abort (see module doc)."""
+    print(f"\nearly abort (issue 14): classifier ORACLE (exact partial verdicts from the simulator's "
+          f"truth: the bound), escalating policy, {sessions} sessions per surface and arm, "
+          f"{pixels}x{pixels} px frames of {frame_m * 1e9:.0f} nm, partial check every {watch_every} "
+          f"lines (first at 8), time acceleration {acceleration:g}; simulated minutes to a good tip",
+          flush=True)
+    print(f"{'surface':<8} {'abort':<5} {'n':>3} {'success':>8} {'truly good':>10} {'med. min':>9} "
+          f"{'mean min':>9} {'med. frames':>12} {'stopped/sess.':>14} {'wall s':>7}")
+    for surface in surfaces:
+        summary = {}
+        for abort in (False, True):
+            t = time.perf_counter()
+            rows = [run_session(surface, 2000 + s, "escalating", exp, pixels=pixels, frame_m=frame_m,
+                                acceleration=acceleration, early_abort=abort, watch_every=watch_every)
+                    for s in range(sessions)]
+            s_ = summarise(rows)
+            ok = [r for r in rows if r["outcome"] == "good_tip"]
+            mean_min = statistics.fmean(r["minutes"] for r in ok) if ok else float("nan")
+            summary[abort] = (s_["median_minutes"], mean_min)
+            stopped = statistics.fmean(r["stopped"] for r in rows)
+            truly = sum(r["truly_good"] for r in ok) / max(1, len(ok))
+            print(f"{surface:<8} {'on' if abort else 'off':<5} {s_['n']:>3} {s_['success']:>8.0%} "
+                  f"{truly:>10.0%} {s_['median_minutes']:>9.2f} {mean_min:>9.2f} "
+                  f"{s_['median_frames']:>12.1f} {stopped:>14.1f} {time.perf_counter() - t:>7.0f}  "
+                  f"{s_['failures'] or ''}", flush=True)
+        (m0, a0), (m1, a1) = summary[False], summary[True]
+        print(f"{surface:<8} early abort: median time to a good tip {100 * (1 - m1 / m0):.0f} % less, "
+              f"mean {100 * (1 - a1 / a0):.0f} % less (goal >= 40 %)", flush=True)
+
+
+def tip_change_detection(n: int, bundle: str | None, *, every: int, acceleration: float,
+                         seed: int = 0) -> None:
+    """Mid-frame tip changes and clean frames watched by the real monitor (see module doc)."""
+    import numpy as np
+
+    from qcodes_stmtip.classify.bundle import default_bundle_path
+    from qcodes_stmtip.drivers.nanonis_stm import NanonisSTM
+    from qcodes_stmtip.monitor import TipStateMonitor
+    from qcodes_stmtip.monitor.scanwatch import ScanWatcher
+    from qcodes_stmtip.sim.controller import serve_simulator
+
+    path = bundle or str(default_bundle_path("hsi100"))
+    rng = np.random.default_rng(seed)
+    server = serve_simulator("hsi100", seed=seed, time_acceleration=acceleration,
+                             initial_tip="individual_atoms")
+    micro = server.microscope
+    model = micro.dynamics.model
+    model.spontaneous_mean_s = (1e12,) * len(model.spontaneous_mean_s)  # only the scheduled changes
+    stm = NanonisSTM("stm_tip_changes", port=server.port)
+    monitor = TipStateMonitor(path, surface="hsi100")
+    try:
+        stm.pixels(64)
+        stm.lines(64)
+        watcher = ScanWatcher(monitor, stm, every_lines=every, abort=False)
+        rule = monitor.partial_rule
+        print(f"\nmid-frame tip changes (issue 14): {n} frames whose good H:Si(100) apex degrades to "
+              f"generic_defect at a random line (8..55 of 64) and {n} clean frames with a good apex, "
+              f"6 nm, fresh areas, watched every {every} lines (never stopped) by TipStateMonitor({path}); "
+              f"partial model: {'full-frame ensemble on the partial view' if monitor.partial_model.fallback else 'the bundle partial section'}; "
+              f"rule: bad = decision in {sorted(rule.bad_classes)} (per-class thresholds), tip change at "
+              f"P >= {rule.tip_change_threshold:.3f}, from {rule.min_lines} lines; time acceleration "
+              f"{acceleration:g}", flush=True)
+        delays_flag, delays_any, pre_alarms, clean_any, clean_flag = [], [], 0, 0, 0
+        checks = latency = dropped = posted = 0
+        t = time.perf_counter()
+        for i in range(2 * n):
+            change = i % 2 == 0
+            with micro.clock.lock:
+                micro.dynamics.change_to(str(rng.choice(["individual_atoms", "dimers_asymmetries"])))
+            stm.set_frame(float(rng.uniform(-1.4e-6, 1.4e-6)), float(rng.uniform(-1.4e-6, 1.4e-6)),
+                          6e-9, 6e-9, 0.0)
+            if change:
+                micro.schedule_tip_change(None, "generic_defect")
+            watcher.scan(i)
+            rec = watcher.last
+            checks += len(rec.checks)
+            posted += rec.posted
+            dropped += rec.dropped
+            latency += sum(c.latency_s for c in rec.checks)
+            if change:
+                line = micro.ground_truth().tip_change_lines[0]
+                after = [c for c in rec.checks if c.lines > line]
+                pre_alarms += any(c.decisive for c in rec.checks if c.lines <= line)
+                flag = next((c for c in after if c.verdict == "tip_change"), None)
+                anyd = next((c for c in after if c.decisive), None)
+                delays_flag.append(flag.lines - line if flag else None)
+                delays_any.append(anyd.lines - line if anyd else None)
+            else:
+                clean_any += any(c.decisive for c in rec.checks)
+                clean_flag += any(c.verdict == "tip_change" for c in rec.checks)
+        monitor.finish()
+
+        def med(values):
+            got = [v for v in values if v is not None]
+            return (statistics.median(got) if got else float("nan")), len(got) / len(values)
+
+        (m_flag, r_flag), (m_any, r_any) = med(delays_flag), med(delays_any)
+        print(f"  change frames: tip change flagged in {r_flag:.0%}, median {m_flag:.0f} lines after the "
+              f"change; any decisive verdict (bad or tip change, what stops a scan) in {r_any:.0%}, median "
+              f"{m_any:.0f} lines after; {pre_alarms / n:.0%} had a decisive verdict before the change")
+        print(f"  clean frames: false alarms (any decisive verdict) {clean_any / n:.0%} per frame, "
+              f"tip-change flags {clean_flag / n:.0%} per frame")
+        print(f"  {checks / (2 * n):.1f} checks per frame ({posted / (2 * n):.1f} posted, "
+              f"{dropped / (2 * n):.1f} dropped as stale), check latency mean "
+              f"{1e3 * latency / max(checks, 1):.0f} ms; wall {time.perf_counter() - t:.0f} s", flush=True)
+    finally:
+        monitor.close()
+        stm.close()
+        server.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sessions", type=int, default=50)
@@ -115,6 +252,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ensemble-only", action="store_true", help="skip the oracle sessions")
     p.add_argument("--ensemble-consecutive", type=int, default=3,
                    help="good frames in a row that stop a real-ensemble session [3, as the demo]")
+    p.add_argument("--skip-policies", action="store_true",
+                   help="skip the escalating-vs-random oracle sessions")
+    p.add_argument("--early-abort", action="store_true", help="compare early abort on/off (issue 14)")
+    p.add_argument("--abort-sessions", type=int, default=50)
+    p.add_argument("--abort-acceleration", type=float, default=20.0)
+    p.add_argument("--watch-every", type=int, default=4, help="lines between partial checks [4]")
+    p.add_argument("--tip-changes", type=int, default=0,
+                   help="simulated mid-frame tip changes (and as many clean frames) to watch [0: skip]")
+    p.add_argument("--tip-change-bundle", default=None, help="bundle for --tip-changes [shipped hsi100]")
+    p.add_argument("--tip-change-acceleration", type=float, default=20.0)
     args = p.parse_args(argv)
 
     import logging
@@ -127,6 +274,15 @@ def main(argv: list[str] | None = None) -> int:
     exp = load_or_create_experiment("conditioning_benchmark", sample_name="simulated")
     header = (f"{'surface':<8} {'policy':<11} {'n':>3} {'success':>8} {'med. actions':>13} "
               f"{'mean actions':>13} {'med. sim min':>13} {'med. frames':>12} {'wall s':>7}")
+    if args.early_abort:
+        early_abort_comparison(args.surfaces.split(","), args.abort_sessions, exp, pixels=args.pixels,
+                               frame_m=args.frame_size, acceleration=args.abort_acceleration,
+                               watch_every=args.watch_every)
+    if args.tip_changes:
+        tip_change_detection(args.tip_changes, args.tip_change_bundle, every=args.watch_every,
+                             acceleration=args.tip_change_acceleration)
+    if args.skip_policies:
+        return 0
     if not args.ensemble_only:
         print(f"classifier: ORACLE (simulator ground truth), {args.sessions} sessions per surface and "
               f"policy, {args.pixels}x{args.pixels} px frames of {args.frame_size * 1e9:.0f} nm, "

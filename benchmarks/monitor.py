@@ -21,13 +21,20 @@ Prints, on this machine's CPU (or GPU if TensorFlow sees one):
 4. the import time of ``qcodes_stmtip`` + driver creation, and that TensorFlow stays out;
 5. with ``--flush-cost``: what one durable write costs per frame on its own — the monitor's
    writes to a ``DataSaver`` (a 128² frame row and a result row per frame) with and without
-   the commit after each, interleaved, no simulator and no inference (so no noise from them).
+   the commit after each, interleaved, no simulator and no inference (so no noise from them);
+6. with ``--watch``: the acquisition overhead of watching scans in progress (issue 14) —
+   ``--frames`` frames with the monitor (as in 3) against the same with
+   ``monitor.watch_scan(stm, saver, every_lines=--watch-every, abort=False)`` (the partial
+   frame read and classified every k lines, never stopped, so both acquire the same lines),
+   interleaved ``--pairs`` times — goal ≤ 2 %; with the partial checks posted, classified and
+   dropped as stale per frame.
 
 Usage::
 
     .venv/bin/python benchmarks/monitor.py                 # everything (~5 min on 2 cores)
     .venv/bin/python benchmarks/monitor.py --skip-acquisition --repeats 60
     .venv/bin/python benchmarks/monitor.py --skip-latency --frames 100 --pairs 3
+    .venv/bin/python benchmarks/monitor.py --skip-latency --skip-acquisition --watch --pairs 3
 """
 
 from __future__ import annotations
@@ -306,6 +313,78 @@ def acquisition(frames: int, acceleration: float, pairs: int, where: str, bundle
             Instrument.close_all()
 
 
+def watch_overhead(frames: int, acceleration: float, pairs: int, where: str, bundle_dir: Path,
+                   every_lines: int) -> None:
+    """Acquire ``frames`` frames with the monitor, watched and not, ``pairs`` times interleaved (6.)."""
+    from qcodes.dataset import (
+        Measurement,
+        initialise_or_create_database_at,
+        load_or_create_experiment,
+    )
+    from qcodes.instrument import Instrument
+
+    from qcodes_stmtip.classify.bundle import save_bundle
+    from qcodes_stmtip.drivers.nanonis_stm import NanonisSTM, frame_index_parameter
+    from qcodes_stmtip.monitor import TipStateMonitor
+
+    ens, what = ensemble()
+    bundle = getattr(ens, "path", None) or save_bundle(ens, bundle_dir / "bundle")
+    initialise_or_create_database_at(bundle_dir / "watch.db")
+    exp = load_or_create_experiment("watch_bench", sample_name="simulated hsi100")
+    with simulator(where, acceleration) as port:
+        stm = NanonisSTM("stm_watch_bench", address="127.0.0.1", port=port)
+        stm.pixels(128)
+        stm.lines(128)
+        stm.set_frame(0.0, 0.0, 20e-9, 20e-9, 0.0)
+        monitor = TipStateMonitor(bundle)
+        try:
+            walls: dict[bool, list[float]] = {}
+            for watched in (False, True) * pairs:
+                frame_index = frame_index_parameter()
+                meas = Measurement(exp=exp, name=f"bench_watch_{watched}")
+                meas.register_parameter(frame_index)
+                meas.register_parameter(stm.scan_image, setpoints=(frame_index,))
+                for record in stm.frame_parameters:
+                    meas.register_parameter(record, setpoints=(frame_index,))
+                monitor.register(meas, frame_index, partial=watched)
+                t0 = time.perf_counter()
+                with meas.run() as saver:
+                    watcher = monitor.watch_scan(stm, saver, every_lines=every_lines) if watched else None
+                    for i in range(frames):
+                        if watcher is not None:
+                            watcher.scan(i)
+                        else:
+                            image = stm.scan_image()
+                            saver.add_result((frame_index, i), (stm.scan_image, image),
+                                             *((p, p()) for p in stm.frame_parameters))
+                            monitor.submit(i, image, saver)
+                    t_loop = time.perf_counter() - t0
+                    monitor.finish(saver)
+                wall = time.perf_counter() - t0
+                walls.setdefault(watched, []).append(wall)
+                if watcher is not None:
+                    recs = watcher.records
+                    posted = sum(r.posted for r in recs)
+                    checks = sum(len(r.checks) for r in recs)
+                    lat = [c.latency_s for r in recs for c in r.checks]
+                    print(f"  watched:   {wall:6.2f} s (loop {t_loop:.2f} s; {posted / frames:.1f} partial "
+                          f"frames posted per frame, {checks / frames:.1f} classified, "
+                          f"{sum(r.dropped for r in recs) / frames:.1f} dropped as stale; check latency "
+                          f"median {np.median(lat) * 1e3:.0f} ms; stopped {sum(r.stopped for r in recs)})")
+                else:
+                    print(f"  unwatched: {wall:6.2f} s (loop {t_loop:.2f} s)")
+            base, watch = min(walls[False]), min(walls[True])
+            med = np.median(walls[True]) / np.median(walls[False]) - 1
+            print(f"watching every {every_lines} lines, {frames} frames (128², {what}, simulator in a "
+                  f"{where}, time acceleration {acceleration:g}, {frames * 128 * 0.2 / acceleration:.1f} s "
+                  f"of scanning): best of {pairs} unwatched {base:.2f} s, watched {watch:.2f} s -> "
+                  f"overhead {100 * (watch - base) / base:+.1f} %; median of {pairs}: {100 * med:+.1f} %")
+        finally:
+            monitor.close()
+            stm.close()
+            Instrument.close_all()
+
+
 def flush_cost(frames: int, pairs: int, bundle_dir: Path) -> None:
     """Per-frame cost of the durable monitor's commit after each write (see module doc, 5)."""
     from qcodes.dataset import (
@@ -381,6 +460,10 @@ def main() -> int:
                         help="the monitor's commit per write: on (default), off, or both interleaved")
     parser.add_argument("--flush-cost", action="store_true",
                         help="also measure the durable commit's cost per frame on its own (see 5.)")
+    parser.add_argument("--watch", action="store_true",
+                        help="also measure the acquisition overhead of watching scans (see 6.)")
+    parser.add_argument("--watch-every", type=int, default=16,
+                        help="lines between partial checks when watching [16]")
     parser.add_argument("--skip-acquisition", action="store_true")
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--tta", action="store_true",
@@ -396,6 +479,10 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as tmp:
             acquisition(args.frames, args.time_acceleration, args.pairs, args.simulator, Path(tmp),
                         args.durable)
+    if args.watch:
+        with tempfile.TemporaryDirectory() as tmp:
+            watch_overhead(args.frames, args.time_acceleration, args.pairs, args.simulator, Path(tmp),
+                           args.watch_every)
     return 0
 
 

@@ -89,7 +89,8 @@ def _condition(args: argparse.Namespace) -> int:
             stm, monitor, policy, surface=args.surface, target=target, limits=limits,
             frame_size_m=args.frame_size, area_bounds=bounds, area_spacing_m=args.area_spacing,
             max_frames=args.max_frames, dry_run=args.dry_run, seed=args.seed,
-            echo=lambda line: print(line, flush=True))
+            echo=lambda line: print(line, flush=True), early_abort=args.early_abort,
+            watch_every_lines=args.watch_every)
         if args.resume:
             experiment.resume_from(args.resume)
         try:
@@ -165,6 +166,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--area-spacing", type=float, default=300e-9, help="fresh-area spacing, m [3e-7]")
     p.add_argument("--max-frames", type=_positive_int, default=200, help="stop after N frames [200]")
     p.add_argument("--seed", type=int, default=0, help="seed of the random policy [0]")
+    p.add_argument("--early-abort", action="store_true",
+                   help="watch each scan and stop it on a confidently bad partial frame or a tip change")
+    p.add_argument("--watch-every", type=_positive_int, default=None, metavar="LINES",
+                   help="classify the partial frame every LINES lines [8 with --early-abort; "
+                        "without it, watch and record only]")
     p.add_argument("--report", default=None, metavar="DIR", help="write the report to DIR at the end")
     p.set_defaults(func=_condition)
 

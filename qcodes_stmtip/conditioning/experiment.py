@@ -26,6 +26,16 @@ and stops), scan one frame, classify it, then
 
 ``dry_run=True`` scans and classifies but sends no tip-touching or frame-moving
 command: it prints (and records, status ``"dry-run"``) the action it would take.
+
+**Early abort** (``early_abort=True``): every scan is watched while it runs
+(:class:`~qcodes_stmtip.monitor.scanwatch.ScanWatcher`: the partial frame classified every
+``watch_every_lines`` lines) and stopped (``Scan.Action`` stop) as soon as a partial check
+is confidently bad or flags a tip change, under the classifier's calibrated
+:class:`~qcodes_stmtip.monitor.scanwatch.PartialRule`. The stopped frame is judged on that
+check, as any frame (bad → the policy acts; a tip change → inconclusive, rescan), and
+stored with its NaN lines, its verdict (``tip_partial_verdict``, ``tip_decided_line``,
+``tip_scan_stopped``, the per-check series) and the action that follows with the line
+count it was decided on (``action_lines``). Every action still goes through the envelope.
 """
 
 from __future__ import annotations
@@ -52,6 +62,7 @@ from qcodes_stmtip.conditioning.records import (
     load_conditioning_run,
 )
 from qcodes_stmtip.conditioning.state import ConditioningState, done_actions
+from qcodes_stmtip.monitor.scanwatch import ScanWatcher, ScanWatchMixin
 from qcodes_stmtip.safety import SafetyViolation
 from qcodes_stmtip.taxonomy import CONTENT_CLASSES, GOOD_CLASSES, TIP_CHANGE, check_surface
 
@@ -146,6 +157,7 @@ class ExperimentResult:
     time_to_good_s: float | None
     final_state: str
     run_ids: list[int] = field(default_factory=list)
+    stopped_frames: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -181,6 +193,12 @@ class ConditioningExperiment:
             simulator's ``sim_time`` for simulated time).
         seed: seeds the generator handed to policies.
         echo: called with one line per frame/action (default: nothing).
+        early_abort: watch every scan and stop it on a confidently bad partial frame or a
+            flagged tip change (module doc); the classifier must watch scans (the monitor
+            and the oracle do).
+        watch_every_lines: classify the partial frame every this many lines (default 8 with
+            ``early_abort``); given without ``early_abort``, scans are watched and the
+            checks stored, but never stopped.
 
     The experiment's progress lives in one :class:`~qcodes_stmtip.conditioning.state.ConditioningState`
     (``self.state``), built here and replaced as a whole by :meth:`resume_from`; the
@@ -210,6 +228,8 @@ class ConditioningExperiment:
         seed: int = 0,
         echo: Callable[[str], None] | None = None,
         name: str = "tip_conditioning",
+        early_abort: bool = False,
+        watch_every_lines: int | None = None,
     ) -> None:
         check_surface(surface)
         if not isinstance(monitor, TipClassifier):
@@ -238,9 +258,26 @@ class ConditioningExperiment:
         self.rng = np.random.default_rng(seed)
         self.echo = echo or (lambda line: None)
         self.name = name
+        self.early_abort = bool(early_abort)
+        if watch_every_lines is None and self.early_abort:
+            watch_every_lines = 8
+        if watch_every_lines is not None and (isinstance(watch_every_lines, bool)
+                                              or not isinstance(watch_every_lines, int)
+                                              or watch_every_lines < 1):
+            raise ValueError(f"watch_every_lines must be an integer >= 1, got {watch_every_lines!r}")
+        self.watch_every_lines = watch_every_lines
+        self.watcher: ScanWatcher | None = None
+        if watch_every_lines is not None:
+            if not isinstance(monitor, ScanWatchMixin):
+                raise TypeError(f"early_abort/watch_every_lines need a classifier that watches scans "
+                                f"(TipStateMonitor, the oracle), got {type(monitor).__name__}")
+            self.watcher = ScanWatcher(monitor, stm, every_lines=watch_every_lines,
+                                       abort=self.early_abort)
         self.envelope = ConditioningEnvelope(stm.safety, self.limits)
         self.recorder = RunRecorder(stm.scan_image, monitor, with_truth=truth is not None,
-                                    records=getattr(stm, "frame_parameters", ()))
+                                    records=getattr(stm, "frame_parameters", ()),
+                                    partial=self.watcher is not None)
+        self._frame_lines: int | None = None  # lines the last frame's state was decided on
         self.planner: AreaPlanner | None = None  # built from the state's geometry by run()
         self.time_to_good: float | None = None  # an outcome, not state: set when the tip is good
 
@@ -277,6 +314,10 @@ class ConditioningExperiment:
             "seed": self.seed,
             "instrument": self.stm.name,
             "classifier": _classifier_summary(self.monitor),
+            "early_abort": self.early_abort,
+            "watch_every_lines": self.watch_every_lines,
+            "partial_rule": (self.monitor.partial_rule.as_dict()  # type: ignore[attr-defined]
+                             if self.watcher is not None else None),
         }
 
     # ---- resume -----------------------------------------------------------------------
@@ -349,7 +390,8 @@ class ConditioningExperiment:
             outcome=outcome, reason=reason, run_id=self.run_id, frames=self.frames,
             tip_actions=self.envelope.actions, moves=self.moves, elapsed_s=self._elapsed(),
             time_to_good_s=self.time_to_good,
-            final_state=self.states[-1] if self.states else "", run_ids=run_ids)
+            final_state=self.states[-1] if self.states else "", run_ids=run_ids,
+            stopped_frames=self.stopped_frames)
         saver.dataset.add_metadata(OUTCOME_KEY, json.dumps(result.as_dict(), allow_nan=True))
         return result
 
@@ -385,8 +427,11 @@ class ConditioningExperiment:
             conf = result.probabilities.get(result.state, math.nan)
             finite = [p for p in result.probabilities.values() if math.isfinite(p)]
             shown = conf if math.isfinite(conf) or not finite else max(finite)
+            record = self.watcher.last if self.watcher is not None else None
+            stopped = (f"  (stopped at line {record.decided_line}/{record.total_lines}: "
+                       f"{record.verdict})") if record is not None and record.stopped else ""
             self.echo(f"frame {result.frame_index:3d}  area {self.area:2d}  {result.state:<20} "
-                      f"p={shown:.2f}  {verdict}")
+                      f"p={shown:.2f}  {verdict}{stopped}")
             if verdict == "good":
                 streak += 1
                 rescans = 0
@@ -428,7 +473,16 @@ class ConditioningExperiment:
     def _scan_and_classify(self) -> TipStateResult:
         stm = self.stm
         index = self.frames
-        image = stm.scan_image()
+        if self.watcher is not None:
+            image = self.watcher.scan(index)
+            record = self.watcher.last
+            assert record is not None
+            self._frame_lines = record.decided_line if record.stopped else record.lines_acquired
+            if record.stopped:
+                self.stopped_frames += 1
+        else:
+            image = stm.scan_image()
+            self._frame_lines = int(np.shape(image)[0])
         stamp = time.time()
         true_state = None
         if self.truth is not None:
@@ -474,21 +528,22 @@ class ConditioningExperiment:
             reason = f"no fresh area left inside the bounds {self.area_bounds}"
             self.recorder.write_action(index, action, site=None, area=self.area,
                                        elapsed_s=self._elapsed(), state_before=state_before,
-                                       status=f"refused: {reason}")
+                                       status=f"refused: {reason}", lines=self._frame_lines)
             raise _Stop("no_area_left", reason)
         try:
             self.envelope.check_action(action, self.area, site)
         except SafetyViolation as exc:
             self.recorder.write_action(index, action, site=site, area=self.area,
                                        elapsed_s=self._elapsed(), state_before=state_before,
-                                       status=f"refused: {exc}")
+                                       status=f"refused: {exc}", lines=self._frame_lines)
             self.echo(f"REFUSED {action.describe()}: {exc}")
             if self.dry_run:
                 raise _Stop("dry_run", f"dry run: {action.describe()} would be refused: {exc}") from None
             raise _Stop("refused", f"{action.describe()} refused: {exc}") from None
         status = "dry-run (not sent)" if self.dry_run else "done"
         self.recorder.write_action(index, action, site=site, area=self.area,
-                                   elapsed_s=self._elapsed(), state_before=state_before, status=status)
+                                   elapsed_s=self._elapsed(), state_before=state_before, status=status,
+                                   lines=self._frame_lines)
         where = f" at ({site[0] * 1e9:.0f}, {site[1] * 1e9:.0f}) nm" if site else ""
         if action.kind != "rescan":
             self.echo(f"{'WOULD ' if self.dry_run else ''}{action.describe()}{where}  ({action.reason})")

@@ -16,9 +16,16 @@ parameters, each with its own dependents:
   ``action_depth`` (m), ``action_x``/``action_y`` (m, the site), ``action_area``,
   ``action_time`` (s since the epoch), ``action_elapsed`` (s), ``action_state_before``,
   ``action_reason``, ``action_tag`` (the structured :class:`~qcodes_stmtip.conditioning.policy.ActionTag`;
-  absent from runs recorded before it existed), ``action_status`` (``"done"`` or ``"refused: …"``) — written
+  absent from runs recorded before it existed), ``action_status`` (``"done"`` or ``"refused: …"``),
+  ``action_lines`` (lines of the frame the action was decided on: the line count at which its
+  scan was stopped early, else the frame's lines; absent from older runs) — written
   *before* the action is sent — and ``action_state_after``, written as its own row once
   the next frame is classified.
+
+With watched scans (``early_abort``), the monitor's scan-watch parameters depend on
+``frame_index`` too (``tip_decided_line``, ``tip_partial_verdict``, ``tip_lines_acquired``,
+``tip_scan_stopped``, and the per-check series against ``tip_window_line``, see
+:mod:`qcodes_stmtip.monitor.results`); a stopped frame is stored with its NaN lines.
 
 Every row is flushed to the database when written, so a crash loses nothing recorded.
 Run metadata: ``conditioning_config`` (JSON: surface, policy, limits, target, bundle)
@@ -69,6 +76,9 @@ class FrameRecord:
     elapsed_s: float
     after_action: int
     true_state: str = ""
+    decided_line: int | None = None  # watched scans: lines when its state was decided
+    verdict: str = ""  # watched scans: "bad" / "tip_change" / "" (see tip_partial_verdict)
+    stopped: bool = False  # its scan was stopped early on the verdict
 
 
 @dataclass(frozen=True)
@@ -83,6 +93,7 @@ class ActionRecord:
     state_before: str
     status: str
     state_after: str = ""
+    lines: int | None = None  # lines of the frame it was decided on (None: older runs)
 
     @property
     def refused(self) -> bool:
@@ -131,10 +142,11 @@ class RunRecorder:
     """
 
     def __init__(self, image: Parameter, monitor: TipClassifier, *, with_truth: bool = False,
-                 records: Sequence[Parameter] = ()) -> None:
+                 records: Sequence[Parameter] = (), partial: bool = False) -> None:
         self.image = image
         self.monitor = monitor
         self.with_truth = with_truth
+        self.partial = partial
         self.records = tuple(records)
         self.frame_index = ManualParameter("frame_index", label="Frame index",
                                            vals=Ints(min_value=0))
@@ -163,6 +175,7 @@ class RunRecorder:
             "reason": _text("action_reason", "Why"),
             "tag": _text("action_tag", "Action tag"),
             "status": _text("action_status", "Status"),
+            "lines": _num("action_lines", "Lines of the deciding frame"),
         }
         self.state_after = _text("action_state_after", "Tip state after")
         self.saver: DataSaver | None = None
@@ -172,7 +185,10 @@ class RunRecorder:
         meas.register_parameter(self.frame_index)
         meas.register_parameter(self.action_index)
         meas.register_parameter(self.image, setpoints=(self.frame_index,))
-        self.monitor.register(meas, self.frame_index)
+        if self.partial:  # the scan-watch parameters (TipStateMonitor, the oracle)
+            self.monitor.register(meas, self.frame_index, partial=True)  # type: ignore[call-arg]
+        else:
+            self.monitor.register(meas, self.frame_index)
         for p in (*self.records, *self.frame_params.values()):
             meas.register_parameter(p, setpoints=(self.frame_index,))
         for p in (*self.action_params.values(), self.state_after):
@@ -199,8 +215,9 @@ class RunRecorder:
         self._flush()
 
     def write_action(self, index: int, action: Action, *, site: tuple[float, float] | None,
-                     area: int, elapsed_s: float, state_before: str, status: str) -> None:
-        """Store action ``index`` (call before sending it)."""
+                     area: int, elapsed_s: float, state_before: str, status: str,
+                     lines: int | None = None) -> None:
+        """Store action ``index`` (call before sending it); ``lines``: of the deciding frame."""
         assert self.saver is not None, "RunRecorder used outside a run"
         p = self.action_params
         x, y = site if site is not None else (math.nan, math.nan)
@@ -210,7 +227,7 @@ class RunRecorder:
             (p["depth"], float(action.depth_m)), (p["x"], float(x)), (p["y"], float(y)),
             (p["area"], area), (p["time"], time.time()), (p["elapsed"], float(elapsed_s)),
             (p["state_before"], state_before), (p["reason"], action.reason), (p["tag"], action.tag),
-            (p["status"], status))
+            (p["status"], status), (p["lines"], math.nan if lines is None else float(lines)))
         self._flush()
 
     def write_state_after(self, index: int, state: str) -> None:
@@ -238,6 +255,14 @@ def _column(data: dict, name: str) -> dict[int, Any]:
     return {int(i): (v.item() if hasattr(v, "item") else v) for i, v in zip(idx, values, strict=True)}
 
 
+def _int_or_none(value: Any) -> int | None:
+    """An integer count stored as a float (None when absent or NaN)."""
+    if value is None:
+        return None
+    value = float(value)
+    return int(value) if math.isfinite(value) else None
+
+
 def _load_one(run_id: int) -> tuple[Any, dict, dict | None, list[FrameRecord], list[ActionRecord], str,
                                    dict[int, str]]:
     from qcodes.dataset import load_by_run_spec
@@ -255,7 +280,8 @@ def _load_one(run_id: int) -> tuple[Any, dict, dict | None, list[FrameRecord], l
                          "frame_elapsed", "frame_after_action", "frame_true_state", "action_kind",
                          "action_amplitude", "action_width", "action_depth", "action_x", "action_y",
                          "action_area", "action_time", "action_elapsed", "action_state_before",
-                         "action_reason", "action_tag", "action_status", "action_state_after")
+                         "action_reason", "action_tag", "action_status", "action_state_after",
+                         "action_lines", "tip_decided_line", "tip_partial_verdict", "tip_scan_stopped")
              if n in ds.paramspecs]
     probs = [n for n in ds.paramspecs if n.startswith("tip_p_")]
     data = ds.get_parameter_data(*names, *probs) if names else {}
@@ -268,7 +294,10 @@ def _load_one(run_id: int) -> tuple[Any, dict, dict | None, list[FrameRecord], l
             i, state, str(cols.get("tip_quality", {}).get(i, UNCLASSIFIED)), float(conf),
             int(cols["frame_area"][i]), float(cols["frame_centre_x"][i]),
             float(cols["frame_centre_y"][i]), float(cols["frame_elapsed"][i]),
-            int(cols["frame_after_action"][i]), str(cols.get("frame_true_state", {}).get(i, ""))))
+            int(cols["frame_after_action"][i]), str(cols.get("frame_true_state", {}).get(i, "")),
+            _int_or_none(cols.get("tip_decided_line", {}).get(i)),
+            str(cols.get("tip_partial_verdict", {}).get(i, "")),
+            bool(cols.get("tip_scan_stopped", {}).get(i, 0.0) == 1.0)))
     actions = []
     for i in sorted(cols.get("action_kind", {})):
         x, y = float(cols["action_x"][i]), float(cols["action_y"][i])
@@ -286,7 +315,8 @@ def _load_one(run_id: int) -> tuple[Any, dict, dict | None, list[FrameRecord], l
         actions.append(ActionRecord(
             i, Action(kind, **kwargs), int(cols["action_area"][i]), float(cols["action_time"][i]),
             float(cols["action_elapsed"][i]), str(cols["action_state_before"][i]),
-            str(cols["action_status"][i]), str(cols.get("action_state_after", {}).get(i, ""))))
+            str(cols["action_status"][i]), str(cols.get("action_state_after", {}).get(i, "")),
+            _int_or_none(cols.get("action_lines", {}).get(i))))
     image_name = next((n for n in ds.paramspecs if n.endswith("scan_image")), "")
     after = {i: str(v) for i, v in cols.get("action_state_after", {}).items()}
     return ds, config, outcome, frames, actions, image_name, after

@@ -31,7 +31,8 @@ class ConditioningState:
     ``action_count`` (the next frame/action index), ``states`` (every frame's tip state),
     ``actions`` (every action sent, oldest first), ``moves``, ``state_at_last_action``,
     ``pending_after`` (action waiting for its ``state_after``), ``last_action_index``
-    (−1: none), ``elapsed_offset`` (s spent in earlier runs). Provenance:
+    (−1: none), ``stopped_frames`` (frames whose scan was stopped early, ``early_abort``),
+    ``elapsed_offset`` (s spent in earlier runs). Provenance:
     ``resumed_from`` (the run continued, as stored in ``conditioning_resumed_from``),
     ``previous_run_ids``.
     """
@@ -49,6 +50,7 @@ class ConditioningState:
     state_at_last_action: str | None = None
     pending_after: int | None = None
     last_action_index: int = -1
+    stopped_frames: int = 0
     elapsed_offset: float = 0.0
     resumed_from: dict[str, Any] | None = None
     previous_run_ids: list[int] = field(default_factory=list)
@@ -85,6 +87,7 @@ class ConditioningState:
             state_at_last_action=state_at_last_action,
             pending_after=pending,
             last_action_index=done[-1].index if done else -1,
+            stopped_frames=sum(f.stopped for f in run.frames),
             elapsed_offset=max([f.elapsed_s for f in run.frames]
                                + [a.elapsed_s for a in run.actions] + [0.0]),
             resumed_from={"run_id": run.run_id, "guid": run.guid,

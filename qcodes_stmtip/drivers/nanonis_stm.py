@@ -488,6 +488,19 @@ class NanonisSTM(Instrument):
         """Whether a scan is running now."""
         return bool(self.client.scan_status_get())
 
+    def line_time(self) -> float:
+        """Seconds one scan line takes, forward plus backward sweep (one request,
+        ``Scan.SpeedGet``); the frame takes ``lines`` times this."""
+        speed = self.client.scan_speed_get()
+        return float(speed.forward_time_per_line) + float(speed.backward_time_per_line)
+
+    def partial_frame(self) -> np.ndarray:
+        """The frame in progress as ``last_frame`` returns it (float64, row 0 at the bottom,
+        lines not acquired yet NaN), for watching a scan: one request (``Scan.FrameDataGrab``),
+        the shape checked against the cached ``lines``/``pixels`` (read them with
+        :meth:`refresh_geometry` when the scan starts); the frame record is not updated."""
+        return self._grab_frame(refresh=False, record=False)
+
     def wait_end_of_scan(self, timeout_s: float = 60.0) -> bool:
         """Block until the running scan ends or ``timeout_s`` passes; True if it ended."""
         timeout_ms = self._timeout_ms(timeout_s, "timeout_s")
@@ -813,9 +826,10 @@ class NanonisSTM(Instrument):
             )
         return self._grab_frame()
 
-    def _grab_frame(self) -> np.ndarray:
+    def _grab_frame(self, *, refresh: bool = True, record: bool = True) -> np.ndarray:
         """Grab the current frame of ``channel``/``data_direction`` as float64, row 0 at the bottom."""
-        self.refresh_geometry()
+        if refresh:
+            self.refresh_geometry()
         expected = (self._n_lines(), self._n_pixels())
         frame = self.client.scan_frame_data_grab(
             int(self.channel.get()), self.data_direction.get() == "forward"
@@ -830,7 +844,8 @@ class NanonisSTM(Instrument):
             )
         image = np.ascontiguousarray(
             frame_rows_bottom_up(data, bool(frame.scan_up), self.row_order), dtype=np.float64)
-        self._record_frame(bool(frame.scan_up))
+        if record:
+            self._record_frame(bool(frame.scan_up))
         return image
 
     def _record_frame(self, scan_up: bool) -> None:

@@ -34,6 +34,13 @@ whose inference raises or gives non-finite probabilities gets state ``unclassifi
 and a one-line reason as ``tip_reason``; the worker keeps going. The frame itself is
 the caller's to store and is stored either way.
 
+Watching scans in progress (:meth:`TipStateMonitor.watch_scan`, see
+:mod:`qcodes_stmtip.monitor.scanwatch`): partial frames go to a one-slot mailbox beside the
+input queue — a newer partial frame replaces one not yet classified, so partial checks
+never pile up and posting never waits — and the worker classifies the waiting partial
+frame before the next batch of whole frames. A frame whose scan was stopped early on a
+decisive check is stored with that check's classification (not classified again).
+
 Importing this module does not import TensorFlow; constructing a monitor does.
 """
 
@@ -57,14 +64,18 @@ from qcodes_stmtip.monitor.results import (
     METADATA_KEY,
     UNCERTAIN_STATE,
     ResultParameters,
+    ScanRecord,
     TipStateResult,
+    WindowCheck,
 )
+from qcodes_stmtip.monitor.scanwatch import WATCH_METADATA_KEY, PartialRule, ScanWatchMixin
 
 if TYPE_CHECKING:
     from qcodes.dataset import DataSaver, Measurement
     from qcodes.dataset.data_set_protocol import DataSetProtocol
 
     from qcodes_stmtip.classify.ensemble import Ensemble
+    from qcodes_stmtip.classify.partial import PartialEnsemble
 
 __all__ = ["METADATA_KEY", "MonitorError", "StateCallback", "TipStateMonitor", "states_of"]
 
@@ -91,10 +102,18 @@ class _Job:
         self.submitted = time.perf_counter()
 
 
+class _PartialJob:
+    __slots__ = ("record", "frame", "lines", "timestamp", "submitted")
+
+    def __init__(self, record: ScanRecord, frame: np.ndarray, lines: int, timestamp: float) -> None:
+        self.record, self.frame, self.lines, self.timestamp = record, frame, lines, timestamp
+        self.submitted = time.perf_counter()
+
+
 _STOP = object()
 
 
-class TipStateMonitor:
+class TipStateMonitor(ScanWatchMixin):
     """Classify frames off the acquisition thread and store the results in the dataset.
 
     Args:
@@ -115,6 +134,17 @@ class TipStateMonitor:
         durable: commit the datasaver to the database after every write (see module doc:
             frames and results survive a crash once reported written); ``False`` leaves
             the commits to the DataSaver's ``write_period``.
+        partial: the partial-frame model for the checks of watched scans, a
+            :class:`~qcodes_stmtip.classify.partial.PartialEnsemble` (same surface and classes);
+            ``None``: the bundle's own (:func:`~qcodes_stmtip.classify.partial.load_partial`:
+            its ``partial`` section, else its full-frame ensemble on the partial view).
+        inference_threads: most OpenMP threads one inference may use (scikit-learn
+            members; through ``threadpoolctl``, on the worker thread only); ``None`` leaves
+            the default (all cores, which on a busy machine makes OpenMP spin and slows
+            every classification many times over).
+        partial_rule: when a partial frame decides the state (default:
+            :meth:`PartialRule.from_ensemble` of the partial model's ensemble, with its
+            ``min_lines``).
 
     Usage with a ``Measurement`` (the frame is stored against the same index)::
 
@@ -146,6 +176,9 @@ class TipStateMonitor:
         expected_shape: tuple[int, int] | None = None,
         nice: int | None = 10,
         durable: bool = True,
+        partial: PartialEnsemble | None = None,
+        partial_rule: PartialRule | None = None,
+        inference_threads: int | None = 1,
     ) -> None:
         if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 1:
             raise ValueError(f"queue_size must be an integer >= 1, got {queue_size!r}")
@@ -163,6 +196,11 @@ class TipStateMonitor:
         if nice is not None and (isinstance(nice, bool) or not isinstance(nice, int)
                                  or not 0 <= nice <= 19):
             raise ValueError(f"nice must be an integer in 0…19 or None, got {nice!r}")
+        if inference_threads is not None and (isinstance(inference_threads, bool)
+                                              or not isinstance(inference_threads, int)
+                                              or inference_threads < 1):
+            raise ValueError(f"inference_threads must be an integer >= 1 or None, got {inference_threads!r}")
+        self.inference_threads = inference_threads
         self.expected_shape = expected_shape
         self.nice = nice
         self.durable = bool(durable)
@@ -183,6 +221,19 @@ class TipStateMonitor:
         self._out: queue.Queue[TipStateResult] = queue.Queue()
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
+        self._wake = threading.Event()  # set when a frame or a partial frame waits for the worker
+        self._partial_slot: _PartialJob | None = None
+        self._partial_out: queue.Queue[WindowCheck] = queue.Queue()
+        self.partial_model = partial if partial is not None else self._load_partial()
+        if tuple(self.partial_model.classes) != self.classes \
+                or self.partial_model.surface != self.ensemble.surface:
+            raise ValueError(f"the partial model ({self.partial_model.surface}, {self.partial_model.classes}) "
+                             f"does not match the bundle ({self.ensemble.surface}, {self.classes})")
+        self._init_scan_watch(partial_rule if partial_rule is not None else PartialRule.from_ensemble(
+            self.partial_model.ensemble, min_lines=int(self.partial_model.min_lines),
+            source=("partial model calibration" if not self.partial_model.fallback else
+                    "bundle calibration (full-frame ensemble on the partial view)")
+            + ": per-class thresholds, tip-change threshold"))
         self._reset_run()
         self._closed = False
         self._worker = threading.Thread(target=self._work, name="TipStateMonitor", daemon=True)
@@ -201,6 +252,15 @@ class TipStateMonitor:
         if not isinstance(bundle, str | Path):
             raise TypeError(f"bundle must be a bundle path or an Ensemble, got {type(bundle).__name__}")
         return load_bundle(bundle, surface=surface)
+
+    def _load_partial(self) -> PartialEnsemble:
+        """The bundle's partial-frame model (its full-frame ensemble when it has none)."""
+        from qcodes_stmtip.classify.partial import PartialEnsemble, load_partial
+
+        path = getattr(self.ensemble, "path", None)
+        if path is not None:
+            return load_partial(path, self.ensemble.surface, ensemble=self.ensemble)
+        return PartialEnsemble(self.ensemble, image_size=self.image_size, fallback=True)
 
     def _make_inference(self) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]:
         if self.fused and self.ensemble.all_networks:
@@ -243,6 +303,8 @@ class TipStateMonitor:
         self._written: set[int] = set()
         self._meta_written: set[str] = set()
         self._latest: int | None = None
+        if hasattr(self, "partial_rule"):
+            self._reset_scans()
 
     @property
     def written(self) -> tuple[int, ...]:
@@ -254,13 +316,18 @@ class TipStateMonitor:
         """The per-frame result parameters (see :mod:`qcodes_stmtip.monitor.results`)."""
         return self.params.all
 
-    def register(self, meas: Measurement, frame_index: Parameter) -> list[Parameter]:
+    def register(self, meas: Measurement, frame_index: Parameter, *,
+                 partial: bool = False) -> list[Parameter]:
         """Register the result parameters with ``meas``, each depending on ``frame_index``.
 
-        ``frame_index`` is registered too if it is not yet. Returns the parameters.
+        ``frame_index`` is registered too if it is not yet. ``partial=True`` also registers
+        the parameters of watched scans (:class:`~qcodes_stmtip.monitor.results.PartialParameters`;
+        needed to store them with :meth:`watch_scan`). Returns the parameters.
         """
         registered = self.params.register(meas, frame_index)
         self.frame_index = frame_index
+        if partial:
+            registered += self.register_partial(meas, frame_index)
         return registered
 
     def on_state(self, callback: StateCallback) -> StateCallback:
@@ -299,15 +366,27 @@ class TipStateMonitor:
                 raise ValueError(f"frame_index {index} was already submitted in this run")
             self._pending.add(index)
             self._latest = index
+        stopped = self._stopped_result(index, ts)
+        if stopped is not None:  # stopped early: the decisive partial check is its classification
+            if len(stopped.votes) != len(self.member_names):
+                from dataclasses import replace
+
+                stopped = replace(stopped, votes=("",) * len(self.member_names))
+            self._out.put(stopped)
+            if datasaver is not None:
+                self.flush(datasaver)
+            return
         try:
             job = _Job(index, np.array(frame, copy=True), ts)
         except Exception as exc:  # e.g. a ragged list: still store a result
             job = _Job(index, exc, ts)
         if self.on_full == "block":
             self._in.put(job)
+            self._wake.set()
         else:
             try:
                 self._in.put_nowait(job)
+                self._wake.set()
             except queue.Full:
                 self._out.put(TipStateResult.unclassified(
                     index, self.classes, len(self.member_names), ts,
@@ -348,6 +427,9 @@ class TipStateMonitor:
         target = datasaver.dataset if datasaver is not None else dataset
         if target is not None:
             self.write_metadata(target)
+            if self.scans:
+                target.add_metadata(WATCH_METADATA_KEY,
+                                    json.dumps(self._scan_watch_metadata(), allow_nan=True))
         results = [self.results[i] for i in sorted(self.results)]
         self._reset_run()
         return results
@@ -393,8 +475,14 @@ class TipStateMonitor:
             "image_size": self.image_size,
             "queue_size": self.queue_size,
             "inference_nice": self.nice,
+            "inference_threads": self.inference_threads,
             "on_full": self.on_full,
             "parameters": [p.name for p in self.parameters],
+            "partial_rule": self.partial_rule.as_dict(),
+            "partial_model": {"fallback": bool(self.partial_model.fallback),
+                              "design": self.partial_model.design,
+                              "min_lines": int(self.partial_model.min_lines),
+                              "image_size": int(self.partial_model.image_size)},
             "package_version": __version__,
         }
 
@@ -430,6 +518,7 @@ class TipStateMonitor:
             return
         self._closed = True
         self._in.put(_STOP)
+        self._wake.set()
         self._worker.join(timeout)
 
     def __enter__(self) -> TipStateMonitor:
@@ -477,6 +566,7 @@ class TipStateMonitor:
         for index in sorted(self._ready):
             r = self._ready[index]
             datasaver.add_result((self.frame_index, index), *self.params.values(r))
+            self._write_scan_rows(datasaver, index)
             written.append(r)
         if self.durable:  # one commit: these results and the caller's frames so far
             datasaver.flush_data_to_database(block=True)
@@ -490,25 +580,112 @@ class TipStateMonitor:
 
             self._reniced += lower_priority([threading.get_native_id()], self.nice,
                                             keep={self._acquisition_thread})
+        limit = None
+        if self.inference_threads is not None:
+            from threadpoolctl import ThreadpoolController
+
+            # OpenMP's thread count is per calling thread: this limits the worker alone
+            limit = ThreadpoolController().limit(limits=self.inference_threads, user_api="openmp")
+        try:
+            self._serve()
+        finally:
+            if limit is not None:
+                limit.restore_original_limits()
+
+    def _serve(self) -> None:
         while True:
-            job = self._in.get()
-            if job is _STOP:
-                return
-            jobs = [job]
-            stop = False
-            while len(jobs) < self.max_batch:
-                try:
-                    nxt = self._in.get_nowait()
-                except queue.Empty:
+            self._wake.wait()
+            self._wake.clear()
+            while True:  # until nothing waits: the partial frame first, then a batch of frames
+                worked = False
+                with self._lock:
+                    partial, self._partial_slot = self._partial_slot, None
+                if partial is not None:
+                    self._partial_out.put(self._check(partial))
+                    worked = True
+                jobs: list[_Job] = []
+                stop = False
+                while len(jobs) < self.max_batch:
+                    try:
+                        nxt = self._in.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is _STOP:
+                        stop = True
+                        break
+                    jobs.append(nxt)  # type: ignore[arg-type]
+                if jobs:
+                    for r in self._classify(jobs):
+                        self._out.put(r)
+                    worked = True
+                if stop:
+                    return
+                if not worked:
                     break
-                if nxt is _STOP:
-                    stop = True
-                    break
-                jobs.append(nxt)
-            for r in self._classify(jobs):  # type: ignore[arg-type]
-                self._out.put(r)
-            if stop:
-                return
+
+    # ---- watched scans (ScanWatchMixin) ----------------------------------------------------
+    def _post_partial_job(self, record: ScanRecord, frame: np.ndarray, lines: int,
+                          timestamp: float) -> None:
+        if self._closed:
+            raise MonitorError("the monitor is closed")
+        job = _PartialJob(record, frame, lines, timestamp)
+        with self._lock:
+            old, self._partial_slot = self._partial_slot, job
+        if old is not None:  # not classified yet: stale, replaced by the newer one
+            old.record.dropped += 1
+        self._wake.set()
+
+    def _collect_partial(self) -> list[WindowCheck]:
+        got = []
+        while True:
+            try:
+                got.append(self._partial_out.get_nowait())
+            except queue.Empty:
+                return got
+
+    def _cancel_partial(self, frame_index: int) -> int:
+        with self._lock:
+            job = self._partial_slot
+            if job is not None and job.record.frame_index == frame_index:
+                self._partial_slot = None
+                return 1
+        return 0
+
+    def _partial_infer(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        model = self.partial_model
+        if model.ensemble is self.ensemble and model.image_size == self.image_size:
+            return self._infer(x)  # the bundle's own inference path (fused for networks)
+        p = model.predict(x)
+        return p.member_probabilities, p.tip_change_probability
+
+    def _check(self, job: _PartialJob) -> WindowCheck:
+        from qcodes_stmtip.classify.ensemble import UNCERTAIN, collapse_good_bad
+
+        index = job.record.frame_index
+        ens = self.partial_model.ensemble
+        try:
+            x = self.partial_model.view(job.frame, scan_up=job.record.scan_up)[None]
+            if not np.all(np.isfinite(x)):
+                raise ValueError("preprocessing gave non-finite values")
+            probs, tip = self._partial_infer(x)
+            if not np.all(np.isfinite(probs)):
+                raise ValueError("non-finite class probabilities")
+            pred = ens.vote(probs)
+            flag = None if tip is None else tip >= ens.tip_change_threshold
+            quality = collapse_good_bad(pred.decision, self.classes, ens.good_classes, flag)
+            d = int(pred.decision[0])
+            firsts = np.argmax(probs, axis=2)
+            result = TipStateResult(
+                index, UNCERTAIN_STATE if d == UNCERTAIN else self.classes[d], str(quality[0]),
+                {c: float(pred.mean[0, k]) for k, c in enumerate(self.classes)},
+                tuple(self.classes[int(firsts[m, 0])] for m in range(firsts.shape[0])),
+                math.nan if tip is None else float(tip[0]), job.timestamp, "",
+                time.perf_counter() - job.submitted)
+        except Exception as exc:
+            result = TipStateResult.unclassified(
+                index, self.classes, len(ens.members), job.timestamp,
+                f"partial frame: {type(exc).__name__}: {exc}", time.perf_counter() - job.submitted)
+        return self.partial_rule.check(result, job.lines, time.perf_counter() - job.submitted)
 
     def _preprocess(self, job: _Job) -> np.ndarray:
         from qcodes_stmtip.classify.preprocess import preprocess_frame

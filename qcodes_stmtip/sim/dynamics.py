@@ -173,6 +173,28 @@ class TipDynamics:
             raise ValueError(f"depth_m must be in (0, 20e-9] m, got {depth_m!r}")
         return self._act(self.indent_severity(depth_m))
 
+    def change_to(self, tip: TipState | str | None = None) -> TipState:
+        """Change the apex now, whatever the odds: to ``tip`` (a :class:`TipState`, or a label
+        of the surface: a fresh apex of that class) or, with ``None``, one rung worse on the
+        ladder (a fresh apex of the same class when the tip is already the worst). The apex
+        height jumps as in a spontaneous change. For scheduled changes (tests, benchmarks)."""
+        if tip is None:
+            tip = self.ladder[min(self.rank + 1, len(self.ladder) - 1)]
+        if isinstance(tip, str):
+            if tip not in self.ladder:
+                raise ValueError(f"tip={tip!r} is not a tip state of {self.surface!r}; expected one of {self.ladder}")
+            state = sample_tip(self.surface, tip, self.rng)
+            state.apex_z_m = self.state.apex_z_m + self.rng.normal(0, self.model.height_jump_m)
+        elif isinstance(tip, TipState):
+            if tip.label not in self.ladder:
+                raise ValueError(f"tip.label={tip.label!r} is not a tip state of {self.surface!r}")
+            state = tip
+        else:
+            raise ValueError(f"tip must be a TipState, a label or None, got {type(tip).__name__}")
+        self.state = state
+        self.changes += 1
+        return state
+
     def move(self, distance_m: float) -> TipState:
         """Move the tip ``distance_m`` metres to a fresh area (mostly a sideways change, rarely any)."""
         if not (math.isfinite(distance_m) and distance_m >= 0):

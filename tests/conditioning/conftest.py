@@ -38,9 +38,13 @@ def db(tmp_path: Path):
 
 
 def make_rig(surface: str = "hsi100", seed: int = 0, initial_tip: str | None = "generic_defect",
-             safety: dict | None = None) -> Rig:
-    """Simulator (no spontaneous tip changes) + driver with 32x32 frames of 20 nm; commands are logged."""
-    server = serve_simulator(surface, seed=seed, time_acceleration=200.0, initial_tip=initial_tip)
+             safety: dict | None = None, time_acceleration: float = 200.0) -> Rig:
+    """Simulator (no spontaneous tip changes) + driver with 32x32 frames of 20 nm; commands are logged.
+
+    At the default ×200 a line takes 1 ms of wall time; tests that watch scans line by line
+    slow the clock down (×20: 10 ms a line) so that a busy machine keeps up."""
+    server = serve_simulator(surface, seed=seed, time_acceleration=time_acceleration,
+                             initial_tip=initial_tip)
     # no spontaneous apex changes: only the experiment's actions change the tip, whatever the load
     model = server.microscope.dynamics.model
     model.spontaneous_mean_s = (1e12,) * len(model.spontaneous_mean_s)

@@ -20,7 +20,8 @@ PROVENANCE = {"resumed_from", "previous_run_ids", "elapsed_offset"}
 
 
 def _experiment(rig, **kwargs) -> ConditioningExperiment:
-    bad = SimpleNamespace(frame_label="generic_defect", tip_label="generic_defect", tip_change_lines=())
+    bad = SimpleNamespace(frame_label="generic_defect", tip_label="generic_defect", tip_change_lines=(),
+                          frame_start_label="generic_defect")
     policy = EscalatingPolicy((Action.pulse(2.5, 0.02), Action.indent(0.5e-9)), attempts_per_level=1)
     return ConditioningExperiment(rig.stm, GroundTruthClassifier("hsi100", lambda: bad), policy,
                                   surface="hsi100", area_bounds=BOUNDS, area_spacing_m=250e-9, **kwargs)
@@ -39,12 +40,12 @@ def test_resume_restores_every_field_of_the_state(db, rig_factory) -> None:
     """A tip that never gets good: pulse, indent, move (ladder exhausted), pulse, indent, then
     ``max_frames`` with the last indentation still waiting for its ``state_after``."""
     rig = rig_factory(seed=3)
-    live = _experiment(rig, max_frames=5)
+    live = _experiment(rig, max_frames=5, early_abort=True)  # every frame stopped early
     assert live.state == ConditioningState(area_bounds=BOUNDS, area_spacing_m=250e-9)  # what __init__ builds
     result = live.run(db)
     assert result.outcome == "max_frames"
 
-    resumed = _experiment(rig_factory(seed=4))
+    resumed = _experiment(rig_factory(seed=4), early_abort=True)
     resumed.resume_from(result.run_id)
     state, default = resumed.state, ConditioningState()
     for f in fields(ConditioningState):
@@ -56,6 +57,7 @@ def test_resume_restores_every_field_of_the_state(db, rig_factory) -> None:
     assert state.previous_run_ids == [result.run_id]
     assert state.elapsed_offset > 0
     assert state.pending_after == state.last_action_index == 4 and state.area == state.moves == 1
+    assert state.stopped_frames == live.stopped_frames == 5
     # the attributes of the experiment are views of its state
     assert resumed.area is state.area and resumed.actions is state.actions
     resumed.frames += 1

@@ -143,7 +143,7 @@ class SimulatedMicroscope:
         self.settings = ScanSettings(self.clock, surface, max_frame_values)
         self.zctrl = ZController(self.clock, self.dynamics, self._rng, surface)
         self.scanner = Scanner(self.clock, self.settings, self.zctrl, self.dynamics, self._rng,
-                               surface, self.seed)
+                               surface, self.seed, schedule_rng=np.random.default_rng([self.seed, 14]))
         self.zctrl.scan = self.scanner
         self.clock.advance = self._advance
 
@@ -232,6 +232,10 @@ class SimulatedMicroscope:
                 tip_change_lines=None if scan is None else scan.tip_change_lines,
                 frame_complete=scan is not None and scan.complete,
                 frames_completed=self.scanner.frames_completed,
+                frame_start_label=None if scan is None else scan.start_tip.label,
+                lines_acquired=None if scan is None else scan.lines_acquired,
+                scheduled_tip_change_line=None if scan is None or scan.scheduled is None
+                else scan.scheduled[0],
             )
 
     # ------------------------------------------------------------------ Z controller (zctrl)
@@ -338,6 +342,22 @@ class SimulatedMicroscope:
 
     def xy_position(self) -> tuple[float, float]:
         return self.scanner.xy_position()
+
+    def schedule_tip_change(self, line: int | None = None, tip: TipState | str | None = None) -> None:
+        """Make the tip change (or degrade) at acquisition line ``line`` of a frame.
+
+        ``line``: lines ``0 … line−1`` keep the old apex, the rest image the new one (a
+        line past the frame's end becomes its last line); ``None`` draws a random line in
+        the middle three quarters of the frame (its own random stream, reproducible for a
+        seed). ``tip``: a label of the surface (a fresh apex of that class), a
+        :class:`TipState`, or ``None``: one rung worse on the quality ladder (a fresh apex of
+        the same class for the worst). The change goes to the frame in progress if it has
+        not reached ``line`` yet, else to the next frame started; several schedules go to
+        successive frames, one each. The ground truth records it: the frame's
+        ``tip_change_lines`` (and ``scheduled_tip_change_line``) hold the line, ``tip`` the
+        new apex. For tests and benchmarks; a real microscope has no such knob.
+        """
+        self.scanner.schedule_tip_change(line, tip)
 
     def move_tip(self, x: float, y: float, wait: bool = True) -> None:
         self.scanner.move_tip(x, y, wait)

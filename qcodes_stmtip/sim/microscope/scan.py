@@ -4,7 +4,8 @@
 :class:`~qcodes_stmtip.sim.microscope.state.Frame` at a time. A frame takes
 ``lines × (forward + backward time per line)`` simulated seconds; as time passes
 (:meth:`Scanner.advance`), the tip dynamics are drawn line by line, and a spontaneous
-change (or one reported by the Z controller, :meth:`Scanner.record_tip_change`) re-renders
+change (or one reported by the Z controller, :meth:`Scanner.record_tip_change`, or one
+scheduled at a chosen or random line, :meth:`Scanner.schedule_tip_change`) re-renders
 the frame from that line on, keeping the lines already acquired. A completed frame gets a
 file path (autosave); continuous scanning starts the next one, frames that ended unobserved
 are skipped without rendering. The tip position follows the scan line while scanning.
@@ -40,7 +41,7 @@ class Scanner:
 
     def __init__(self, clock: SimClock, settings: ScanSettings, zctrl: ZController,
                  dynamics: TipDynamics, rng: np.random.Generator, surface: str,
-                 sample_seed: int) -> None:
+                 sample_seed: int, schedule_rng: np.random.Generator | None = None) -> None:
         self.clock = clock
         self.settings = settings
         self.zctrl = zctrl
@@ -55,6 +56,11 @@ class Scanner:
         self.frames_completed = 0
         self.file_counter = 0
         self.last_path = ""
+        #: Scheduled tip changes not yet given to a frame: ``(line or None, tip)``, oldest first.
+        self.scheduled: list[tuple[int | None, TipState | str | None]] = []
+        # random lines of scheduled changes (its own stream: the frame seeds stay as they were)
+        self.schedule_rng = schedule_rng if schedule_rng is not None else np.random.default_rng(
+            [sample_seed, 14])
 
     # ------------------------------------------------------------------ time passing
     def advance(self, dt: float) -> None:
@@ -78,6 +84,8 @@ class Scanner:
         while scan.lines_evolved < done_lines:
             new = self.dynamics.evolve(scan.line_period)
             scan.lines_evolved += 1
+            if scan.scheduled is not None and scan.scheduled[0] == scan.lines_evolved:
+                new = self.dynamics.change_to(scan.scheduled[1])
             if new is not None and scan.lines_evolved < scan.geometry.lines:
                 self._tip_change(scan, scan.lines_evolved, new)
         if scan.elapsed >= scan.duration - 1e-12:
@@ -130,6 +138,37 @@ class Scanner:
             line = min(scan.geometry.lines, int(scan.elapsed / scan.line_period) + 1)
         self._tip_change(scan, line, new)
 
+    def schedule_tip_change(self, line: int | None = None, tip: TipState | str | None = None) -> None:
+        """Change the tip at acquisition ``line`` of a frame (see
+        :meth:`~qcodes_stmtip.sim.microscope.SimulatedMicroscope.schedule_tip_change`)."""
+        if line is not None and (isinstance(line, bool) or not isinstance(line, int | np.integer)
+                                 or line < 1):
+            raise ValueError(f"line must be an integer >= 1 or None (random), got {line!r}")
+        if isinstance(tip, str) and tip not in self.dynamics.ladder:
+            raise ValueError(f"tip={tip!r} is not a tip state of {self.surface!r}; "
+                             f"expected one of {self.dynamics.ladder}")
+        if tip is not None and not isinstance(tip, str | TipState):
+            raise ValueError(f"tip must be a TipState, a label or None, got {type(tip).__name__}")
+        with self.clock.lock:
+            self.clock.update()
+            scan = self.scan
+            running = scan is not None and self.state != "idle" and not scan.complete
+            if running and not self.scheduled and scan.scheduled is None and (  # type: ignore[union-attr]
+                    line is None or scan.lines_evolved < line < scan.geometry.lines):  # type: ignore[union-attr]
+                self._assign(scan, line, tip)  # type: ignore[arg-type]
+            else:
+                self.scheduled.append((None if line is None else int(line), tip))
+
+    def _assign(self, scan: Frame, line: int | None, tip: TipState | str | None) -> None:
+        """Give ``scan`` a scheduled change; a random line lies in the middle three quarters of
+        the lines not yet acquired; a line past the frame's end becomes its last line."""
+        lines = scan.geometry.lines
+        if line is None:
+            lo = max(scan.lines_evolved + 1, lines // 8, 1)
+            hi = max(lo + 1, lines - lines // 8)
+            line = int(self.schedule_rng.integers(lo, hi))
+        scan.scheduled = (min(max(int(line), scan.lines_evolved + 1, 1), lines - 1), tip)
+
     def _tip_change(self, scan: Frame | None, line: int | None, new: TipState) -> None:
         """Record a tip change at acquisition ``line`` of a running frame and re-render."""
         self.zctrl.follow_tip()
@@ -163,6 +202,8 @@ class Scanner:
         self.scan = scan
         self.state = "running"
         self.frozen = False
+        if self.scheduled and scan.scheduled is None and scan.geometry.lines >= 2:
+            self._assign(scan, *self.scheduled.pop(0))
 
     def _start(self, up: bool, t0: float) -> None:
         """Start a frame now, rendering it under the lock (continuous scanning)."""

@@ -62,8 +62,12 @@ class GroundTruth:
     """What the simulation knows and a real microscope would not tell (for tests).
 
     ``frame_label``/``tip_change_lines`` describe the current (or last) frame;
-    ``tip_change_lines`` are acquisition-order line indexes; both are ``None`` before
-    the first scan.
+    ``tip_change_lines`` are acquisition-order line indexes (spontaneous, action-caused and
+    scheduled changes alike: the apex differs from that line on); both are ``None`` before
+    the first scan. ``frame_start_label``: the class of the apex the frame started with;
+    ``lines_acquired``: lines of the frame completed so far (all of them once complete;
+    a stopped frame keeps its count); ``scheduled_tip_change_line``: the line of the
+    frame's scheduled change (:meth:`SimulatedMicroscope.schedule_tip_change`), if any.
     """
 
     tip_label: str
@@ -72,6 +76,9 @@ class GroundTruth:
     tip_change_lines: tuple[int, ...] | None
     frame_complete: bool
     frames_completed: int
+    frame_start_label: str | None = None
+    lines_acquired: int | None = None
+    scheduled_tip_change_line: int | None = None
 
 
 @dataclass
@@ -99,6 +106,7 @@ class Frame:
     label: str = ""
     elapsed: float = 0.0  # active simulated seconds acquired
     lines_evolved: int = 0  # lines whose tip dynamics have been drawn
+    scheduled: tuple[int, TipState | str | None] | None = None  # (line, tip) to change to there
     complete: bool = False
     path: str = ""
 
@@ -109,6 +117,13 @@ class Frame:
     @property
     def duration(self) -> float:
         return self.geometry.lines * self.line_period
+
+    @property
+    def lines_acquired(self) -> int:
+        """Lines completed so far (all of them once the frame is complete)."""
+        if self.complete:
+            return self.geometry.lines
+        return min(self.geometry.lines, int(self.elapsed / self.line_period + 1e-9))
 
     def row_of(self, acquisition_line: int) -> int:
         return acquisition_line if self.up else self.geometry.lines - 1 - acquisition_line
