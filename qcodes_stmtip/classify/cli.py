@@ -50,8 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="tip-change threshold: the lowest reaching this precision on the validation "
                         "sessions [0.5]")
     p.add_argument("--plain-vote", action="store_true",
-                   help="decide by the paper's plain majority vote instead of the vote weighted by 1 / "
-                        "class frequency (which maximises balanced accuracy)")
+                   help="decide by the paper's plain majority vote instead of the class-weighted vote (weights "
+                        "start at 1 / class frequency, tuned on the validation sessions for balanced accuracy)")
     p.add_argument("--no-refit", action="store_true",
                    help="keep the feature members fitted on the training sessions only (default: fitted once "
                         "more on training + validation sessions after the thresholds are set)")

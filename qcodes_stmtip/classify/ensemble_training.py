@@ -18,6 +18,7 @@ from qcodes_stmtip.classify.ensemble import Ensemble, EnsemblePrediction, Member
 from qcodes_stmtip.classify.feature_model import FEATURE_KINDS, FeatureModel
 from qcodes_stmtip.classify.labels import session_split
 from qcodes_stmtip.classify.metrics import (
+    balanced_accuracy_weights,
     binary_scores,
     confident_precision,
     good_bad_scores,
@@ -117,9 +118,11 @@ def train_ensemble(
     first member's kind. Calibration on the validation sessions: the per-class thresholds
     (``target_precision``) and the tip-change threshold (the lowest reaching
     ``tip_change_precision``, see :func:`~qcodes_stmtip.classify.metrics.tip_change_threshold`).
-    ``balanced_decisions`` weights the vote by 1 / training class frequency (normalised to mean 1;
-    :func:`~qcodes_stmtip.classify.ensemble.majority_vote`), the decision that maximises balanced
-    accuracy when the probabilities are calibrated; False is the paper's plain vote. With
+    ``balanced_decisions`` weights the vote by class weights (normalised to mean 1;
+    :func:`~qcodes_stmtip.classify.ensemble.majority_vote`): 1 / training class frequency, then
+    tuned on the validation sessions for the highest balanced accuracy
+    (:func:`~qcodes_stmtip.classify.metrics.balanced_accuracy_weights`); False is the paper's
+    plain vote. With
     ``refit`` the feature members (seconds to train) are fitted once more on training and
     validation frames together after every threshold has been set from their validation
     outputs (CNN members keep the weights early stopping chose).
@@ -171,7 +174,7 @@ def train_ensemble(
     if balanced_decisions:
         counts = np.bincount(y_tr, minlength=len(classes)).astype(float)
         inverse = np.where(counts > 0, counts.sum() / np.maximum(counts, 1), 1.0)
-        class_weights = inverse / inverse.mean()
+        class_weights = balanced_accuracy_weights(y_va, member_probs.mean(axis=0), start=inverse / inverse.mean())
     vote = majority_vote(member_probs, class_weights=class_weights)
     thresholds = np.full(len(classes), 0.5)
     if target_precision is not None:

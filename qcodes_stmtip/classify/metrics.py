@@ -228,3 +228,39 @@ def tip_change_threshold(y_true: np.ndarray, probability: np.ndarray, target_pre
     k = int(np.floor(max_false_positive_rate * negatives.size))
     t = float(np.nextafter(negatives[negatives.size - 1 - k], np.inf)) if k < negatives.size else 0.0
     return t, f"false-positive rate <= {max_false_positive_rate} on validation (precision target unreached)"
+
+
+def balanced_accuracy_weights(y_true: np.ndarray, probabilities: np.ndarray, start: np.ndarray | None = None,
+                              span: float = 1.5, steps: int = 31, rounds: int = 3) -> np.ndarray:
+    """Class weights ``w`` (mean 1) whose decision arg-max(``probabilities`` · w) has the highest
+    balanced accuracy on (validation) data.
+
+    Coordinate ascent over log-weights on a grid ``span`` either side of ``log(start)``
+    (default: equal weights), ``rounds`` passes over the classes; a change is kept only when it
+    raises the balanced accuracy, so the result never scores below ``start``. Classes absent from
+    ``y_true`` keep their start weight.
+    """
+    y = np.asarray(y_true, dtype=int)
+    p = np.asarray(probabilities, dtype=np.float64)
+    k = p.shape[1]
+    base = np.zeros(k) if start is None else np.log(np.asarray(start, dtype=np.float64))
+    if base.shape != (k,) or not np.all(np.isfinite(base)):
+        raise ValueError(f"start must be {k} positive finite weights, got {start!r}")
+    log_p = np.log(np.clip(p, 1e-9, None))
+    present = np.unique(y)
+    offsets = base.copy()
+    best = balanced_accuracy_score(y, np.argmax(log_p + offsets, axis=1))
+    grid = np.linspace(-span, span, steps)
+    for _ in range(rounds):
+        improved = False
+        for c in present:
+            for g in grid:
+                trial = offsets.copy()
+                trial[c] = base[c] + g
+                s = balanced_accuracy_score(y, np.argmax(log_p + trial, axis=1))
+                if s > best + 1e-12:
+                    best, offsets, improved = s, trial, True
+        if not improved:
+            break
+    w = np.exp(offsets - offsets.max())
+    return w / w.mean()

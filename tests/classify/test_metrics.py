@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from qcodes_stmtip.classify.metrics import (
+    balanced_accuracy_weights,
     binary_scores,
     confident_precision,
     good_bad_scores,
@@ -107,3 +108,26 @@ def test_good_bad_scores_collapse_classes_by_hand():
     assert s["mean_precision"] == pytest.approx(0.5)
     assert (s["n"], s["bad"]) == (4, 2)
     assert np.isnan(good_bad_scores(y[:2], probs[:2], pred[:2], classes, {"a", "b"})["auroc"])
+
+
+def test_balanced_accuracy_weights_recover_a_rare_class_and_never_score_below_the_start():
+    from sklearn.metrics import balanced_accuracy_score
+
+    rng = np.random.default_rng(0)
+    # class 2 is rare and its probability systematically under-stated: arg-max never picks it
+    y = np.repeat([0, 1, 2], [300, 300, 30])
+    p = np.full((y.size, 3), 0.1)
+    p[np.arange(y.size), y] = 0.6
+    p[y == 2] = [0.45, 0.2, 0.35]
+    p += rng.uniform(0, 0.05, p.shape)
+    p /= p.sum(axis=1, keepdims=True)
+    before = balanced_accuracy_score(y, p.argmax(axis=1))
+    w = balanced_accuracy_weights(y, p)
+    after = balanced_accuracy_score(y, (p * w).argmax(axis=1))
+    assert before < 0.7 and after > 0.95
+    assert w.shape == (3,) and np.isclose(w.mean(), 1.0) and w[2] == w.max()
+    start = np.array([0.5, 0.5, 2.0])
+    tuned = balanced_accuracy_weights(y, p, start=start)
+    assert balanced_accuracy_score(y, (p * tuned).argmax(axis=1)) >= balanced_accuracy_score(y, (p * start).argmax(axis=1))
+    with pytest.raises(ValueError, match="positive finite"):
+        balanced_accuracy_weights(y, p, start=np.array([1.0, 0.0, 1.0]))
