@@ -18,6 +18,15 @@ cores: the member and the tip-change network; the output says so). A frame count
 tip change at the bundle's calibrated threshold. The simulator's ground truth is stored
 next to each frame (``frame_true_state``) to judge the classifier — a real microscope
 could not provide it.
+
+The summary it prints ends with ``classifier vs simulator truth (good/bad): K of N frames
+agree`` (:func:`~qcodes_stmtip.conditioning.report.truth_agreement`): the classifier's
+good/bad verdict of each frame against the good/bad of its true class. N is every
+classified frame (good, bad or ``uncertain``); an ``uncertain`` verdict never agrees, and the
+next line says how many of the N − K were uncertain, called good on a bad tip, or bad on a
+good one. The report outlines each of those frames (red: the opposite verdict, captioned
+``classifier: good · truth: bad``; grey: uncertain) and never captions a frame green when
+its truth is bad.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ from qcodes.dataset import initialise_or_create_database_at, load_by_run_spec
 
 from qcodes_stmtip.cli import main
 from qcodes_stmtip.demo import resolve_bundle, run_demo, train_demo_bundle
-from qcodes_stmtip.taxonomy import CLASSES
+from qcodes_stmtip.taxonomy import CLASSES, GOOD_CLASSES
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +46,18 @@ def test_run_demo_conditions_a_bad_tip_and_writes_database_and_report(small_bund
     page = result.report_html.read_text()
     assert page.count("data:image/png;base64,") == 2
     assert result.summary["frames"] == result.frames
+
+    # one line compares the classifier's good/bad with the simulator's truth, counted from the database
+    quality = ds.get_parameter_data("tip_quality")["tip_quality"]["tip_quality"]
+    good = GOOD_CLASSES["hsi100"]
+    pairs = [(str(q), "good" if t in good else "bad") for q, t in zip(quality, truth, strict=True)
+             if q in ("good", "bad", "uncertain")]  # uncertain counts in N and never agrees
+    agree = sum(q == t for q, t in pairs)
+    found = re.findall(r"^classifier vs simulator truth \(good/bad\): (\d+) of (\d+) frames agree$", text, re.M)
+    assert found == [(str(agree), str(len(pairs)))]
+    assert "uncertain never agrees" in text
+    assert f"classifier vs simulator truth (good/bad): {agree} of {len(pairs)} frames agree" in page
+    assert page.count('<tr class="disagree">') + page.count('<tr class="uncertain">') == len(pairs) - agree
 
 
 def test_bundle_resolution_prefers_given_then_shipped_then_cache(small_bundle, tmp_path) -> None:

@@ -58,6 +58,7 @@ def draw_frames(
     titles: Sequence[str],
     *,
     colours: Sequence[str] | None = None,
+    outlines: Sequence[str | None] | None = None,
     widths_m: Sequence[float | None] | None = None,
     columns: int = 6,
     suptitle: str | None = None,
@@ -65,8 +66,10 @@ def draw_frames(
 ) -> Figure:
     """A grid of frames (line-flattened, 1–99 % contrast, row 0 at the bottom) with titles.
 
-    ``widths_m`` (m, per frame, ``None``/NaN for unknown) adds a scale bar. Saves a PNG
-    to ``path`` if given. Returns the figure.
+    ``widths_m`` (m, per frame, ``None``/NaN for unknown) adds a scale bar; ``outlines``
+    (a colour per frame, ``None`` for none) draws a thick frame around the image (the
+    conditioning report marks frames where the classifier and the truth disagree). Saves a
+    PNG to ``path`` if given. Returns the figure.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -75,6 +78,8 @@ def draw_frames(
         raise ValueError(f"{len(images)} images but {len(titles)} titles")
     if isinstance(columns, bool) or not isinstance(columns, int) or columns < 1:
         raise ValueError(f"columns must be an integer >= 1, got {columns!r}")
+    if outlines is not None and len(outlines) != len(images):
+        raise ValueError(f"{len(images)} images but {len(outlines)} outlines")
     n = max(1, len(images))
     cols = min(columns, n)
     rows = math.ceil(n / cols)
@@ -89,6 +94,8 @@ def draw_frames(
     for k, (ax, image, title) in enumerate(zip(axes, images, titles, strict=False)):
         colour = colours[k] if colours is not None else "k"
         ax.set_title(title, fontsize=TITLE_SIZE, color=colour)
+        if outlines is not None and outlines[k]:
+            _outline(ax, outlines[k])
         if image is None:
             continue
         shown = flatten_lines(np.asarray(image, dtype=np.float64), nonfinite="ignore")
@@ -104,6 +111,13 @@ def draw_frames(
     if path is not None:
         fig.savefig(path)
     return fig
+
+
+def _outline(ax: Any, colour: str) -> None:
+    from matplotlib.patches import Rectangle
+
+    ax.add_patch(Rectangle((0.0, 0.0), 1.0, 1.0, transform=ax.transAxes, fill=False, edgecolor=colour,
+                           linewidth=4, clip_on=False, zorder=5, gid="outline"))
 
 
 def _scale_bar(ax: Any, pixels: int, width_m: float) -> None:

@@ -69,3 +69,12 @@ def test_errors_and_scale_bar_lengths() -> None:
         plot_frames(xr.Dataset({"tip_state": (("frame_index",), ["x"])}))
     with pytest.raises(ValueError, match="titles"):
         draw_frames([np.zeros((4, 4))], [])
+
+
+def test_outlines_frame_the_chosen_images() -> None:
+    images = [np.zeros((4, 4)), np.ones((4, 4)), None]
+    fig = draw_frames(images, ["a", "b", "c"], outlines=["tab:red", None, "0.45"])
+    outlined = [[p.get_gid() for p in ax.patches] for ax in fig.axes[:3]]
+    assert outlined == [["outline"], [], ["outline"]]
+    with pytest.raises(ValueError, match="outlines"):
+        draw_frames(images, ["a", "b", "c"], outlines=["tab:red"])

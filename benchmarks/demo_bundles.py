@@ -1,0 +1,105 @@
+"""The demo's frames through both shipped H:Si(100) bundles: which one should ``stmtip demo`` classify with?
+
+Renders ``--count`` simulated frames at the demo's geometry (6 nm, 64 px, centres within ±1.5 µm:
+:func:`qcodes_stmtip.demo.demo_geometry`) with
+:func:`~qcodes_stmtip.classify.default_bundles.geometry_set` — the four classes in turn, each frame on a
+fresh simulated sample, apex clean unless ``--tip-change-p`` — and scores each bundle on them
+(default: ``classify/bundles/hsi100``, trained on real frames, and ``classify/bundles/hsi100-sim``,
+trained on simulated frames only):
+
+* good/bad AUROC (P(bad) = sum of the bad classes' mean probability against the true class's
+  good/bad) and four-class AUROC;
+* the demo's agreement line, counted as ``stmtip demo`` counts it
+  (:func:`qcodes_stmtip.conditioning.report.truth_agreement`): the bundle's verdict
+  (:meth:`~qcodes_stmtip.classify.ensemble.Ensemble.good_bad`: the thresholded decision, a flagged
+  tip change is bad) against the good/bad of the true class; N is every frame, an ``uncertain``
+  verdict never agrees.
+
+    .venv/bin/python benchmarks/demo_bundles.py                 # 240 frames, seed 30000, ~1-2 min on 2 cores
+    .venv/bin/python benchmarks/demo_bundles.py --count 400 --tip-change-p 0.15
+
+The demo's own frames follow its run (mostly the bad start tip); these are balanced over the classes,
+so an AUROC is defined.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+from table1_rows import command_line
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLES = REPO / "qcodes_stmtip" / "classify" / "bundles"
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--bundles", type=Path, nargs="+", default=[BUNDLES / "hsi100", BUNDLES / "hsi100-sim"],
+                   help="bundles to score [classify/bundles/hsi100 classify/bundles/hsi100-sim]")
+    p.add_argument("--count", type=int, default=240, help="frames rendered (classes in turn) [240]")
+    p.add_argument("--seed", type=int, default=30_000, help="render seed [30000]")
+    p.add_argument("--tip-change-p", type=float, default=0.0,
+                   help="share of frames whose apex changes during the frame [0]")
+    return p.parse_args()
+
+
+def score_bundle(path: Path, images: np.ndarray, labels: np.ndarray) -> dict:
+    """AUROCs and the demo's agreement count of the bundle at ``path`` on ``images``."""
+    from qcodes_stmtip.classify.bundle import load_bundle
+    from qcodes_stmtip.classify.metrics import good_bad_scores, score
+
+    t0 = time.perf_counter()
+    ens = load_bundle(path, "hsi100")
+    pred = ens.predict(images)
+    seconds = time.perf_counter() - t0
+    good = np.array([c in ens.good_classes for c in ens.classes])
+    truth = np.where(good[labels], "good", "bad")
+    verdict = ens.good_bad(pred)
+    return {
+        "good_bad_auroc": good_bad_scores(labels, pred.mean, pred.vote_class, ens.classes,
+                                          ens.good_classes)["auroc"],
+        "four_class_auroc": score(labels, pred.mean, ens.classes, predictions=pred.vote_class).mean_auroc,
+        "agree": int(np.sum(verdict == truth)),
+        "frames": len(labels),
+        "uncertain": int(np.sum(verdict == "uncertain")),
+        "called_good_truth_bad": int(np.sum((verdict == "good") & (truth == "bad"))),
+        "called_bad_truth_good": int(np.sum((verdict == "bad") & (truth == "good"))),
+        "seconds": seconds,
+    }
+
+
+def main() -> int:
+    args = parse_args()
+    from qcodes_stmtip.classify.bundle import read_manifest
+    from qcodes_stmtip.classify.default_bundles import geometry_set
+    from qcodes_stmtip.demo import DEMO_FRAME_M, DEMO_PIXELS, demo_geometry
+
+    sizes = {b: int(read_manifest(b)["preprocessing"]["image_size"]) for b in args.bundles}
+    rendered: dict[int, object] = {}
+    t0 = time.perf_counter()
+    for size in sorted(set(sizes.values())):  # the same seed renders the same frames at each size
+        rendered[size] = geometry_set("hsi100", args.count, args.seed, demo_geometry(), image_size=size,
+                                      tip_change_p=args.tip_change_p)
+    some = next(iter(rendered.values()))
+    labels = some.frames.labels
+    counts = np.bincount(labels, minlength=len(some.frames.classes))
+    print(f"{len(labels)} simulated frames at the demo's geometry ({DEMO_FRAME_M * 1e9:g} nm, {DEMO_PIXELS} px; "
+          f"{', '.join(f'{c} {n}' for c, n in zip(some.frames.classes, counts, strict=True))}; "
+          f"{int(some.frames.tip_change.sum())} with a tip change), rendered in {time.perf_counter() - t0:.0f} s")
+    print(f"{'bundle':<12} {'good/bad AUROC':>14} {'4-class AUROC':>13}  agreement (uncertain / "
+          f"good on bad / bad on good)")
+    for bundle in args.bundles:
+        r = score_bundle(bundle, rendered[sizes[bundle]].images, labels)
+        print(f"{bundle.name:<12} {r['good_bad_auroc']:>14.3f} {r['four_class_auroc']:>13.3f}  "
+              f"classifier vs simulator truth (good/bad): {r['agree']} of {r['frames']} frames agree "
+              f"({r['uncertain']} / {r['called_good_truth_bad']} / {r['called_bad_truth_good']}; "
+              f"{r['seconds']:.0f} s)")
+    print(f"command: {command_line()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
