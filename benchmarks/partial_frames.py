@@ -5,8 +5,9 @@ count). In each fold the partial-frame ensemble is trained through the one recip
 :func:`~qcodes_stmtip.classify.ensemble_training.train_ensemble` (``stmtip train``'s defaults:
 ``--members best`` = hgb + logreg on frame features, session-split validation, thresholds,
 refit), on the training sessions' frames cut into their first N lines for every N of
-``--train-lines`` (one view per frame and N, :mod:`qcodes_stmtip.classify.partial_training`;
-the frame's labels hold for each cut, tip change included), and scored on the held-out
+``--train-lines`` and into ``--windows`` further windows of N lines spread over each frame
+(:mod:`qcodes_stmtip.classify.partial_training`; the frame's labels hold for each cut, tip
+change included), and scored on the held-out
 sessions' frames cut to each N of ``--lines`` with
 :func:`~qcodes_stmtip.classify.ensemble_training.evaluate_ensemble` (the ``stmtip evaluate``
 path). The PNGs carry no scan direction, so the first lines are the top rows. A frame with
@@ -71,6 +72,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--train-lines", type=_lines, default=None,
                    help="line counts of the training views [those of qcodes_stmtip.classify.partial.TRAINED_LINES]")
     p.add_argument("--design", default=None, help="partial-view design [partial.DEFAULT_DESIGN]")
+    p.add_argument("--windows", type=int, default=None,
+                   help="further training windows per frame and line count [partial_training.WINDOWS]")
     p.add_argument("--members", default="best", help="as stmtip train --members [best]")
     p.add_argument("--target-precision", type=float, default=0.9)
     p.add_argument("--val-fraction", type=float, default=0.2)
@@ -112,7 +115,8 @@ def report(folds: list[dict]) -> list[str]:
     lines = list(folds[0]["partial"])
     meta = folds[0]["meta"]
     out = [f"partial-frame ensemble ({meta['members']}, design {meta['design']}, trained on first-N views "
-           f"N = {', '.join(meta['train_lines'])}): mean ± s.d. over {len(folds)} session folds "
+           f"N = {', '.join(meta['train_lines'])} + {meta.get('windows', 0)} further windows per N): "
+           f"mean ± s.d. over {len(folds)} session folds "
            f"({', '.join(str(f['fold']) for f in folds)})", *table(folds, "partial", lines)]
     if all("fallback" in f for f in folds):
         out += ["", "fallback: full-frame recipe (trained on full frames) on the same partial views",
@@ -121,26 +125,28 @@ def report(folds: list[dict]) -> list[str]:
     return out
 
 
-def cached_views(args, frames, lines, design):
+def cached_views(args, frames, lines, design, windows):
     """:func:`frame_views` of ``frames``, cached as npz beside the full-frame cache."""
     from qcodes_stmtip.classify.partial_training import PartialViews, frame_views
 
     key = hashlib.sha1((args.data / "labels.csv").read_bytes()).hexdigest()[:16]
     tag = "-".join(_name(n) for n in lines)
-    path = None if args.cache is None else args.cache / f"partial-{design}-{tag}-{key}.npz"
+    path = None if args.cache is None else args.cache / f"partial-{design}-{tag}-w{windows}-{key}.npz"
     if path is not None and path.is_file():
         z = np.load(path, allow_pickle=False)
         views = {n: z[f"view_{_name(n)}"] for n in lines}
         skipped = list(zip(z["skipped_paths"].tolist(), z["skipped_reasons"].tolist(), strict=True))
-        return PartialViews(frames.subset(z["keep"]), views, z["available"], skipped, design)
-    pv = frame_views(frames, lines, design=design, progress=not args.quiet)
+        return PartialViews(frames.subset(z["keep"]), views, z["available"], skipped, design, z["windows"],
+                            z["window_frame"], z["window_lines"], z["window_start"])
+    pv = frame_views(frames, lines, design=design, windows=windows, progress=not args.quiet)
     if path is not None:
         kept = {str(p) for p in pv.frames.paths}
         keep = np.array([i for i, p in enumerate(frames.paths) if str(p) in kept], dtype=int)
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez(path, keep=keep, available=pv.lines_available,
                  skipped_paths=np.array([s[0] for s in pv.skipped], dtype=str),
-                 skipped_reasons=np.array([s[1] for s in pv.skipped], dtype=str),
+                 skipped_reasons=np.array([s[1] for s in pv.skipped], dtype=str), windows=pv.windows,
+                 window_frame=pv.window_frame, window_lines=pv.window_lines, window_start=pv.window_start,
                  **{f"view_{_name(n)}": v for n, v in pv.views.items()})
     return pv
 
@@ -162,13 +168,15 @@ def main() -> None:
     )
     from qcodes_stmtip.classify.labels import load_labels
     from qcodes_stmtip.classify.partial import DEFAULT_DESIGN, TRAINED_LINES
+    from qcodes_stmtip.classify.partial_training import WINDOWS
     from qcodes_stmtip.classify.training import TrainConfig
 
     design = args.design or DEFAULT_DESIGN
+    windows = WINDOWS if args.windows is None else args.windows
     train_lines = args.train_lines or list(TRAINED_LINES)
     every = list(dict.fromkeys([*train_lines, *args.lines]))
     frames = load_labels(args.data, "hsi100")
-    pv = cached_views(args, frames, every, design)
+    pv = cached_views(args, frames, every, design, windows)
     fr = pv.frames
     labelled = fr.labels >= 0
     members = parse_members(args.members)
@@ -180,16 +188,18 @@ def main() -> None:
     masks = fold_masks("session", fr.sessions, labelled, args.folds, args.seed)
     run = range(args.folds) if args.only is None else [int(i) for i in args.only.split(",")]
     print(f"{len(fr)} frames ({int(labelled.sum())} four-class labelled) from {np.unique(fr.sessions).size} "
-          f"sessions; design {design}; training views N = {', '.join(_name(n) for n in train_lines)}; "
+          f"sessions; design {design}; training views N = {', '.join(_name(n) for n in train_lines)} "
+          f"+ {windows} windows per N ({len(pv.windows)} in all); "
           f"members {args.members}", flush=True)
-    meta = {"design": design, "members": args.members, "train_lines": [_name(n) for n in train_lines],
+    meta = {"design": design, "windows": windows, "members": args.members,
+            "train_lines": [_name(n) for n in train_lines],
             "lines": [_name(n) for n in args.lines], "command": command_line()}
     folds = []
     for i in run:
         test = masks[i]
         t0 = time.perf_counter()
         ensemble, rep = train_ensemble(
-            pv.image_set(~test, train_lines), base, members, val_fraction=args.val_fraction,
+            pv.image_set(~test, train_lines, windows=True), base, members, val_fraction=args.val_fraction,
             split_seed=args.seed + i, target_precision=args.target_precision, progress=not args.quiet,
             refit=not args.no_refit)
         train_s = time.perf_counter() - t0

@@ -116,6 +116,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="line counts of the training views, comma list ('full' = every line) [8,16,32,64,full]")
     p.add_argument("--design", default=None, help="partial-view design (reflect, stretch, stack) [reflect]")
     p.add_argument("--members", default="best", help="as stmtip train --members [best]")
+    p.add_argument("--windows", type=int, default=2,
+                   help="further windows of N lines per frame and N added to the training views [2]")
+    p.add_argument("--val-fraction", type=float, default=0.2,
+                   help="fraction of the sessions held out for validation and thresholds [0.2]")
     p.add_argument("--seed", type=int, default=0, help="seed of the split and the training [0]")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_train_partial)
@@ -289,8 +293,8 @@ def _train_partial(args: argparse.Namespace) -> int:
     if any(n is not None and n < 8 for n in lines):
         raise ValueError(f"--lines {args.lines}: every line count must be at least 8")
     report = train_partial_bundle(args.data, args.bundle, surface=args.surface, lines=lines,
-                                  design=args.design or DEFAULT_DESIGN, members=args.members, seed=args.seed,
-                                  progress=not args.quiet)
+                                  design=args.design or DEFAULT_DESIGN, windows=args.windows, members=args.members,
+                                  seed=args.seed, val_fraction=args.val_fraction, progress=not args.quiet)
     e = report["ensemble"]
     print(f"added the partial-frame model to {args.bundle}: validation AUROC {e['mean_auroc']:.3f}, "
           f"balanced accuracy {e['balanced_accuracy']:.3f} (views of the first "

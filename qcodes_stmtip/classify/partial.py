@@ -103,16 +103,21 @@ def acquired_lines(frame) -> int:
     return int(np.all(np.isfinite(arr), axis=1).sum())
 
 
-def first_lines(frame, n_lines: int | None = None, *, scan_up: bool | None = None) -> np.ndarray:
+def first_lines(frame, n_lines: int | None = None, *, scan_up: bool | None = None, start: int = 0) -> np.ndarray:
     """The first ``n_lines`` acquired lines of ``frame`` as a finite (n, pixels) float64 strip.
 
     ``frame``: (lines, pixels) array, row 0 the bottom line, NaN rows not acquired, or an
     ``STMFrame`` (its ``scan_up`` is used unless ``scan_up`` is given). ``n_lines=None``: every
-    acquired line; more lines than were acquired: every acquired line. The strip keeps the
-    frame's orientation (its row 0 is the lowest line taken). ``n_lines`` < :data:`MIN_LINES`
-    → ``ValueError``; fewer acquired lines than :data:`MIN_LINES` (or pixels than
-    :data:`~qcodes_stmtip.classify.preprocess.MIN_PIXELS`) → ``FrameTooShortError``.
+    acquired line; more lines than were acquired: every acquired line. ``start`` skips the first
+    ``start`` acquired lines (a window further down the scan: lines ``start … start + n − 1`` in
+    acquisition order; a window reaching past the last acquired line is shifted back to end
+    there). The strip keeps the frame's orientation (its row 0 is the lowest line taken).
+    ``n_lines`` < :data:`MIN_LINES` → ``ValueError``; fewer acquired lines than
+    :data:`MIN_LINES` (or pixels than :data:`~qcodes_stmtip.classify.preprocess.MIN_PIXELS`)
+    → ``FrameTooShortError``.
     """
+    if isinstance(start, bool) or not isinstance(start, int | np.integer) or start < 0:
+        raise ValueError(f"start must be a non-negative integer, got {start!r}")
     if n_lines is not None:
         if isinstance(n_lines, bool) or not isinstance(n_lines, int | np.integer):
             raise ValueError(f"n_lines must be an integer ≥ {MIN_LINES} or None, got {n_lines!r}")
@@ -127,9 +132,10 @@ def first_lines(frame, n_lines: int | None = None, *, scan_up: bool | None = Non
         raise FrameTooShortError(f"frame has {rows.size} acquired lines of {arr.shape[0]}; "
                                  f"at least {MIN_LINES} are needed")
     up = _scan_up(finite, meta_up if scan_up is None else scan_up)
+    order = rows if up else rows[::-1]  # acquisition order
     n = rows.size if n_lines is None else min(int(n_lines), rows.size)
-    take = rows[:n] if up else rows[rows.size - n:]
-    return arr[take]
+    first = min(int(start), rows.size - n)
+    return arr[np.sort(order[first:first + n])]
 
 
 def strip_to_square(strip: np.ndarray, design: str = DEFAULT_DESIGN) -> np.ndarray:
@@ -150,16 +156,17 @@ def strip_to_square(strip: np.ndarray, design: str = DEFAULT_DESIGN) -> np.ndarr
 
 
 def partial_view(frame, n_lines: int | None = None, size: int = IMAGE_SIZE, *, scan_up: bool | None = None,
-                 design: str = DEFAULT_DESIGN) -> np.ndarray:
+                 design: str = DEFAULT_DESIGN, start: int = 0) -> np.ndarray:
     """The preprocessed (size, size, 1) float32 input (−1…1) of a partial frame.
 
     Takes :func:`first_lines` of ``frame`` (``n_lines`` of them, default every acquired line;
     direction as there), subtracts each line's straight-line fit along x, makes the strip
     square by ``design`` (:data:`DESIGNS`), resizes to ``size`` × ``size`` and min–max scales
     to −1…1, as :func:`~qcodes_stmtip.classify.preprocess.preprocess_frame` does for a full
-    frame. With every line of a square frame the result equals ``preprocess_frame``'s.
+    frame. With every line of a square frame the result equals ``preprocess_frame``'s. ``start``
+    takes a window further down the scan instead of the first lines (see :func:`first_lines`).
     """
-    strip = flatten_lines(first_lines(frame, n_lines, scan_up=scan_up))
+    strip = flatten_lines(first_lines(frame, n_lines, scan_up=scan_up, start=start))
     return scale_symmetric(resize(strip_to_square(strip, design), size))[..., None]
 
 
@@ -205,21 +212,23 @@ class PartialEnsemble:
     def tip_change_threshold(self) -> float:
         return self.ensemble.tip_change_threshold
 
-    def view(self, frame, n_lines: int | None = None, *, scan_up: bool | None = None) -> np.ndarray:
-        """This model's (size, size, 1) input for the first ``n_lines`` acquired lines of ``frame``."""
+    def view(self, frame, n_lines: int | None = None, *, scan_up: bool | None = None, start: int = 0) -> np.ndarray:
+        """This model's (size, size, 1) input for the first ``n_lines`` acquired lines of ``frame``
+        (or the window of them from acquired line ``start``, see :func:`first_lines`)."""
         if n_lines is not None and n_lines < self.min_lines:
             raise ValueError(f"n_lines={n_lines}: this partial model judges at least {self.min_lines} lines")
-        strip = first_lines(frame, n_lines, scan_up=scan_up)
+        strip = first_lines(frame, n_lines, scan_up=scan_up, start=start)
         if strip.shape[0] < self.min_lines:
             raise FrameTooShortError(f"frame has {strip.shape[0]} acquired lines; this partial model needs "
                                      f"at least {self.min_lines}")
         return partial_view(strip, None, self.image_size, scan_up=True, design=self.design)
 
-    def views(self, frames: Sequence, n_lines: int | None = None, *, scan_up: bool | None = None) -> np.ndarray:
+    def views(self, frames: Sequence, n_lines: int | None = None, *, scan_up: bool | None = None,
+              start: int = 0) -> np.ndarray:
         """:meth:`view` of each frame as an (N, size, size, 1) batch."""
         out = np.empty((len(frames), self.image_size, self.image_size, 1), dtype=np.float32)
         for i, frame in enumerate(frames):
-            out[i] = self.view(frame, n_lines, scan_up=scan_up)
+            out[i] = self.view(frame, n_lines, scan_up=scan_up, start=start)
         return out
 
     def predict(self, partial_views: np.ndarray) -> EnsemblePrediction:
@@ -227,11 +236,12 @@ class PartialEnsemble:
         return self.ensemble.predict(np.asarray(partial_views, dtype=np.float32))
 
     def predict_frames(self, frames: Sequence, n_lines: int | None = None, *,
-                       scan_up: bool | None = None) -> EnsemblePrediction:
+                       scan_up: bool | None = None, start: int = 0) -> EnsemblePrediction:
         """Classify frames (arrays with NaN rows not yet acquired, or ``STMFrame``) from their first
-        ``n_lines`` acquired lines (default every acquired line). A frame with fewer than
-        :attr:`min_lines` acquired lines raises ``FrameTooShortError``."""
-        return self.predict(self.views(frames, n_lines, scan_up=scan_up))
+        ``n_lines`` acquired lines (default every acquired line; ``start``: a window from acquired
+        line ``start``). A frame with fewer than :attr:`min_lines` acquired lines raises
+        ``FrameTooShortError``."""
+        return self.predict(self.views(frames, n_lines, scan_up=scan_up, start=start))
 
     def good_bad(self, prediction: EnsemblePrediction) -> np.ndarray:
         """``"good"`` / ``"bad"`` / ``"uncertain"`` per frame (a flagged tip change is bad)."""
@@ -304,6 +314,11 @@ def save_partial(ensemble: Ensemble, path: str | Path, *, min_lines: int = MIN_L
     if ensemble.surface != manifest["surface"] or tuple(ensemble.classes) != tuple(manifest["classes"]):
         raise ValueError(f"partial ensemble ({ensemble.surface}, {ensemble.classes}) does not match the bundle "
                          f"({manifest['surface']}, {tuple(manifest['classes'])})")
+    size = int(manifest["preprocessing"].get("image_size", IMAGE_SIZE))
+    for m in ensemble.networks:
+        shape = tuple(getattr(m.model, "input_shape", (None, size, size, 1))[1:])
+        if shape != (size, size, 1):
+            raise ValueError(f"partial member {m.name} takes {shape} inputs; the bundle's image size is {size}")
     folder = root / SECTION
     if folder.is_symlink() or folder.is_file():
         folder.unlink()

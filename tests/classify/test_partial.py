@@ -91,6 +91,25 @@ def test_nan_rows_are_lines_not_yet_acquired():
     np.testing.assert_array_equal(first_lines(holed, 8, scan_up=True), f[[0, 1, 2, 4, 5, 6, 7, 8]])
 
 
+def test_windows_further_down_the_scan():
+    f = _frame()
+    np.testing.assert_array_equal(first_lines(f, 8, scan_up=True, start=8), f[8:16])
+    np.testing.assert_array_equal(first_lines(f, 8, scan_up=False, start=8), f[-16:-8])
+    np.testing.assert_array_equal(first_lines(f, 8, scan_up=True, start=1000), f[-8:])  # shifted back to the end
+    np.testing.assert_array_equal(partial_view(f, 8, SIZE, scan_up=True, start=8),
+                                  partial_view(f[8:16], None, SIZE))
+    with pytest.raises(ValueError, match="start"):
+        first_lines(f, 8, start=-1)
+
+
+def test_window_starts_spread_over_the_frame():
+    from qcodes_stmtip.classify.partial_training import window_starts
+
+    assert window_starts(300, 32, 2) == [128, 256]
+    assert window_starts(300, 64, 3) == [64, 128, 192]
+    assert window_starts(300, 8, 0) == [] and window_starts(300, None) == [] and window_starts(60, 32) == []
+
+
 def test_fewer_than_eight_lines_are_refused():
     with pytest.raises(ValueError, match="at least 8 lines"):
         partial_view(_frame(), 7)
@@ -354,3 +373,66 @@ def test_cli_lines_reads_the_direction_from_metadata(plain, tmp_path, monkeypatc
     np.testing.assert_array_equal(classify(), top)
     monkeypatch.setattr(qcodes_stmtip.io, "read_frame", lambda path: STMFrame(np.load(path), scan_up=True))
     np.testing.assert_array_equal(classify(), bottom)
+
+
+# --- training views and stmtip train-partial on a tiny synthetic set -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory) -> Path:
+    """48 frames of 48 lines in the simulated layout: each class its own texture, 3 sessions."""
+    root = tmp_path_factory.mktemp("tiny")
+    (root / "frames").mkdir()
+    rng = np.random.default_rng(0)
+    rows = ["session,Name,surface,label,tip_change"]
+    y, x = np.mgrid[0:48, 0:48].astype(float)
+    for i in range(48):
+        label = i % 4
+        z = [np.sin(x / 1.5) * np.sin(y / 3), np.sin(x / 2.0) * np.sin(y / 2.0), np.sin(y / 4.0) + 0.3 * np.sin(x),
+             rng.normal(size=x.shape).cumsum(axis=1) * 0.1][label]
+        np.save(root / "frames" / f"f{i:03d}.npy", z + 0.1 * rng.normal(size=x.shape))
+        rows.append(f"s{i % 3},f{i:03d}.png,hsi100,{CLASSES[label]},{int(i % 5 == 0)}")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def test_frame_views_cut_every_frame_with_its_labels(tiny_dataset):
+    from qcodes_stmtip.classify.labels import load_labels
+    from qcodes_stmtip.classify.partial_training import frame_views
+
+    frames = load_labels(tiny_dataset, "hsi100")
+    pv = frame_views(frames, [8, 16, None], size=SIZE, windows=2, progress=False)
+    assert {n: v.shape for n, v in pv.views.items()} == {n: (48, SIZE, SIZE, 1) for n in (8, 16, None)}
+    assert (pv.lines_available == 48).all() and not pv.skipped
+    assert sorted(set(pv.window_lines.tolist())) == [8, 16] and len(pv.windows) == 48 * 4
+    top = np.load(tiny_dataset / "frames" / "f000.npy")
+    np.testing.assert_array_equal(pv.views[16][0], partial_view(top[-16:], None, SIZE))  # the top rows
+    first = pv.image_set(np.array([0, 1]), [8, None])
+    assert first.images.shape == (4, SIZE, SIZE, 1) and list(first.frames.labels) == [0, 1, 0, 1]
+    both = pv.image_set(np.array([0, 1]), [8, None], windows=True)
+    assert len(both.images) == 4 + 2 * 2
+    assert list(both.frames.sessions) == ["s0", "s1", "s0", "s1", "s0", "s0", "s1", "s1"]
+    assert list(both.frames.tip_change) == [True, False, True, False, True, True, False, False]
+    np.testing.assert_array_equal(both.images[4], partial_view(top, 8, SIZE, start=pv.window_start[0]))
+
+
+def test_train_partial_adds_the_section_only(tiny_dataset, plain, tmp_path):
+    from qcodes_stmtip.cli import main
+
+    b = _copy(plain, tmp_path)
+    assert main(["train-partial", "--surface", "hsi100", "--data", str(tiny_dataset), "--bundle", str(b),
+                 "--lines", "8,16,full", "--val-fraction", "0.3", "--quiet"]) == 0
+    assert _hashes(b) == _hashes(plain)
+    m = _manifest(b)
+    assert {k: v for k, v in m.items() if k != "partial"} == _manifest(plain)
+    assert m["partial"]["lines"] == [8, 16, None] and m["partial"]["design"] == "reflect"
+    assert m["partial"]["training_data"]["views"] == 48 * 3 + 48 * 4
+    model = load_partial(b)
+    assert not model.fallback and [x.architecture for x in model.ensemble.members] == ["hgb", "logreg"]
+    assert model.ensemble.tip_change is not None
+    out = tmp_path / "p.csv"
+    files = [str(tiny_dataset / "frames" / f"f{i:03d}.npy") for i in range(4)]
+    assert main(["classify", "--model", str(b), "--lines", "16", "--output", str(out), *files]) == 0
+    assert len(list(csv.DictReader(open(out)))) == 4
+    assert main(["train-partial", "--surface", "hsi100", "--data", str(tiny_dataset), "--bundle", str(b),
+                 "--lines", "4,full", "--quiet"]) == 1
