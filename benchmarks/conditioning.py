@@ -37,6 +37,12 @@ Issue 14 (judging the tip while the frame is scanned):
 
     .venv/bin/python benchmarks/conditioning.py --early-abort --abort-sessions 50 --surfaces hsi100,au111,cu111 --skip-policies
     .venv/bin/python benchmarks/conditioning.py --tip-changes 50 --skip-policies
+    .venv/bin/python benchmarks/conditioning.py --abort-ensemble-sessions 10 --skip-policies
+
+``--abort-ensemble-sessions N`` runs the same comparison with the real monitor on H:Si(100)
+(the demo's 6 nm 64² frames and target, the bundle's calibrated tip-change threshold):
+there the success and truly-good rates show what a classifier's false alarms on partial
+frames cost.
 """
 
 from __future__ import annotations
@@ -156,6 +162,43 @@ def early_abort_comparison(surfaces: list[str], sessions: int, exp, *, pixels: i
               f"mean {100 * (1 - a1 / a0):.0f} % less (goal >= 40 %)", flush=True)
 
 
+def ensemble_abort_comparison(sessions: int, bundle: str | None, exp, *, pixels: int, frame_m: float,
+                              consecutive: int, acceleration: float, watch_every: int) -> None:
+    """Early abort on/off with the real monitor on H:Si(100) (the demo's frames and target)."""
+    from qcodes_stmtip.classify.bundle import default_bundle_path
+    from qcodes_stmtip.demo import DEMO_TARGET
+
+    path = bundle or str(default_bundle_path("hsi100"))
+    print(f"\nearly abort with the REAL ENSEMBLE {path} (TipStateMonitor; partial frames through its "
+          f"partial model, or its full-frame ensemble on the partial view), escalating policy, {sessions} "
+          f"sessions per arm, {pixels} px frames of {frame_m * 1e9:.0f} nm, {consecutive} frames in a row "
+          f"showing {'/'.join(sorted(DEMO_TARGET['hsi100']))}, check every {watch_every} lines, time "
+          f"acceleration {acceleration:g}; 'truly good' = the simulator's tip is in the target at the end",
+          flush=True)
+    print(f"{'surface':<8} {'abort':<5} {'n':>3} {'success':>8} {'truly good':>10} {'med. min':>9} "
+          f"{'mean min':>9} {'med. frames':>12} {'med. actions':>13} {'stopped/sess.':>14} {'wall s':>7}")
+    summary = {}
+    for abort in (False, True):
+        t = time.perf_counter()
+        rows = [run_session("hsi100", 3000 + s, "escalating", exp, pixels=pixels, frame_m=frame_m,
+                            acceleration=acceleration, bundle=path, consecutive=consecutive,
+                            target_classes=DEMO_TARGET["hsi100"], max_tip_change_probability=None,
+                            early_abort=abort, watch_every=watch_every)
+                for s in range(sessions)]
+        s_ = summarise(rows)
+        ok = [r for r in rows if r["outcome"] == "good_tip"]
+        mean_min = statistics.fmean(r["minutes"] for r in ok) if ok else float("nan")
+        summary[abort] = (s_["median_minutes"], mean_min)
+        print(f"{'hsi100':<8} {'on' if abort else 'off':<5} {s_['n']:>3} {s_['success']:>8.0%} "
+              f"{s_['truly_good']:>10.0%} {s_['median_minutes']:>9.2f} {mean_min:>9.2f} "
+              f"{s_['median_frames']:>12.1f} {s_['median_actions']:>13.1f} "
+              f"{statistics.fmean(r['stopped'] for r in rows):>14.1f} {time.perf_counter() - t:>7.0f}  "
+              f"{s_['failures'] or ''}", flush=True)
+    (m0, a0), (m1, a1) = summary[False], summary[True]
+    print(f"hsi100   early abort (real ensemble): median time to a good tip {100 * (1 - m1 / m0):.0f} % less, "
+          f"mean {100 * (1 - a1 / a0):.0f} % less", flush=True)
+
+
 def tip_change_detection(n: int, bundle: str | None, *, every: int, acceleration: float,
                          seed: int = 0) -> None:
     """Mid-frame tip changes and clean frames watched by the real monitor (see module doc)."""
@@ -258,6 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--abort-sessions", type=int, default=50)
     p.add_argument("--abort-acceleration", type=float, default=20.0)
     p.add_argument("--watch-every", type=int, default=4, help="lines between partial checks [4]")
+    p.add_argument("--abort-ensemble-sessions", type=int, default=0,
+                   help="also compare early abort with the real monitor on H:Si(100) "
+                        "(--ensemble-bundle, default the shipped hsi100) [0: skip]")
     p.add_argument("--tip-changes", type=int, default=0,
                    help="simulated mid-frame tip changes (and as many clean frames) to watch [0: skip]")
     p.add_argument("--tip-change-bundle", default=None, help="bundle for --tip-changes [shipped hsi100]")
@@ -278,6 +324,11 @@ def main(argv: list[str] | None = None) -> int:
         early_abort_comparison(args.surfaces.split(","), args.abort_sessions, exp, pixels=args.pixels,
                                frame_m=args.frame_size, acceleration=args.abort_acceleration,
                                watch_every=args.watch_every)
+    if args.abort_ensemble_sessions:
+        ensemble_abort_comparison(args.abort_ensemble_sessions, args.ensemble_bundle, exp,
+                                  pixels=args.ensemble_pixels, frame_m=args.ensemble_frame_size,
+                                  consecutive=args.ensemble_consecutive,
+                                  acceleration=args.abort_acceleration, watch_every=args.watch_every)
     if args.tip_changes:
         tip_change_detection(args.tip_changes, args.tip_change_bundle, every=args.watch_every,
                              acceleration=args.tip_change_acceleration)

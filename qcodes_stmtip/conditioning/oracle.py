@@ -189,7 +189,7 @@ class GroundTruthClassifier(ScanWatchMixin):
                                 tip_change, timestamp, latency_s=0.0)
         self._checks.append(self.partial_rule.check(result, lines, 0.0))
 
-    def _collect_partial(self) -> list[WindowCheck]:
+    def _collect_partial(self, timeout: float = 0.0) -> list[WindowCheck]:
         got, self._checks = self._checks, []
         return got
 

@@ -635,8 +635,13 @@ class TipStateMonitor(ScanWatchMixin):
             old.record.dropped += 1
         self._wake.set()
 
-    def _collect_partial(self) -> list[WindowCheck]:
+    def _collect_partial(self, timeout: float = 0.0) -> list[WindowCheck]:
         got = []
+        if timeout > 0:
+            try:
+                got.append(self._partial_out.get(timeout=timeout))
+            except queue.Empty:
+                return got
         while True:
             try:
                 got.append(self._partial_out.get_nowait())

@@ -168,8 +168,8 @@ class ScanWatchMixin:
 
     A class mixing it in calls :meth:`_init_scan_watch` in its constructor and provides
     ``_post_partial_job(record, frame, lines, timestamp)`` (hand the partial frame to the
-    classification without blocking), ``_collect_partial()`` (the checks that have
-    arrived, never waiting) and ``_cancel_partial(frame_index)`` (forget a partial frame of
+    classification without blocking), ``_collect_partial(timeout)`` (the checks that have
+    arrived, waiting at most ``timeout`` s for the first) and ``_cancel_partial(frame_index)`` (forget a partial frame of
     that frame not yet classified; returns how many).
     """
 
@@ -220,11 +220,12 @@ class ScanWatchMixin:
         self._post_partial_job(record, np.array(frame, dtype=np.float64, copy=True), int(lines),
                                time.time() if timestamp is None else float(timestamp))
 
-    def partial_checks(self) -> list[WindowCheck]:
-        """The checks that have arrived since the last call (never waits); each is also added
-        to its frame's record while that scan is being watched."""
+    def partial_checks(self, timeout: float = 0.0) -> list[WindowCheck]:
+        """The checks that have arrived since the last call (waiting at most ``timeout`` s for
+        one; by default never); each is also added to its frame's record while that scan is
+        being watched."""
         new = []
-        for check in self._collect_partial():
+        for check in self._collect_partial(timeout):
             if check.frame_index in self._open_scans:
                 self.scans[check.frame_index].checks.append(check)
                 new.append(check)
@@ -290,7 +291,7 @@ class ScanWatchMixin:
                           timestamp: float) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _collect_partial(self) -> list[WindowCheck]:  # pragma: no cover - abstract
+    def _collect_partial(self, timeout: float = 0.0) -> list[WindowCheck]:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def _cancel_partial(self, frame_index: int) -> int:  # pragma: no cover - abstract
@@ -387,16 +388,22 @@ class ScanWatcher:
         stm.start_scan(direction)
         t_start = time.perf_counter()  # the line rate is measured from here
         try:
-            n, wait, t_grab = 0, self.first_poll_s, t_start + self.first_poll_s
+            n, rate, wait, t_grab = 0, 0.0, self.first_poll_s, t_start + self.first_poll_s
             while True:
                 in_flight = record.posted - record.dropped - len(record.checks) > 0
                 now = time.perf_counter()
-                step = max(t_grab - now, 1e-4)
-                if in_flight:
-                    step = min(step, self.result_poll_s)
-                if stm.wait_end_of_scan(timeout_s=min(step, 10.0)):
-                    break
-                if self._decide(record, cls.partial_checks()):
+                step = min(max(t_grab - now, 1e-4), 10.0)
+                t_end = t_start + total / rate if rate > 0 else math.inf  # expected end of the scan
+                if in_flight and now + step < t_end - 2 * self.result_poll_s:
+                    # the scan runs on until the next read: wait for the check here, no request
+                    checks = cls.partial_checks(timeout=step)
+                else:
+                    if in_flight:
+                        step = min(step, self.result_poll_s)
+                    if stm.wait_end_of_scan(timeout_s=step):
+                        break
+                    checks = cls.partial_checks()
+                if self._decide(record, checks):
                     self._stop(record)
                     break
                 now = time.perf_counter()
@@ -420,6 +427,8 @@ class ScanWatcher:
                 else:
                     wait = min(2 * wait, self.every_lines * nominal)
                 t_grab = now + min(max(wait, 1e-3), self.every_lines * nominal)
+                if next_check >= total:
+                    t_grab = math.inf  # no check left: wait for the end of the scan
             image = stm.last_frame()
         finally:
             record.wall_s = time.perf_counter() - t0

@@ -80,17 +80,22 @@ class TipDynamics:
     """A simulated apex that changes over time and in response to conditioning actions.
 
     ``initial`` is a :class:`TipState`, a label of ``surface``, or ``None`` (draw one from
-    :data:`INITIAL_WEIGHTS`). ``rng`` drives every random choice (deterministic for a seed).
+    :data:`INITIAL_WEIGHTS`). ``rng`` drives every random choice (deterministic for a seed);
+    ``time_rng``, if given, drives the spontaneous changes of :meth:`evolve` instead, so the
+    outcomes of actions do not depend on how often, or in how many steps, time was let pass
+    (how many lines were scanned, how often the microscope was polled).
     Each action returns the (possibly unchanged) current state; ``changes`` counts changes.
     """
 
     def __init__(self, surface: str, rng: np.random.Generator,
-                 initial: TipState | str | None = None, model: TransitionModel | None = None) -> None:
+                 initial: TipState | str | None = None, model: TransitionModel | None = None,
+                 time_rng: np.random.Generator | None = None) -> None:
         check_surface(surface)
         if not isinstance(rng, np.random.Generator):
             raise ValueError(f"rng must be a numpy Generator, got {type(rng).__name__}")
         self.surface = surface
         self.rng = rng
+        self.time_rng = rng if time_rng is None else time_rng
         self.model = model or TransitionModel()
         self.ladder = LADDERS[surface]
         self.changes = 0
@@ -117,20 +122,22 @@ class TipDynamics:
         means = self.model.spontaneous_mean_s
         return means[min(self.rank, len(means) - 1)] if self.surface == "hsi100" else means[min(2 * self.rank, len(means) - 1)]
 
-    def _new_state(self, severity: float, improve_p: float) -> TipState:
+    def _new_state(self, severity: float, improve_p: float,
+                   rng: np.random.Generator | None = None) -> TipState:
+        rng = self.rng if rng is None else rng
         rank, top = self.rank, len(self.ladder) - 1
-        u = self.rng.random()
+        u = rng.random()
         if u < improve_p and rank > 0:
-            new = int(self.rng.integers(0, rank))
+            new = int(rng.integers(0, rank))
         elif u < improve_p + self.model.sideways * (1 - improve_p) or rank == top:
             new = rank
         else:
             # worse: jump further down for severe actions
             span = top - rank
             weights = np.exp(np.arange(span) * min(severity, 4.0) / 2 - np.arange(span))
-            new = rank + 1 + int(self.rng.choice(span, p=weights / weights.sum()))
-        state = sample_tip(self.surface, self.ladder[new], self.rng)
-        state.apex_z_m = self.state.apex_z_m + self.rng.normal(0, self.model.height_jump_m)
+            new = rank + 1 + int(rng.choice(span, p=weights / weights.sum()))
+        state = sample_tip(self.surface, self.ladder[new], rng)
+        state.apex_z_m = self.state.apex_z_m + rng.normal(0, self.model.height_jump_m)
         self.state = state
         self.changes += 1
         return state
@@ -145,8 +152,8 @@ class TipDynamics:
         """Let ``dt_s`` seconds pass; return the new state if the apex changed spontaneously, else None."""
         if not (math.isfinite(dt_s) and dt_s >= 0):
             raise ValueError(f"dt_s must be a non-negative time in seconds, got {dt_s!r}")
-        if self.rng.random() < 1.0 - math.exp(-dt_s / self._rung_mean()):
-            return self._new_state(0.5, self.model.spontaneous_improve)
+        if self.time_rng.random() < 1.0 - math.exp(-dt_s / self._rung_mean()):
+            return self._new_state(0.5, self.model.spontaneous_improve, self.time_rng)
         return None
 
     def pulse_severity(self, amplitude_V: float, width_s: float) -> float:

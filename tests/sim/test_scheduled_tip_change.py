@@ -120,3 +120,20 @@ def test_bad_schedules_raise(args, match) -> None:
     m, _ = make()
     with pytest.raises(ValueError, match=match):
         m.schedule_tip_change(*args)
+
+
+def test_action_outcomes_do_not_depend_on_how_often_time_was_polled() -> None:
+    """Spontaneous changes draw from their own stream: runs with and without early abort
+    (fewer lines scanned, more polling) see the same outcomes of the same actions."""
+    outcomes = []
+    for polls in (0, 200):
+        m, clock = make(tip="generic_defect", seed=7)
+        for _ in range(polls):  # each update lets time pass: one draw of the time stream
+            clock.advance(0.001)
+            m.ground_truth()
+        labels = []
+        for _ in range(6):
+            m.bias_pulse(amplitude_V=6.0, width_s=0.2, wait=False)
+            labels.append((m.ground_truth().tip_label, m.ground_truth().tip.apex_radius_m))
+        outcomes.append(labels)
+    assert outcomes[0] == outcomes[1]

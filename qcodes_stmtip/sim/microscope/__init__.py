@@ -138,7 +138,11 @@ class SimulatedMicroscope:
         self.seed = int(seed)
         seeds = np.random.SeedSequence(self.seed).spawn(3)
         self._rng = np.random.default_rng(seeds[0])  # measurement noise, frame seeds
-        self.dynamics = TipDynamics(surface, np.random.default_rng(seeds[1]), initial_tip)
+        # spontaneous changes draw from their own stream: what an action does to the tip does not
+        # depend on how many lines were scanned or how often the microscope was polled before it
+        time_seed = np.random.SeedSequence(self.seed).spawn(4)[3]
+        self.dynamics = TipDynamics(surface, np.random.default_rng(seeds[1]), initial_tip,
+                                    time_rng=np.random.default_rng(time_seed))
         self.clock = SimClock(clock, float(time_acceleration))
         self.settings = ScanSettings(self.clock, surface, max_frame_values)
         self.zctrl = ZController(self.clock, self.dynamics, self._rng, surface)
