@@ -463,11 +463,11 @@ class NanonisServer:
             self._answer(conn, header.send_response, encode_response(command, error=str(exc)))
             return True
         conn.settimeout(self.request_timeout)  # for a respond() that writes itself
-        keep = self.respond(conn, request)
+        # Counted before the reply leaves, so a client that has its reply sees the count.
         self.requests_served += 1
-        return keep
+        return self.respond(conn, request)
 
     def _answer(self, conn: socket.socket, send_response: bool, reply: bytes) -> None:
+        self.requests_served += 1
         if send_response:
             self.send(conn, reply)
-        self.requests_served += 1
