@@ -232,6 +232,7 @@ def tip_change_detection(n: int, bundle: str | None, *, every: int, acceleration
               f"P >= {rule.tip_change_threshold:.3f}, from {rule.min_lines} lines; time acceleration "
               f"{acceleration:g}", flush=True)
         delays_flag, delays_any, pre_alarms, clean_any, clean_flag = [], [], 0, 0, 0
+        clean_checks = clean_decisive = 0
         checks = latency = dropped = posted = 0
         t = time.perf_counter()
         for i in range(2 * n):
@@ -259,6 +260,8 @@ def tip_change_detection(n: int, bundle: str | None, *, every: int, acceleration
             else:
                 clean_any += any(c.decisive for c in rec.checks)
                 clean_flag += any(c.verdict == "tip_change" for c in rec.checks)
+                clean_checks += len(rec.checks)
+                clean_decisive += sum(c.decisive for c in rec.checks)
         monitor.finish()
 
         def med(values):
@@ -270,7 +273,8 @@ def tip_change_detection(n: int, bundle: str | None, *, every: int, acceleration
               f"change; any decisive verdict (bad or tip change, what stops a scan) in {r_any:.0%}, median "
               f"{m_any:.0f} lines after; {pre_alarms / n:.0%} had a decisive verdict before the change")
         print(f"  clean frames: false alarms (any decisive verdict) {clean_any / n:.0%} per frame, "
-              f"tip-change flags {clean_flag / n:.0%} per frame")
+              f"tip-change flags {clean_flag / n:.0%} per frame; {clean_decisive / max(clean_checks, 1):.0%} "
+              f"of their {clean_checks} checks decisive")
         print(f"  {checks / (2 * n):.1f} checks per frame ({posted / (2 * n):.1f} posted, "
               f"{dropped / (2 * n):.1f} dropped as stale), check latency mean "
               f"{1e3 * latency / max(checks, 1):.0f} ms; wall {time.perf_counter() - t:.0f} s", flush=True)

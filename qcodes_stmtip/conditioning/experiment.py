@@ -273,6 +273,14 @@ class ConditioningExperiment:
                                 f"(TipStateMonitor, the oracle), got {type(monitor).__name__}")
             self.watcher = ScanWatcher(monitor, stm, every_lines=watch_every_lines,
                                        abort=self.early_abort)
+            partial_model = getattr(monitor, "partial_model", None)
+            if self.early_abort and getattr(partial_model, "fallback", False):
+                warning = ("early abort judges partial frames with the bundle's full-frame ensemble (it has "
+                           "no partial-frame model): on simulated H:Si(100) frames that flagged most clean "
+                           "frames (benchmarks/RESULTS.md), so good tips get stopped and acted on; train "
+                           "one with `stmtip train-partial`")
+                log.warning(warning)
+                self.echo(f"WARNING: {warning}")
         self.envelope = ConditioningEnvelope(stm.safety, self.limits)
         self.recorder = RunRecorder(stm.scan_image, monitor, with_truth=truth is not None,
                                     records=getattr(stm, "frame_parameters", ()),
@@ -318,6 +326,8 @@ class ConditioningExperiment:
             "watch_every_lines": self.watch_every_lines,
             "partial_rule": (self.monitor.partial_rule.as_dict()  # type: ignore[attr-defined]
                              if self.watcher is not None else None),
+            "partial_model_fallback": bool(getattr(getattr(self.monitor, "partial_model", None),
+                                                   "fallback", False)),
         }
 
     # ---- resume -----------------------------------------------------------------------
