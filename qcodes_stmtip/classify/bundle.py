@@ -53,6 +53,21 @@ _MEMBER = {
         "training": {"type": ["object", "null"]},
     },
 }
+#: Schema of an ensemble's fields: the manifest's top level and its optional ``partial`` section.
+_ENSEMBLE_PROPERTIES: dict = {
+    "thresholds": {"type": "object", "additionalProperties": {"type": "number", "minimum": 0, "maximum": 1}},
+    "members": {"type": "array", "items": _MEMBER, "minItems": 1, "maxItems": 64},
+    "tip_change": {"oneOf": [{"type": "null"}, {"allOf": [_MEMBER, {
+        "properties": {"threshold": {"type": "number", "minimum": 0, "maximum": 1}}}]}]},
+    "inference": {"type": "object", "properties": {
+        "tta": {"type": "boolean"},
+        "tip_change_vertical_flip": {"type": "boolean"},
+        "class_weights": {"oneOf": [{"type": "null"}, {"type": "array", "maxItems": 64, "items": {
+            "type": "number", "exclusiveMinimum": 0, "maximum": 1e6}}]}}},
+    "training_data": {"type": "object"},
+    "metrics": {"type": "object"},
+}
+
 #: JSON schema of ``manifest.json`` (checked with jsonschema before anything is loaded).
 MANIFEST_SCHEMA: dict = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -66,18 +81,7 @@ MANIFEST_SCHEMA: dict = {
         "good_classes": {"type": "array", "items": {"type": "string"}, "uniqueItems": True},
         "preprocessing": {"type": "object",
                           "properties": {"image_size": {"type": "integer", "minimum": 17, "maximum": 1024}}},
-        "thresholds": {"type": "object", "additionalProperties": {"type": "number", "minimum": 0,
-                                                                  "maximum": 1}},
-        "members": {"type": "array", "items": _MEMBER, "minItems": 1, "maxItems": 64},
-        "tip_change": {"oneOf": [{"type": "null"}, {"allOf": [_MEMBER, {
-            "properties": {"threshold": {"type": "number", "minimum": 0, "maximum": 1}}}]}]},
-        "inference": {"type": "object", "properties": {
-            "tta": {"type": "boolean"},
-            "tip_change_vertical_flip": {"type": "boolean"},
-            "class_weights": {"oneOf": [{"type": "null"}, {"type": "array", "maxItems": 64, "items": {
-                "type": "number", "exclusiveMinimum": 0, "maximum": 1e6}}]}}},
-        "training_data": {"type": "object"},
-        "metrics": {"type": "object"},
+        **_ENSEMBLE_PROPERTIES,
         # optional partial-frame ensemble (qcodes_stmtip.classify.partial, issue 14); older readers ignore it
         "partial": {"oneOf": [{"type": "null"}, {
             "type": "object",
@@ -87,18 +91,7 @@ MANIFEST_SCHEMA: dict = {
                 "design": {"enum": list(PARTIAL_DESIGNS)},
                 "lines": {"type": "array", "maxItems": 64, "items": {
                     "oneOf": [{"type": "null"}, {"type": "integer", "minimum": MIN_VALID_LINES}]}},
-                "thresholds": {"type": "object", "additionalProperties": {"type": "number", "minimum": 0,
-                                                                          "maximum": 1}},
-                "members": {"type": "array", "items": _MEMBER, "minItems": 1, "maxItems": 64},
-                "tip_change": {"oneOf": [{"type": "null"}, {"allOf": [_MEMBER, {
-                    "properties": {"threshold": {"type": "number", "minimum": 0, "maximum": 1}}}]}]},
-                "inference": {"type": "object", "properties": {
-                    "tta": {"type": "boolean"},
-                    "tip_change_vertical_flip": {"type": "boolean"},
-                    "class_weights": {"oneOf": [{"type": "null"}, {"type": "array", "maxItems": 64, "items": {
-                        "type": "number", "exclusiveMinimum": 0, "maximum": 1e6}}]}}},
-                "training_data": {"type": "object"},
-                "metrics": {"type": "object"},
+                **_ENSEMBLE_PROPERTIES,
             }}]},
     },
 }
@@ -168,6 +161,21 @@ def _save_member(member: Member, root: Path, stem: str) -> dict:
             "sha256": _sha256(root / rel), "training": member.info or {}}
 
 
+def ensemble_fields(ensemble: Ensemble, members: list[dict], tip: dict | None, training_data: dict | None = None,
+                    metrics: dict | None = None) -> dict:
+    """The manifest fields of ``ensemble`` (:data:`_ENSEMBLE_PROPERTIES`): thresholds, the saved member
+    entries ``members`` / ``tip``, inference options, training data and metrics."""
+    return {
+        "thresholds": {c: float(t) for c, t in zip(ensemble.classes, ensemble.thresholds, strict=True)},
+        "members": members,
+        "tip_change": tip,
+        "inference": {"tta": ensemble.tta, "tip_change_vertical_flip": ensemble.tip_change_vertical_flip,
+                      "class_weights": None if ensemble.class_weights is None else ensemble.class_weights.tolist()},
+        "training_data": training_data or {},
+        "metrics": metrics or {},
+    }
+
+
 def save_bundle(
     ensemble: Ensemble,
     path: str | Path,
@@ -211,13 +219,7 @@ def save_bundle(
         "classes": list(ensemble.classes),
         "good_classes": sorted(ensemble.good_classes),
         "preprocessing": preprocessing_parameters(image_size),
-        "thresholds": {c: float(t) for c, t in zip(ensemble.classes, ensemble.thresholds, strict=True)},
-        "members": members,
-        "tip_change": tip,
-        "inference": {"tta": ensemble.tta, "tip_change_vertical_flip": ensemble.tip_change_vertical_flip,
-                      "class_weights": None if ensemble.class_weights is None else ensemble.class_weights.tolist()},
-        "training_data": training_data or {},
-        "metrics": metrics or {},
+        **ensemble_fields(ensemble, members, tip, training_data, metrics),
         **versions,
     }
     if notice:

@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qcodes_stmtip.classify.bundle import PARTIAL_DESIGNS
+from qcodes_stmtip.classify.bundle import PARTIAL_DESIGNS, ensemble_fields
 from qcodes_stmtip.classify.ensemble import Ensemble, EnsemblePrediction
 from qcodes_stmtip.classify.preprocess import (
     IMAGE_SIZE,
@@ -339,13 +339,7 @@ def save_partial(ensemble: Ensemble, path: str | Path, *, min_lines: int = MIN_L
         "min_lines": int(min_lines),
         "design": design,
         "lines": [None if n is None else int(n) for n in lines],
-        "thresholds": {c: float(t) for c, t in zip(ensemble.classes, ensemble.thresholds, strict=True)},
-        "members": members,
-        "tip_change": tip,
-        "inference": {"tta": ensemble.tta, "tip_change_vertical_flip": ensemble.tip_change_vertical_flip,
-                      "class_weights": None if ensemble.class_weights is None else ensemble.class_weights.tolist()},
-        "training_data": training_data or {},
-        "metrics": metrics or {},
+        **ensemble_fields(ensemble, members, tip, training_data, metrics),
     }
     (root / MANIFEST).write_text(json.dumps(manifest, indent=2, allow_nan=True) + "\n")
     load_partial(root)
