@@ -115,7 +115,8 @@ def _result(state: str, p: dict[str, float], tip: float = math.nan) -> TipStateR
 
 def test_the_rule_comes_from_the_bundle_calibration(monitor) -> None:
     rule = monitor.partial_rule
-    assert rule.tip_change_threshold == pytest.approx(monitor.ensemble.tip_change_threshold)
+    partial = monitor.partial_model.ensemble  # the bundle's partial section (or its full-frame fallback)
+    assert rule.tip_change_threshold == pytest.approx(partial.tip_change_threshold)
     assert rule.bad_classes == {"generic_defect"} and "rows" in rule.good_classes
     assert rule.min_lines == monitor.partial_model.min_lines == 8 and "calibration" in rule.source
     bad = _result("generic_defect", {"generic_defect": 0.7, "rows": 0.3})
@@ -125,7 +126,7 @@ def test_the_rule_comes_from_the_bundle_calibration(monitor) -> None:
     assert rule.verdict(changed, 8) == "tip_change"
     assert rule.verdict(_result("uncertain", {"rows": 0.5}), 32) == "open"  # below its threshold
     assert rule.verdict(_result("rows", {"rows": 0.9}, tip=0.0), 32) == "good"
-    strict = PartialRule.from_ensemble(monitor.ensemble, min_p_bad=0.8)
+    strict = PartialRule.from_ensemble(partial, min_p_bad=0.8)
     assert strict.verdict(bad, 16) == "open"
     metal = PartialRule.for_surface("au111")
     assert metal.bad_classes == {"double_tip", "corruption"}  # not the content classes
