@@ -14,6 +14,26 @@ class it prints, real vs simulated:
 * ``aniso`` — mean |∂z/∂y| / mean |∂z/∂x| (line-to-line streaking vs in-line roughness),
 * ``acx``/``acy`` — lag-1 autocorrelation along x (fast axis) and y,
 * ``floor`` — ``psd_rms`` between two halves of the real frames (what "indistinguishable" looks like).
+
+``--sim DIR`` (a ``stmtip sim dataset --surface hsi100`` folder) adds the **per-class statistics a
+classifier sees** (issue 13): both sets through the classifier's preprocessing (line flattening,
+128² resize, −1…1), every real frame (any size) against every simulated frame, per content class and
+for the tip-change flag. Per frame (:func:`frame_statistics`):
+
+* ``diag`` / ``axis`` — share of frames whose strongest lattice peak (periods 2.5–40 px) lies within
+  15° of a diagonal / of the scan axes (orientation of the dimer rows in the frame),
+* ``period`` — median period of that peak in px of the 128² input (10th–90th percentile),
+* ``peak`` — how far the peak stands out (log10 of peak power / median power of its ring),
+* ``jumps`` — share of line pairs whose difference energy is > 4× the frame's median (streaks,
+  line jumps and shifts),
+* ``hf`` — share of spectral power above 0.25 cycles/px (blur: a blunt tip removes it),
+* ``xy`` — log10 of the fast-axis (x) to slow-axis (y) high-frequency power (noise texture),
+* ``drift`` — coefficient of variation of the height spread over 4 bands of lines (contrast changes),
+* ``ghost`` — highest autocorrelation ≥ 8 px from the origin that is not on the lattice peak's
+  direction (doubled features of a multiple tip).
+
+Each cell is ``real/sim`` (means; the period's median); ``|d|`` is the mean over the statistics of
+|real − sim mean| / real standard deviation (0 = matched means).
 """
 
 from __future__ import annotations
@@ -90,6 +110,75 @@ def stats(frames: list[np.ndarray]) -> dict[str, float | np.ndarray]:
             "values": np.concatenate([f.ravel() for f in frames])}
 
 
+def frame_statistics(img: np.ndarray) -> dict[str, float]:
+    """The per-frame statistics of the module doc, of one preprocessed (s, s) frame (−1…1)."""
+    n = img.shape[0]
+    z = img - img.mean()
+    w = np.hanning(n)[:, None] * np.hanning(n)[None, :]
+    p = np.abs(np.fft.fft2(z * w)) ** 2
+    fy, fx = np.meshgrid(np.fft.fftfreq(n), np.fft.fftfreq(n), indexing="ij")
+    r = np.hypot(fx, fy)
+    band = (r > 1 / 40) & (r < 1 / 2.5)
+    i = int(np.argmax(np.where(band, p, -1)))
+    kx, ky, kr = fx.flat[i], fy.flat[i], r.flat[i]
+    ring = band & (np.abs(r - kr) < 0.01)
+    angle = float(np.degrees(np.arctan2(ky, kx)) % 90.0)  # 0 = along an axis, 45 = diagonal
+    d_axis = min(angle, 90.0 - angle)
+    total = p[r > 0].sum() + 1e-20
+    rows = np.diff(img, axis=0)
+    e = (rows ** 2).mean(axis=1)
+    hx = (np.abs(np.fft.rfft(z, axis=1)) ** 2)[:, n // 4:].sum()
+    hy = (np.abs(np.fft.rfft(z, axis=0)) ** 2)[n // 4:, :].sum()
+    bands = [b.std() for b in np.array_split(img, 4, axis=0)]
+    ac = np.fft.ifft2(np.abs(np.fft.fft2(z)) ** 2).real
+    ac = np.fft.fftshift(ac / (ac.flat[0] + 1e-20))
+    yy, xx = np.mgrid[:n, :n] - n // 2
+    dist = np.hypot(xx, yy)
+    # off-lattice: away from the line through the origin along the rows (perpendicular to k)
+    along = np.abs(xx * kx + yy * ky) / (kr + 1e-12)  # px across the rows
+    phase = (along * kr) % 1.0
+    off = (dist >= 8) & (dist <= n / 4) & (np.minimum(phase, 1 - phase) > 0.25)
+    return {"diag": float(d_axis > 30.0), "axis": float(d_axis < 15.0), "period": float(1.0 / kr),
+            "peak": float(np.log10(p.flat[i] / (np.median(p[ring]) + 1e-20))),
+            "jumps": float(np.mean(e > 4 * np.median(e) + 1e-12)),
+            "hf": float(p[r > 0.25].sum() / total), "xy": float(np.log10((hx + 1e-20) / (hy + 1e-20))),
+            "drift": float(np.std(bands) / (np.mean(bands) + 1e-12)),
+            "ghost": float(ac[off].max()) if off.any() else 0.0}
+
+
+STAT_NAMES = ("diag", "axis", "period", "peak", "jumps", "hf", "xy", "drift", "ghost")
+
+
+def class_statistics(images: np.ndarray) -> dict[str, np.ndarray]:
+    """Every statistic of :func:`frame_statistics` over a batch (N, s, s[, 1]) of preprocessed frames."""
+    rows = [frame_statistics(np.asarray(x).reshape(x.shape[0], x.shape[1])) for x in images]
+    return {k: np.array([r[k] for r in rows]) for k in STAT_NAMES}
+
+
+def per_class_table(real, sim) -> list[str]:
+    """Lines of the per-class table (real/sim) of two :class:`ImageSet` s (real first)."""
+    classes = real.frames.classes
+    groups = [(c, real.frames.labels == k, sim.frames.labels == k) for k, c in enumerate(classes)]
+    if real.frames.tip_change is not None and sim.frames.tip_change is not None:
+        groups.append(("tip change", real.frames.tip_change.astype(bool), sim.frames.tip_change.astype(bool)))
+    out = [f"{'class':18s} {'n real/sim':>10s} " + " ".join(f"{k:>11s}" for k in STAT_NAMES) + "   |d|"]
+    for name, mr, ms in groups:
+        if not mr.any() or not ms.any():
+            continue
+        a, b = class_statistics(real.images[mr]), class_statistics(sim.images[ms])
+        cells, ds = [], []
+        for k in STAT_NAMES:
+            ra, sb = a[k], b[k]
+            if k == "period":
+                cells.append(f"{np.median(ra):5.1f}/{np.median(sb):<5.1f}")
+            else:
+                cells.append(f"{ra.mean():5.2f}/{sb.mean():<5.2f}")
+            ds.append(abs(ra.mean() - sb.mean()) / (ra.std() + 1e-9))
+        out.append(f"{name:18s} {int(mr.sum()):4d}/{int(ms.sum()):<5d} " + " ".join(f"{c:>11s}" for c in cells)
+                   + f" {np.mean(ds):5.2f}")
+    return out
+
+
 def main() -> None:
     from scipy.stats import wasserstein_distance
 
@@ -97,9 +186,24 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=40)
     parser.add_argument("--data", type=Path,
                         default=Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "hsi100")
+    parser.add_argument("--sim", type=Path, default=None,
+                        help="a 'stmtip sim dataset --surface hsi100' folder: per-class statistics (module doc)")
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/stmtip-table1-cache"))
     args = parser.parse_args()
     if not (args.data / "labels.csv").exists():
         raise SystemExit(f"real data not found at {args.data}")
+    if args.sim is not None:
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from table1_rows import load_cached
+
+        real_set, _ = load_cached(args.data, args.cache, progress=False)
+        sim_set, _ = load_cached(args.sim, args.cache, progress=False)
+        print(f"per-class statistics of the 128² classifier input, real ({args.data.name}) / simulated "
+              f"({args.sim}):")
+        print("\n".join(per_class_table(real_set, sim_set)))
+        print()
     real = real_frames(args.data, args.per_class)
     sim = sim_frames(args.per_class)
     print(f"{'class':20s} {'n':>4s} | {'slope real/sim':>15s} | {'psd_rms':>7s} | {'hist_w1':>7s} | "

@@ -41,7 +41,8 @@ def _dataset(args: argparse.Namespace) -> int:
 
     path = generate_dataset(args.surface, args.count, args.out, seed=args.seed, balance=args.balance,
                             weights=args.weights, pixels=args.pixels, sessions=args.sessions,
-                            progress=not args.quiet, tip_change_p=args.tip_change_p, jobs=args.jobs)
+                            progress=not args.quiet, tip_change_p=args.tip_change_p, jobs=args.jobs,
+                            degrade=args.degrade)
     print(path)
     return 0
 
@@ -73,6 +74,9 @@ def register_dataset(sim: argparse._SubParsersAction) -> None:
     p.add_argument("--tip-change-p", type=float, default=0.15,
                    help="H:Si(100): probability of a tip change in a frame (binary label)")
     p.add_argument("--jobs", type=int, default=1, help="worker processes (output is identical)")
+    p.add_argument("--degrade", action=argparse.BooleanOptionalAction, default=None,
+                   help="domain-randomise frames with degradations measured on real frames "
+                        "(qcodes_stmtip.sim.degrade) [on for hsi100]")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_dataset)
 

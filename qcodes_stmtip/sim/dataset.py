@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from qcodes_stmtip.sim.degrade import apply_degradation, sample_degradation
 from qcodes_stmtip.sim.frames import SimScan, render_scan, sample_grid
 from qcodes_stmtip.sim.geometry import ScanGeometry
 from qcodes_stmtip.sim.realism import InstrumentNoise
@@ -26,6 +27,9 @@ from qcodes_stmtip.taxonomy import CLASSES, TIP_CHANGE, check_label, check_surfa
 CSV_COLUMNS: tuple[str, ...] = ("session", "Name", "surface", "label", "tip_change", "width_m",
                                 "height_m", "pixels", "lines", "angle_deg", "seed")
 
+#: Surfaces whose data sets are domain-randomised (:mod:`qcodes_stmtip.sim.degrade`) by default.
+DEGRADED_SURFACES: tuple[str, ...] = ("hsi100",)
+
 #: Class frequencies of "natural" data (H:Si from the real dev split; metals roughly even).
 NATURAL_WEIGHTS: dict[str, tuple[float, ...]] = {
     "hsi100": (0.41, 0.065, 0.155, 0.37),
@@ -33,10 +37,12 @@ NATURAL_WEIGHTS: dict[str, tuple[float, ...]] = {
     "cu111": (0.2, 0.15, 0.15, 0.2, 0.15, 0.15),
 }
 
-#: Scan-size ranges (nm, log-uniform) per class; H:Si ranges follow the real frames.
+#: Scan-size ranges (nm, log-uniform) per class. H:Si(100): the same range for every good class,
+#: so that the dimer-row period (0.768 nm) spans ~15–45 px of a 128 px frame (median ~26 px, as the
+#: strongest lattice peak of the real dimer and row frames after the 128² resize); bad frames wider.
 SIZE_RANGE_NM: dict[str, dict[str, tuple[float, float]]] = {
-    "hsi100": {"individual_atoms": (3.0, 7.0), "dimers_asymmetries": (3.0, 10.0),
-               "rows": (3.5, 15.0), "generic_defect": (3.0, 80.0)},
+    "hsi100": {"individual_atoms": (2.2, 6.5), "dimers_asymmetries": (2.2, 6.5),
+               "rows": (2.2, 6.5), "generic_defect": (2.2, 30.0)},
     "au111": {"individual_atoms": (4.0, 12.0)},
     "cu111": {"individual_atoms": (4.0, 12.0)},
 }
@@ -161,7 +167,7 @@ def generate_example(surface: str, label: str, rng: np.random.Generator, *, pixe
 
 
 def _write_frame(surface: str, k: int, seed: int, p: np.ndarray, sample_seed: int, pixels: int,
-                 tip_change_p: float, out: Path) -> list:
+                 tip_change_p: float, out: Path, degrade: bool = False) -> list:
     """Simulate frame ``k`` of a data set, write its PNG and .npy, return its CSV row."""
     from PIL import Image
 
@@ -177,8 +183,12 @@ def _write_frame(surface: str, k: int, seed: int, p: np.ndarray, sample_seed: in
         ex = generate_example(surface, label, frame_rng, pixels=pixels, tip_change_p=tip_change_p)
     name = f"{surface}_{seed}_{k:06d}"
     scan = ex.scan
-    Image.fromarray(to_uint8(scan.forward)).save(out / "images" / f"{name}.png")
-    np.save(out / "frames" / f"{name}.npy", scan.forward.astype(np.float32))
+    forward = scan.forward
+    if degrade:  # its own stream: the rendered frame is the same with and without
+        d_rng = np.random.default_rng([seed, k, 13])
+        forward = apply_degradation(forward, sample_degradation(surface, scan.label, d_rng), d_rng)
+    Image.fromarray(to_uint8(forward)).save(out / "images" / f"{name}.png")
+    np.save(out / "frames" / f"{name}.npy", forward.astype(np.float32))
     g = scan.geometry
     tc = int(bool(scan.tip_change_lines)) if surface == "hsi100" else int(scan.label == TIP_CHANGE)
     return [ex.session, f"{name}.png", surface, scan.label, tc, f"{g.width:.6e}", f"{g.height:.6e}",
@@ -188,11 +198,13 @@ def _write_frame(surface: str, k: int, seed: int, p: np.ndarray, sample_seed: in
 def generate_dataset(surface: str, count: int, out: str | Path, *, seed: int = 0,
                      balance: str = "uniform", weights: Mapping[str, float] | None = None,
                      pixels: int = 128, sessions: int | None = None, progress: bool = True,
-                     tip_change_p: float = 0.15, jobs: int = 1) -> Path:
+                     tip_change_p: float = 0.15, jobs: int = 1, degrade: bool | None = None) -> Path:
     """Write ``count`` labelled frames of ``surface`` to ``out``; returns the labels.csv path.
 
     Frames are spread over ``sessions`` simulated sample areas (default ≈ count / 10).
     ``jobs`` > 1 renders in that many worker processes (same files, same order, same bytes).
+    ``degrade`` domain-randomises the frames (:mod:`qcodes_stmtip.sim.degrade`; default: for the
+    surfaces in :data:`DEGRADED_SURFACES`).
     Side effects: creates ``out/images``, ``out/frames`` and ``out/labels.csv``.
     """
     from tqdm import tqdm
@@ -212,7 +224,9 @@ def generate_dataset(surface: str, count: int, out: str | Path, *, seed: int = 0
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "frames").mkdir(parents=True, exist_ok=True)
     session_seeds = np.random.default_rng(seed).integers(0, 2**31, n_sessions)
-    args = [(surface, k, seed, p, int(session_seeds[k % n_sessions]), pixels, tip_change_p, out)
+    if degrade is None:
+        degrade = surface in DEGRADED_SURFACES
+    args = [(surface, k, seed, p, int(session_seeds[k % n_sessions]), pixels, tip_change_p, out, bool(degrade))
             for k in range(count)]
     bar = tqdm(total=count, desc=f"simulating {surface}", disable=not progress)
     if jobs == 1:
