@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qcodes_stmtip.sim.degrade import apply_degradation, sample_degradation
+from qcodes_stmtip.sim.degrade import apply_degradation, export_shape, resample, sample_degradation
 from qcodes_stmtip.sim.frames import SimScan, render_scan, sample_grid
 from qcodes_stmtip.sim.geometry import ScanGeometry
 from qcodes_stmtip.sim.realism import InstrumentNoise
@@ -184,15 +184,22 @@ def _write_frame(surface: str, k: int, seed: int, p: np.ndarray, sample_seed: in
     name = f"{surface}_{seed}_{k:06d}"
     scan = ex.scan
     forward = scan.forward
+    g = scan.geometry
+    lines, pixels = g.lines, g.pixels
     if degrade:  # its own stream: the rendered frame is the same with and without
         d_rng = np.random.default_rng([seed, k, 13])
         forward = apply_degradation(forward, sample_degradation(surface, scan.label, d_rng), d_rng)
+        keep, (lines, pixels) = export_shape(g.lines, d_rng)
+        if keep < g.lines and scan.tip_change_lines:  # a strip could miss the change: keep it whole
+            keep, (lines, pixels) = g.lines, (300, 300)
+        acquired = forward[:keep] if scan.scan_up else forward[g.lines - keep:]  # a strip: the first lines
+        forward = resample(acquired, (lines, pixels))
     Image.fromarray(to_uint8(forward)).save(out / "images" / f"{name}.png")
     np.save(out / "frames" / f"{name}.npy", forward.astype(np.float32))
-    g = scan.geometry
     tc = int(bool(scan.tip_change_lines)) if surface == "hsi100" else int(scan.label == TIP_CHANGE)
-    return [ex.session, f"{name}.png", surface, scan.label, tc, f"{g.width:.6e}", f"{g.height:.6e}",
-            g.pixels, g.lines, f"{g.angle_deg:.3f}", ex.sample_seed]
+    height = g.height * (keep / g.lines if degrade else 1.0)
+    return [ex.session, f"{name}.png", surface, scan.label, tc, f"{g.width:.6e}", f"{height:.6e}",
+            pixels, lines, f"{g.angle_deg:.3f}", ex.sample_seed]
 
 
 def generate_dataset(surface: str, count: int, out: str | Path, *, seed: int = 0,

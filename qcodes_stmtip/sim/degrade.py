@@ -16,6 +16,11 @@ benchmarks/RESULTS.md, issue 13) and to Kolev et al., arXiv 2510.25921 (2025):
 * **scan-line shifts**: in 30 % of frames, a share of the lines shifted along x by N(0, 0.8 px);
 * **streaks**: short runs of lines with fast-axis noise or a partial-line height step.
 
+Last, :func:`export_shape` / :func:`resample` give the frame the pixel count of a real export
+(300² in 91 % of the real frames, 512² in 5 %, short strips of scans stopped early in 4 %): the
+classifier's preprocessing then resizes it to 128² as it does a real frame (the resize leaves
+traces the frame features see, e.g. line means that are not exactly zero after flattening).
+
 All amplitudes are relative to the frame's own height spread (after line flattening), so
 they mean the same at every scan size; :func:`apply_degradation` works on any (lines, pixels)
 height array and returns a new one in the same units. Deterministic for a generator state.
@@ -68,7 +73,7 @@ def sample_degradation(surface: str, label: str, rng: np.random.Generator) -> De
         patchy = float(rng.uniform(1.5, 4.0))
     shifted = rng.random() < 0.3
     return Degradation(
-        blur_px=(float(rng.uniform(0.2, 0.8)), float(rng.uniform(0.3, 1.0))),
+        blur_px=(float(rng.uniform(0.1, 0.5)), float(rng.uniform(0.4, 1.0))),
         gain_drift=float(rng.uniform(0.0, 0.4)),
         shift_px=0.8 if shifted else 0.0,
         shift_fraction=float(rng.uniform(0.1, 1.0)) if shifted else 0.0,
@@ -77,6 +82,36 @@ def sample_degradation(surface: str, label: str, rng: np.random.Generator) -> De
         copies=copies,
         patchy_blur_px=patchy,
     )
+
+
+#: Exported frame sizes of the real H:Si(100) set: ((lines, pixels) or None for a strip, share).
+EXPORT_SIZES: tuple[tuple[tuple[int, int] | None, float], ...] = (((300, 300), 0.91), ((512, 512), 0.05),
+                                                                  (None, 0.04))
+
+
+def export_shape(lines: int, rng: np.random.Generator) -> tuple[int, tuple[int, int]]:
+    """(rendered lines to keep, exported (lines, pixels)) of one frame drawn from :data:`EXPORT_SIZES`.
+
+    A strip keeps the first 8–``lines``·0.8 acquired lines at 300 px per line.
+    """
+    shares = np.array([w for _, w in EXPORT_SIZES])
+    shape = EXPORT_SIZES[int(rng.choice(len(EXPORT_SIZES), p=shares / shares.sum()))][0]
+    if shape is not None:
+        return lines, shape
+    keep = int(rng.integers(8, max(9, int(0.8 * lines))))
+    return keep, (max(8, round(keep * 300 / lines)), 300)
+
+
+def resample(z: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``z`` resized to ``shape`` = (lines, pixels) with bilinear interpolation (float64)."""
+    from PIL import Image
+
+    if z.shape == tuple(shape):
+        return np.asarray(z, dtype=np.float64).copy()
+    scale = float(np.max(np.abs(z))) or 1.0  # float32 image mode: keep metres-sized values well scaled
+    img = Image.fromarray(np.ascontiguousarray(z / scale, dtype=np.float32))
+    out = img.resize((int(shape[1]), int(shape[0])), Image.Resampling.BILINEAR)
+    return np.asarray(out, dtype=np.float64) * scale
 
 
 def _span(z: np.ndarray) -> float:

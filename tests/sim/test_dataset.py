@@ -23,9 +23,10 @@ def test_dataset_layout_labels_and_determinism(tmp_path):
     for r in rows:
         assert r["label"] in CLASSES["hsi100"]
         img = np.asarray(Image.open(tmp_path / "a" / "images" / r["Name"]))
-        assert img.shape == (48, 48) and img.dtype == np.uint8 and img.min() == 0 and img.max() == 255
+        shape = (int(r["lines"]), int(r["pixels"]))  # H:Si(100) exports at a real frame's size
+        assert img.shape == shape and img.dtype == np.uint8 and img.min() == 0 and img.max() == 255
         frame = np.load(tmp_path / "a" / "frames" / r["Name"].replace(".png", ".npy"))
-        assert frame.dtype == np.float32 and frame.shape == (48, 48)
+        assert frame.dtype == np.float32 and frame.shape == shape
         assert np.array_equal(frame, np.load(tmp_path / "b" / "frames" / r["Name"].replace(".png", ".npy")))
         assert 2e-9 < float(r["width_m"]) < 100e-9
 

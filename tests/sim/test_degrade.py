@@ -79,8 +79,24 @@ def test_sampled_degradations_follow_the_stated_distributions():
 def test_datasets_degrade_hsi100_by_default_and_keep_the_rendered_frame(tmp_path):
     on = generate_dataset("hsi100", 3, tmp_path / "on", seed=5, pixels=48, progress=False)
     off = generate_dataset("hsi100", 3, tmp_path / "off", seed=5, pixels=48, progress=False, degrade=False)
-    assert on.read_text() == off.read_text()  # same frames, same labels and geometry
-    names = [line.split(",")[1] for line in on.read_text().splitlines()[1:]]
-    diff = [not np.array_equal(np.load(tmp_path / "on" / "frames" / n.replace(".png", ".npy")),
-                               np.load(tmp_path / "off" / "frames" / n.replace(".png", ".npy"))) for n in names]
-    assert all(diff)
+    rows_on = [line.split(",") for line in on.read_text().splitlines()[1:]]
+    rows_off = [line.split(",") for line in off.read_text().splitlines()[1:]]
+    assert [r[:6] for r in rows_on] == [r[:6] for r in rows_off]  # same frames, labels and scan size
+    for r_on, r_off in zip(rows_on, rows_off, strict=True):
+        a = np.load(tmp_path / "on" / "frames" / r_on[1].replace(".png", ".npy"))
+        b = np.load(tmp_path / "off" / "frames" / r_off[1].replace(".png", ".npy"))
+        assert b.shape == (48, 48) and a.shape == (int(r_on[8]), int(r_on[7]))  # exported like a real frame
+        assert a.shape[1] in (300, 512)
+
+
+def test_export_sizes_follow_the_real_frames():
+    from qcodes_stmtip.sim.degrade import export_shape, resample
+
+    rng = np.random.default_rng(0)
+    shapes = [export_shape(128, rng) for _ in range(3000)]
+    assert 0.88 < np.mean([s == (128, (300, 300)) for s in shapes]) < 0.94
+    strips = [s for s in shapes if s[0] < 128]
+    assert strips and all(8 <= keep and 8 <= shape[0] < 300 and shape[1] == 300 for keep, shape in strips)
+    z = np.add.outer(np.arange(4.0), np.arange(6.0)) * 1e-10
+    out = resample(z, (8, 12))
+    assert out.shape == (8, 12) and np.allclose([out.min(), out.max()], [z.min(), z.max()], rtol=0.2)
