@@ -28,7 +28,8 @@ Issue 14 (judging the tip while the frame is scanned):
   reduction. The oracle judges partial frames exactly from the truth of the lines acquired:
   this is the bound of what early abort can save, not a classifier's result.
 * ``--tip-changes N``: N simulated mid-frame tip changes (a good H:Si(100) apex degrading to
-  ``generic_defect`` at a random line of a 64-line 6 nm frame) and N clean frames, each
+  ``generic_defect`` at a random line of a 64-line 6 nm frame; ``--tip-change-surface au111``
+  or ``cu111``: ``individual_atoms`` to ``double_tip``) and N clean frames, each
   watched every ``--watch-every`` lines by the real :class:`TipStateMonitor` on
   ``--tip-change-bundle`` (default: the shipped hsi100 bundle, its partial model if it has
   one) without stopping: median lines from the change to the flag (and to any decisive
@@ -163,8 +164,10 @@ def early_abort_comparison(surfaces: list[str], sessions: int, exp, *, pixels: i
 
 
 def ensemble_abort_comparison(sessions: int, bundle: str | None, exp, *, pixels: int, frame_m: float,
-                              consecutive: int, acceleration: float, watch_every: int) -> None:
-    """Early abort on/off with the real monitor on H:Si(100) (the demo's frames and target)."""
+                              consecutive: int, acceleration: float, watch_every: int,
+                              arms: tuple[bool, ...] = (False, True)) -> None:
+    """Early abort on/off with the real monitor on H:Si(100) (the demo's frames and target);
+    ``arms``: which of off (False) and on (True) to run."""
     from qcodes_stmtip.classify.bundle import default_bundle_path
     from qcodes_stmtip.demo import DEMO_TARGET
 
@@ -178,13 +181,18 @@ def ensemble_abort_comparison(sessions: int, bundle: str | None, exp, *, pixels:
     print(f"{'surface':<8} {'abort':<5} {'n':>3} {'success':>8} {'truly good':>10} {'med. min':>9} "
           f"{'mean min':>9} {'med. frames':>12} {'med. actions':>13} {'stopped/sess.':>14} {'wall s':>7}")
     summary = {}
-    for abort in (False, True):
+    for abort in arms:
         t = time.perf_counter()
-        rows = [run_session("hsi100", 3000 + s, "escalating", exp, pixels=pixels, frame_m=frame_m,
-                            acceleration=acceleration, bundle=path, consecutive=consecutive,
-                            target_classes=DEMO_TARGET["hsi100"], max_tip_change_probability=None,
-                            early_abort=abort, watch_every=watch_every)
-                for s in range(sessions)]
+        rows = []
+        for s in range(sessions):
+            rows.append(run_session("hsi100", 3000 + s, "escalating", exp, pixels=pixels, frame_m=frame_m,
+                                    acceleration=acceleration, bundle=path, consecutive=consecutive,
+                                    target_classes=DEMO_TARGET["hsi100"], max_tip_change_probability=None,
+                                    early_abort=abort, watch_every=watch_every))
+            r = rows[-1]
+            print(f"  session {3000 + s} ({'on' if abort else 'off'}): {r['outcome']}, {r['minutes']:.2f} min, "
+                  f"{r['frames']} frames, {r['actions']} actions, {r['stopped']} stopped, truly good "
+                  f"{r['truly_good']}, wall {time.perf_counter() - t:.0f} s", flush=True)
         s_ = summarise(rows)
         ok = [r for r in rows if r["outcome"] == "good_tip"]
         mean_min = statistics.fmean(r["minutes"] for r in ok) if ok else float("nan")
@@ -194,14 +202,23 @@ def ensemble_abort_comparison(sessions: int, bundle: str | None, exp, *, pixels:
               f"{s_['median_frames']:>12.1f} {s_['median_actions']:>13.1f} "
               f"{statistics.fmean(r['stopped'] for r in rows):>14.1f} {time.perf_counter() - t:>7.0f}  "
               f"{s_['failures'] or ''}", flush=True)
+    if len(summary) < 2:
+        return
     (m0, a0), (m1, a1) = summary[False], summary[True]
     print(f"hsi100   early abort (real ensemble): median time to a good tip {100 * (1 - m1 / m0):.0f} % less, "
           f"mean {100 * (1 - a1 / a0):.0f} % less", flush=True)
 
 
+#: Per surface for ``--tip-changes``: the good apexes a frame starts with, and what they degrade to.
+TIP_CHANGE_APEX = {"hsi100": (("individual_atoms", "dimers_asymmetries"), "generic_defect"),
+                   "au111": (("individual_atoms",), "double_tip"),
+                   "cu111": (("individual_atoms",), "double_tip")}
+
+
 def tip_change_detection(n: int, bundle: str | None, *, every: int, acceleration: float,
-                         seed: int = 0) -> None:
-    """Mid-frame tip changes and clean frames watched by the real monitor (see module doc)."""
+                         seed: int = 0, surface: str = "hsi100") -> None:
+    """Mid-frame tip changes and clean frames watched by the real monitor (see module doc);
+    ``surface``'s good apexes degrade as :data:`TIP_CHANGE_APEX` says."""
     import numpy as np
 
     from qcodes_stmtip.classify.bundle import default_bundle_path
@@ -210,22 +227,23 @@ def tip_change_detection(n: int, bundle: str | None, *, every: int, acceleration
     from qcodes_stmtip.monitor.scanwatch import ScanWatcher
     from qcodes_stmtip.sim.controller import serve_simulator
 
-    path = bundle or str(default_bundle_path("hsi100"))
+    path = bundle or str(default_bundle_path(surface))
+    good, worse = TIP_CHANGE_APEX[surface]
     rng = np.random.default_rng(seed)
-    server = serve_simulator("hsi100", seed=seed, time_acceleration=acceleration,
+    server = serve_simulator(surface, seed=seed, time_acceleration=acceleration,
                              initial_tip="individual_atoms")
     micro = server.microscope
     model = micro.dynamics.model
     model.spontaneous_mean_s = (1e12,) * len(model.spontaneous_mean_s)  # only the scheduled changes
     stm = NanonisSTM("stm_tip_changes", port=server.port)
-    monitor = TipStateMonitor(path, surface="hsi100")
+    monitor = TipStateMonitor(path, surface=surface)
     try:
         stm.pixels(64)
         stm.lines(64)
         watcher = ScanWatcher(monitor, stm, every_lines=every, abort=False)
         rule = monitor.partial_rule
-        print(f"\nmid-frame tip changes (issue 14): {n} frames whose good H:Si(100) apex degrades to "
-              f"generic_defect at a random line (8..55 of 64) and {n} clean frames with a good apex, "
+        print(f"\nmid-frame tip changes (issue 14): {n} frames whose good {surface} apex degrades to "
+              f"{worse} at a random line (8..55 of 64) and {n} clean frames with a good apex, "
               f"6 nm, fresh areas, watched every {every} lines (never stopped) by TipStateMonitor({path}); "
               f"partial model: {'full-frame ensemble on the partial view' if monitor.partial_model.fallback else 'the bundle partial section'}; "
               f"rule: bad = decision in {sorted(rule.bad_classes)} (per-class thresholds), tip change at "
@@ -238,11 +256,11 @@ def tip_change_detection(n: int, bundle: str | None, *, every: int, acceleration
         for i in range(2 * n):
             change = i % 2 == 0
             with micro.clock.lock:
-                micro.dynamics.change_to(str(rng.choice(["individual_atoms", "dimers_asymmetries"])))
+                micro.dynamics.change_to(str(rng.choice(list(good))))
             stm.set_frame(float(rng.uniform(-1.4e-6, 1.4e-6)), float(rng.uniform(-1.4e-6, 1.4e-6)),
                           6e-9, 6e-9, 0.0)
             if change:
-                micro.schedule_tip_change(None, "generic_defect")
+                micro.schedule_tip_change(None, worse)
             watcher.scan(i)
             rec = watcher.last
             checks += len(rec.checks)
@@ -308,10 +326,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--abort-ensemble-sessions", type=int, default=0,
                    help="also compare early abort with the real monitor on H:Si(100) "
                         "(--ensemble-bundle, default the shipped hsi100) [0: skip]")
+    p.add_argument("--abort-arms", default="off,on",
+                   help="arms of --abort-ensemble-sessions to run, comma list of off, on [off,on]")
     p.add_argument("--tip-changes", type=int, default=0,
                    help="simulated mid-frame tip changes (and as many clean frames) to watch [0: skip]")
     p.add_argument("--tip-change-bundle", default=None, help="bundle for --tip-changes [shipped hsi100]")
     p.add_argument("--tip-change-acceleration", type=float, default=20.0)
+    p.add_argument("--tip-change-surface", default="hsi100", choices=sorted(TIP_CHANGE_APEX),
+                   help="surface for --tip-changes (its shipped bundle unless --tip-change-bundle) [hsi100]")
     args = p.parse_args(argv)
 
     import logging
@@ -332,10 +354,12 @@ def main(argv: list[str] | None = None) -> int:
         ensemble_abort_comparison(args.abort_ensemble_sessions, args.ensemble_bundle, exp,
                                   pixels=args.ensemble_pixels, frame_m=args.ensemble_frame_size,
                                   consecutive=args.ensemble_consecutive,
-                                  acceleration=args.abort_acceleration, watch_every=args.watch_every)
+                                  acceleration=args.abort_acceleration, watch_every=args.watch_every,
+                                  arms=tuple({"off": False, "on": True}[a.strip()]
+                                             for a in args.abort_arms.split(",")))
     if args.tip_changes:
         tip_change_detection(args.tip_changes, args.tip_change_bundle, every=args.watch_every,
-                             acceleration=args.tip_change_acceleration)
+                             acceleration=args.tip_change_acceleration, surface=args.tip_change_surface)
     if args.skip_policies:
         return 0
     if not args.ensemble_only:

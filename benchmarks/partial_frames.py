@@ -22,6 +22,14 @@ first N lines cannot be in the view, so it is bounded by how many changes fall e
     .venv/bin/python benchmarks/partial_frames.py --only 0,1 --json-dir /tmp/pf   # some folds, saved
     .venv/bin/python benchmarks/partial_frames.py --summarise /tmp/pf   # the table of saved folds
     .venv/bin/python benchmarks/partial_frames.py --design stretch --lines 8,32 --train-lines 8,32
+
+``--evaluate-bundle BUNDLE`` trains nothing: it scores the bundle's shipped partial model, and
+its full-frame ensemble on the same partial views (the fallback), on the held-out labelled set
+``--data`` of ``--surface`` (e.g. simulated frames of other seeds, hence other sessions, than
+the ones the bundle was trained on) cut to its first N lines for each N of ``--lines``:
+
+    .venv/bin/python benchmarks/partial_frames.py --evaluate-bundle qcodes_stmtip/classify/bundles/au111 \
+        --surface au111 --data /tmp/au111_test --lines 8,16,32,full
 """
 
 from __future__ import annotations
@@ -87,6 +95,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--summarise", type=Path, default=None,
                    help="print the table of the fold_*.json in this folder and exit (no training)")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--evaluate-bundle", type=Path, default=None,
+                   help="score this bundle's partial model (and its full-frame fallback) on --data; no training")
+    p.add_argument("--surface", default="hsi100", help="surface of --data (with --evaluate-bundle) [hsi100]")
     return p.parse_args()
 
 
@@ -98,15 +109,19 @@ def _get(result: dict, path: tuple[str, ...]) -> float:
     return float(result)
 
 
-def table(folds: list[dict], key: str, lines: list[str]) -> list[str]:
-    """Mean ± s.d. over folds of every column, one row per line count."""
-    head = f"{'lines':>6}  " + "  ".join(f"{c[0]:>17}" for c in COLUMNS)
+def table(folds: list[dict], key: str, lines: list[str], classes: int = 4) -> list[str]:
+    """Mean ± s.d. over folds of every column (the value alone for one fold), one row per line
+    count; ``classes`` names the multi-class columns."""
+    head = f"{'lines':>6}  " + "  ".join(f"{c[0].replace('4-class', f'{classes}-class'):>17}" for c in COLUMNS)
     out = [head, "-" * len(head)]
     for n in lines:
         cells = []
         for _, path in COLUMNS:
             v = np.array([_get(f[key].get(n, {}), path) for f in folds if key in f])
-            cells.append(f"{np.nanmean(v):.3f} ± {np.nanstd(v):.3f}" if np.isfinite(v).any() else "—")
+            if not np.isfinite(v).any():
+                cells.append("—")
+            else:
+                cells.append(f"{np.nanmean(v):.3f}" + (f" ± {np.nanstd(v):.3f}" if len(v) > 1 else ""))
         out.append(f"{n:>6}  " + "  ".join(f"{c:>17}" for c in cells))
     return out
 
@@ -151,8 +166,49 @@ def cached_views(args, frames, lines, design, windows):
     return pv
 
 
+def evaluate_bundle(args: argparse.Namespace) -> None:
+    """Score ``args.evaluate_bundle``'s partial model and its fallback on ``args.data`` at each N."""
+    from qcodes_stmtip.classify.bundle import load_bundle
+    from qcodes_stmtip.classify.ensemble_training import evaluate_ensemble
+    from qcodes_stmtip.classify.labels import load_labels
+    from qcodes_stmtip.classify.partial import load_partial
+    from qcodes_stmtip.classify.partial_training import frame_views
+
+    model = load_partial(args.evaluate_bundle, args.surface)
+    if model.fallback:
+        raise SystemExit(f"{args.evaluate_bundle} has no partial section")
+    full = load_bundle(args.evaluate_bundle, surface=args.surface)
+    frames = load_labels(args.data, args.surface)
+    pv = frame_views(frames, args.lines, size=model.image_size, design=model.design, windows=0,
+                     progress=not args.quiet)
+    fr = pv.frames
+    print(f"{args.evaluate_bundle}: {len(fr)} held-out frames ({int((fr.labels >= 0).sum())} labelled) from "
+          f"{np.unique(fr.sessions).size} sessions of {args.data}; {len(pv.skipped)} skipped; design {model.design}")
+    result: dict = {"meta": {"members": "shipped", "design": model.design, "train_lines": [
+        _name(n) for n in model.manifest.get("lines", [])], "windows": "shipped", "command": command_line()},
+        "fold": "held-out", "train_seconds": float("nan"), "partial": {}, "fallback": {}}
+    for key, ens in (("partial", model.ensemble), ("fallback", full)):
+        for n in args.lines:
+            r = evaluate_ensemble(ens, pv.image_set(None, [n]))
+            result[key][_name(n)] = {k: r[k] for k in ("table", "good_bad", "tip_change") if k in r}
+    lines = list(result["partial"])
+    k = len(model.classes)
+    print("\n".join(["partial-frame model (shipped)", *table([result], "partial", lines, k), "",
+                     "fallback: the bundle's full-frame ensemble on the same partial views",
+                     *table([result], "fallback", lines, k)]))
+    if args.json_dir is not None:
+        args.json_dir.mkdir(parents=True, exist_ok=True)
+        out = args.json_dir / f"heldout_{args.surface}.json"
+        out.write_text(json.dumps(result, indent=1, default=float) + "\n")
+    print(f"\n{command_line()}")
+
+
 def main() -> None:
     args = parse_args()
+    if args.evaluate_bundle is not None:
+        warnings.filterwarnings("ignore", category=UserWarning)
+        evaluate_bundle(args)
+        return
     if args.summarise is not None:
         folds = [json.loads(p.read_text()) for p in sorted(args.summarise.glob("fold_*.json"))]
         if not folds:

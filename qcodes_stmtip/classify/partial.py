@@ -304,10 +304,11 @@ def save_partial(ensemble: Ensemble, path: str | Path, *, min_lines: int = MIN_L
 
     Writes the members of ``ensemble`` under ``BUNDLE/partial/`` (feature members as deflated
     skops archives) and the section into ``manifest.json``; every other key of the manifest and
-    every full-frame member file is left as it was. The bundle is re-read (:func:`load_partial`)
+    every full-frame member file is left as it was (but a format-1 bundle, Keras members only,
+    becomes format 2 when the section holds feature members). The bundle is re-read (:func:`load_partial`)
     before returning.
     """
-    from qcodes_stmtip.classify.bundle import MANIFEST, read_manifest
+    from qcodes_stmtip.classify.bundle import FORMAT_VERSION, MANIFEST, read_manifest
 
     if design not in DESIGNS:
         raise ValueError(f"design must be one of {DESIGNS}, got {design!r}")
@@ -335,6 +336,10 @@ def save_partial(ensemble: Ensemble, path: str | Path, *, min_lines: int = MIN_L
     if ensemble.tip_change is not None:
         tip = {**_save_compressed(ensemble.tip_change, root, f"{SECTION}/tip_change"),
                "threshold": ensemble.tip_change_threshold}
+    if manifest["format_version"] < FORMAT_VERSION and any(
+            e.get("kind", "keras") != "keras" for e in [*members, *([tip] if tip else [])]):
+        # format 1 holds Keras members only; 2 reads every format-1 entry the same (kind defaults to keras)
+        manifest["format_version"] = FORMAT_VERSION
     manifest[SECTION] = {
         "min_lines": int(min_lines),
         "design": design,

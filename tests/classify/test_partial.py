@@ -440,3 +440,34 @@ def test_train_partial_adds_the_section_only(tiny_dataset, plain, tmp_path):
     assert len(list(csv.DictReader(open(out)))) == 4
     assert main(["train-partial", "--surface", "hsi100", "--data", str(tiny_dataset), "--bundle", str(b),
                  "--lines", "4,full", "--quiet"]) == 1
+
+
+def test_a_keras_only_format_1_bundle_becomes_format_2_with_feature_members(tmp_path):
+    """The shipped Au(111) bundle (format 1, Keras members) takes a feature-member partial section:
+    the manifest moves to format 2, and both ensembles load."""
+    pytest.importorskip("keras")
+    from qcodes_stmtip.classify.bundle import DEFAULT_BUNDLES
+    from qcodes_stmtip.taxonomy import CLASSES as ALL_CLASSES
+
+    src = DEFAULT_BUNDLES / "au111"
+    m0 = _manifest(src)
+    b = tmp_path / "au111"
+    shutil.copytree(src, b, ignore=shutil.ignore_patterns("partial"))
+    m0 = {k: v for k, v in m0.items() if k != "partial"}
+    m0["format_version"] = 1
+    _write(b, m0)
+    classes = ALL_CLASSES["au111"]
+    size = int(m0["preprocessing"]["image_size"])
+    x = np.random.default_rng(3).uniform(-1, 1, (2 * len(classes), size, size, 1)).astype(np.float32)
+    y = np.arange(len(x)) % len(classes)
+    f = frame_features(x)
+    members = [Member("logreg_0", "logreg", FeatureModel.train("logreg", f, y, len(classes), size, name="logreg_0"))]
+    save_partial(Ensemble("au111", classes, members, thresholds=[0.5] * len(classes)), b)
+    m = _manifest(b)
+    assert m["format_version"] == 2
+    assert {k: v for k, v in m.items() if k not in ("partial", "format_version")} == \
+        {k: v for k, v in m0.items() if k != "format_version"}
+    model = load_partial(b, "au111")
+    assert not model.fallback and model.ensemble.tip_change is None
+    assert model.predict(x[:2]).mean.shape == (2, len(classes))
+    assert load_bundle(b, surface="au111").classes == classes
