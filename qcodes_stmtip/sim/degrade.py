@@ -9,11 +9,9 @@ benchmarks/RESULTS.md, issue 13) and to Kolev et al., arXiv 2510.25921 (2025):
 * **multiple tips** (bad frames only): 2–4 laterally displaced copies of the frame combined as
   constant-current apexes (a soft maximum with random, sigmoid-drawn weights);
 * **adsorbates**: a few bright Gaussian blobs (σ 2–6 px) on every class (real good frames show them);
-* **blur**: an anisotropic Gaussian, σ 0.6–1.2 px along x and 0.1–0.5 px along y (a blunt apex,
-  and the 300/512 → 128 px resize of the real frames; real frames are smoother in-line than from
-  line to line); bad frames add, in 45 %, 0.8–2.5 px more (a blunt apex: the real bad frames are far
-  smoother than the good ones) or, in 35 %, a blur of σ 1.5–4 px that comes and goes along the slow
-  axis (an unstable apex);
+* **blur**: an anisotropic Gaussian, σ 0.3–1.0 px along x and 0.2–0.8 px along y (a blunt apex,
+  and the 300/512 → 128 px resize of the real frames, which averages line noise); bad frames
+  also, in 40 %, a blur of σ 1.5–4 px that comes and goes along the slow axis (an unstable apex);
 * **contrast drift**: a slow gain change along the slow axis (up to ±40 %);
 * **scan-line shifts**: in 30 % of frames, a share of the lines shifted along x by N(0, 0.8 px);
 * **streaks**: short runs of lines with fast-axis noise or a partial-line height step.
@@ -70,16 +68,12 @@ def sample_degradation(surface: str, label: str, rng: np.random.Generator) -> De
             r, phi = rng.uniform(2.0, 12.0), rng.uniform(0, 2 * math.pi)
             w = 1.0 / (1.0 + math.exp(-rng.normal(0.0, 1.5)))  # sigmoid-drawn weight in (0, 1)
             copies.append((r * math.cos(phi), r * math.sin(phi), w))
-    patchy, blunt = 0.0, 0.0
-    if label in MULTI_TIP_CLASSES.get(surface, ()):
-        u = rng.random()
-        if u < 0.45:  # real bad frames are far smoother than good ones ("Bad/Blurry")
-            blunt = float(rng.uniform(0.8, 2.5))
-        elif u < 0.8:
-            patchy = float(rng.uniform(1.5, 4.0))
+    patchy = 0.0
+    if label in MULTI_TIP_CLASSES.get(surface, ()) and rng.random() < 0.4:
+        patchy = float(rng.uniform(1.5, 4.0))
     shifted = rng.random() < 0.3
     return Degradation(
-        blur_px=(float(rng.uniform(0.1, 0.5) + blunt), float(rng.uniform(0.6, 1.2) + blunt)),
+        blur_px=(float(rng.uniform(0.1, 0.5)), float(rng.uniform(0.4, 1.0))),
         gain_drift=float(rng.uniform(0.0, 0.4)),
         shift_px=0.8 if shifted else 0.0,
         shift_fraction=float(rng.uniform(0.1, 1.0)) if shifted else 0.0,

@@ -74,9 +74,7 @@ def test_sampled_degradations_follow_the_stated_distributions():
     assert {d.shift_px for d in good if d.shift_fraction > 0} == {0.8}
     blur = np.array([d.blur_px for d in good])
     assert blur[:, 0].min() >= 0.1 and blur[:, 0].max() <= 0.5  # along y (slow axis)
-    assert blur[:, 1].min() >= 0.6 and blur[:, 1].max() <= 1.2  # along x: real frames are smoother in-line
-    bad_blur = np.array([d.blur_px[1] for d in bad])
-    assert 0.4 < np.mean(bad_blur > 1.3) < 0.5  # blunt bad tips
+    assert blur[:, 1].min() >= 0.4 and blur[:, 1].max() <= 1.0  # along x: real frames are smoother in-line
 
 
 def test_datasets_degrade_hsi100_by_default_and_keep_the_rendered_frame(tmp_path):
