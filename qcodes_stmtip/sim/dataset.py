@@ -38,11 +38,12 @@ NATURAL_WEIGHTS: dict[str, tuple[float, ...]] = {
 }
 
 #: Scan-size ranges (nm, log-uniform) per class. H:Si(100): the same range for every good class,
-#: so that the dimer-row period (0.768 nm) spans ~15–45 px of a 128 px frame (median ~26 px, as the
-#: strongest lattice peak of the real dimer and row frames after the 128² resize); bad frames wider.
+#: so that the dimer-row period (0.768 nm) spans ~11–45 px of a 128 px frame (median ~22 px; after the
+#: 128² resize the real dimer and row frames' strongest lattice peak is at ~25 px, the atom frames' at ~14 px);
+#: bad frames wider.
 SIZE_RANGE_NM: dict[str, dict[str, tuple[float, float]]] = {
-    "hsi100": {"individual_atoms": (2.2, 6.5), "dimers_asymmetries": (2.2, 6.5),
-               "rows": (2.2, 6.5), "generic_defect": (2.2, 30.0)},
+    "hsi100": {"individual_atoms": (2.2, 9.0), "dimers_asymmetries": (2.2, 9.0),
+               "rows": (2.2, 9.0), "generic_defect": (2.2, 30.0)},
     "au111": {"individual_atoms": (4.0, 12.0)},
     "cu111": {"individual_atoms": (4.0, 12.0)},
 }
