@@ -5,7 +5,8 @@ Prints, on this machine's CPU (or GPU if TensorFlow sees one):
 1. per-frame latency (median, p95) of the shipped ``hsi100`` bundle (feature members:
    ``Ensemble.predict``, the monitor's path for them); then, fused one-call folded
    ``tf.function`` (the monitor's path for CNN ensembles) vs Keras ``predict`` per member, for
-   the CNN bundle ``hsi100-sim`` and for three paper-size (width 1) SqueezeNet-like members
+   the first shipped bundle made of networks only (``au111``: VGG members trained on
+   simulated frames) and for three paper-size (width 1) SqueezeNet-like members
    with random weights (the paper's FLOPs);
 2. each ensemble's GFLOP per frame (convolutions + dense, counted from the layers), the
    GFLOP/s the fused path reaches, and the practical peak measured in the same run (a
@@ -51,16 +52,26 @@ from pathlib import Path
 import numpy as np
 
 
-def shipped_ensemble(simulated: bool = False):
-    """The shipped hsi100 bundle (members + tip-change model; ``simulated``: the CNN bundle
-    trained on simulated frames, ``hsi100-sim``), or None if it is not installed."""
+def shipped_ensemble(surface: str = "hsi100"):
+    """The shipped default bundle of ``surface`` (members + tip-change model), or None if it is
+    not installed."""
     from qcodes_stmtip.classify.bundle import BundleError, default_bundle_path, load_bundle
 
     try:
-        return load_bundle(default_bundle_path("hsi100", simulated=simulated))
+        return load_bundle(default_bundle_path(surface))
     except BundleError as exc:
-        print(f"  (shipped hsi100 bundle not available: {exc})")
+        print(f"  (shipped {surface} bundle not available: {exc})")
         return None
+
+
+def shipped_network_ensemble():
+    """``(ensemble, name)`` of the first shipped bundle whose full-frame members are all networks
+    (the monitor's fused folded path), or ``(None, "")``."""
+    for surface in ("hsi100", "au111", "cu111"):
+        ens = shipped_ensemble(surface)
+        if ens is not None and ens.all_networks:
+            return ens, surface
+    return None, ""
 
 
 def latency_of_predict(ens, what: str, repeats: int) -> None:
@@ -181,10 +192,10 @@ def latency(repeats: int, tta: bool = False) -> None:
         suffix = ", test-time views (8 per member, 4 for the tip-change net)"
     if shipped is not None and not shipped.all_networks:
         latency_of_predict(shipped, "shipped hsi100 bundle (real-data feature members)", repeats)
-        shipped = shipped_ensemble(simulated=True)
+        shipped, name = shipped_network_ensemble()
         if shipped is not None and tta:
             shipped.tta, shipped.tip_change_vertical_flip = True, True
-        suffix = " hsi100-sim (CNNs trained on simulated frames)" + suffix
+        suffix = f" {name} (CNNs trained on simulated frames)" + suffix
     else:
         suffix = " hsi100" + suffix
     if shipped is not None:
