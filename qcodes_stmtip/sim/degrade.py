@@ -9,7 +9,7 @@ benchmarks/RESULTS.md, issue 13) and to Kolev et al., arXiv 2510.25921 (2025):
 * **multiple tips** (bad frames only): 2–4 laterally displaced copies of the frame combined as
   constant-current apexes (a soft maximum with random, sigmoid-drawn weights);
 * **adsorbates**: a few bright Gaussian blobs (σ 2–6 px) on every class (real good frames show them);
-* **blur**: an anisotropic Gaussian, σ 0.3–1.0 px along x and 0.2–0.8 px along y (a blunt apex,
+* **blur**: an anisotropic Gaussian, σ 0.4–1.0 px along x and 0.1–0.5 px along y (a blunt apex,
   and the 300/512 → 128 px resize of the real frames, which averages line noise); bad frames
   also, in 40 %, a blur of σ 1.5–4 px that comes and goes along the slow axis (an unstable apex);
 * **contrast drift**: a slow gain change along the slow axis (up to ±40 %);
