@@ -110,10 +110,13 @@ class FeatureModel:
         return self.predict_features(frame_features(x))
 
     def save(self, file: str | Path) -> None:
-        """Write the fitted estimator to ``file`` with skops (no pickle)."""
+        """Write the fitted estimator to ``file`` with skops (no pickle), the archive deflated
+        (about a third of the stored size; it loads the same way)."""
+        import zipfile
+
         import skops.io as sio
 
-        sio.dump(self.estimator, Path(file))
+        sio.dump(self.estimator, Path(file), compression=zipfile.ZIP_DEFLATED, compresslevel=9)
 
     @classmethod
     def load(cls, file: str | Path, kind: str, n_outputs: int, image_size: int, name: str | None = None

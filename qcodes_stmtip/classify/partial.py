@@ -308,7 +308,7 @@ def save_partial(ensemble: Ensemble, path: str | Path, *, min_lines: int = MIN_L
     becomes format 2 when the section holds feature members). The bundle is re-read (:func:`load_partial`)
     before returning.
     """
-    from qcodes_stmtip.classify.bundle import FORMAT_VERSION, MANIFEST, read_manifest
+    from qcodes_stmtip.classify.bundle import FORMAT_VERSION, MANIFEST, _save_member, read_manifest
 
     if design not in DESIGNS:
         raise ValueError(f"design must be one of {DESIGNS}, got {design!r}")
@@ -330,11 +330,11 @@ def save_partial(ensemble: Ensemble, path: str | Path, *, min_lines: int = MIN_L
     elif folder.exists():
         shutil.rmtree(folder)
     (folder / "members").mkdir(parents=True)
-    members = [_save_compressed(m, root, f"{SECTION}/members/{i}_{_safe(m.name)}")
+    members = [_save_member(m, root, f"{SECTION}/members/{i}_{_safe(m.name)}")
                for i, m in enumerate(ensemble.members)]
     tip = None
     if ensemble.tip_change is not None:
-        tip = {**_save_compressed(ensemble.tip_change, root, f"{SECTION}/tip_change"),
+        tip = {**_save_member(ensemble.tip_change, root, f"{SECTION}/tip_change"),
                "threshold": ensemble.tip_change_threshold}
     if manifest["format_version"] < FORMAT_VERSION and any(
             e.get("kind", "keras") != "keras" for e in [*members, *([tip] if tip else [])]):
@@ -349,22 +349,6 @@ def save_partial(ensemble: Ensemble, path: str | Path, *, min_lines: int = MIN_L
     (root / MANIFEST).write_text(json.dumps(manifest, indent=2, allow_nan=True) + "\n")
     load_partial(root)
     return root
-
-
-def _save_compressed(member, root: Path, stem: str) -> dict:
-    """Save ``member`` as the bundle does; a feature member's skops archive deflated (a third of the
-    size; it loads the same way)."""
-    import zipfile
-
-    from qcodes_stmtip.classify.bundle import _save_member, _sha256
-
-    entry = _save_member(member, root, stem)
-    if entry["kind"] == "sklearn":
-        import skops.io as sio
-
-        sio.dump(member.model.estimator, root / entry["file"], compression=zipfile.ZIP_DEFLATED, compresslevel=9)
-        entry["sha256"] = _sha256(root / entry["file"])
-    return entry
 
 
 def _safe(name: str) -> str:
