@@ -41,7 +41,7 @@ Issue 14 (judging the tip while the frame is scanned):
     .venv/bin/python benchmarks/conditioning.py --abort-ensemble-sessions 10 --skip-policies
 
 ``--abort-ensemble-sessions N`` runs the same comparison with the real monitor on H:Si(100)
-(the demo's 6 nm 64² frames and target, the bundle's calibrated tip-change threshold):
+(the demo's frames — 4 nm, 128², 45° — and target, the bundle's calibrated tip-change threshold):
 there the success and truly-good rates show what a classifier's false alarms on partial
 frames cost.
 """
@@ -56,13 +56,15 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from qcodes_stmtip.demo import DEMO_ANGLE_DEG, DEMO_FRAME_M, DEMO_PIXELS
+
 BOUNDS = ((-1.6e-6, 1.6e-6), (-1.6e-6, 1.6e-6))
 BAD_START = {"hsi100": ("generic_defect",), "au111": ("double_tip", "corruption"),
              "cu111": ("double_tip", "corruption")}
 
 
 def run_session(surface: str, seed: int, policy_name: str, exp, *, pixels: int, frame_m: float,
-                acceleration: float, bundle: str | None = None, consecutive: int = 2,
+                acceleration: float, angle_deg: float = 0.0, bundle: str | None = None, consecutive: int = 2,
                 target_classes: frozenset[str] | None = None,
                 max_tip_change_probability: float | None = 0.5, early_abort: bool = False,
                 watch_every: int = 4) -> dict:
@@ -84,7 +86,7 @@ def run_session(surface: str, seed: int, policy_name: str, exp, *, pixels: int, 
     try:
         stm.pixels(pixels)
         stm.lines(pixels)
-        stm.set_frame(0.0, 0.0, frame_m, frame_m, 0.0)
+        stm.set_frame(0.0, 0.0, frame_m, frame_m, angle_deg)
         if bundle is None:
             monitor = GroundTruthClassifier(surface, server.microscope.ground_truth)
         else:
@@ -164,7 +166,7 @@ def early_abort_comparison(surfaces: list[str], sessions: int, exp, *, pixels: i
 
 
 def ensemble_abort_comparison(sessions: int, bundle: str | None, exp, *, pixels: int, frame_m: float,
-                              consecutive: int, acceleration: float, watch_every: int,
+                              angle_deg: float, consecutive: int, acceleration: float, watch_every: int,
                               arms: tuple[bool, ...] = (False, True)) -> None:
     """Early abort on/off with the real monitor on H:Si(100) (the demo's frames and target);
     ``arms``: which of off (False) and on (True) to run."""
@@ -186,7 +188,7 @@ def ensemble_abort_comparison(sessions: int, bundle: str | None, exp, *, pixels:
         rows = []
         for s in range(sessions):
             rows.append(run_session("hsi100", 3000 + s, "escalating", exp, pixels=pixels, frame_m=frame_m,
-                                    acceleration=acceleration, bundle=path, consecutive=consecutive,
+                                    angle_deg=angle_deg, acceleration=acceleration, bundle=path, consecutive=consecutive,
                                     target_classes=DEMO_TARGET["hsi100"], max_tip_change_probability=None,
                                     early_abort=abort, watch_every=watch_every))
             r = rows[-1]
@@ -312,8 +314,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--acceleration", type=float, default=200.0, help="simulated s per wall s [200]")
     p.add_argument("--ensemble-bundle", default=None, help="also run the real monitor on this bundle")
     p.add_argument("--ensemble-sessions", type=int, default=5)
-    p.add_argument("--ensemble-pixels", type=int, default=64)
-    p.add_argument("--ensemble-frame-size", type=float, default=6e-9)
+    p.add_argument("--ensemble-pixels", type=int, default=DEMO_PIXELS, help=f"[{DEMO_PIXELS}, as the demo]")
+    p.add_argument("--ensemble-frame-size", type=float, default=DEMO_FRAME_M,
+                   help=f"frame side, m [{DEMO_FRAME_M:g}, as the demo]")
+    p.add_argument("--ensemble-angle", type=float, default=DEMO_ANGLE_DEG,
+                   help=f"scan angle of the real-monitor sessions, deg [{DEMO_ANGLE_DEG:g}, as the demo]")
     p.add_argument("--ensemble-only", action="store_true", help="skip the oracle sessions")
     p.add_argument("--ensemble-consecutive", type=int, default=3,
                    help="good frames in a row that stop a real-ensemble session [3, as the demo]")
@@ -353,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.abort_ensemble_sessions:
         ensemble_abort_comparison(args.abort_ensemble_sessions, args.ensemble_bundle, exp,
                                   pixels=args.ensemble_pixels, frame_m=args.ensemble_frame_size,
+                                  angle_deg=args.ensemble_angle,
                                   consecutive=args.ensemble_consecutive,
                                   acceleration=args.abort_acceleration, watch_every=args.watch_every,
                                   arms=tuple({"off": False, "on": True}[a.strip()]
@@ -383,14 +389,16 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"\nclassifier: REAL ENSEMBLE {args.ensemble_bundle} (TipStateMonitor), "
               f"{args.ensemble_sessions} sessions, {args.ensemble_pixels} px frames of "
-              f"{args.ensemble_frame_size * 1e9:.0f} nm, {args.ensemble_consecutive} frames in a row showing "
+              f"{args.ensemble_frame_size * 1e9:.0f} nm at {args.ensemble_angle:g}°, "
+              f"{args.ensemble_consecutive} frames in a row showing "
               f"{'/'.join(sorted(DEMO_TARGET['hsi100']))} (the demo's target, tip-change flag at the bundle's calibrated threshold); 'truly good' = the "
               "simulator's tip is in the target at the end")
         print(header + f" {'truly good':>10}")
         for policy in ("escalating", "random"):
             t = time.perf_counter()
             rows = [run_session("hsi100", 1000 + s, policy, exp, pixels=args.ensemble_pixels,
-                                frame_m=args.ensemble_frame_size, acceleration=50.0,
+                                frame_m=args.ensemble_frame_size, angle_deg=args.ensemble_angle,
+                                acceleration=50.0,
                                 bundle=args.ensemble_bundle, consecutive=args.ensemble_consecutive,
                                 target_classes=DEMO_TARGET["hsi100"], max_tip_change_probability=None)
                     for s in range(args.ensemble_sessions)]

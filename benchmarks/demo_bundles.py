@@ -1,7 +1,7 @@
 """The demo's frames through both shipped H:Si(100) bundles: which one should ``stmtip demo`` classify with?
 
-Renders ``--count`` simulated frames at the demo's geometry (6 nm, 64 px, centres within ±1.5 µm:
-:func:`qcodes_stmtip.demo.demo_geometry`) with
+Renders ``--count`` simulated frames at the demo's geometry (:func:`qcodes_stmtip.demo.demo_geometry`:
+4 nm, 128 px, scan angle 45°, centres within ±1.5 µm; ``--frame-nm``/``--pixels``/``--angle`` change it) with
 :func:`~qcodes_stmtip.classify.default_bundles.geometry_set` — the four classes in turn, each frame on a
 fresh simulated sample, apex clean unless ``--tip-change-p`` — and scores each bundle on them
 (default: ``classify/bundles/hsi100``, trained on real frames, and ``classify/bundles/hsi100-sim``,
@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 from table1_rows import command_line
 
+from qcodes_stmtip.demo import DEMO_ANGLE_DEG, DEMO_FRAME_M, DEMO_PIXELS
+
 REPO = Path(__file__).resolve().parents[1]
 BUNDLES = REPO / "qcodes_stmtip" / "classify" / "bundles"
 
@@ -43,6 +45,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=30_000, help="render seed [30000]")
     p.add_argument("--tip-change-p", type=float, default=0.0,
                    help="share of frames whose apex changes during the frame [0]")
+    p.add_argument("--frame-nm", type=float, default=DEMO_FRAME_M * 1e9, help="frame side, nm [the demo's]")
+    p.add_argument("--pixels", type=int, default=DEMO_PIXELS, help="pixels = lines per frame [the demo's]")
+    p.add_argument("--angle", type=float, default=DEMO_ANGLE_DEG, help="scan angle, deg [the demo's]")
+    p.add_argument("--degrade", action="store_true",
+                   help="domain-randomise the frames as the training sets are (sim/degrade.py)")
     return p.parse_args()
 
 
@@ -75,18 +82,20 @@ def main() -> int:
     args = parse_args()
     from qcodes_stmtip.classify.bundle import read_manifest
     from qcodes_stmtip.classify.default_bundles import geometry_set
-    from qcodes_stmtip.demo import DEMO_FRAME_M, DEMO_PIXELS, demo_geometry
+    from qcodes_stmtip.demo import demo_geometry
 
     sizes = {b: int(read_manifest(b)["preprocessing"]["image_size"]) for b in args.bundles}
     rendered: dict[int, object] = {}
     t0 = time.perf_counter()
     for size in sorted(set(sizes.values())):  # the same seed renders the same frames at each size
-        rendered[size] = geometry_set("hsi100", args.count, args.seed, demo_geometry(), image_size=size,
-                                      tip_change_p=args.tip_change_p)
+        rendered[size] = geometry_set("hsi100", args.count, args.seed,
+                                      demo_geometry(args.pixels, args.frame_nm * 1e-9, args.angle),
+                                      image_size=size, tip_change_p=args.tip_change_p, degrade=args.degrade)
     some = next(iter(rendered.values()))
     labels = some.frames.labels
     counts = np.bincount(labels, minlength=len(some.frames.classes))
-    print(f"{len(labels)} simulated frames at the demo's geometry ({DEMO_FRAME_M * 1e9:g} nm, {DEMO_PIXELS} px; "
+    print(f"{len(labels)} simulated frames ({args.frame_nm:g} nm, {args.pixels} px, {args.angle:g}°"
+          f"{', domain-randomised' if args.degrade else ''}; "
           f"{', '.join(f'{c} {n}' for c, n in zip(some.frames.classes, counts, strict=True))}; "
           f"{int(some.frames.tip_change.sum())} with a tip change), rendered in {time.perf_counter() - t0:.0f} s")
     print(f"{'bundle':<12} {'good/bad AUROC':>14} {'4-class AUROC':>13}  agreement (uncertain / "

@@ -42,15 +42,21 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from qcodes_stmtip.monitor import TipStateMonitor
 
-__all__ = ["DemoResult", "bundle_tip_change_threshold", "demo_geometry", "register", "resolve_bundle",
+__all__ = ["DEMO_ANGLE_DEG", "DEMO_FRAMES", "DEMO_FRAME_M", "DEMO_PIXELS", "DemoResult", "bundle_tip_change_threshold",
+           "demo_geometry", "register", "resolve_bundle",
            "run_demo", "train_demo_bundle"]
 
-#: Simulated seconds per wall second: a 64-line frame (0.1 s per line and direction,
-#: 12.8 s simulated) takes ~0.26 s of wall time plus rendering and inference.
+#: Simulated seconds per wall second: a 128-line frame (0.1 s per line and direction,
+#: 25.6 s simulated) takes ~0.5 s of wall time plus rendering and inference.
 DEFAULT_TIME_ACCELERATION = 50.0
-#: Frame side (m) and pixels of the demo frames: H:Si(100) atoms resolved by a good tip.
-DEMO_FRAME_M = 6e-9
-DEMO_PIXELS = 64
+#: The demo's frames per surface: (side m, pixels = lines, scan angle deg). H:Si(100) as real
+#: frames are taken: ~5 dimer rows across the frame (the row period at ~25 px of the classifier's
+#: 128² input, where the real frames have it), rows diagonal as in most real frames. Au/Cu(111):
+#: the geometry their simulated-only bundles were scored at.
+DEMO_FRAMES: dict[str, tuple[float, int, float]] = {
+    "hsi100": (4e-9, 128, 45.0), "au111": (6e-9, 64, 0.0), "cu111": (6e-9, 64, 0.0)}
+#: The H:Si(100) demo frame (the default surface's).
+DEMO_FRAME_M, DEMO_PIXELS, DEMO_ANGLE_DEG = DEMO_FRAMES["hsi100"]
 #: The bad tip each surface starts from.
 BAD_TIP = {"hsi100": "generic_defect", "au111": "double_tip", "cu111": "double_tip"}
 #: What the demo asks for: a tip that resolves dimers or atoms (on H:Si(100) ``rows`` is
@@ -81,12 +87,13 @@ class DemoResult:
     summary: dict[str, Any]
 
 
-def demo_geometry(pixels: int = DEMO_PIXELS, frame_size_m: float = DEMO_FRAME_M):
+def demo_geometry(pixels: int = DEMO_PIXELS, frame_size_m: float = DEMO_FRAME_M,
+                  angle_deg: float = DEMO_ANGLE_DEG):
     """The demo's frames as a :class:`~qcodes_stmtip.classify.default_bundles.FrameGeometry`:
-    ``frame_size_m`` squares of ``pixels`` pixels centred inside :data:`DEMO_BOUNDS`."""
+    ``frame_size_m`` squares of ``pixels`` pixels at ``angle_deg`` centred inside :data:`DEMO_BOUNDS`."""
     from qcodes_stmtip.classify.default_bundles import FrameGeometry
 
-    return FrameGeometry(frame_size_m, pixels, DEMO_BOUNDS)
+    return FrameGeometry(frame_size_m, pixels, DEMO_BOUNDS, angle_deg)
 
 
 def train_demo_bundle(out: Path, surface: str = "hsi100", *, pixels: int = DEMO_PIXELS,
@@ -113,7 +120,8 @@ def train_demo_bundle(out: Path, surface: str = "hsi100", *, pixels: int = DEMO_
 
     t0 = time.perf_counter()
     data = geometry_set(surface, per_class * len(CLASSES[surface]), seed,
-                        demo_geometry(pixels, frame_size_m), image_size=pixels, tip_change_p=tip_change_p)
+                        demo_geometry(pixels, frame_size_m, DEMO_FRAMES[surface][2]), image_size=pixels,
+                        tip_change_p=tip_change_p)
     echo(f"  rendered {len(data.images)} simulated frames in {time.perf_counter() - t0:.0f} s; training ...")
     member = MemberSpec(architecture, "adam", 2e-3)
     base = TrainConfig(architecture, width=width, epochs=epochs, batch_size=16, patience=patience,
@@ -137,15 +145,23 @@ def train_demo_bundle(out: Path, surface: str = "hsi100", *, pixels: int = DEMO_
 def resolve_bundle(surface: str, out_dir: Path, bundle: Path | str | None,
                    echo: Callable[[str], None] = print) -> tuple[Path, str]:
     """The bundle the demo classifies with and where it came from (explicit, shipped, cached, trained)."""
-    from qcodes_stmtip.classify.bundle import MANIFEST, BundleError, default_bundle_path
+    from qcodes_stmtip.classify.bundle import (
+        MANIFEST,
+        BundleError,
+        default_bundle_path,
+        read_manifest,
+    )
 
     if bundle is not None:
         path = Path(bundle)
         if not (path / MANIFEST).is_file():
             raise FileNotFoundError(f"bundle {path}: no {MANIFEST} there")
         return path, "given"
-    try:
-        return default_bundle_path(surface, simulated=True), "shipped default bundle (simulated training frames)"
+    try:  # the bundle a user gets: trained on real frames where they exist (H:Si(100)), else simulated
+        path = default_bundle_path(surface)
+        source = str(read_manifest(path).get("training_data", {}).get("source", ""))
+        kind = "simulated training frames" if source.startswith("simulated") else "real training frames"
+        return path, f"shipped default bundle ({kind})"
     except BundleError:
         pass
     cached = out_dir / f"bundle_{surface}"
@@ -172,8 +188,9 @@ def run_demo(
     seed: int = 1,
     bundle: Path | str | None = None,
     policy: str = "escalating",
-    pixels: int = DEMO_PIXELS,
-    frame_size_m: float = DEMO_FRAME_M,
+    pixels: int | None = None,
+    frame_size_m: float | None = None,
+    angle_deg: float | None = None,
     time_acceleration: float = DEFAULT_TIME_ACCELERATION,
     max_frames: int = 100,
     consecutive: int = 3,
@@ -184,7 +201,9 @@ def run_demo(
     The tip counts as good after ``consecutive`` frames in a row show a target state (3: the
     demo's small classifier errs on single frames; on H:Si(100) the target is dimer or
     atomic resolution, :data:`DEMO_TARGET`). A frame counts as a tip change at the bundle's
-    calibrated tip-change threshold (the demo does not override it). Side effects: creates ``out_dir``
+    calibrated tip-change threshold (the demo does not override it). ``pixels``, ``frame_size_m``
+    and ``angle_deg`` default to the surface's :data:`DEMO_FRAMES`; the classifier to the surface's
+    shipped default bundle (:func:`resolve_bundle`). Side effects: creates ``out_dir``
     (``demo.db``, ``report/``, maybe a cached bundle),
     starts and stops a simulator on a free loopback port, prints via ``echo``.
     """
@@ -201,6 +220,12 @@ def run_demo(
         raise ValueError(f"surface must be one of {SURFACES}, got {surface!r}")
     if policy not in ("escalating", "random"):
         raise ValueError(f"policy must be 'escalating' or 'random', got {policy!r}")
+    default_size, default_pixels, default_angle = DEMO_FRAMES[surface]
+    frame_size_m = default_size if frame_size_m is None else frame_size_m
+    pixels = default_pixels if pixels is None else pixels
+    angle_deg = default_angle if angle_deg is None else angle_deg
+    if not (isinstance(angle_deg, int | float) and math.isfinite(angle_deg)):
+        raise ValueError(f"angle_deg must be a finite scan angle in degrees, got {angle_deg!r}")
     if not (isinstance(frame_size_m, int | float) and math.isfinite(frame_size_m) and frame_size_m > 0):
         raise ValueError(f"frame_size_m must be a positive length in metres, got {frame_size_m!r}")
     if not (isinstance(time_acceleration, int | float) and time_acceleration > 0):
@@ -222,7 +247,7 @@ def run_demo(
     try:
         stm.pixels(pixels)
         stm.lines(pixels)
-        stm.set_frame(0.0, 0.0, frame_size_m, frame_size_m, 0.0)
+        stm.set_frame(0.0, 0.0, frame_size_m, frame_size_m, angle_deg)
         echo(f"simulated Nanonis controller ({surface}, seed {seed}, tip starts "
              f"{BAD_TIP[surface]}, time ×{time_acceleration:g}) on 127.0.0.1:{server.port}")
         echo(f"classifier: {bundle_path} ({source}; {monitor.inference_path} on {monitor.device})")
@@ -288,8 +313,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=1,
                         help="simulator seed [1: its tip stays bad until conditioned]")
     parser.add_argument("--max-frames", type=int, default=100, help="stop after N frames [100]")
-    parser.add_argument("--pixels", type=int, default=DEMO_PIXELS,
-                        help=f"pixels = lines per frame [{DEMO_PIXELS}]")
+    parser.add_argument("--pixels", type=int, default=None,
+                        help="pixels = lines per frame [the surface's demo frame: "
+                             + ", ".join(f"{k} {v[1]}" for k, v in DEMO_FRAMES.items()) + "]")
     parser.add_argument("--time-acceleration", type=float, default=DEFAULT_TIME_ACCELERATION,
                         help=f"simulated seconds per wall second [{DEFAULT_TIME_ACCELERATION:g}]")
     parser.set_defaults(func=_demo_command)

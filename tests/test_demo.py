@@ -67,7 +67,7 @@ def test_bundle_resolution_prefers_given_then_shipped_then_cache(small_bundle, t
     with pytest.raises(FileNotFoundError, match="manifest"):
         resolve_bundle("hsi100", tmp_path, tmp_path / "nothing")
     try:
-        shipped = default_bundle_path("hsi100", simulated=True)  # the demo scans the simulator
+        shipped = default_bundle_path("hsi100")  # the bundle a user gets: trained on real frames
     except BundleError:
         shipped = None
     cache = tmp_path / "bundle_hsi100"
@@ -76,6 +76,10 @@ def test_bundle_resolution_prefers_given_then_shipped_then_cache(small_bundle, t
     shutil.copytree(small_bundle, cache)
     path, source = resolve_bundle("hsi100", tmp_path, None, echo=pytest.fail)  # never trains
     assert path == (shipped or cache) and ("shipped" in source if shipped else "cached" in source)
+    if shipped is not None:
+        assert path.name == "hsi100" and "real training frames" in source, source
+        au, au_source = resolve_bundle("au111", tmp_path, None, echo=pytest.fail)
+        assert "simulated training frames" in au_source  # no real metal frames exist
 
 
 def test_run_demo_rejects_bad_arguments(tmp_path: Path) -> None:
@@ -85,6 +89,8 @@ def test_run_demo_rejects_bad_arguments(tmp_path: Path) -> None:
         run_demo(tmp_path, policy="magic")
     with pytest.raises(ValueError, match="frame_size_m"):
         run_demo(tmp_path, frame_size_m=-1.0)
+    with pytest.raises(ValueError, match="angle_deg"):
+        run_demo(tmp_path, angle_deg=float("nan"))
 
 
 def test_cli_demo_prints_database_and_report(small_bundle, tmp_path, capsys) -> None:

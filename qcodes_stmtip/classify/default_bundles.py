@@ -89,11 +89,13 @@ def simulated_set(surface: str, count: int, pixels: int, seed: int, work: Path, 
 @dataclass(frozen=True)
 class FrameGeometry:
     """One fixed scan geometry: square frames of side ``frame_size_m`` with ``pixels`` pixels
-    (and lines), centred at random inside ``bounds_m`` = ``((x_low, x_high), (y_low, y_high))``."""
+    (and lines), rotated by ``angle_deg`` (the controller's scan angle), centred at random inside
+    ``bounds_m`` = ``((x_low, x_high), (y_low, y_high))``."""
 
     frame_size_m: float
     pixels: int
     bounds_m: tuple[tuple[float, float], tuple[float, float]]
+    angle_deg: float = 0.0
 
     def __post_init__(self) -> None:
         if not (isinstance(self.frame_size_m, int | float) and np.isfinite(self.frame_size_m)
@@ -105,6 +107,9 @@ class FrameGeometry:
         if len(bounds) != 2 or any(len(b) != 2 or not b[0] < b[1] for b in bounds):
             raise ValueError(f"bounds_m must be ((x_low, x_high), (y_low, y_high)), got {self.bounds_m!r}")
         object.__setattr__(self, "bounds_m", bounds)
+        if isinstance(self.angle_deg, bool) or not (isinstance(self.angle_deg, int | float)
+                                                    and np.isfinite(self.angle_deg)):
+            raise ValueError(f"angle_deg must be a finite angle in degrees, got {self.angle_deg!r}")
 
 
 def parse_geometry(text: str) -> tuple[str, FrameGeometry]:
@@ -121,14 +126,16 @@ def parse_geometry(text: str) -> tuple[str, FrameGeometry]:
 
 
 def geometry_set(surface: str, count: int, seed: int, geometry: FrameGeometry, *, image_size: int = 128,
-                 tip_change_p: float = 0.0):
+                 tip_change_p: float = 0.0, degrade: bool = False):
     """``count`` frames of ``surface`` at one fixed ``geometry``, classes cycled, as an :class:`ImageSet`.
 
     Each frame lies at a fresh random centre of a random simulated sample (its session);
     areas that cannot show a class are skipped, so fewer than ``count`` may come back.
     On H:Si(100), a frame's apex changes once during it with probability ``tip_change_p``
     (the tip-change label; the class is that of the apex imaging most lines); with 0 every
-    frame is clean. Images are preprocessed to ``image_size`` pixels.
+    frame is clean. ``degrade``: each frame also gets the training sets' domain randomisation
+    (:mod:`qcodes_stmtip.sim.degrade`, from its own random stream). Images are preprocessed to
+    ``image_size`` pixels.
     """
     from qcodes_stmtip.classify.dataset_images import ImageSet
     from qcodes_stmtip.classify.labels import LabeledFrames
@@ -144,11 +151,12 @@ def geometry_set(surface: str, count: int, seed: int, geometry: FrameGeometry, *
     size, pixels = geometry.frame_size_m, geometry.pixels
     low, high = np.transpose(geometry.bounds_m)
     rng = np.random.default_rng(seed)
+    degrade_rng = np.random.default_rng([seed, 1])
     frames, labels, sessions, changed, names = [], [], [], [], []
     for k in range(count):
         label = classes[k % len(classes)]
         cx, cy = rng.uniform(low, high)
-        scan_geometry = ScanGeometry(size, size, pixels, pixels, cx, cy, 0.0)
+        scan_geometry = ScanGeometry(size, size, pixels, pixels, cx, cy, float(geometry.angle_deg))
         tip = sample_tip(surface, label, rng)
         sample_seed = int(rng.integers(1000))
         scan_up = bool(rng.random() < 0.5)
@@ -163,15 +171,20 @@ def geometry_set(surface: str, count: int, seed: int, geometry: FrameGeometry, *
                                tip_changes=changes)
         except ValueError:  # this sample area cannot show the class
             continue
-        frames.append(scan.forward)
+        frame = scan.forward
+        if degrade:
+            from qcodes_stmtip.sim.degrade import apply_degradation, sample_degradation
+
+            frame = apply_degradation(frame, sample_degradation(surface, scan.label, degrade_rng), degrade_rng)
+        frames.append(frame)
         labels.append(classes.index(scan.label))
         sessions.append(f"{surface}-{sample_seed}")
         changed.append(bool(scan.tip_change_lines))
         names.append(Path(f"{surface}_geometry_s{seed}_{k:06d}"))
     images = preprocess_batch(frames, image_size) if frames else np.zeros((0, image_size, image_size, 1),
                                                                           np.float32)
-    source = (f"qcodes_stmtip.sim render_scan: {size * 1e9:g} nm, {pixels} px frames, "
-              f"tip-change probability {tip_change_p:g}")
+    source = (f"qcodes_stmtip.sim render_scan: {size * 1e9:g} nm, {pixels} px frames at {geometry.angle_deg:g}°, "
+              f"tip-change probability {tip_change_p:g}" + (", domain-randomised" if degrade else ""))
     return ImageSet(images, LabeledFrames(surface, classes, names, np.array(sessions, dtype=str),
                                           np.array(labels, dtype=int), np.array(changed, dtype=bool),
                                           source), [])

@@ -588,8 +588,8 @@ class ConditioningExperiment:
     def _go_to_area(self, area: int, *, send: bool) -> None:
         assert self.planner is not None and self.frame_size_m is not None
         cx, cy = self.planner.centre(area)
-        if send:
-            self.stm.set_frame(cx, cy, self.frame_size_m, self.frame_size_m, 0.0)
+        if send:  # the scan angle stays the user's (the lattice direction they chose)
+            self.stm.set_frame(cx, cy, self.frame_size_m, self.frame_size_m, float(self.stm.scan_angle.get()))
 
 
 def _classifier_summary(monitor: TipClassifier) -> dict[str, Any]:

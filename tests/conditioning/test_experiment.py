@@ -147,6 +147,16 @@ def test_content_frames_relocate_and_inconclusive_frames_rescan(db, rig_factory)
     assert "Bias.Pulse" not in rig.commands and "TipShaper.Start" not in rig.commands
 
 
+def test_a_move_to_a_fresh_area_keeps_the_users_scan_angle(rig, db) -> None:
+    rig.stm.set_frame(0.0, 0.0, 20e-9, 20e-9, 45.0)
+    exp = experiment(rig, lambda c: Action.move("always"), monitor=_bad_forever(), max_frames=2)
+    exp.run(db)
+    assert exp.moves >= 1
+    cx, cy, _, _, angle = rig.microscope.settings.frame
+    assert angle == pytest.approx(45.0)
+    assert (cx, cy) != (0.0, 0.0)
+
+
 def test_target_judges_results() -> None:
     from qcodes_stmtip.monitor.results import TipStateResult
 
