@@ -52,6 +52,9 @@ SUMMARY = (
     ("tip change AUROC", ("tip_change", "auroc")),
     ("tip change balanced accuracy", ("tip_change", "balanced_accuracy")),
     ("expected calibration error", ("calibration", "ece")),
+    ("good/bad verdicts agreeing (as stmtip demo counts)", ("verdicts", "agreement")),
+    ("  share of uncertain verdicts", ("verdicts", "uncertain")),
+    ("  good frames called bad (tip-change flags incl.)", ("verdicts", "bad_on_good")),
 )
 #: The issue-12 feature baseline: columns of :func:`~qcodes_stmtip.classify.features.frame_features`.
 BASELINE_COLUMNS = (
@@ -135,6 +138,19 @@ def vote_sheet(data_dir: Path, paths) -> tuple[np.ndarray, np.ndarray]:
         except (KeyError, ValueError):
             one_class.append(False)
     return np.array(voters), np.array(one_class)
+
+
+def verdict_agreement(ensemble, pred, labels: np.ndarray) -> dict:
+    """The ensemble's good/bad verdicts (thresholded decision; a flagged tip change is bad; ``uncertain``
+    never agrees) against the good/bad of the human label, counted as ``stmtip demo`` counts them
+    against the simulator's truth: shares of the labelled frames."""
+    lab = labels >= 0
+    good = np.array([c in ensemble.good_classes for c in ensemble.classes])
+    truth = np.where(good[labels[lab]], "good", "bad")
+    verdict = ensemble.good_bad(pred)[lab]
+    return {"agreement": float(np.mean(verdict == truth)), "uncertain": float(np.mean(verdict == "uncertain")),
+            "bad_on_good": float(np.mean(verdict[truth == "good"] == "bad")),
+            "good_on_bad": float(np.mean(verdict[truth == "bad"] == "good"))}
 
 
 def calibration_error(y: np.ndarray, probabilities: np.ndarray, bins: int = 10) -> float:
@@ -253,6 +269,7 @@ def main() -> None:
                 p_tc[test] = pred.tip_change_probability
             lab = held_out.frames.labels >= 0
             result["calibration"] = {"ece": calibration_error(held_out.frames.labels[lab], pred.mean[lab])}
+            result["verdicts"] = verdict_agreement(ensemble, pred, held_out.frames.labels)
             one = lab & one_class[test]
             if one.any():
                 s = score(held_out.frames.labels[one], pred.mean[one], ensemble.classes)
