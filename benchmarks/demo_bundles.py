@@ -41,6 +41,8 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bundles", type=Path, nargs="+", default=[BUNDLES / "hsi100", BUNDLES / "hsi100-sim"],
                    help="bundles to score [classify/bundles/hsi100 classify/bundles/hsi100-sim]")
+    p.add_argument("--surface", default="hsi100", choices=("hsi100", "au111", "cu111"),
+                   help="simulated surface (give --bundles and the demo's metal frame with it) [hsi100]")
     p.add_argument("--count", type=int, default=240, help="frames rendered (classes in turn) [240]")
     p.add_argument("--seed", type=int, default=30_000, help="render seed [30000]")
     p.add_argument("--tip-change-p", type=float, default=0.0,
@@ -53,13 +55,13 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def score_bundle(path: Path, images: np.ndarray, labels: np.ndarray) -> dict:
+def score_bundle(path: Path, images: np.ndarray, labels: np.ndarray, surface: str = "hsi100") -> dict:
     """AUROCs and the demo's agreement count of the bundle at ``path`` on ``images``."""
     from qcodes_stmtip.classify.bundle import load_bundle
     from qcodes_stmtip.classify.metrics import good_bad_scores, score
 
     t0 = time.perf_counter()
-    ens = load_bundle(path, "hsi100")
+    ens = load_bundle(path, surface)
     pred = ens.predict(images)
     seconds = time.perf_counter() - t0
     good = np.array([c in ens.good_classes for c in ens.classes])
@@ -74,6 +76,8 @@ def score_bundle(path: Path, images: np.ndarray, labels: np.ndarray) -> dict:
         "uncertain": int(np.sum(verdict == "uncertain")),
         "called_good_truth_bad": int(np.sum((verdict == "good") & (truth == "bad"))),
         "called_bad_truth_good": int(np.sum((verdict == "bad") & (truth == "good"))),
+        "per_class": {c: {v: int(np.sum(verdict[labels == k] == v)) for v in ("good", "bad", "uncertain")}
+                      for k, c in enumerate(ens.classes)},
         "seconds": seconds,
     }
 
@@ -88,7 +92,7 @@ def main() -> int:
     rendered: dict[int, object] = {}
     t0 = time.perf_counter()
     for size in sorted(set(sizes.values())):  # the same seed renders the same frames at each size
-        rendered[size] = geometry_set("hsi100", args.count, args.seed,
+        rendered[size] = geometry_set(args.surface, args.count, args.seed,
                                       demo_geometry(args.pixels, args.frame_nm * 1e-9, args.angle),
                                       image_size=size, tip_change_p=args.tip_change_p, degrade=args.degrade)
     some = next(iter(rendered.values()))
@@ -101,11 +105,13 @@ def main() -> int:
     print(f"{'bundle':<12} {'good/bad AUROC':>14} {'4-class AUROC':>13}  agreement (uncertain / "
           f"good on bad / bad on good)")
     for bundle in args.bundles:
-        r = score_bundle(bundle, rendered[sizes[bundle]].images, labels)
+        r = score_bundle(bundle, rendered[sizes[bundle]].images, labels, args.surface)
         print(f"{bundle.name:<12} {r['good_bad_auroc']:>14.3f} {r['four_class_auroc']:>13.3f}  "
               f"classifier vs simulator truth (good/bad): {r['agree']} of {r['frames']} frames agree "
               f"({r['uncertain']} / {r['called_good_truth_bad']} / {r['called_bad_truth_good']}; "
               f"{r['seconds']:.0f} s)")
+        print("    verdicts per true class (good / bad / uncertain): " + "; ".join(
+            f"{c} {v['good']}/{v['bad']}/{v['uncertain']}" for c, v in r["per_class"].items()))
     print(f"command: {command_line()}")
     return 0
 
