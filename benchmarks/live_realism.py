@@ -58,7 +58,9 @@ def simulated(label: str, count: int, args: argparse.Namespace, rng: np.random.G
     loop = [float(v) for v in args.feedback_hz.split("-")] if args.feedback_hz else None
     size = args.frame_nm * 1e-9
     frames: list[np.ndarray] = []
-    while len(frames) < count:
+    for _ in range(20 * count):  # areas that cannot show the class are skipped; bounded, never a hang
+        if len(frames) == count:
+            break
         tip = sample_tip("hsi100", label, rng)
         instrument = sample_instrument(rng)
         if loop:
@@ -72,6 +74,8 @@ def simulated(label: str, count: int, args: argparse.Namespace, rng: np.random.G
         except ValueError:  # this sample area cannot show the class
             continue
         frames.append(scan.forward)
+    if not frames:
+        raise SystemExit(f"no simulated {label} frame could be rendered at this geometry")
     return frames
 
 
