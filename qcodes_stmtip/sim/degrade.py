@@ -18,7 +18,7 @@ benchmarks/RESULTS.md, issue 13) and to Kolev et al., arXiv 2510.25921 (2025):
 
 Last, :func:`export_shape` / :func:`resample` give the frame the pixel count of a real export
 (300² in 91 % of the real frames, 512² in 5 %, short strips of scans stopped early in 4 %; and a tenth
-at the live simulator's 64², the frames ``stmtip demo`` classifies): the
+at 64², the frames ``stmtip demo`` scanned when the shipped ``hsi100-sim`` was built): the
 classifier's preprocessing then resizes it to 128² as it does a real frame (the resize leaves
 traces the frame features see, e.g. line means that are not exactly zero after flattening).
 
@@ -86,7 +86,7 @@ def sample_degradation(surface: str, label: str, rng: np.random.Generator) -> De
 
 
 #: Exported frame sizes of the real H:Si(100) set: ((lines, pixels) or None for a strip, share).
-#: A tenth are exported at the live simulator's 64² (``stmtip demo``'s frames), which no real frame has.
+#: A tenth are exported at 64² (the demo's frames when ``hsi100-sim`` was built), which no real frame has.
 EXPORT_SIZES: tuple[tuple[tuple[int, int] | None, float], ...] = (((300, 300), 0.82), ((512, 512), 0.045),
                                                                   (None, 0.035), ((64, 64), 0.10))
 
