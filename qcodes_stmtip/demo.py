@@ -159,11 +159,12 @@ def resolve_bundle(surface: str, out_dir: Path, bundle: Path | str | None,
         return path, "given"
     try:  # the bundle a user gets: trained on real frames where they exist (H:Si(100)), else simulated
         path = default_bundle_path(surface)
+    except BundleError:
+        path = None
+    if path is not None:  # a corrupt shipped manifest raises here, one line naming the file
         source = str(read_manifest(path).get("training_data", {}).get("source", ""))
         kind = "simulated training frames" if source.startswith("simulated") else "real training frames"
         return path, f"shipped default bundle ({kind})"
-    except BundleError:
-        pass
     cached = out_dir / f"bundle_{surface}"
     if (cached / MANIFEST).is_file():
         return cached, "demo bundle trained on simulated frames (cached)"
