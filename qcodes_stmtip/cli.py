@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
-import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -38,15 +36,11 @@ class _Parser(argparse.ArgumentParser):
 def quiet_tensorflow(verbose: bool) -> None:
     """Silence TensorFlow's C++, absl and oneDNN start-up lines unless ``verbose``.
 
-    Sets ``TF_CPP_MIN_LOG_LEVEL`` (only if unset) before TensorFlow is imported, and
-    the ``tensorflow``/``absl`` Python loggers to ERROR. Side effect: process environment.
+    See :mod:`qcodes_stmtip.tensorflow_logging`; side effect: process environment.
     """
-    if verbose:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0")
-        return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    for name in ("tensorflow", "absl", "h5py"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    from qcodes_stmtip.tensorflow_logging import configure
+
+    configure(verbose)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,6 +10,7 @@ Imports nothing of the package.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from types import ModuleType
 
 __all__ = ["EXTRAS", "MissingExtraError", "install_hint", "require"]
@@ -34,14 +35,16 @@ def install_hint(extra: str) -> str:
     return f'pip install "qcodes-stmtip[{extra}]"'
 
 
-def require(module: str, extra: str, purpose: str) -> ModuleType:
+def require(module: str, extra: str, purpose: str,
+            importer: Callable[[str], ModuleType] = importlib.import_module) -> ModuleType:
     """Import ``module`` or raise :class:`MissingExtraError` naming the install for ``extra``.
 
     ``purpose`` completes "<purpose> needs <module>", e.g. ``"loading a CNN member"``.
+    ``importer`` does the import (e.g. one that filters TensorFlow's start-up lines).
     """
     hint = install_hint(extra)
     try:
-        return importlib.import_module(module)
+        return importer(module)
     except ImportError as exc:
         raise MissingExtraError(
             f"{purpose} needs {module!r} ({exc}); install it with: {hint}",

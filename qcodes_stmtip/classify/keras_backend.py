@@ -10,16 +10,14 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from qcodes_stmtip.extras import require  # noqa: E402
+from qcodes_stmtip.tensorflow_logging import configure, import_quietly  # noqa: E402
 
-keras = require("keras", "classify", "Keras/TensorFlow (CNN members, training, the fused monitor)")
-if os.environ["KERAS_BACKEND"] == "tensorflow":  # Keras has imported it; name it if not
-    require("tensorflow", "classify", "Keras's TensorFlow backend")
+configure()  # TF_CPP_MIN_LOG_LEVEL before the first import, unless `--verbose` or the user set it
+if os.environ["KERAS_BACKEND"] == "tensorflow":  # TensorFlow first, its start-up lines filtered
+    require("tensorflow", "classify", "Keras's TensorFlow backend", importer=import_quietly)
+keras = require("keras", "classify", "Keras/TensorFlow (CNN members, training, the fused monitor)",
+                importer=import_quietly)
 
 __all__ = ["keras"]
-
-import logging  # noqa: E402
-
-logging.getLogger("tensorflow").setLevel(logging.ERROR)  # tf.function retracing chatter

@@ -103,9 +103,9 @@ def fold_model(model: Any) -> FoldedNetwork:
 
     Raises :class:`UnsupportedModel` for layers or topologies outside the supported set.
     """
-    import tensorflow as tf
+    from qcodes_stmtip.classify.keras_backend import keras  # imports TensorFlow quietly first
 
-    from qcodes_stmtip.classify.keras_backend import keras
+    import tensorflow as tf
 
     L = keras.layers
     layers = _chain(model)
