@@ -103,10 +103,10 @@ def fold_model(model: Any) -> FoldedNetwork:
 
     Raises :class:`UnsupportedModel` for layers or topologies outside the supported set.
     """
-    from qcodes_stmtip.classify.keras_backend import keras  # imports TensorFlow quietly first
+    from qcodes_stmtip.classify.keras_backend import keras
+    from qcodes_stmtip.tensorflow_logging import import_quietly
 
-    import tensorflow as tf
-
+    tf = import_quietly("tensorflow")
     L = keras.layers
     layers = _chain(model)
     steps: list[tuple[str, Callable[[Any], Any]]] = []
