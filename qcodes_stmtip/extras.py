@@ -21,6 +21,7 @@ EXTRAS: dict[str, str] = {
     "lab": "PyMeasure, PyVISA-py, pySerial and PyVISA-sim: the lab instruments beside the STM",
     "io": "spym (with hvplot): RHK .sm4 files",
     "label": "the browser labelling tool (needs nothing beyond the base install today)",
+    "archive": "dask.distributed and pyarrow: stmtip classify on a Dask cluster, Parquet rows",
 }
 
 

@@ -12,7 +12,8 @@ import pytest
 from qcodes_stmtip.extras import EXTRAS, MissingExtraError, install_hint, require
 
 REPO = Path(__file__).resolve().parents[1]
-HEAVY = ("tensorflow", "keras", "pymeasure", "pyvisa-sim", "pyvisa-py", "spym", "hvplot")
+HEAVY = ("tensorflow", "keras", "pymeasure", "pyvisa-sim", "pyvisa-py", "spym", "hvplot", "distributed",
+         "pyarrow")
 
 #: Run ``code`` with the heavy packages made unimportable (as if never installed).
 BLOCK = ("import sys\n"
@@ -30,11 +31,12 @@ def test_pyproject_base_dependencies_have_no_heavy_stack() -> None:
     base = " ".join(project["dependencies"]).lower()
     assert not [name for name in HEAVY if name in base]
     extras = project["optional-dependencies"]
-    assert {"classify", "lab", "io", "label", "all", "test"} <= set(extras)
+    assert {"classify", "lab", "io", "label", "archive", "all", "test"} <= set(extras)
     assert any(d.startswith("tensorflow") for d in extras["classify"])
     assert {"pymeasure", "pyvisa-py", "pyserial", "pyvisa-sim"} <= {
         d.split(">")[0].split("=")[0] for d in extras["lab"]}
-    assert extras["all"] == ["qcodes-stmtip[classify,lab,io,label]"]
+    assert extras["all"] == ["qcodes-stmtip[classify,lab,io,label,archive]"]
+    assert {"dask", "pyarrow"} <= {d.split("[")[0].split(">")[0] for d in extras["archive"]}
     assert set(EXTRAS) == set(extras) - {"all", "test"}
     for needed in ("scikit-learn", "skops", "jsonschema"):
         assert needed in base
