@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
-
-from qcodes_stmtip.taxonomy import UNCERTAIN, UNCLASSIFIED
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -89,19 +86,43 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_evaluate)
 
-    p = subparsers.add_parser("classify", help="classify frame files into a CSV of probabilities",
-                              description="Classify frame files with a model bundle (or a "
-                              "surface's shipped default) and write one CSV row per file: class "
-                              "probabilities, decision and good/bad.")
+    p = subparsers.add_parser("classify", help="classify frame files, folders or an archive into CSV/Parquet rows",
+                              description="Classify frame files with a model bundle (or a surface's shipped "
+                              "default) and write one row per file: class probabilities, decision, good/bad, "
+                              "and for a file that cannot be classified its reason (unreadable, no such "
+                              "channel, constant channel, too few lines); the run goes on past such files. "
+                              "Rows are written as chunks complete (CSV appended, or a folder of Parquet "
+                              "parts), so --resume continues a killed run. --workers/--scheduler run on a "
+                              "Dask cluster (the 'archive' extra). See docs/archive.md.")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--model", type=Path, help="bundle directory")
+    src.add_argument("--model", type=Path, help="bundle directory (on every worker's file system)")
     src.add_argument("--surface", choices=SURFACES, help="use the shipped default bundle")
-    p.add_argument("--output", required=True, type=Path, help="CSV file to write")
+    p.add_argument("--output", required=True, type=Path,
+                   help="rows to write: FILE.csv, or FILE.parquet (a folder of Parquet parts; needs pyarrow)")
+    p.add_argument("--channel", default=None,
+                   help="channel to classify, as the file names it (default: topography), as in stmtip info")
+    p.add_argument("--direction", choices=("forward", "backward"), default="forward",
+                   help="trace of each line [forward]")
     p.add_argument("--lines", type=int, default=None, metavar="N",
                    help="classify each file as if only its first N acquired lines existed (N >= 8; scan "
                         "direction from the file's metadata, else the top N rows) with the bundle's "
                         "partial-frame model (its full-frame ensemble when it has none)")
-    p.add_argument("files", nargs="+", type=Path, help="frame files (PNG, NPY, or formats qcodes_stmtip.io reads)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an existing --output: files already in it are skipped")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    engine = p.add_mutually_exclusive_group()
+    engine.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="run on a local Dask cluster of N worker processes")
+    engine.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                        help="run on an existing Dask cluster: its scheduler's address "
+                             "(tcp://host:8786) or scheduler file; files and --model must be readable "
+                             "at the same paths on its workers")
+    p.add_argument("--chunk-size", type=int, default=64, metavar="N",
+                   help="files per unit of work; rows reach the output a chunk at a time [64]")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("files", nargs="+",
+                   help="frame files, folders (searched recursively for .sxm, .gwy, *_mtrx, .dat, .sm4, "
+                        ".png, .npy) or glob patterns ('**' recursive; quote them)")
     p.set_defaults(func=_classify)
 
     p = subparsers.add_parser("train-partial", help="add a partial-frame model to an existing bundle",
@@ -176,6 +197,8 @@ def _train(args: argparse.Namespace) -> int:
     e = report["ensemble"]
     print(f"saved {args.out}: validation AUROC {e['mean_auroc']:.3f}, balanced accuracy "
           f"{e['balanced_accuracy']:.3f}, mean precision {e['mean_precision']:.3f}")
+    for line in report.get("warnings", []):
+        print(f"stmtip train: warning: {line}", file=sys.stderr)
     return 0
 
 
@@ -208,79 +231,27 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _classify(args: argparse.Namespace) -> int:
-    if args.model is not None:  # before TensorFlow loads
+    from qcodes_stmtip.classify.archive import classify_files
+
+    if args.model is not None:
         _need_dir(args.model, "--model")
-    missing = [str(f) for f in args.files if not f.is_file()]
-    if missing:
-        raise FileNotFoundError(f"no such file: {', '.join(missing[:3])}"
-                                + (f" and {len(missing) - 3} more" if len(missing) > 3 else ""))
-    import numpy as np
-
-    from qcodes_stmtip.classify.bundle import default_bundle_path, load_bundle
-    from qcodes_stmtip.classify.frame_files import read_frame_array
-    from qcodes_stmtip.classify.preprocess import FrameTooShortError, preprocess_frame
-
     if args.lines is not None and args.lines < 8:
         raise ValueError(f"--lines {args.lines}: a partial frame needs at least 8 lines")
-    path = args.model if args.model is not None else default_bundle_path(args.surface)
-    ensemble = load_bundle(path)
-    size = int(ensemble.manifest["preprocessing"]["image_size"])
-    partial = None
     if args.lines is not None:
-        from qcodes_stmtip.classify.partial import load_partial
+        from qcodes_stmtip.classify.bundle import default_bundle_path, read_manifest
 
-        partial = load_partial(path, ensemble=ensemble)
-        ensemble = partial.ensemble
-        if partial.fallback:
+        path = args.model if args.model is not None else default_bundle_path(args.surface)
+        if not read_manifest(path).get("partial"):
             print(f"stmtip classify: {path} has no partial-frame model; the full-frame ensemble judges the "
                   f"first {args.lines} lines", file=sys.stderr)
-    images, ok, notes = [], [], {}
-    for f in args.files:
-        try:
-            if partial is not None:
-                images.append(partial.view(_read_frame(f), args.lines)[..., 0])
-            else:
-                images.append(preprocess_frame(read_frame_array(f), size))
-            ok.append(str(f))
-        except FrameTooShortError as exc:
-            notes[str(f)] = str(exc)
-            print(f"stmtip classify: {f}: unclassified ({exc})", file=sys.stderr)
-    rows: dict[str, dict[str, object]] = {str(f): {"file": str(f)} for f in args.files}
-    if images:
-        pred = ensemble.predict(np.stack(images)[..., None])
-        verdict = ensemble.good_bad(pred)
-        for i, f in enumerate(ok):
-            row = rows[f]
-            row.update({c: f"{pred.mean[i, k]:.6f}" for k, c in enumerate(ensemble.classes)})
-            if pred.tip_change_probability is not None:
-                row["tip_change"] = f"{pred.tip_change_probability[i]:.6f}"
-            d = int(pred.decision[i])
-            row["decision"] = ensemble.classes[d] if d >= 0 else UNCERTAIN
-            row["good_bad"] = verdict[i]
-    for f in notes:
-        rows[f].update({"decision": UNCLASSIFIED, "good_bad": UNCLASSIFIED})
-    fields = ["file", *ensemble.classes]
-    if ensemble.tip_change is not None:
-        fields.append("tip_change")
-    fields += ["decision", "good_bad"]
-    with open(args.output, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields, restval="")
-        writer.writeheader()
-        for f in args.files:
-            writer.writerow(rows[str(f)])
-    print(f"wrote {len(args.files)} rows to {args.output}")
+    result = classify_files(
+        args.files, args.output, model=args.model, surface=args.surface, channel=args.channel,
+        direction=args.direction, lines=args.lines, workers=args.workers, scheduler=args.scheduler,
+        chunk_size=args.chunk_size, resume=args.resume, overwrite=args.overwrite,
+        progress=not args.quiet, as_frame=False)
+    print(result.summary())
+    print(f"wrote {result.new} rows to {args.output}")
     return 0
-
-
-def _read_frame(path: Path):
-    """The file as an ``STMFrame`` (scan direction where the format records it), else its array."""
-    from qcodes_stmtip.classify.frame_files import read_frame_array
-
-    try:
-        from qcodes_stmtip.io import read_frame
-    except ImportError:
-        return read_frame_array(path)
-    return read_frame(path)
 
 
 def _train_partial(args: argparse.Namespace) -> int:

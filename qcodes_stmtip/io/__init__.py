@@ -10,14 +10,17 @@ file (no hang, no decompression bomb). Every reader error is a one-line
 :class:`FrameReadError` naming the file (:func:`~qcodes_stmtip.io.frame.guard_reader`).
 """
 
-from qcodes_stmtip.io.frame import DIRECTIONS, FrameReadError, STMFrame
+from qcodes_stmtip.io.frame import DIRECTIONS, FrameReadError, NoSuchChannelError, STMFrame
 from qcodes_stmtip.io.read import SUPPORTED_SUFFIXES, is_supported, list_channels, read_frame
+from qcodes_stmtip.io.sources import find_frame_files
 
 __all__ = [
     "DIRECTIONS",
     "FrameReadError",
+    "NoSuchChannelError",
     "STMFrame",
     "SUPPORTED_SUFFIXES",
+    "find_frame_files",
     "is_supported",
     "list_channels",
     "read_frame",

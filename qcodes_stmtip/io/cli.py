@@ -48,9 +48,10 @@ def describe(path: str, channel: str | None = None, direction: str = "forward") 
 
 def _handle_info(args: argparse.Namespace) -> int:
     from qcodes_stmtip.io.frame import FrameReadError
+    from qcodes_stmtip.io.sources import find_frame_files
 
     status = 0
-    for path in args.files:
+    for path in find_frame_files(args.files):
         try:
             print(describe(path, channel=args.channel, direction=args.direction))
         except FrameReadError as exc:
@@ -66,7 +67,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="describe STM files (.sxm, .gwy, *_mtrx, Createc .dat, .png, .npy)",
         description="Print channel list, size, physical extent, bias, setpoint and completeness of each file.",
     )
-    parser.add_argument("files", nargs="+", metavar="FILE", help="files to describe")
+    parser.add_argument("files", nargs="+", metavar="FILE",
+                        help="files, folders (searched recursively for frame files) or glob "
+                             "patterns ('**' recursive; quote them) to describe")
     parser.add_argument(
         "--channel", default=None, help="channel to summarise (default: topography)"
     )

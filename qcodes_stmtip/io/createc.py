@@ -44,7 +44,13 @@ from pathlib import Path
 
 import numpy as np
 
-from qcodes_stmtip.io.frame import FrameReadError, STMFrame, check_direction, guard_reader
+from qcodes_stmtip.io.frame import (
+    FrameReadError,
+    NoSuchChannelError,
+    STMFrame,
+    check_direction,
+    guard_reader,
+)
 
 HEADER_BYTES = 16384
 #: Most float32 values (all channels) a file may declare: 2**27 values = 512 MiB inflated.
@@ -225,7 +231,7 @@ def read_createc(
             matches = [t for t in table if t[1] == direction][:1]
         if not matches:
             names = ", ".join(dict.fromkeys(t[0] for t in table))
-            raise FrameReadError(path, f"no channel {wanted!r}; available: {names}")
+            raise NoSuchChannelError(path, f"no channel {wanted!r}; available: {names}")
     chosen = [t for t in matches if t[1] == direction]
     if not chosen:
         raise FrameReadError(

@@ -35,6 +35,10 @@ class FrameReadError(ValueError):
         super().__init__(f"{self.path}: {self.problem}")
 
 
+class NoSuchChannelError(FrameReadError):
+    """The file was read but holds no channel (or direction) of the name asked for."""
+
+
 #: Longest exception text a wrapped reader error repeats.
 _MAX_PROBLEM_CHARS = 300
 

@@ -35,7 +35,13 @@ from typing import Any
 
 import numpy as np
 
-from qcodes_stmtip.io.frame import FrameReadError, STMFrame, check_direction, guard_reader
+from qcodes_stmtip.io.frame import (
+    FrameReadError,
+    NoSuchChannelError,
+    STMFrame,
+    check_direction,
+    guard_reader,
+)
 
 #: Deepest object nesting accepted (real files nest 3–4 levels).
 MAX_DEPTH = 32
@@ -217,7 +223,7 @@ def read_gwy(path: str | Path, channel: str | None = None, direction: str = "for
     if channel is None:
         matching = [t for t in titles if _field_direction(t) == direction]
         if not matching:
-            raise FrameReadError(path, f"no {direction} data field; available: {', '.join(titles)}")
+            raise NoSuchChannelError(path, f"no {direction} data field; available: {', '.join(titles)}")
         title = matching[0]
     else:
         lookup = {t.lower(): t for t in titles}
@@ -226,7 +232,7 @@ def read_gwy(path: str | Path, channel: str | None = None, direction: str = "for
         elif channel.lower() in lookup:
             title = lookup[channel.lower()]
         else:
-            raise FrameReadError(path, f"no channel {channel!r}; available: {', '.join(titles)}")
+            raise NoSuchChannelError(path, f"no channel {channel!r}; available: {', '.join(titles)}")
         if _field_direction(title) != direction:
             raise FrameReadError(
                 path, f"channel {title!r} is a {_field_direction(title)} field, not {direction}"

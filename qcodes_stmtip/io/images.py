@@ -15,12 +15,18 @@ from pathlib import Path
 
 import numpy as np
 
-from qcodes_stmtip.io.frame import FrameReadError, STMFrame, check_direction, guard_reader
+from qcodes_stmtip.io.frame import (
+    FrameReadError,
+    NoSuchChannelError,
+    STMFrame,
+    check_direction,
+    guard_reader,
+)
 
 
 def _only_forward(path: Path, direction: str) -> None:
     if check_direction(direction) != "forward":
-        raise FrameReadError(
+        raise NoSuchChannelError(
             path, "plain images hold a single trace; only direction='forward' exists"
         )
 
@@ -33,7 +39,7 @@ def read_png(path: str | Path, channel: str | None = None, direction: str = "for
     path = Path(path)
     _only_forward(path, direction)
     if channel not in (None, "grey"):
-        raise FrameReadError(path, f"no channel {channel!r}; available: grey")
+        raise NoSuchChannelError(path, f"no channel {channel!r}; available: grey")
     try:
         with Image.open(path) as image:
             image.load()
@@ -68,7 +74,7 @@ def read_npy(path: str | Path, channel: str | None = None, direction: str = "for
     path = Path(path)
     _only_forward(path, direction)
     if channel not in (None, "array"):
-        raise FrameReadError(path, f"no channel {channel!r}; available: array")
+        raise NoSuchChannelError(path, f"no channel {channel!r}; available: array")
     try:
         array = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:

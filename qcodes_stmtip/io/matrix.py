@@ -23,7 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-from qcodes_stmtip.io.frame import FrameReadError, STMFrame, check_direction, guard_reader
+from qcodes_stmtip.io.frame import (
+    FrameReadError,
+    NoSuchChannelError,
+    STMFrame,
+    check_direction,
+    guard_reader,
+)
 
 SUFFIX_TAIL = "_mtrx"
 
@@ -91,13 +97,13 @@ def read_matrix(
     check_direction(direction)
     name = channel_of(path)
     if channel is not None and channel.lower() != name.lower():
-        raise FrameReadError(
+        raise NoSuchChannelError(
             path, f"no channel {channel!r}; a MATRIX file holds one channel, here: {name}"
         )
     mtrx, traces = _open(path)
     candidates = [t for t in (f"{direction}/up", f"{direction}/down") if t in traces]
     if not candidates:
-        raise FrameReadError(path, f"no {direction} trace; available: {', '.join(traces)}")
+        raise NoSuchChannelError(path, f"no {direction} trace; available: {', '.join(traces)}")
     trace = candidates[0]
     image, message = mtrx.select_image(trace)
     data = np.asarray(image.data, dtype=np.float64)

@@ -28,7 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
-from qcodes_stmtip.io.frame import FrameReadError, STMFrame, check_direction, guard_reader
+from qcodes_stmtip.io.frame import (
+    FrameReadError,
+    NoSuchChannelError,
+    STMFrame,
+    check_direction,
+    guard_reader,
+)
 
 _HEADER_END = b":SCANIT_END:"
 _DATA_TAG = b"\x1a\x04"
@@ -194,7 +200,7 @@ def _select(channels: list[SxmChannel], channel: str | None, path: Path) -> SxmC
         if c.name.lower() == channel.lower():
             return c
     names = ", ".join(c.name for c in channels)
-    raise FrameReadError(path, f"no channel {channel!r}; available: {names}")
+    raise NoSuchChannelError(path, f"no channel {channel!r}; available: {names}")
 
 
 @guard_reader

@@ -26,7 +26,13 @@ from typing import Any
 import numpy as np
 
 from qcodes_stmtip.extras import MissingExtraError, install_hint
-from qcodes_stmtip.io.frame import FrameReadError, STMFrame, check_direction, guard_reader
+from qcodes_stmtip.io.frame import (
+    FrameReadError,
+    NoSuchChannelError,
+    STMFrame,
+    check_direction,
+    guard_reader,
+)
 
 _SUFFIXES = {"_Forward": "forward", "_Backward": "backward"}
 
@@ -81,10 +87,10 @@ def read_sm4(path: str | Path, channel: str | None = None, direction: str = "for
     wanted = "Topography" if channel is None and "Topography" in names else channel or names[0]
     matches = [t for t in table if t[0].lower() == wanted.lower()]
     if not matches:
-        raise FrameReadError(path, f"no channel {wanted!r}; available: {', '.join(names)}")
+        raise NoSuchChannelError(path, f"no channel {wanted!r}; available: {', '.join(names)}")
     chosen = [t for t in matches if t[1] == direction]
     if not chosen:
-        raise FrameReadError(path, f"channel {matches[0][0]!r} has no {direction} page")
+        raise NoSuchChannelError(path, f"channel {matches[0][0]!r} has no {direction} page")
     name, _, page = chosen[0]
     attrs = page.attrs
     xsize, ysize = int(attrs["RHK_Xsize"]), int(attrs["RHK_Ysize"])

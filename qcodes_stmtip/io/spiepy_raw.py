@@ -15,7 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from qcodes_stmtip.io.frame import FrameReadError, STMFrame, check_direction, guard_reader
+from qcodes_stmtip.io.frame import (
+    FrameReadError,
+    NoSuchChannelError,
+    STMFrame,
+    check_direction,
+    guard_reader,
+)
 
 
 def _shape(raw_head: bytes) -> tuple[int, int]:
@@ -40,11 +46,11 @@ def read_spiepy(
     """Read a SPIEPy raw float64 array as a frame without physical extent."""
     path = Path(path)
     if check_direction(direction) != "forward":
-        raise FrameReadError(
+        raise NoSuchChannelError(
             path, "SPIEPy raw arrays hold a single trace; only direction='forward' exists"
         )
     if channel not in (None, "array"):
-        raise FrameReadError(path, f"no channel {channel!r}; available: array")
+        raise NoSuchChannelError(path, f"no channel {channel!r}; available: array")
     raw = path.read_bytes()
     if len(raw) < 16:
         raise FrameReadError(path, f"too short for a SPIEPy raw array ({len(raw)} bytes)")

@@ -52,16 +52,10 @@ def _safe(text: str) -> str:
     return _UNSAFE.sub("_", text).strip("_") or "frame"
 
 
-def _is_frame_file(path: Path) -> bool:
-    suffix = path.suffix.lower()
-    return suffix in (".sxm", ".gwy", ".dat", ".sm4", ".png", ".npy") or (
-        suffix.endswith("_mtrx") and suffix != ".mtrx"
-    )
-
-
 def folder_frames(folder: str | Path, *, exclude: Sequence[str | Path] = (),
                   channel: str | None = None, direction: str = "forward") -> list[FrameRef]:
-    """All frame files under ``folder`` (recursively, sorted), read with ``qcodes_stmtip.io.read_frame``.
+    """All frame files under ``folder`` (recursively, sorted, hidden entries skipped: the listing of
+    :func:`qcodes_stmtip.io.sources.folder_files`), read with ``qcodes_stmtip.io.read_frame``.
 
     ``exclude`` lists folders to leave out (e.g. the labels output folder).
     ``session`` is the MATRIX session stamp in the file name when there is one
@@ -70,6 +64,7 @@ def folder_frames(folder: str | Path, *, exclude: Sequence[str | Path] = (),
     ``folder`` is missing or holds no frame file.
     """
     from qcodes_stmtip.io.frame import check_direction
+    from qcodes_stmtip.io.sources import folder_files
 
     check_direction(direction)
     root = Path(folder)
@@ -77,10 +72,8 @@ def folder_frames(folder: str | Path, *, exclude: Sequence[str | Path] = (),
         raise FileNotFoundError(f"folder {root} does not exist or is not a directory")
     root = root.resolve()
     skip = [Path(p).resolve() for p in exclude]
-    files = [
-        p for p in sorted(root.rglob("*"))
-        if p.is_file() and _is_frame_file(p) and not any(p.is_relative_to(s) for s in skip)
-    ]
+    files = [p for p in folder_files(root, exclude=skip)  # the listing every command shares
+             if not any(p.is_relative_to(s) for s in skip)]
     if not files:
         raise ValueError(f"folder {root} holds no frame file (.sxm, .gwy, *_mtrx, .dat, .sm4, "
                          ".png, .npy)")

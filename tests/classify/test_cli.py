@@ -70,7 +70,7 @@ def test_train_with_pretraining_and_tip_change_vflip(dataset, tmp_path):
     assert m["tip_change"]["training"]["pretrain_frames"] == 0
 
 
-def test_train_defaults_to_the_measured_best_recipe(dataset, tmp_path):
+def test_train_defaults_to_the_measured_best_recipe(dataset, tmp_path, capsys):
     """Defaults: gradient-boosted trees + logistic regression on frame features, a feature
     tip-change model, thresholds calibrated on the validation sessions, the notice copied in;
     ``--members cnn`` gives three adam SqueezeNets at width 0.125 with test-time views and the
@@ -81,7 +81,11 @@ def test_train_defaults_to_the_measured_best_recipe(dataset, tmp_path):
     rc = main(["train", "--surface", "hsi100", "--data", str(dataset), "--out", str(out),
                "--val-fraction", "0.3", "--notice", str(notice), "--quiet"])
     assert rc == 0
+    # 48 frames: every calibrated threshold rests on too few validation frames, and says so
+    err = capsys.readouterr().err
+    assert "stmtip train: warning: the threshold of 'rows' rests on" in err
     m = json.loads((out / "manifest.json").read_text())
+    assert any("rests on" in w for w in m["metrics"]["validation"]["warnings"])
     assert m["format_version"] == 2
     assert [(e["architecture"], e["kind"]) for e in m["members"]] == [("hgb", "sklearn"), ("logreg", "sklearn")]
     assert all(e["file"].endswith(".skops") for e in m["members"])
@@ -150,13 +154,15 @@ def test_classify_csv(bundle, dataset, tmp_path):
     assert main(["classify", "--model", str(bundle), "--output", str(out), *files]) == 0
     with open(out, newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert list(rows[0]) == ["file", *CLASSES, "tip_change", "decision", "good_bad"]
+    assert list(rows[0]) == ["file", *CLASSES, "tip_change", "decision", "good_bad", "reason", "detail", "channel",
+                             "reader", "bundle"]
     assert [r["file"] for r in rows] == files
     for r in rows[:2]:
         assert sum(float(r[c]) for c in CLASSES) == pytest.approx(1.0, abs=1e-4)
         assert r["decision"] in (*CLASSES, "uncertain")
         assert 0.0 <= float(r["tip_change"]) <= 1.0
     assert rows[2]["decision"] == "unclassified" and rows[2][CLASSES[0]] == ""
+    assert rows[2]["reason"] == "too few lines" and rows[0]["reason"] == ""
 
 
 def test_cli_errors(tmp_path, capsys):

@@ -370,12 +370,12 @@ def test_cli_lines_reads_the_direction_from_metadata(plain, tmp_path, monkeypatc
 
     def classify() -> np.ndarray:
         assert main(["classify", "--model", str(plain), "--lines", "16", "--output", str(tmp_path / "p.csv"),
-                     str(tmp_path / "a.npy")]) == 0
+                     "--overwrite", str(tmp_path / "a.npy")]) == 0
         return seen.pop()[0]
 
     top, bottom = partial_view(f[-16:], None, SIZE), partial_view(f[:16], None, SIZE)
     np.testing.assert_array_equal(classify(), top)
-    monkeypatch.setattr(qcodes_stmtip.io, "read_frame", lambda path: STMFrame(np.load(path), scan_up=True))
+    monkeypatch.setattr(qcodes_stmtip.io, "read_frame", lambda path, **_: STMFrame(np.load(path), scan_up=True))
     np.testing.assert_array_equal(classify(), bottom)
 
 
