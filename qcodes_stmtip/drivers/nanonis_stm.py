@@ -596,6 +596,9 @@ class NanonisSTM(Instrument):
             changes["bias"] = bias
         if bias_lift is not None:
             changes["bias_lift"] = bias_lift
+        # PropsGet reports the flags as 0 False / 1 True, PropsSet takes 1 True / 2 False
+        changes.setdefault("change_bias", 1 if props.change_bias == 1 else 2)
+        changes["restore_feedback"] = 1 if props.restore_feedback == 1 else 2
         # the controller's own bias settings must also be inside the envelope
         new_props = dataclasses.replace(props, **changes)
         if new_props.change_bias == 1:

@@ -50,10 +50,15 @@ from qcodes_stmtip.nanonis.protocol import (
 )
 
 __all__ = [
+    "BiasSpectrProps",
+    "BiasSpectrTiming",
+    "BiasSpectrum",
+    "CurrentGains",
     "FrameData",
     "NanonisClient",
     "ScanBuffer",
     "ScanFrame",
+    "ScanProps",
     "ScanSpeed",
     "TipShaperProps",
     "VersionInfo",
@@ -109,7 +114,11 @@ class ScanSpeed:
 class TipShaperProps:
     """Tip-shaper settings (SI units; ``tip_lift`` < 0 moves the tip into the sample).
 
-    ``change_bias`` and ``restore_feedback``: 0 no change, 1 yes, 2 no.
+    ``change_bias`` and ``restore_feedback``: as sent (``TipShaper.PropsSet``) 0 no change,
+    1 True, 2 False; as returned (``TipShaper.PropsGet``) 0 False, 1 True. ``bias`` is
+    applied before the first ramp when ``change_bias``; the initial bias is restored after
+    the second ramp, before ``end_wait_time``; ``restore_feedback`` restores the initial
+    Z-controller status at the end.
     """
 
     switch_off_delay: float
@@ -132,6 +141,69 @@ class FrameData:
     channel_name: str
     data: np.ndarray
     scan_up: bool
+
+
+@dataclass(frozen=True)
+class ScanProps:
+    """``Scan.PropsGet``: continuous/bouncy 0 off, 1 on; autosave 0 all, 1 next, 2 off;
+    the modules whose parameters go into the file header, with those parameters."""
+
+    continuous: int
+    bouncy: int
+    autosave: int
+    series_name: str
+    comment: str
+    modules: tuple[str, ...]
+    params_per_module: tuple[int, ...]
+    parameters: tuple[tuple[str, ...], ...]
+    autopaste: int
+
+
+@dataclass(frozen=True)
+class CurrentGains:
+    """``Current.GainsGet``: the selectable gains and filters and the selected indexes."""
+
+    gains: tuple[str, ...]
+    gain_index: int
+    filters: tuple[str, ...]
+    filter_index: int
+
+
+@dataclass(frozen=True)
+class BiasSpectrum:
+    """One ``BiasSpectr.Start``: channel names, data float32 ``(channels, points)`` (rows in
+    the order of the names), the fixed parameters then the parameters (see ``PropsGet``)."""
+
+    channel_names: tuple[str, ...]
+    data: np.ndarray
+    parameters: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class BiasSpectrProps:
+    """``BiasSpectr.PropsGet`` (flags 0 off, 1 on)."""
+
+    save_all: int
+    sweeps: int
+    backward: int
+    points: int
+    channel_names: tuple[str, ...]
+    parameters: tuple[str, ...]
+    fixed_parameters: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class BiasSpectrTiming:
+    """Bias-sweep timing: seconds, the Z offset (m) and the largest slew rate (V/s)."""
+
+    z_averaging_time: float
+    z_offset: float
+    initial_settling_time: float
+    max_slew_rate: float
+    settling_time: float
+    integration_time: float
+    end_settling_time: float
+    z_control_time: float
 
 
 @dataclass(frozen=True)
@@ -440,9 +512,15 @@ class NanonisClient:
                            timeout: float | None = None) -> None:
         """Configure the tip-crash protection: ``threshold`` is a current (A).
 
-        ``auto_recovery`` / ``auto_pause``: 0 no change, 1 on, 2 off.
+        ``auto_recovery`` (the Z controller recovers after a SafeTip event) and
+        ``auto_pause`` (the scan pauses on one): 0 Off, 1 On — no "no change" value.
         """
         self.call("SafeTip.PropsSet", auto_recovery, auto_pause, threshold, timeout=timeout)
+
+    def safe_tip_props_get(self, *, timeout: float | None = None) -> tuple[int, int, float]:
+        """``(auto_recovery, auto_pause, threshold A)``; the flags 0 Off, 1 On."""
+        auto_recovery, auto_pause, threshold = self.call("SafeTip.PropsGet", timeout=timeout)
+        return auto_recovery, auto_pause, threshold
 
     def auto_approach_on_off_set(self, on: bool, *, timeout: float | None = None) -> None:
         """Start (True) or stop (False) the auto-approach."""
@@ -546,7 +624,8 @@ class NanonisClient:
     # ------------------------------------------------------------------ Tip shaper
     def tip_shaper_start(self, wait: bool = True, timeout_ms: int = -1, *,
                          timeout: float | None = None) -> None:
-        """Run the tip-shaper procedure (side effect: changes the tip)."""
+        """Run the tip-shaper procedure (side effects: may change the tip; the bias ends at
+        its initial value, the Z controller as ``restore_feedback`` says)."""
         if timeout is None:
             timeout = _wait_timeout(timeout_ms, wait)
         self.call("TipShaper.Start", int(bool(wait)), timeout_ms, timeout=timeout)
@@ -561,7 +640,7 @@ class NanonisClient:
                   timeout=timeout)
 
     def tip_shaper_props_get(self, *, timeout: float | None = None) -> TipShaperProps:
-        """Return the tip-shaper properties."""
+        """Return the tip-shaper properties (``change_bias``/``restore_feedback`` 0 False, 1 True)."""
         return TipShaperProps(*self.call("TipShaper.PropsGet", timeout=timeout))
 
     # ------------------------------------------------------------------ Motor
@@ -572,14 +651,170 @@ class NanonisClient:
 
     # ------------------------------------------------------------------ Signals / Util
     def signals_names_get(self, *, timeout: float | None = None) -> list[str]:
-        """Names of the signals; index ``i`` names signal ``i``."""
+        """Names of the controller's 128 signals; index ``i`` (0–127) names signal ``i``."""
         return list(self.call("Signals.NamesGet", timeout=timeout)[0])
+
+    def signals_in_slots_get(self, *, timeout: float | None = None) -> tuple[list[str], list[int]]:
+        """The 24 signal slots: their names and their signal indexes (0–127).
+
+        Scan-buffer and spectroscopy channel indexes (0–23) are slot indexes.
+        """
+        names, indexes = self.call("Signals.InSlotsGet", timeout=timeout)
+        return list(names), list(indexes)
 
     def signals_val_get(self, index: int, wait: bool = True, *,
                         timeout: float | None = None) -> float:
-        """Value of signal ``index`` (SI units)."""
+        """Value of signal ``index`` (0–127, SI units)."""
         return self.call("Signals.ValGet", index, int(bool(wait)), timeout=timeout)[0]
+
+    def signals_vals_get(self, indexes: Sequence[int], wait: bool = True, *,
+                         timeout: float | None = None) -> list[float]:
+        """Values of signals ``indexes`` (0–127, SI units), in the order asked."""
+        return list(self.call("Signals.ValsGet", list(indexes), int(bool(wait)),
+                              timeout=timeout)[0])
 
     def util_version_get(self, *, timeout: float | None = None) -> VersionInfo:
         """Controller software product, version and releases."""
         return VersionInfo(*self.call("Util.VersionGet", timeout=timeout))
+
+    # ------------------------------------------------------------------ read-backs, saving
+    def current_gains_get(self, *, timeout: float | None = None) -> CurrentGains:
+        """The current preamplifier's gains and filters and the selected ones."""
+        gains, gain_index, filters, filter_index = self.call("Current.GainsGet", timeout=timeout)
+        return CurrentGains(tuple(gains), gain_index, tuple(filters), filter_index)
+
+    def z_ctrl_gain_get(self, *, timeout: float | None = None) -> tuple[float, float, float]:
+        """Z-controller ``(P gain, time constant s, I gain = P/T)``."""
+        p_gain, time_constant, i_gain = self.call("ZCtrl.GainGet", timeout=timeout)
+        return p_gain, time_constant, i_gain
+
+    def z_ctrl_limits_get(self, *, timeout: float | None = None) -> tuple[float, float]:
+        """Z position ``(high, low)`` limits (m); the piezo range when limits are not enabled."""
+        high, low = self.call("ZCtrl.LimitsGet", timeout=timeout)
+        return high, low
+
+    def scan_props_get(self, *, timeout: float | None = None) -> ScanProps:
+        """Scan properties (continuous/bouncy 0 off, 1 on; autosave 0 all, 1 next, 2 off)."""
+        return ScanProps(*self.call("Scan.PropsGet", timeout=timeout))
+
+    def scan_save(self, wait: bool = True, timeout_ms: int = 5000, *,
+                  timeout: float | None = None) -> bool:
+        """Save the scan buffer to a file; returns whether waiting for the save timed out."""
+        if timeout is None:
+            timeout = _wait_timeout(timeout_ms, wait)
+        return bool(self.call("Scan.Save", int(bool(wait)), timeout_ms, timeout=timeout)[0])
+
+    # ------------------------------------------------------------------ bias spectroscopy
+    def bias_spectr_open(self, *, timeout: float | None = None) -> None:
+        """Open the Bias Spectroscopy module."""
+        self.call("BiasSpectr.Open", timeout=timeout)
+
+    def bias_spectr_start(self, get_data: bool = True, save_base_name: str = "", *,
+                          timeout: float | None = None) -> BiasSpectrum:
+        """Run one bias sweep at the tip's position and return its data.
+
+        Blocks until the sweep ends (pass ``timeout`` longer than the sweep). Side effects:
+        the bias is swept (reset at the end if the advanced ``reset_bias`` is on), the
+        Z controller is held during the sweep; ``save_base_name`` "" keeps the name.
+        """
+        names, data, parameters = self.call("BiasSpectr.Start", int(bool(get_data)),
+                                            save_base_name, timeout=timeout)
+        return BiasSpectrum(tuple(names), data, tuple(parameters))
+
+    def bias_spectr_chs_set(self, channels: Sequence[int], *, timeout: float | None = None) -> None:
+        """Recorded channels: signal-slot indexes 0–23."""
+        self.call("BiasSpectr.ChsSet", list(channels), timeout=timeout)
+
+    def bias_spectr_chs_get(self, *, timeout: float | None = None) -> tuple[tuple[int, ...],
+                                                                             tuple[str, ...]]:
+        """Recorded channels: ``(slot indexes, names)``."""
+        channels, names = self.call("BiasSpectr.ChsGet", timeout=timeout)
+        return tuple(channels), tuple(names)
+
+    def bias_spectr_props_set(self, *, save_all: int = 0, sweeps: int = 0, backward: int = 0,
+                              points: int = 0, z_offset_m: float = 0.0, autosave: int = 0,
+                              show_dialog: int = 0, timeout: float | None = None) -> None:
+        """Bias-spectroscopy properties: flags 0 no change, 1 on, 2 off; ``sweeps``/``points``
+        0 no change; ``z_offset_m`` (m, > 0 retracts before the sweep) is always set."""
+        self.call("BiasSpectr.PropsSet", save_all, sweeps, backward, points, z_offset_m,
+                  autosave, show_dialog, timeout=timeout)
+
+    def bias_spectr_props_get(self, *, timeout: float | None = None) -> BiasSpectrProps:
+        """Bias-spectroscopy properties (flags 0 off, 1 on)."""
+        return BiasSpectrProps(*self.call("BiasSpectr.PropsGet", timeout=timeout))
+
+    def bias_spectr_adv_props_set(self, reset_bias: int = 0, z_hold: int = 0,
+                                  record_final_z: int = 0, lockin_run: int = 0, *,
+                                  timeout: float | None = None) -> None:
+        """Advanced properties, each 0 no change, 1 on, 2 off."""
+        self.call("BiasSpectr.AdvPropsSet", reset_bias, z_hold, record_final_z, lockin_run,
+                  timeout=timeout)
+
+    def bias_spectr_adv_props_get(self, *, timeout: float | None = None) -> tuple[int, ...]:
+        """``(reset_bias, z_hold, record_final_z, lockin_run)``, each 0 off, 1 on."""
+        return tuple(self.call("BiasSpectr.AdvPropsGet", timeout=timeout))
+
+    def bias_spectr_limits_set(self, start_V: float, end_V: float, *,
+                               timeout: float | None = None) -> None:
+        """Sweep start and end bias (V). Touches nothing until a sweep starts."""
+        self.call("BiasSpectr.LimitsSet", start_V, end_V, timeout=timeout)
+
+    def bias_spectr_limits_get(self, *, timeout: float | None = None) -> tuple[float, float]:
+        """Sweep ``(start, end)`` bias (V)."""
+        start, end = self.call("BiasSpectr.LimitsGet", timeout=timeout)
+        return start, end
+
+    def bias_spectr_timing_set(self, timing: BiasSpectrTiming, *,
+                               timeout: float | None = None) -> None:
+        """Sweep timing (s, m, V/s)."""
+        if not isinstance(timing, BiasSpectrTiming):
+            raise ValueError(f"timing must be a BiasSpectrTiming, got {type(timing).__name__}")
+        fields = COMMANDS["BiasSpectr.TimingSet"].args
+        self.call("BiasSpectr.TimingSet", *(getattr(timing, f.name) for f in fields),
+                  timeout=timeout)
+
+    def bias_spectr_timing_get(self, *, timeout: float | None = None) -> BiasSpectrTiming:
+        """Sweep timing."""
+        return BiasSpectrTiming(*self.call("BiasSpectr.TimingGet", timeout=timeout))
+
+    # ------------------------------------------------------------------ lock-in
+    def lock_in_mod_on_off_set(self, modulator: int, on: bool, *,
+                               timeout: float | None = None) -> None:
+        """Switch modulator ``modulator`` (from 1) on or off."""
+        self.call("LockIn.ModOnOffSet", modulator, int(bool(on)), timeout=timeout)
+
+    def lock_in_mod_on_off_get(self, modulator: int, *, timeout: float | None = None) -> bool:
+        """Whether modulator ``modulator`` is on."""
+        return bool(self.call("LockIn.ModOnOffGet", modulator, timeout=timeout)[0])
+
+    def lock_in_mod_signal_set(self, modulator: int, signal: int, *,
+                               timeout: float | None = None) -> None:
+        """The signal (0–127) modulator ``modulator`` modulates (the bias for dI/dV)."""
+        self.call("LockIn.ModSignalSet", modulator, signal, timeout=timeout)
+
+    def lock_in_mod_signal_get(self, modulator: int, *, timeout: float | None = None) -> int:
+        return self.call("LockIn.ModSignalGet", modulator, timeout=timeout)[0]
+
+    def lock_in_mod_amp_set(self, modulator: int, amplitude: float, *,
+                            timeout: float | None = None) -> None:
+        """Modulation amplitude (units of the modulated signal: V for the bias)."""
+        self.call("LockIn.ModAmpSet", modulator, amplitude, timeout=timeout)
+
+    def lock_in_mod_amp_get(self, modulator: int, *, timeout: float | None = None) -> float:
+        return self.call("LockIn.ModAmpGet", modulator, timeout=timeout)[0]
+
+    def lock_in_mod_phas_freq_set(self, modulator: int, frequency_Hz: float, *,
+                                  timeout: float | None = None) -> None:
+        """Modulation frequency (Hz) of phase register/modulator ``modulator``."""
+        self.call("LockIn.ModPhasFreqSet", modulator, frequency_Hz, timeout=timeout)
+
+    def lock_in_mod_phas_freq_get(self, modulator: int, *, timeout: float | None = None) -> float:
+        return self.call("LockIn.ModPhasFreqGet", modulator, timeout=timeout)[0]
+
+    def lock_in_demod_signal_set(self, demodulator: int, signal: int, *,
+                                 timeout: float | None = None) -> None:
+        """The signal (0–127) demodulator ``demodulator`` demodulates (the current for dI/dV)."""
+        self.call("LockIn.DemodSignalSet", demodulator, signal, timeout=timeout)
+
+    def lock_in_demod_signal_get(self, demodulator: int, *, timeout: float | None = None) -> int:
+        return self.call("LockIn.DemodSignalGet", demodulator, timeout=timeout)[0]

@@ -74,7 +74,7 @@ MAX_BODY_SIZE = 1 << 27
 #: Largest text value (bytes): one string, or all elements of a string array with their
 #: length prefixes. Paths, comments and signal-name lists are far shorter.
 MAX_TEXT_BYTES = 1 << 16
-#: Most elements of a 1-D int32 array (channel indexes).
+#: Most elements of a 1-D int32 or float32 array (channel indexes, signal values).
 MAX_ARRAY_ITEMS = 1 << 12
 #: Most values of a 2-D float32 array (rows × cols): a 4096 × 4096 frame.
 MAX_2D_VALUES = 4096 * 4096
@@ -129,6 +129,10 @@ class T(enum.Enum):
     STR_ARRAY = "1D string array"
     #: int32 rows, int32 cols, then rows × cols float32, row-major.
     F32_2D = "2D float32"
+    #: int32 count, then count × float32.
+    F32_ARRAY = "1D float32 array"
+    #: int32 rows, int32 cols, then rows × cols × (int32 length + bytes), row-major.
+    STR_2D = "2D string array"
 
 
 _SCALARS: dict[T, struct.Struct] = {
@@ -229,6 +233,31 @@ def encode_value(t: T, value: Any, where: str = "value") -> bytes:
                 f"{where}: {len(elements)} bytes of strings exceed the {MAX_TEXT_BYTES}-byte limit"
             )
         return _I32.pack(len(elements)) + _I32.pack(len(parts)) + elements
+    if t is T.F32_ARRAY:
+        if isinstance(value, str | bytes) or not isinstance(value, Sequence | np.ndarray):
+            raise ValueError(f"{where}: expected a sequence of float32, got {value!r}")
+        if len(value) > MAX_ARRAY_ITEMS:
+            raise ValueError(f"{where}: {len(value)} items exceed the {MAX_ARRAY_ITEMS}-item limit")
+        items = [_check_float(v, T.F32, f"{where}[{i}]") for i, v in enumerate(value)]
+        return _I32.pack(len(items)) + np.asarray(items, dtype=">f4").tobytes()
+    if t is T.STR_2D:
+        if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+            raise ValueError(f"{where}: expected rows of str, got {value!r}")
+        rows = [list(r) if isinstance(r, Sequence) and not isinstance(r, str | bytes) else None
+                for r in value]
+        if any(r is None for r in rows):
+            raise ValueError(f"{where}: every row must be a sequence of str")
+        cols = len(rows[0]) if rows else 0
+        if any(len(r) != cols for r in rows):  # type: ignore[arg-type]
+            raise ValueError(f"{where}: rows of different lengths")
+        parts = [_encode_text(v, f"{where}[{i}][{j}]")
+                 for i, r in enumerate(rows) for j, v in enumerate(r)]  # type: ignore[arg-type]
+        elements = b"".join(_I32.pack(len(p)) + p for p in parts)
+        if len(elements) > MAX_TEXT_BYTES:
+            raise ValueError(
+                f"{where}: {len(elements)} bytes of strings exceed the {MAX_TEXT_BYTES}-byte limit"
+            )
+        return _I32.pack(len(rows)) + _I32.pack(cols) + elements
     if t is T.F32_2D:
         if isinstance(value, np.ndarray) and value.size > MAX_2D_VALUES:  # before any copy
             raise ValueError(f"{where}: {value.size} values exceed the {MAX_2D_VALUES}-value limit")
@@ -300,6 +329,28 @@ def decode_value(t: T, buf: bytes | bytearray | memoryview, offset: int = 0,
             item, offset = decode_value(T.STR, buf, offset, f"{where}[{i}]")
             items.append(item)
         return tuple(items), offset
+    if t is T.F32_ARRAY:
+        n = _length(buf, offset, f"{where} count")
+        offset += 4
+        _need(buf, offset, 4 * n, f"{where} ({n} float32)")
+        return tuple(float(v) for v in np.frombuffer(buf, ">f4", n, offset)), offset + 4 * n
+    if t is T.STR_2D:
+        rows = _length(buf, offset, f"{where} rows")
+        cols = _length(buf, offset + 4, f"{where} cols")
+        offset += 8
+        if rows * cols > (len(buf) - offset) // 4:
+            raise NanonisProtocolError(
+                f"{where}: {rows}x{cols} strings at offset {offset - 8} exceed the "
+                f"{len(buf) - offset} bytes left"
+            )
+        table = []
+        for i in range(rows):
+            row = []
+            for j in range(cols):
+                item, offset = decode_value(T.STR, buf, offset, f"{where}[{i}][{j}]")
+                row.append(item)
+            table.append(tuple(row))
+        return tuple(table), offset
     if t is T.F32_2D:
         rows = _length(buf, offset, f"{where} rows")
         cols = _length(buf, offset + 4, f"{where} cols")
@@ -341,8 +392,10 @@ def max_encoded_size(t: T) -> int:
         return 4 + MAX_TEXT_BYTES
     if t is T.I32_ARRAY:
         return 4 + 4 * MAX_ARRAY_ITEMS
-    if t is T.STR_ARRAY:
+    if t in (T.STR_ARRAY, T.STR_2D):
         return 8 + MAX_TEXT_BYTES
+    if t is T.F32_ARRAY:
+        return 4 + 4 * MAX_ARRAY_ITEMS
     if t is T.F32_2D:
         return 8 + 4 * MAX_2D_VALUES
     raise ValueError(f"unknown wire type {t!r}")  # pragma: no cover - enum is closed
@@ -524,6 +577,13 @@ _TIP_SHAPER = (
     "switch_off_delay:F32 change_bias:U32 bias:F32 tip_lift:F32 lift_time_1:F32 bias_lift:F32 "
     "bias_settling_time:F32 lift_height:F32 lift_time_2:F32 end_wait_time:F32 restore_feedback:U32"
 )
+_SPECTR_PROPS_SET = ("save_all:U16 sweeps:I32 backward:U16 points:I32 z_offset:F32 autosave:U16 "
+                     "show_dialog:U16")
+_SPECTR_PROPS_GET = ("save_all:U16 sweeps:I32 backward:U16 points:I32 channel_names:STR_ARRAY "
+                     "parameters:STR_ARRAY fixed_parameters:STR_ARRAY")
+_SPECTR_ADV = "reset_bias:U16 z_hold:U16 record_final_z:U16 lockin_run:U16"
+_SPECTR_TIMING = ("z_averaging_time:F32 z_offset:F32 initial_settling_time:F32 max_slew_rate:F32 "
+                  "settling_time:F32 integration_time:F32 end_settling_time:F32 z_control_time:F32")
 
 _TABLE: tuple[tuple[str, str, str], ...] = (
     ("Bias.Set", "bias:F32", ""),
@@ -565,6 +625,40 @@ _TABLE: tuple[tuple[str, str, str], ...] = (
     ("Signals.NamesGet", "", "names:STR_ARRAY"),
     ("Signals.ValGet", "index:I32 wait:U32", "value:F32"),
     ("Util.VersionGet", "", "product:STR version:STR host_release:U32 rt_release:U32"),
+    # issue 28: read-backs, saving, bias spectroscopy and the lock-in
+    ("Signals.ValsGet", "indexes:I32_ARRAY wait:U32", "values:F32_ARRAY"),
+    ("Signals.InSlotsGet", "", "names:STR_ARRAY indexes:I32_ARRAY"),
+    ("Current.GainsGet", "", "gains:STR_ARRAY gain_index:I32 filters:STR_ARRAY filter_index:I32"),
+    ("ZCtrl.GainGet", "", "p_gain:F32 time_constant:F32 i_gain:F32"),
+    ("ZCtrl.LimitsGet", "", "high_limit:F32 low_limit:F32"),
+    ("SafeTip.PropsGet", "", "auto_recovery:U16 auto_pause:U16 threshold:F32"),
+    ("Scan.PropsGet", "", "continuous:U32 bouncy:U32 autosave:U32 series_name:STR comment:STR "
+                      "modules:STR_ARRAY params_per_module:I32_ARRAY parameters:STR_2D "
+                      "autopaste:U32"),
+    ("Scan.Save", "wait:U32 timeout_ms:I32", "timed_out:U32"),
+    ("BiasSpectr.Open", "", ""),
+    ("BiasSpectr.Start", "get_data:U32 save_base_name:STR",
+     "channel_names:STR_ARRAY data:F32_2D parameters:F32_ARRAY"),
+    ("BiasSpectr.ChsSet", "channels:I32_ARRAY", ""),
+    ("BiasSpectr.ChsGet", "", "channels:I32_ARRAY channel_names:STR_ARRAY"),
+    ("BiasSpectr.PropsSet", _SPECTR_PROPS_SET, ""),
+    ("BiasSpectr.PropsGet", "", _SPECTR_PROPS_GET),
+    ("BiasSpectr.AdvPropsSet", _SPECTR_ADV, ""),
+    ("BiasSpectr.AdvPropsGet", "", _SPECTR_ADV),
+    ("BiasSpectr.LimitsSet", "start:F32 end:F32", ""),
+    ("BiasSpectr.LimitsGet", "", "start:F32 end:F32"),
+    ("BiasSpectr.TimingSet", _SPECTR_TIMING, ""),
+    ("BiasSpectr.TimingGet", "", _SPECTR_TIMING),
+    ("LockIn.ModOnOffSet", "modulator:I32 on:U32", ""),
+    ("LockIn.ModOnOffGet", "modulator:I32", "on:U32"),
+    ("LockIn.ModSignalSet", "modulator:I32 signal:I32", ""),
+    ("LockIn.ModSignalGet", "modulator:I32", "signal:I32"),
+    ("LockIn.ModAmpSet", "modulator:I32 amplitude:F32", ""),
+    ("LockIn.ModAmpGet", "modulator:I32", "amplitude:F32"),
+    ("LockIn.ModPhasFreqSet", "modulator:I32 frequency:F64", ""),
+    ("LockIn.ModPhasFreqGet", "modulator:I32", "frequency:F64"),
+    ("LockIn.DemodSignalSet", "demodulator:I32 signal:I32", ""),
+    ("LockIn.DemodSignalGet", "demodulator:I32", "signal:I32"),
 )
 
 #: Every command of the reference table, by name.
@@ -625,7 +719,7 @@ def _placeholder(t: T) -> Any:
         return 0.0
     if t in (T.STR, T.STR_U32):
         return ""
-    if t in (T.I32_ARRAY, T.STR_ARRAY):
+    if t in (T.I32_ARRAY, T.STR_ARRAY, T.F32_ARRAY, T.STR_2D):
         return ()
     if t is T.F32_2D:
         return np.zeros((0, 0), np.float32)

@@ -131,6 +131,57 @@ def _signal_names(m: SimulatedMicroscope) -> dict[str, Any]:
     return {"names": SIGNAL_NAMES}
 
 
+def _signals_in_slots(m: SimulatedMicroscope) -> dict[str, Any]:
+    from qcodes_stmtip.sim.microscope import SLOT_NAMES, SLOT_SIGNALS
+
+    return {"names": SLOT_NAMES, "indexes": SLOT_SIGNALS}
+
+
+def _current_gains(m: SimulatedMicroscope) -> dict[str, Any]:
+    gains, gain_index, filters, filter_index = m.get_current_gains()
+    return {"gains": gains, "gain_index": gain_index, "filters": filters,
+            "filter_index": filter_index}
+
+
+def _safe_tip_get(m: SimulatedMicroscope) -> dict[str, Any]:
+    auto_recovery, auto_pause, threshold = m.get_safe_tip()
+    return {"auto_recovery": auto_recovery, "auto_pause": auto_pause, "threshold": threshold}
+
+
+def _scan_save(m: SimulatedMicroscope, *, wait: int, timeout_ms: int) -> dict[str, int]:
+    _flag(wait, "wait")
+    m.scan_save()
+    return {"timed_out": 0}
+
+
+def _spectr_start(m: SimulatedMicroscope, *, get_data: int, save_base_name: str) -> dict[str, Any]:
+    names, data, parameters = m.spectro.start(_flag(get_data, "get data"), save_base_name)
+    return {"channel_names": names, "data": data, "parameters": parameters}
+
+
+def _spectr_chs_get(m: SimulatedMicroscope) -> dict[str, Any]:
+    return {"channels": m.spectro.channels, "channel_names": m.spectro.channel_names()}
+
+
+def _spectr_props_get(m: SimulatedMicroscope) -> dict[str, Any]:
+    return m.spectro.get_props()
+
+
+def _spectr_adv_get(m: SimulatedMicroscope) -> dict[str, int]:
+    reset_bias, z_hold, record_final_z, lockin_run = m.spectro.get_adv_props()
+    return {"reset_bias": reset_bias, "z_hold": z_hold, "record_final_z": record_final_z,
+            "lockin_run": lockin_run}
+
+
+def _spectr_limits_get(m: SimulatedMicroscope) -> dict[str, float]:
+    start, end = m.spectro.get_limits()
+    return {"start": start, "end": end}
+
+
+def _spectr_timing_get(m: SimulatedMicroscope) -> dict[str, float]:
+    return m.spectro.get_timing()
+
+
 #: How each command of the table acts on the microscope:
 #: ``handler(microscope, **request_fields) -> reply fields by name``.
 HANDLERS: dict[str, SimHandler] = {
@@ -178,6 +229,45 @@ HANDLERS: dict[str, SimHandler] = {
     "Signals.ValGet": lambda m, *, index, wait: {"value": m.signal_value(index)},
     "Util.VersionGet": lambda m: {"product": PRODUCT, "version": VERSION,
                                   "host_release": RELEASE, "rt_release": RELEASE},
+    "Signals.ValsGet": lambda m, *, indexes, wait: {"values": m.signal_values(indexes)},
+    "Signals.InSlotsGet": _signals_in_slots,
+    "Current.GainsGet": _current_gains,
+    "ZCtrl.GainGet": lambda m: dict(zip(("p_gain", "time_constant", "i_gain"), m.get_z_gains(),
+                                        strict=True)),
+    "ZCtrl.LimitsGet": lambda m: dict(zip(("high_limit", "low_limit"), m.get_z_limits(),
+                                          strict=True)),
+    "SafeTip.PropsGet": _safe_tip_get,
+    "Scan.PropsGet": lambda m: m.get_props(),
+    "Scan.Save": _scan_save,
+    "BiasSpectr.Open": lambda m: _done(setattr(m.spectro, "open", True)),
+    "BiasSpectr.Start": _spectr_start,
+    "BiasSpectr.ChsSet": lambda m, *, channels: _done(m.spectro.set_channels(channels)),
+    "BiasSpectr.ChsGet": _spectr_chs_get,
+    "BiasSpectr.PropsSet": lambda m, **props: _done(m.spectro.set_props(**props)),
+    "BiasSpectr.PropsGet": _spectr_props_get,
+    "BiasSpectr.AdvPropsSet": lambda m, **flags: _done(m.spectro.set_adv_props(**flags)),
+    "BiasSpectr.AdvPropsGet": _spectr_adv_get,
+    "BiasSpectr.LimitsSet": lambda m, *, start, end: _done(m.spectro.set_limits(start, end)),
+    "BiasSpectr.LimitsGet": _spectr_limits_get,
+    "BiasSpectr.TimingSet": lambda m, **timing: _done(m.spectro.set_timing(**timing)),
+    "BiasSpectr.TimingGet": _spectr_timing_get,
+    "LockIn.ModOnOffSet": lambda m, *, modulator, on: _done(m.spectro.set_mod_on(modulator, on)),
+    "LockIn.ModOnOffGet": lambda m, *, modulator: {"on": m.spectro.get("mod_on", modulator)},
+    "LockIn.ModSignalSet": lambda m, *, modulator, signal: _done(
+        m.spectro.set_mod_signal(modulator, signal)),
+    "LockIn.ModSignalGet": lambda m, *, modulator: {
+        "signal": m.spectro.get("mod_signal", modulator)},
+    "LockIn.ModAmpSet": lambda m, *, modulator, amplitude: _done(
+        m.spectro.set_mod_amp(modulator, amplitude)),
+    "LockIn.ModAmpGet": lambda m, *, modulator: {"amplitude": m.spectro.get("mod_amp", modulator)},
+    "LockIn.ModPhasFreqSet": lambda m, *, modulator, frequency: _done(
+        m.spectro.set_mod_freq(modulator, frequency)),
+    "LockIn.ModPhasFreqGet": lambda m, *, modulator: {
+        "frequency": m.spectro.get("mod_freq", modulator)},
+    "LockIn.DemodSignalSet": lambda m, *, demodulator, signal: _done(
+        m.spectro.set_demod_signal(demodulator, signal)),
+    "LockIn.DemodSignalGet": lambda m, *, demodulator: {
+        "signal": m.spectro.get("demod_signal", demodulator)},
 }
 
 if set(HANDLERS) != set(COMMANDS):  # pragma: no cover - a table/handler mismatch is a bug

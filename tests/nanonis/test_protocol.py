@@ -36,6 +36,10 @@ STRATEGIES: dict[T, st.SearchStrategy] = {
     T.I32_ARRAY: st.lists(st.integers(-(1 << 31), (1 << 31) - 1), max_size=10).map(tuple),
     T.STR_ARRAY: st.lists(_text, max_size=6).map(tuple),
     T.F32_2D: _array_2d(),
+    T.F32_ARRAY: st.lists(_f32, max_size=10).map(tuple),
+    T.STR_2D: st.tuples(st.integers(0, 3), st.integers(0, 3)).flatmap(
+        lambda rc: st.lists(st.lists(_text, min_size=rc[1], max_size=rc[1]).map(tuple),
+                            min_size=rc[0], max_size=rc[0]).map(tuple)),
 }
 
 
@@ -325,11 +329,14 @@ def test_fuzz_header_sizes_are_checked_against_the_command(header: bytes, name: 
         (T.STR, "x" * (p.MAX_TEXT_BYTES + 1), "text exceed"),
         (T.STR_U32, "é" * p.MAX_TEXT_BYTES, "text exceed"),
         (T.I32_ARRAY, [0] * (p.MAX_ARRAY_ITEMS + 1), "items exceed"),
+        (T.F32_ARRAY, [0.0] * (p.MAX_ARRAY_ITEMS + 1), "items exceed"),
+        (T.STR_2D, [["abcd"] * 100] * (p.MAX_TEXT_BYTES // 800 + 1), "strings exceed"),
         (T.STR_ARRAY, ["abcd"] * (p.MAX_TEXT_BYTES // 8 + 1), "strings exceed"),
         (T.STR_ARRAY, [""] * (p.MAX_TEXT_BYTES // 4 + 1), "strings exceed"),
         (T.F32_2D, np.zeros((1, p.MAX_2D_VALUES + 1), np.float32), "values exceed"),
     ],
-    ids=["str", "str_u32", "i32_array", "str_array", "str_array_count", "f32_2d"],
+    ids=["str", "str_u32", "i32_array", "f32_array", "str_2d", "str_array", "str_array_count",
+         "f32_2d"],
 )
 def test_encoders_refuse_values_past_the_limits(t: T, value, match: str) -> None:
     with pytest.raises(ValueError, match=match):
@@ -342,3 +349,16 @@ def test_a_long_error_description_is_cut_not_refused() -> None:
     with pytest.raises(p.NanonisError) as info:
         p.decode_response_body(p.COMMANDS["Bias.Set"], reply[p.HEADER_SIZE:])
     assert set(info.value.message) == {"é"}
+
+
+def test_float32_array_and_2d_string_array_layouts() -> None:
+    """Signals.ValsGet / BiasSpectr.Start's float32 arrays and Scan.PropsGet's 2-D strings."""
+    assert p.encode_value(T.F32_ARRAY, [1.5, -2.0]) == struct.pack(">iff", 2, 1.5, -2.0)
+    raw = p.encode_value(T.STR_2D, [("a", "bc"), ("d", "")])
+    assert raw == struct.pack(">ii", 2, 2) + b"".join(
+        struct.pack(">i", len(s)) + s.encode() for s in ("a", "bc", "d", ""))
+    assert p.decode_value(T.STR_2D, raw)[0] == (("a", "bc"), ("d", ""))
+    with pytest.raises(ValueError, match="rows of different lengths"):
+        p.encode_value(T.STR_2D, [("a",), ("b", "c")])
+    with pytest.raises(p.NanonisProtocolError, match="exceed"):
+        p.decode_value(T.STR_2D, struct.pack(">ii", 1000, 1000))

@@ -160,8 +160,8 @@ def test_current_channel_and_signals_follow_the_setpoint() -> None:
     name, current, _ = m.frame_data(ms.CURRENT, True)
     assert name == "Current (A)"
     assert np.nanmedian(current) == pytest.approx(100e-12, rel=0.1)
-    assert m.signal_value(ms.BIAS) == m.get_bias()
-    assert m.signal_value(ms.SETPOINT) == pytest.approx(100e-12)
+    assert m.signal_value(ms.SIG_BIAS) == m.get_bias()  # signal indexes are 0..127, not slots
+    assert m.signal_value(ms.SIG_SETPOINT) == pytest.approx(100e-12)
 
 
 def test_feedback_off_current_decays_exponentially_with_z() -> None:
@@ -235,7 +235,7 @@ def test_spontaneous_change_lands_on_the_right_line() -> None:
 
 def test_deep_z_crash_indents_the_tip_when_safetip_does_not_stop_it() -> None:
     m, _ = make(tip="individual_atoms")
-    m.set_safe_tip(2, 2, 1.0)  # threshold above the contact current: no protection
+    m.set_safe_tip(0, 0, 1.0)  # threshold above the contact current: no protection
     before = m.ground_truth().tip
     m.set_feedback(False)
     m.set_z(m.get_z() - 5e-9)
@@ -245,7 +245,7 @@ def test_deep_z_crash_indents_the_tip_when_safetip_does_not_stop_it() -> None:
 
 def test_safetip_trips_before_contact_and_pauses_the_scan() -> None:
     m, clock = make(tip="individual_atoms")
-    m.set_safe_tip(2, 1, 1e-9)
+    m.set_safe_tip(0, 1, 1e-9)  # auto-recovery off (0), auto-pause on (1)
     m.scan_action(0, True)
     clock.advance(0.1)
     before = m.ground_truth().tip

@@ -14,6 +14,8 @@ It is a thin composition of small parts, each readable on its own:
   approach, coarse motor, tip shaper, and the tunnelling/contact physics;
 * :mod:`.scan` — :class:`~.scan.Scanner`: the scan state machine, frame progress and line
   timing, tip changes mid-frame, the tip's lateral position;
+* :mod:`.spectro` — :class:`~.spectro.Spectroscopy`: the Bias Spectroscopy module and
+  the lock-in (point spectra from :mod:`qcodes_stmtip.sim.spectra`);
 * :mod:`.channels` — the data generator: rendering a frame and deriving every channel.
 
 The Z controller and the scanner share the clock, the tip dynamics and one random
@@ -48,22 +50,39 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from qcodes_stmtip.sim.microscope.scan import Scanner
+from qcodes_stmtip.sim.microscope.spectro import Spectroscopy
 from qcodes_stmtip.sim.microscope.state import (  # noqa: F401  (re-exported constants)
     APPROACH_MIN_S,
     APPROACH_S_PER_M,
     BIAS,
     CURRENT,
+    CURRENT_FILTER_INDEX,
+    CURRENT_FILTERS,
+    CURRENT_GAIN_INDEX,
+    CURRENT_GAINS,
     FOLME_SPEED,
     G0,
     MAX_FRAME_VALUES,
     MAX_INDENT,
     SETPOINT,
+    SIG_BIAS,
+    SIG_CURRENT,
+    SIG_LI_X,
+    SIG_LI_Y,
+    SIG_SETPOINT,
+    SIG_X,
+    SIG_Y,
+    SIG_Z,
     SIGNAL_NAMES,
+    SLOT_NAMES,
+    SLOT_SIGNALS,
     STEP_TIME,
     STEP_XY,
     STEP_Z,
     WITHDRAW_S,
     Z_LIMIT,
+    Z_P_GAIN,
+    Z_TIME_CONSTANT,
     ZSTATUS_HOLD,
     ZSTATUS_OFF,
     ZSTATUS_ON,
@@ -83,7 +102,7 @@ from qcodes_stmtip.sim.physics import KAPPA  # noqa: F401  (1/m, for callers of 
 from qcodes_stmtip.sim.tips import TipState
 from qcodes_stmtip.taxonomy import check_label, check_surface
 
-__all__ = ["GroundTruth", "SimulatedMicroscope", "SIGNAL_NAMES"]
+__all__ = ["GroundTruth", "SimulatedMicroscope", "SIGNAL_NAMES", "SLOT_NAMES", "SLOT_SIGNALS"]
 
 
 def _forward(part: str, name: str) -> property:
@@ -149,6 +168,9 @@ class SimulatedMicroscope:
         self.scanner = Scanner(self.clock, self.settings, self.zctrl, self.dynamics, self._rng,
                                surface, self.seed, schedule_rng=np.random.default_rng([self.seed, 14]))
         self.zctrl.scan = self.scanner
+        # spectra draw their noise from their own stream: taking one leaves frames unchanged
+        self.spectro = Spectroscopy(self.clock, self.zctrl, self.scanner,
+                                    np.random.default_rng([self.seed, 28]), surface)
         self.clock.advance = self._advance
 
     def _advance(self, now: float) -> None:
@@ -207,22 +229,35 @@ class SimulatedMicroscope:
             return self.clock.now()
 
     def signal_value(self, index: int) -> float:
-        """Value of signal ``index`` (SI units)."""
-        if not 0 <= index < len(SIGNAL_NAMES):
+        """Value of signal ``index`` (0–127 of :data:`SIGNAL_NAMES`; SI units).
+
+        Current, bias, setpoint, X/Y/Z and the lock-in outputs are modelled; every other
+        signal reads ADC noise around 0 V.
+        """
+        if isinstance(index, bool) or not isinstance(index, int | np.integer) \
+                or not 0 <= index < len(SIGNAL_NAMES):
             raise ValueError(f"signal index {index} is not in 0..{len(SIGNAL_NAMES) - 1}")
-        if index == CURRENT:
+        if index == SIG_CURRENT:
             return self.get_current()
-        if index == Z:
+        if index == SIG_Z:
             return self.get_z()
-        if index in (X, Y):
-            return self.xy_position()[index - X]
+        if index in (SIG_X, SIG_Y):
+            return self.xy_position()[index - SIG_X]
+        if index in (SIG_LI_X, SIG_LI_Y):
+            return self.spectro.lockin_value(index == SIG_LI_X)
         with self.clock.lock:
             self.clock.update()
-            if index == BIAS:
+            if index == SIG_BIAS:
                 return self.zctrl.bias
-            if index == SETPOINT:
+            if index == SIG_SETPOINT:
                 return self.zctrl.setpoint
             return 1e-4 * float(self._rng.standard_normal())
+
+    def signal_values(self, indexes: Sequence[int]) -> tuple[float, ...]:
+        """Values of several signals (``Signals.ValsGet``), in the order asked."""
+        if len(indexes) == 0:
+            raise ValueError("Signals.ValsGet needs at least one signal index")
+        return tuple(self.signal_value(i) for i in indexes)
 
     def ground_truth(self) -> GroundTruth:
         """The current tip and the current/last frame's label and tip-change lines."""
@@ -288,6 +323,9 @@ class SimulatedMicroscope:
     def set_safe_tip(self, auto_recovery: int, auto_pause: int, threshold: float) -> None:
         self.zctrl.set_safe_tip(auto_recovery, auto_pause, threshold)
 
+    def get_safe_tip(self) -> tuple[int, int, float]:
+        return self.zctrl.get_safe_tip()
+
     def set_approach(self, on: bool) -> None:
         self.zctrl.set_approach(on)
 
@@ -305,6 +343,19 @@ class SimulatedMicroscope:
 
     def motor_move(self, direction: int, steps: int, group: int = 0, wait: bool = True) -> None:
         self.zctrl.motor_move(direction, steps, group, wait)
+
+    def get_z_gains(self) -> tuple[float, float, float]:
+        """``ZCtrl.GainGet``: P gain (m), time constant (s), I gain = P/T (m/s)."""
+        return Z_P_GAIN, Z_TIME_CONSTANT, Z_P_GAIN / Z_TIME_CONSTANT
+
+    def get_z_limits(self) -> tuple[float, float]:
+        """``ZCtrl.LimitsGet``: high and low Z limits (m); the piezo range (limits not enabled)."""
+        return Z_LIMIT, -Z_LIMIT
+
+    def get_current_gains(self) -> tuple[tuple[str, ...], int, tuple[str, ...], int]:
+        """``Current.GainsGet``: the preamplifier's gains, the selected one, its filters and the
+        selected one."""
+        return CURRENT_GAINS, CURRENT_GAIN_INDEX, CURRENT_FILTERS, CURRENT_FILTER_INDEX
 
     # ------------------------------------------------------------------ scan settings (settings)
     def get_frame(self) -> tuple[float, float, float, float, float]:
@@ -325,6 +376,21 @@ class SimulatedMicroscope:
     def set_speed(self, fwd_speed: float, bwd_speed: float, fwd_time: float, bwd_time: float,
                   keep: int, ratio: float) -> None:
         self.settings.set_speed(fwd_speed, bwd_speed, fwd_time, bwd_time, keep, ratio)
+
+    def get_props(self) -> dict[str, object]:
+        """``Scan.PropsGet``'s fields: continuous/bouncy 0 off, 1 on; autosave 0 all,
+        1 next, 2 off; autopaste as set (1 all, 2 next, 3 off; 0 never set)."""
+        s = self.settings
+        with self.clock.lock:
+            return {"continuous": int(s.continuous), "bouncy": int(s.bouncy),
+                    "autosave": s.autosave - 1, "series_name": s.series_name,
+                    "comment": s.comment, "modules": s.modules,
+                    "params_per_module": (0,) * len(s.modules),
+                    "parameters": tuple(() for _ in s.modules), "autopaste": s.autopaste}
+
+    def scan_save(self) -> str:
+        """``Scan.Save``: save the scan buffer to the next file of the series; returns its path."""
+        return self.scanner.save()
 
     def set_props(self, continuous: int, bouncy: int, autosave: int, series_name: str,
                   comment: str, modules: Sequence[str], autopaste: int) -> None:

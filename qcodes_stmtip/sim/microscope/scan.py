@@ -23,7 +23,7 @@ from qcodes_stmtip.sim.geometry import ScanGeometry
 from qcodes_stmtip.sim.microscope.channels import channel_data, mask_unacquired, render
 from qcodes_stmtip.sim.microscope.state import (
     FOLME_SPEED,
-    SIGNAL_NAMES,
+    SLOT_NAMES,
     Frame,
     ScanSettings,
     SimClock,
@@ -120,6 +120,17 @@ class Scanner:
                 s.autosave = 3
         self.last_path = scan.path
         self.clock.changed.notify_all()
+
+    def save(self) -> str:
+        """Save the scan buffer (a frame in progress as far as acquired) to the next file."""
+        with self.clock.lock:
+            self.clock.update()
+            if self.scan is None:
+                raise ValueError("Scan.Save: the scan buffer is empty (no frame was scanned yet)")
+            self.file_counter += 1
+            path = f"C:/Users/simulated/Data/{self.settings.series_name}{self.file_counter:05d}.sxm"
+            self.last_path = path
+            return path
 
     # ------------------------------------------------------------------ tip changes
     def busy(self) -> bool:
@@ -311,12 +322,12 @@ class Scanner:
             if channel not in s.channels and (scan is None or channel not in scan.channels):
                 raise ValueError(f"channel {channel} is not in the scan buffer {s.channels}")
             if scan is None:
-                return SIGNAL_NAMES[channel], np.full((s.lines, s.pixels), np.nan,
-                                                      np.float32), True
+                return SLOT_NAMES[channel], np.full((s.lines, s.pixels), np.nan,
+                                                    np.float32), True
             if channel not in scan.channels:
                 raise ValueError(f"channel {channel} was not recorded in the last frame {scan.channels}")
             data = channel_data(scan, channel, forward)
-            return SIGNAL_NAMES[channel], mask_unacquired(scan, data, forward), scan.up
+            return SLOT_NAMES[channel], mask_unacquired(scan, data, forward), scan.up
 
     # ------------------------------------------------------------------ tip position
     def xy_position(self) -> tuple[float, float]:

@@ -21,15 +21,39 @@ import numpy as np
 from qcodes_stmtip.sim.geometry import ScanGeometry
 from qcodes_stmtip.sim.tips import TipState
 
-#: Signal names served by ``Signals.NamesGet``; index ``i`` names signal ``i``
-#: (0 = Current, 14 = Z, as on a default Nanonis system).
+#: The 128 signals of the controller, served by ``Signals.NamesGet``: index ``i`` (0–127)
+#: names signal ``i`` of ``Signals.ValGet``/``ValsGet`` and of the lock-in's signal
+#: selections. Like a real controller: physical inputs and outputs (output 1 is the
+#: bias), the positions, internal channels and many unused "Internal" slots.
 SIGNAL_NAMES: tuple[str, ...] = (
-    "Current (A)", "Bias (V)", "Input 2 (V)", "Input 3 (V)", "Input 4 (V)", "Input 5 (V)",
-    "Input 6 (V)", "Input 7 (V)", "Input 8 (V)", "Output 1 (V)", "Output 2 (V)",
-    "Output 3 (V)", "Output 4 (V)", "Setpoint (A)", "Z (m)", "X (m)", "Y (m)",
-    "Phase (deg)", "Amplitude (m)", "Frequency Shift (Hz)", "Excitation (V)",
+    ("Current (A)",) + tuple(f"Input {i} (V)" for i in range(2, 9))
+    + ("Bias (V)",) + tuple(f"Output {i} (V)" for i in range(2, 9))
+    + ("X (m)", "Y (m)", "Z (m)", "Setpoint (A)", "Phase (deg)", "Amplitude (m)",
+       "Frequency Shift (Hz)", "Excitation (V)", "LI Demod 1 X (A)", "LI Demod 1 Y (A)",
+       "LI Demod 2 X (A)", "LI Demod 2 Y (A)")
+    + tuple(f"Internal {i} (V)" for i in range(1, 101))
 )
-CURRENT, BIAS, SETPOINT, Z, X, Y = 0, 1, 13, 14, 15, 16
+#: Signal indexes (0–127) of the signals the simulator models.
+SIG_CURRENT, SIG_BIAS, SIG_X, SIG_Y, SIG_Z, SIG_SETPOINT, SIG_LI_X, SIG_LI_Y = (
+    0, 8, 16, 17, 18, 19, 24, 25)
+#: The 24 signal slots of the Signals Manager: slot ``i`` holds signal ``SLOT_SIGNALS[i]``.
+#: Scan-buffer and bias-spectroscopy *channel* indexes are slot indexes (0–23), as on a
+#: real controller; the slot order keeps Current at 0 and Z at 14.
+SLOT_SIGNALS: tuple[int, ...] = (
+    SIG_CURRENT, SIG_BIAS, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, SIG_SETPOINT, SIG_Z, SIG_X,
+    SIG_Y, 20, 21, 22, 23, SIG_LI_X, SIG_LI_Y, 13)
+#: Names of the 24 slots (``SIGNAL_NAMES[SLOT_SIGNALS[i]]``).
+SLOT_NAMES: tuple[str, ...] = tuple(SIGNAL_NAMES[i] for i in SLOT_SIGNALS)
+#: Slot (channel) indexes of the modelled signals.
+CURRENT, BIAS, SETPOINT, Z, X, Y, LI_X, LI_Y = 0, 1, 13, 14, 15, 16, 21, 22
+
+#: Z-controller gains of ``ZCtrl.GainGet``: P gain (m) and time constant (s).
+Z_P_GAIN, Z_TIME_CONSTANT = 5e-12, 1e-3
+#: The current preamplifier of ``Current.GainsGet``: gains, filters, the selected ones.
+CURRENT_GAINS: tuple[str, ...] = ("LN 10^7", "LN 10^8", "LN 10^9", "HS 10^8", "HS 10^9", "HS 10^10")
+CURRENT_GAIN_INDEX = 4
+CURRENT_FILTERS: tuple[str, ...] = ("Off", "300 Hz", "1 kHz", "3 kHz", "10 kHz")
+CURRENT_FILTER_INDEX = 0
 
 #: Conductance quantum (S): the current at point contact is about G0·|V|.
 G0 = 7.748e-5
@@ -214,14 +238,14 @@ class ScanSettings:
             return self.channels, self.pixels, self.lines
 
     def set_buffer(self, channels: Sequence[int], pixels: int, lines: int) -> None:
-        """Recorded signal indexes and resolution (pixels a multiple of 16, 16..4096; lines
+        """Recorded signal slots (channel indexes 0–23) and resolution (pixels a multiple of 16, 16..4096; lines
         2..4096; pixels × lines ≤ ``max_frame_values``)."""
         channels = tuple(int(c) for c in channels)
         if not channels:
             raise ValueError("the scan buffer needs at least one channel")
-        bad = [c for c in channels if not 0 <= c < len(SIGNAL_NAMES)]
+        bad = [c for c in channels if not 0 <= c < len(SLOT_SIGNALS)]
         if bad:
-            raise ValueError(f"channel indexes {bad} are not signals 0..{len(SIGNAL_NAMES) - 1}")
+            raise ValueError(f"channel indexes {bad} are not signal slots 0..{len(SLOT_SIGNALS) - 1}")
         if len(set(channels)) != len(channels):
             raise ValueError(f"channel indexes {channels} contain duplicates")
         if not (16 <= pixels <= 4096 and pixels % 16 == 0):

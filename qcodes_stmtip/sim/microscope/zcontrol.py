@@ -44,6 +44,10 @@ if TYPE_CHECKING:
     from qcodes_stmtip.sim.dynamics import TipDynamics
 
 
+#: The tip shaper's two flags (booleans in the state; 0/1/2 in ``PropsSet``, 0/1 in ``PropsGet``).
+_SHAPER_FLAGS = ("change_bias", "restore_feedback")
+
+
 class ScanHooks(Protocol):
     """What the Z controller asks of the scan (the microscope's :class:`Scanner`)."""
 
@@ -84,10 +88,11 @@ class ZController:
         self.safe_tip_events = 0
         self.coarse_x, self.coarse_y = 0.0, 0.0  # sample offset from coarse moves (m)
         self.tip_shaper = {
-            "switch_off_delay": 0.05, "change_bias": 2, "bias": 0.0, "tip_lift": -1.5e-9,
+            "switch_off_delay": 0.05, "change_bias": False, "bias": 0.0, "tip_lift": -1.5e-9,
             "lift_time_1": 0.1, "bias_lift": 2.0, "bias_settling_time": 0.05,
-            "lift_height": 2e-9, "lift_time_2": 0.1, "end_wait_time": 0.05, "restore_feedback": 1,
-        }
+            "lift_height": 2e-9, "lift_time_2": 0.1, "end_wait_time": 0.05,
+            "restore_feedback": True,
+        }  # the two flags are booleans: PropsSet's 0/1/2 is decoded on the way in
 
     # ------------------------------------------------------------------ physics
     def tunnel_z(self) -> float:
@@ -284,18 +289,24 @@ class ZController:
 
     # ------------------------------------------------------------------ SafeTip / approach
     def set_safe_tip(self, auto_recovery: int, auto_pause: int, threshold: float) -> None:
-        """SafeTip settings; ``auto_recovery``/``auto_pause``: 0 no change, 1 on, 2 off."""
+        """SafeTip settings, as ``SafeTip.PropsSet``: ``auto_recovery``/``auto_pause`` 0 Off,
+        1 On; ``threshold`` the current (A) that trips it."""
         check_finite(threshold, "threshold")
-        if auto_recovery not in (0, 1, 2) or auto_pause not in (0, 1, 2):
-            raise ValueError("SafeTip auto_recovery and auto_pause must be 0, 1 or 2")
+        if auto_recovery not in (0, 1) or auto_pause not in (0, 1):
+            raise ValueError(f"SafeTip auto_recovery {auto_recovery} and auto_pause {auto_pause} "
+                             "must be 0 (Off) or 1 (On)")
         if not threshold > 0:
             raise ValueError(f"SafeTip threshold {threshold} A must be positive")
         with self.clock.lock:
-            if auto_recovery:
-                self.safe_tip_auto_recovery = auto_recovery == 1
-            if auto_pause:
-                self.safe_tip_auto_pause = auto_pause == 1
+            self.safe_tip_auto_recovery = bool(auto_recovery)
+            self.safe_tip_auto_pause = bool(auto_pause)
             self.safe_tip_threshold = float(threshold)
+
+    def get_safe_tip(self) -> tuple[int, int, float]:
+        """``(auto_recovery, auto_pause, threshold A)``, the flags 0 Off / 1 On."""
+        with self.clock.lock:
+            return (int(self.safe_tip_auto_recovery), int(self.safe_tip_auto_pause),
+                    self.safe_tip_threshold)
 
     def set_approach(self, on: bool) -> None:
         """Start (True) or stop the auto-approach; it ends in tunnelling with the feedback on."""
@@ -328,19 +339,23 @@ class ZController:
 
     # ------------------------------------------------------------------ tip shaper / motor
     def get_tip_shaper(self) -> dict[str, float]:
+        """Tip-shaper properties as ``TipShaper.PropsGet`` returns them: ``change_bias`` and
+        ``restore_feedback`` 0 False, 1 True."""
         with self.clock.lock:
-            return dict(self.tip_shaper)
+            return {k: int(v) if k in _SHAPER_FLAGS else v for k, v in self.tip_shaper.items()}
 
     def set_tip_shaper(self, **props: float) -> None:
-        """Tip-shaper properties (names as in the protocol table; SI units)."""
+        """Tip-shaper properties (names as in the protocol table; SI units), as
+        ``TipShaper.PropsSet``: ``change_bias``/``restore_feedback`` 0 no change, 1 True, 2 False."""
         unknown = set(props) - set(self.tip_shaper)
         if unknown:
             raise ValueError(f"unknown tip-shaper properties {sorted(unknown)}")
         for name, value in props.items():
             check_finite(value, name)
-        for name in ("change_bias", "restore_feedback"):
+        for name in _SHAPER_FLAGS:
             if name in props and props[name] not in (0, 1, 2):
-                raise ValueError(f"tip shaper {name} {props[name]} must be 0, 1 or 2")
+                raise ValueError(f"tip shaper {name} {props[name]} must be 0 (no change), "
+                                 "1 (True) or 2 (False)")
         for name in ("switch_off_delay", "lift_time_1", "bias_settling_time", "lift_time_2",
                      "end_wait_time"):
             if name in props and not 0 <= props[name] <= 60:
@@ -348,21 +363,33 @@ class ZController:
         for name in ("tip_lift", "lift_height"):
             if name in props and abs(props[name]) > 100e-9:
                 raise ValueError(f"tip shaper {name} {props[name]} m exceeds ±100 nm")
+        for name in ("bias", "bias_lift"):
+            if name in props and abs(props[name]) > 10:
+                raise ValueError(f"tip shaper {name} {props[name]} V is outside the ±10 V range")
         with self.clock.lock:
-            self.tip_shaper.update({k: int(v) if k in ("change_bias", "restore_feedback")
-                                    else float(v) for k, v in props.items()})
+            for k, v in props.items():
+                if k in _SHAPER_FLAGS:
+                    if v:  # 0: no change
+                        self.tip_shaper[k] = v == 1
+                else:
+                    self.tip_shaper[k] = float(v)
 
     def tip_shaper_start(self, wait: bool = True, timeout_ms: int = -1) -> TipState:
-        """Run the tip shaper: feedback off, move by ``tip_lift`` (indenting past contact),
-        apply ``bias_lift``, retract by ``lift_height``, restore. Changes the tip through
-        the dynamics; blocks the procedure's simulated duration when ``wait``.
+        """Run the tip shaper: feedback off, (``change_bias``: apply ``bias``), move by
+        ``tip_lift`` (indenting past contact), apply ``bias_lift``, retract by
+        ``lift_height``, restore the initial bias, then (``restore_feedback``) the initial
+        Z-controller status, else the feedback stays off. Changes the tip through the
+        dynamics; blocks the procedure's simulated duration when ``wait``.
         """
         with self.clock.lock:
             self.clock.update()
             if not self.approached():
                 raise ValueError("TipShaper.Start needs the tip in tunnelling range (approach first)")
             p = self.tip_shaper
+            initial_bias, initial_feedback = self.bias, self.feedback
             z0 = self.tunnel_z() if self.feedback else self.z
+            if p["change_bias"]:
+                self.bias = p["bias"]
             target = z0 + p["tip_lift"]
             depth = self.contact_z() - target
             new = self.dynamics.state
@@ -371,11 +398,9 @@ class ZController:
             if abs(p["bias_lift"]) >= 1.5:
                 width = max(p["bias_settling_time"] + p["lift_time_2"], 1e-3)
                 new = self.apply_action(lambda: self.dynamics.pulse(p["bias_lift"], width))
-            if p["change_bias"] == 1:
-                self.bias = p["bias"]
-            restore = p["restore_feedback"] == 1 or (p["restore_feedback"] == 0 and self.feedback)
-            self.feedback = restore
-            self.z = self.tunnel_z() if restore else z0 + p["tip_lift"] + p["lift_height"]
+            self.bias = initial_bias  # restored after the second ramp, before the end wait
+            self.feedback = bool(p["restore_feedback"]) and initial_feedback
+            self.z = self.tunnel_z() if self.feedback else z0 + p["tip_lift"] + p["lift_height"]
             duration = sum(p[k] for k in ("switch_off_delay", "lift_time_1", "bias_settling_time",
                                           "lift_time_2", "end_wait_time"))
         if wait:
