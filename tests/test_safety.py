@@ -204,3 +204,101 @@ def test_approach_steps_need_a_withdrawn_tip_and_are_bounded_separately() -> Non
         ENV.check_approach_steps(10, withdrawn=True)  # inside max_motor_steps, still refused
     with pytest.raises(ValueError, match="max_approach_steps"):
         SafetyEnvelope(max_approach_steps=-1)
+
+
+# ---- both signs of every limit, and what the violation says (issue 29: mutation testing) ----
+#: (check, its limit attribute, the quantity it names, unit); each check is called with one value.
+SIGNED = [
+    (lambda env, v: env.check_bias(v), "max_bias_V", "|bias|", "V"),
+    (lambda env, v: env.check_setpoint_current(v), "max_setpoint_current_A",
+     "|setpoint current|", "A"),
+    (lambda env, v: env.check_pulse(v, 1e-3), "max_pulse_amplitude_V", "|pulse amplitude|", "V"),
+    (lambda env, v: env.check_z(v), "max_z_m", "|z position|", "m"),
+]
+
+
+@pytest.mark.parametrize("sign", [+1.0, -1.0])
+@pytest.mark.parametrize(("check", "limit_name", "quantity", "unit"), SIGNED,
+                         ids=["bias", "setpoint", "pulse_amplitude", "z"])
+def test_symmetric_limits_hold_for_both_signs(check, limit_name: str, quantity: str, unit: str,
+                                               sign: float) -> None:
+    """A negative value past the limit (−20 V pulse, −1 µA setpoint, z = −2 µm) raises too."""
+    limit = getattr(ENV, limit_name)
+    check(ENV, sign * limit)  # the limit itself is allowed, whatever the sign
+    for over in (limit * 1.001, limit * 2, limit * 1e3):
+        with pytest.raises(SafetyViolation) as info:
+            check(ENV, sign * over)
+        exc = info.value
+        assert (exc.quantity, exc.requested, exc.limit, exc.unit) == (quantity, sign * over,
+                                                                      limit, unit)
+        assert str(exc) == (f"safety envelope: {quantity} = {sign * over!r} {unit} is outside "
+                            f"the allowed limit {limit!r} {unit}; nothing was sent")
+
+
+def test_named_negative_requests_never_pass() -> None:
+    """The three requests of issue 29 that a dropped ``abs()`` would let through."""
+    for call in (lambda: ENV.check_pulse(-20.0, 1e-3), lambda: ENV.check_setpoint_current(-1e-6),
+                 lambda: ENV.check_z(-2e-6)):
+        with pytest.raises(SafetyViolation):
+            call()
+
+
+@pytest.mark.parametrize(("call", "quantity", "requested", "limit", "unit"), [
+    (lambda: ENV.check_pulse(1.0, 0.0), "pulse width", 0.0, "> 0", "s"),
+    (lambda: ENV.check_pulse(1.0, -1e-3), "pulse width", -1e-3, "> 0", "s"),
+    (lambda: ENV.check_pulse(1.0, 1.5), "pulse width", 1.5, 1.0, "s"),
+    (lambda: ENV.check_indentation(-1e-10), "indentation depth", -1e-10,
+     ">= 0 (into the sample)", "m"),
+    (lambda: ENV.check_indentation(3e-9), "indentation depth", 3e-9, 2e-9, "m"),
+    (lambda: ENV.check_scan_size(0.0, 1e-7), "scan width", 0.0, "> 0", "m"),
+    (lambda: ENV.check_scan_size(1e-7, -1e-7), "scan height", -1e-7, "> 0", "m"),
+    (lambda: ENV.check_scan_size(2e-6, 1e-7), "scan width", 2e-6, 1e-6, "m"),
+    (lambda: ENV.check_scan_size(1e-7, 2e-6), "scan height", 2e-6, 1e-6, "m"),
+    (lambda: ENV.check_tip_move(-6e-6, 0.0), "tip x", -6e-6, (-5e-6, 5e-6), "m"),
+    (lambda: ENV.check_tip_move(0.0, 6e-6), "tip y", 6e-6, (-5e-6, 5e-6), "m"),
+    (lambda: ENV.check_motor_steps(-1), "motor steps", -1, (0, 100), ""),
+    (lambda: ENV.check_motor_steps(101), "motor steps", 101, (0, 100), ""),
+    (lambda: ENV.check_motor_steps(2.0), "motor steps", 2.0, "an integer", ""),
+    (lambda: ENV.check_approach_steps(2, withdrawn=True), "coarse steps towards the sample",
+     2, (0, 1), ""),
+    (lambda: ENV.check_approach_steps(1, withdrawn=False),
+     "coarse steps towards the sample with the tip not withdrawn", 1,
+     "0 (withdraw the tip first)", ""),
+    (lambda: ENV.check_bias("1"), "bias", "1", "a finite number", ""),
+    (lambda: ENV.check_bias(None), "bias", None, "a finite number", ""),
+    (lambda: ENV.check_setpoint_current(math.inf), "setpoint current", math.inf,
+     "a finite number", ""),
+    (lambda: ENV.check_pulse(math.nan, 1e-3), "pulse amplitude", None, "a finite number", ""),
+    (lambda: ENV.check_pulse(1.0, "1ms"), "pulse width", "1ms", "a finite number", ""),
+    (lambda: ENV.check_indentation(True), "indentation depth", True, "a finite number", ""),
+    (lambda: ENV.check_z([1]), "z position", [1], "a finite number", ""),
+    (lambda: ENV.check_z_move(0.0, math.nan), "tunnelling z position", None,
+     "a finite number", ""),
+    (lambda: ENV.check_tip_move("0", 0.0), "tip x", "0", "a finite number", ""),
+    (lambda: ENV.check_tip_move(0.0, b"0"), "tip y", b"0", "a finite number", ""),
+    (lambda: ENV.check_frame(math.inf, 0.0, 1e-7, 1e-7), "scan centre x", math.inf,
+     "a finite number", ""),
+    (lambda: ENV.check_frame(0.0, "0", 1e-7, 1e-7), "scan centre y", "0", "a finite number", ""),
+    (lambda: ENV.check_frame(0.0, 0.0, 1e-7, 1e-7, None), "scan angle", None,
+     "a finite number", ""),
+], ids=lambda v: v if isinstance(v, str) else None)
+def test_each_violation_names_its_quantity_request_limit_and_unit(
+        call, quantity: str, requested: object, limit: object, unit: str) -> None:
+    with pytest.raises(SafetyViolation) as info:
+        call()
+    exc = info.value
+    assert (exc.quantity, exc.limit, exc.unit) == (quantity, limit, unit)
+    if requested is None and isinstance(exc.requested, float):  # NaN: compare as NaN
+        assert math.isnan(exc.requested)
+    else:
+        assert exc.requested == requested and type(exc.requested) is type(requested)
+    assert quantity in str(exc) and "nothing was sent" in str(exc)
+
+
+def test_frame_corner_violation_names_the_axis_and_the_area() -> None:
+    with pytest.raises(SafetyViolation) as info:
+        ENV.check_frame(4.9e-6, 0.0, 5e-7, 5e-7)
+    assert info.value.quantity == "scan frame corner x" and info.value.limit == (-5e-6, 5e-6)
+    with pytest.raises(SafetyViolation) as info:
+        ENV.check_frame(0.0, -4.9e-6, 5e-7, 5e-7)
+    assert info.value.quantity == "scan frame corner y" and info.value.unit == "m"

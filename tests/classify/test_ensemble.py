@@ -68,6 +68,18 @@ def test_good_bad_collapse():
         collapse_good_bad(decision, CLASSES, {"double_tip"})
 
 
+def test_a_flagged_tip_change_is_bad_even_when_the_class_decision_is_uncertain():
+    """Uncertain + tip-change flag: the flag wins (a changed apex is never just "uncertain")."""
+    decision = np.array([UNCERTAIN, UNCERTAIN, 2, 3, UNCERTAIN])
+    good = frozenset(CLASSES[:3])
+    flags = np.array([True, False, True, False, True])
+    out = collapse_good_bad(decision, CLASSES, good, tip_change=flags)
+    assert out.tolist() == ["bad", "uncertain", "bad", "bad", "bad"]
+    # the same frames without flags: the decision alone
+    assert collapse_good_bad(decision, CLASSES, good).tolist() == [
+        "uncertain", "uncertain", "good", "bad", "uncertain"]
+
+
 class _Fixed:
     """Stand-in model with a fixed output per input row (Keras ``predict`` signature)."""
 

@@ -199,3 +199,41 @@ def test_good_frame_count_survives_inconclusive_frames_but_not_bad_ones(rig, db,
     result = experiment(rig, EscalatingPolicy(), monitor=oracle).run(db)
     assert result.outcome == "good_tip"
     assert (result.frames, result.tip_actions) == (frames, tip_actions)
+
+
+def _sequence(labels: list[str]) -> GroundTruthClassifier:
+    """The oracle on a fixed sequence of frame labels, then ``generic_defect`` for ever."""
+    seen = iter([always(label) for label in labels])
+    return GroundTruthClassifier("hsi100", lambda: next(seen, always("generic_defect")))
+
+
+@pytest.mark.parametrize(("consecutive", "labels", "frames"), [
+    (1, ["rows"], 1),
+    (1, ["generic_defect", "rows"], 2),
+    (2, ["rows", "rows"], 2),
+    (2, ["rows", "generic_defect", "rows", "rows"], 4),  # good–bad–good: not yet two in a row
+    (3, ["rows", "rows", "rows"], 3),
+    (3, ["rows", "rows", "generic_defect", "rows", "rows", "rows"], 6),
+    (3, ["rows", "generic_defect", "rows", "rows", "generic_defect", "rows", "rows", "rows"], 8),
+], ids=["1", "1-after-bad", "2", "2-good-bad-good", "3", "3-good-good-bad", "3-twice-broken"])
+def test_stop_rule_counts_target_consecutive_good_frames_and_a_bad_frame_resets_it(
+        rig, db, consecutive: int, labels: list[str], frames: int) -> None:
+    """The policy only rescans (never touches the tip), so only the bad frame can reset the count."""
+    exp = experiment(rig, lambda c: Action.rescan("policy rescans"), monitor=_sequence(labels),
+                     target=Target.for_surface("hsi100", consecutive=consecutive),
+                     max_frames=len(labels) + 3)
+    result = exp.run(db)
+    assert result.outcome == "good_tip", result.reason
+    assert result.frames == frames and result.tip_actions == 0
+    assert result.reason.startswith(f"{consecutive} consecutive good frames (rows")
+    assert rig.commands.count("Bias.Pulse") == 0
+
+
+def test_bad_frames_without_an_action_never_end_in_a_good_tip(rig, db) -> None:
+    """Good and bad frames alternate: with ``consecutive=2`` the loop runs out of frames."""
+    labels = ["rows", "generic_defect"] * 3
+    exp = experiment(rig, lambda c: Action.rescan("policy rescans"), monitor=_sequence(labels),
+                     max_frames=len(labels))
+    result = exp.run(db)
+    assert result.outcome == "max_frames" and result.frames == len(labels)
+

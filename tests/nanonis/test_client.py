@@ -148,18 +148,31 @@ def test_error_reply_keeps_the_connection(peer_factory) -> None:
 
 
 def test_stall_past_timeout_discards_the_late_reply(peer_factory) -> None:
+    """Ordering, not a clock: the call's 0.2 s timeout fires while the peer still holds the reply.
+
+    The client's own timeout is 60 s and the peer holds for up to 30 s, so only the call's
+    ``timeout=0.2`` can raise before the peer is released; the reply then goes to the old
+    socket and the next call must not read it.
+    """
+    release, sent = threading.Event(), threading.Event()
+
     def stall(conn: socket.socket, command: str, args: tuple) -> bool:
-        time.sleep(0.6)
-        conn.sendall(p.encode_response(command, (-1.0,)))  # arrives late
+        release.wait(30)
+        try:
+            conn.sendall(p.encode_response(command, (-1.0,)))  # arrives late
+        except OSError:
+            pass  # the client already closed that socket
+        finally:
+            sent.set()
         return True
 
     peer = peer_factory([stall])
-    client = NanonisClient(port=peer.port, timeout=2)
-    t0 = time.monotonic()
+    client = NanonisClient(port=peer.port, timeout=60)
     with pytest.raises(p.NanonisTimeoutError, match="within 0.2 s"):
         client.bias_get(timeout=0.2)
-    assert time.monotonic() - t0 < 0.5
-    time.sleep(0.6)  # the late reply has now been sent to the old socket
+    assert not release.is_set() and not sent.is_set()  # raised before the peer answered
+    release.set()
+    assert sent.wait(30)  # the late reply has now been sent to the old socket
     assert client.bias_get() == pytest.approx(2.5)
     assert peer.connections == 2
     client.close()
