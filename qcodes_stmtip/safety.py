@@ -183,6 +183,24 @@ class SafetyEnvelope:
             raise SafetyViolation("|bias|", value, self.max_bias_V, "V")
         return value
 
+    def check_bias_sweep(self, start_V: float, end_V: float,
+                         modulation_V: float = 0.0) -> tuple[float, float, float]:
+        """Raise unless a bias sweep from ``start_V`` to ``end_V``, with a lock-in modulation of
+        peak amplitude ``modulation_V`` on top, stays within ``|bias| <= max_bias_V`` and
+        ``start_V != end_V``. Returns ``(start_V, end_V, modulation_V)`` as checked floats.
+        """
+        start = _finite("sweep start bias", start_V)
+        end = _finite("sweep end bias", end_V)
+        modulation = _finite("lock-in modulation amplitude", modulation_V)
+        if modulation < 0:
+            raise SafetyViolation("lock-in modulation amplitude", modulation, ">= 0", "V")
+        if start == end:
+            raise SafetyViolation("sweep end bias", end, f"!= start {start}", "V")
+        reach = max(abs(start), abs(end)) + modulation
+        if reach > self.max_bias_V:
+            raise SafetyViolation("|sweep bias| + modulation", reach, self.max_bias_V, "V")
+        return start, end, modulation
+
     def check_setpoint_current(self, current_A: float) -> float:
         """Raise unless ``|current_A| <= max_setpoint_current_A``; return it (A) as a float."""
         value = _finite("setpoint current", current_A)

@@ -52,7 +52,8 @@ if TYPE_CHECKING:
 
     from qcodes_stmtip.nanonis.client import NanonisClient
 
-__all__ = ["FRAME_FIELDS", "FrameShapeError", "NanonisSTM", "frame_index_parameter"]
+__all__ = ["FRAME_FIELDS", "SPECTRUM_FIELDS", "FrameShapeError", "NanonisSTM",
+           "frame_index_parameter"]
 
 #: Channel index of Z (m) in the Nanonis default signal list.
 Z_CHANNEL = 14
@@ -64,6 +65,19 @@ CHANNEL_UNITS = {CURRENT_CHANNEL: "A", Z_CHANNEL: "m"}
 MAX_PIXELS = 4096
 #: Nanonis scans a multiple of this many pixels per line.
 PIXEL_MULTIPLE = 16
+#: Most points of a bias-spectroscopy sweep.
+MAX_SPECTRUM_POINTS = 10000
+#: Per-spectrum record fields (``spectrum_<field>`` parameters): name, label, unit.
+SPECTRUM_FIELDS: tuple[tuple[str, str, str], ...] = (
+    ("x", "Spectrum site x", "m"),
+    ("y", "Spectrum site y", "m"),
+    ("z", "Tip height during the spectrum", "m"),
+    ("setpoint_bias", "Stabilisation bias", "V"),
+    ("setpoint_current", "Stabilisation current", "A"),
+    ("timestamp", "Spectrum end time (s since the epoch)", "s"),
+)
+#: Signal and channel names the spectrum reads (as the controller names them).
+SWEEP_ROW, CURRENT_ROW, LOCKIN_ROW = "Bias calc (V)", "Current (A)", "LI Demod 1 X (A)"
 #: Coarse-motor directions of ``Motor.StartMove``.
 MOTOR_DIRECTIONS = {"X+": 0, "X-": 1, "Y+": 2, "Y-": 3, "Z+": 4, "Z-": 5}
 #: The coarse-motor direction towards the sample (an approach).
@@ -313,9 +327,9 @@ class NanonisSTM(Instrument):
             label="Image channel",
             get_cmd=None,
             set_cmd=self._set_channel,
-            vals=Ints(0, 127),
-            docstring="Signal index that scan_image/last_frame return (0 Current in A, "
-            "14 Z in m; sets their unit).",
+            vals=Ints(0, 23),
+            docstring="Scan-buffer channel (signal slot 0-23) that scan_image/last_frame "
+            "return (0 Current in A, 14 Z in m; sets their unit).",
         )
         self.data_direction: Parameter = self.add_parameter(
             "data_direction",
@@ -423,6 +437,130 @@ class NanonisSTM(Instrument):
             docstring="Grab the controller's current frame without starting a scan "
             "(unacquired lines are NaN).",
         )
+
+        # ---- point spectroscopy --------------------------------------------------------
+        self._spectrum_record: dict[str, Any] | None = None
+        self.spectrum_start: Parameter = self.add_parameter(
+            "spectrum_start",
+            label="Sweep start bias",
+            unit="V",
+            initial_value=-1.0,
+            get_cmd=None,
+            set_cmd=None,
+            vals=EnvelopeValidator(env.check_bias, f"|bias| <= {env.max_bias_V} V"),
+            docstring="First bias of the spectrum sweep (V); driver-side, sent with each "
+            "sweep; bounded by safety.max_bias_V.",
+        )
+        self.spectrum_end: Parameter = self.add_parameter(
+            "spectrum_end",
+            label="Sweep end bias",
+            unit="V",
+            initial_value=0.5,
+            get_cmd=None,
+            set_cmd=None,
+            vals=EnvelopeValidator(env.check_bias, f"|bias| <= {env.max_bias_V} V"),
+            docstring="Last bias of the spectrum sweep (V); bounded by safety.max_bias_V.",
+        )
+        self.spectrum_points: Parameter = self.add_parameter(
+            "spectrum_points",
+            label="Sweep points",
+            initial_value=256,
+            get_cmd=None,
+            set_cmd=None,
+            vals=Ints(2, MAX_SPECTRUM_POINTS),
+            docstring="Points of the spectrum sweep.",
+        )
+        self.spectrum_didv_source: Parameter = self.add_parameter(
+            "spectrum_didv_source",
+            label="dI/dV source",
+            initial_value="lockin",
+            get_cmd=None,
+            set_cmd=None,
+            vals=Enum("lockin", "numeric"),
+            docstring='"lockin": dI/dV from lock-in demodulator 1 (the bias modulated by '
+            'lockin_amplitude); "numeric": the derivative of I(V).',
+        )
+        self.lockin_amplitude: Parameter = self.add_parameter(
+            "lockin_amplitude",
+            label="Lock-in modulation amplitude",
+            unit="V",
+            initial_value=0.01,
+            get_cmd=None,
+            set_cmd=None,
+            vals=Numbers(1e-4, 0.1),
+            docstring="Peak bias modulation (V) during a lock-in sweep; the sweep plus this "
+            "amplitude must stay inside safety.max_bias_V.",
+        )
+        self.spectrum_bias: Parameter = self.add_parameter(
+            "spectrum_bias",
+            snapshot_value=False,
+            label="Bias",
+            unit="V",
+            get_cmd=lambda: np.linspace(float(self.spectrum_start()), float(self.spectrum_end()),
+                                        int(self.spectrum_points())),
+            set_cmd=False,
+            vals=Arrays(shape=(self._n_spectrum_points,)),
+            docstring="Sweep biases (V): the setpoints of spectrum/spectrum_didv.",
+        )
+        self.spectrum: ParameterWithSetpoints = self.add_parameter(
+            "spectrum",
+            parameter_class=ParameterWithSetpoints,
+            snapshot_get=False,  # a snapshot must never sweep the bias
+            snapshot_value=False,
+            label="Tunnelling current",
+            unit="A",
+            get_cmd=lambda: self._acquire_spectrum()["current"],
+            set_cmd=False,
+            setpoints=(self.spectrum_bias,),
+            vals=Arrays(shape=(self._n_spectrum_points,)),
+            docstring="I(V) at the tip's position (A), one bias sweep from spectrum_start to "
+            "spectrum_end with the feedback held. The sweep (and lock-in modulation) is "
+            "checked against the safety envelope before anything is sent. Side effects: "
+            "sweeps the bias (restored after), records the site (spectrum_x/_y/_z).",
+        )
+        self.spectrum_didv: ParameterWithSetpoints = self.add_parameter(
+            "spectrum_didv",
+            parameter_class=ParameterWithSetpoints,
+            snapshot_get=False,
+            snapshot_value=False,
+            label="dI/dV",
+            unit="S",
+            get_cmd=lambda: self._acquire_spectrum()["didv"],
+            set_cmd=False,
+            setpoints=(self.spectrum_bias,),
+            vals=Arrays(shape=(self._n_spectrum_points,)),
+            docstring="dI/dV (S) of a new sweep, from spectrum_didv_source; side effects as "
+            "spectrum.",
+        )
+        self.last_spectrum_didv: ParameterWithSetpoints = self.add_parameter(
+            "last_spectrum_didv",
+            parameter_class=ParameterWithSetpoints,
+            snapshot_get=False,
+            snapshot_value=False,
+            label="dI/dV",
+            unit="S",
+            get_cmd=lambda: self._spectrum_field("didv"),
+            set_cmd=False,
+            setpoints=(self.spectrum_bias,),
+            vals=Arrays(shape=(self._n_spectrum_points,)),
+            docstring="dI/dV (S) of the last sweep (spectrum or spectrum_didv) without a new "
+            "one; measure it after spectrum to get both from one sweep. No request is sent.",
+        )
+        spectrum_parameters = []
+        for field, label, unit in SPECTRUM_FIELDS:
+            spectrum_parameters.append(self.add_parameter(
+                f"spectrum_{field}",
+                label=label,
+                unit=unit,
+                get_cmd=lambda field=field: self._spectrum_field(field),
+                set_cmd=False,
+                snapshot_get=False,
+                vals=Numbers(),
+                docstring=f"{label} ({unit}) of the last sweep; raises before the first. "
+                "No request is sent.",
+            ))
+        #: The per-spectrum record parameters (the site): measure them after the spectrum.
+        self.spectrum_parameters: tuple[Parameter, ...] = tuple(spectrum_parameters)
 
         self.channel(int(channel))
         if connect_on_init:
@@ -864,6 +1002,81 @@ class NanonisSTM(Instrument):
             "direction": "up" if scan_up else "down",
             "timestamp": time.time(),
         }
+
+    def _n_spectrum_points(self) -> int:
+        return int(self.spectrum_points.cache.get())
+
+    def _acquire_spectrum(self) -> dict[str, Any]:
+        """One bias sweep at the tip's position: configure, run, read, record.
+
+        The sweep and the lock-in modulation are checked against the envelope first
+        (SafetyViolation, nothing sent); then the limits, points and channels are written,
+        the lock-in configured (modulating the bias, demodulating the current) when it is
+        the dI/dV source, and ``BiasSpectr.Start`` run with the bias reset and the Z
+        controller held.
+        """
+        lockin = self.spectrum_didv_source() == "lockin"
+        amplitude = float(self.lockin_amplitude()) if lockin else 0.0
+        start, end, amplitude = self.safety.check_bias_sweep(
+            self.spectrum_start(), self.spectrum_end(), amplitude)
+        points = int(self.spectrum_points())
+        client = self.client
+        slot_names, _ = client.signals_in_slots_get()
+        channels = [self._slot(slot_names, CURRENT_ROW)]
+        if lockin:
+            channels.append(self._slot(slot_names, LOCKIN_ROW))
+            names = client.signals_names_get()
+            client.lock_in_mod_signal_set(1, names.index("Bias (V)"))
+            client.lock_in_demod_signal_set(1, names.index(CURRENT_ROW))
+            client.lock_in_mod_amp_set(1, amplitude)
+        client.bias_spectr_limits_set(start, end)
+        client.bias_spectr_props_set(save_all=2, sweeps=1, backward=2, points=points,
+                                     z_offset_m=0.0, autosave=2, show_dialog=2)
+        client.bias_spectr_adv_props_set(reset_bias=1, z_hold=1, record_final_z=2,
+                                         lockin_run=1 if lockin else 2)
+        client.bias_spectr_chs_set(channels)
+        setpoint_bias = float(client.bias_get())
+        setpoint_current = float(client.z_ctrl_setpnt_get())
+        result = client.bias_spectr_start(True, "", timeout=float(self.scan_timeout()))
+        rows = {name: i for i, name in enumerate(result.channel_names)}
+        data = np.asarray(result.data, dtype=np.float64)
+        wanted = [SWEEP_ROW, CURRENT_ROW] + ([LOCKIN_ROW] if lockin else [])
+        missing = [w for w in wanted if w not in rows]
+        if missing or data.shape != (len(result.channel_names), points):
+            raise FrameShapeError(
+                f"{self.name}.spectrum: the controller returned channels "
+                f"{list(result.channel_names)} and data of shape {data.shape}; expected "
+                f"{wanted} x {points} points", data=data, expected=(len(wanted), points))
+        bias, current = data[rows[SWEEP_ROW]], data[rows[CURRENT_ROW]]
+        if lockin:
+            didv = data[rows[LOCKIN_ROW]] * math.sqrt(2.0) / amplitude  # RMS X -> dI/dV
+        else:
+            didv = np.gradient(current, bias)
+        x, y, z = (float(v) for v in result.parameters[2:5]) if len(result.parameters) >= 5 \
+            else (math.nan,) * 3
+        self._spectrum_record = {
+            "bias": bias, "current": current, "didv": didv, "x": x, "y": y, "z": z,
+            "setpoint_bias": setpoint_bias, "setpoint_current": setpoint_current,
+            "timestamp": time.time(),
+        }
+        return self._spectrum_record
+
+    def _slot(self, slot_names: list[str], name: str) -> int:
+        try:
+            return slot_names.index(name)
+        except ValueError:
+            raise ValueError(f"{self.name}.spectrum: no signal slot holds {name!r} (slots: "
+                             f"{slot_names}); assign it in the Signals Manager") from None
+
+    def _spectrum_field(self, field: str) -> Any:
+        if self._spectrum_record is None:
+            raise RuntimeError(f"{self.name}.spectrum_{field}: no spectrum taken yet; measure "
+                               "spectrum (or spectrum_didv) first")
+        value = self._spectrum_record[field]
+        if isinstance(value, np.ndarray) and value.shape != (self._n_spectrum_points(),):
+            raise RuntimeError(f"{self.name}: the last spectrum has {value.shape[0]} points, "
+                               f"spectrum_points is now {self._n_spectrum_points()}")
+        return value
 
     def _frame_field(self, field: str) -> float | str:
         if self._frame_record is None:
