@@ -586,3 +586,63 @@ def test_fuzz_request_framing_gets_whole_replies_or_a_close(fast_server, request
         s.sendall(p.encode_request("Bias.Get"))
         header = p.decode_response_header(_recv(s, 40))
         p.decode_response_body(p.COMMANDS["Bias.Get"], _recv(s, header.body_size))
+
+
+def test_issue_28_commands_through_the_client(client: NanonisClient) -> None:
+    """Read-backs, saving, bias spectroscopy and the lock-in through NanonisClient's typed methods."""
+    import dataclasses
+
+    from qcodes_stmtip.nanonis.client import BiasSpectrTiming
+
+    names = client.signals_names_get()
+    slot_names, slots = client.signals_in_slots_get()
+    assert len(slot_names) == len(slots) == 24 and slot_names == [names[i] for i in slots]
+    client.bias_set(0.5)
+    assert client.signals_vals_get([names.index("Bias (V)"), 0])[0] == pytest.approx(0.5)
+    gains = client.current_gains_get()
+    assert gains.gains[gains.gain_index] and gains.filters[gains.filter_index]
+    p_gain, tc, i_gain = client.z_ctrl_gain_get()
+    assert i_gain == pytest.approx(p_gain / tc)
+    high, low = client.z_ctrl_limits_get()
+    assert low < 0 < high
+    client.safe_tip_props_set(0, 1, 4e-9)
+    assert client.safe_tip_props_get() == pytest.approx((0, 1, 4e-9))
+    client.scan_props_set(1, 2, 2, "rb_", "c", ["Bias"], 3)
+    props = client.scan_props_get()
+    assert (props.continuous, props.bouncy, props.autosave, props.series_name) == (1, 0, 1, "rb_")
+    assert props.modules == ("Bias",) and props.autopaste == 3
+    client.scan_props_set(2, 0, 0)
+    with pytest.raises(p.NanonisError, match="buffer is empty"):
+        client.scan_save()
+    client.bias_spectr_open()
+    client.bias_spectr_chs_set([0, 21])
+    assert client.bias_spectr_chs_get() == ((0, 21), ("Current (A)", "LI Demod 1 X (A)"))
+    client.bias_spectr_props_set(sweeps=2, backward=1, points=50)
+    sp = client.bias_spectr_props_get()
+    assert (sp.sweeps, sp.backward, sp.points) == (2, 1, 50)
+    client.bias_spectr_adv_props_set(1, 1, 2, 1)
+    assert client.bias_spectr_adv_props_get() == (1, 1, 0, 1)
+    client.bias_spectr_limits_set(-1.0, 1.0)
+    assert client.bias_spectr_limits_get() == pytest.approx((-1.0, 1.0))
+    timing = BiasSpectrTiming(0.01, 0.0, 0.01, 100.0, 1e-3, 1e-3, 0.01, 0.05)
+    client.bias_spectr_timing_set(timing)
+    assert dataclasses.astuple(client.bias_spectr_timing_get()) == pytest.approx(
+        dataclasses.astuple(timing))
+    client.lock_in_mod_on_off_set(1, True)
+    assert client.lock_in_mod_on_off_get(1)
+    client.lock_in_mod_signal_set(1, names.index("Bias (V)"))
+    assert client.lock_in_mod_signal_get(1) == names.index("Bias (V)")
+    client.lock_in_mod_amp_set(1, 0.005)
+    assert client.lock_in_mod_amp_get(1) == pytest.approx(0.005)
+    client.lock_in_mod_phas_freq_set(1, 800.0)
+    assert client.lock_in_mod_phas_freq_get(1) == 800.0
+    client.lock_in_demod_signal_set(1, 0)
+    assert client.lock_in_demod_signal_get(1) == 0
+    spectrum = client.bias_spectr_start(True, "pt_", timeout=30)
+    assert spectrum.channel_names == ("Bias calc (V)", "Current (A)", "LI Demod 1 X (A)",
+                                      "Current (A) [bwd]", "LI Demod 1 X (A) [bwd]")
+    assert spectrum.data.shape == (5, 50) and len(spectrum.parameters) == 5
+    assert client.bias_get() == pytest.approx(0.5)  # reset bias
+    # H:Si(100): no current inside the gap, plenty outside it
+    current = spectrum.data[1]
+    assert abs(current[25]) < 0.05 * max(abs(current[0]), abs(current[-1]))
