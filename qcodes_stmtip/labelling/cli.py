@@ -41,6 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--open", action="store_true", help="open the page in the default browser")
     p.add_argument("--merge-only", action="store_true",
                    help="only re-merge OUT/votes/*.csv into OUT/labels.csv and exit")
+    p.add_argument("--take-over", action="store_true",
+                   help="write this labeller's votes even though another session holds them "
+                        "(one that is hung or crashed); that session's votes are refused from then on")
     p.set_defaults(func=run_label)
 
 
@@ -53,11 +56,16 @@ def run_label(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.merge_only:
         result = merge_votes(out, args.surface)
+        _report_problems(result.problems)
         print(f"merged {len(result.labellers)} labeller(s): {result.labelled} frame(s) in "
               f"{result.labels_path}" + (f", {result.ambiguous} ambiguous in "
                                          f"{result.ambiguous_path}" if result.ambiguous_path else ""))
         return 0
 
+    import signal
+    import threading
+
+    from qcodes_stmtip.labelling.lock import LogInUseError, describe_owner
     from qcodes_stmtip.labelling.server import LabellingServer, LabellingSession
     from qcodes_stmtip.labelling.sources import dataset_frames, folder_frames
 
@@ -73,9 +81,33 @@ def run_label(args: argparse.Namespace) -> int:
         if not args.run_id:
             raise ValueError("--db needs --run-id N [N ...]")
         frames = dataset_frames(args.db, args.run_id, parameter=args.parameter)
-    session = LabellingSession(frames, surface=args.surface, labeller=args.labeller,
-                               out_dir=out, model=args.model)
-    server = LabellingServer(session, port=args.port)
+    try:
+        session = LabellingSession(frames, surface=args.surface, labeller=args.labeller,
+                                   out_dir=out, model=args.model, take_over=args.take_over)
+    except LogInUseError as exc:
+        print(f"stmtip label: error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        server = LabellingServer(session, port=args.port)
+    except BaseException:
+        session.close()
+        raise
+    writer = session.store.writer
+    if writer.took_over:
+        print(f"took over {session.store.path} from the session on "
+              f"{describe_owner(writer.previous or {})}; its votes are refused from now on",
+              file=sys.stderr, flush=True)
+    elif writer.previous:
+        print(f"the previous session on {session.store.path} ({describe_owner(writer.previous)}) "
+              "did not stop cleanly; its votes are kept", file=sys.stderr, flush=True)
+    _report_problems(session.store.problems + session.merged.problems)
+
+    def _terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # a plain `kill` stops cleanly too, like Ctrl-C
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:  # from here on, Ctrl-C at any moment stops the server and merges the votes
         progress = session.progress()
         print(f"labelling {progress['total']} frame(s) of {args.surface} as {args.labeller!r} "
@@ -90,6 +122,18 @@ def run_label(args: argparse.Namespace) -> int:
         pass
     finally:
         server.stop()
+        session.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     result = merge_votes(out, args.surface)
     print(f"labels: {result.labelled} frame(s) in {result.labels_path}", file=sys.stderr)
     return 0
+
+
+def _report_problems(problems: tuple[str, ...] | list[str], limit: int = 10) -> None:
+    """Print the damaged log lines that were skipped (every other vote is kept)."""
+    seen = list(dict.fromkeys(problems))
+    for line in seen[:limit]:
+        print(f"warning: skipped a damaged line: {line}", file=sys.stderr)
+    if len(seen) > limit:
+        print(f"warning: … and {len(seen) - limit} more damaged line(s)", file=sys.stderr)

@@ -34,7 +34,13 @@ from pathlib import Path
 import numpy as np
 
 from qcodes_stmtip.classify.labels import VOTE_COLUMNS, vote_label
-from qcodes_stmtip.labelling.votes import VoteEvent, categories, check_labeller, read_log
+from qcodes_stmtip.labelling.votes import (
+    LogReading,
+    VoteEvent,
+    categories,
+    check_labeller,
+    load_log,
+)
 from qcodes_stmtip.taxonomy import CLASSES, check_surface
 
 LABELS_FILE = "labels.csv"
@@ -80,19 +86,24 @@ class MergeResult:
     labelled: int  # rows in labels.csv
     ambiguous: int  # rows in ambiguous.csv (metals only)
     labellers: tuple[str, ...]
+    #: Damaged log lines that were skipped, ``"<file>:<line>: <why>"`` (every other vote merged).
+    problems: tuple[str, ...] = ()
 
 
-_log_cache: dict[Path, tuple[tuple[int, int], list[VoteEvent]]] = {}
+_log_cache: dict[tuple[Path, str | None], tuple[tuple[int, int], LogReading]] = {}
 _cache_lock = threading.Lock()
 
 
-def read_all_logs(out_dir: str | Path,
-                  known: dict[str, list[VoteEvent]] | None = None) -> dict[str, list[VoteEvent]]:
+def read_all_logs(out_dir: str | Path, known: dict[str, list[VoteEvent]] | None = None, *,
+                  surface: str | None = None,
+                  problems: list[str] | None = None) -> dict[str, list[VoteEvent]]:
     """Every labeller's votes and skips in effect, by labeller name (from ``votes/*.csv``).
 
     ``known`` gives labellers whose events are already in memory (a running
     session's own store); other logs are re-read only when their size or
-    modification time changed since the last call.
+    modification time changed since the last call. Logs are read leniently
+    (:func:`~qcodes_stmtip.labelling.votes.load_log`, checking categories against
+    ``surface`` when given): damaged lines are skipped and appended to ``problems``.
     """
     votes_dir = Path(out_dir) / "votes"
     logs: dict[str, list[VoteEvent]] = {}
@@ -100,22 +111,31 @@ def read_all_logs(out_dir: str | Path,
         return logs
     known = known or {}
     for path in sorted(votes_dir.glob("*.csv")):
-        name = check_labeller(path.stem)
+        try:
+            name = check_labeller(path.stem)
+        except ValueError:
+            if problems is not None:
+                problems.append(f"{path}: not a labeller's log (not a labeller name); ignored")
+            continue
         if name in known:
             logs[name] = known[name]
             continue
         stat = path.stat()
         key = (stat.st_mtime_ns, stat.st_size)
-        resolved = path.resolve()
+        resolved = (path.resolve(), surface)
         with _cache_lock:
             cached = _log_cache.get(resolved)
         if cached is not None and cached[0] == key:
-            logs[name] = cached[1]
-            continue
-        events = read_log(path)
-        with _cache_lock:
-            _log_cache[resolved] = (key, events)
-        logs[name] = events
+            reading = cached[1]
+        else:
+            reading = load_log(path, surface)
+            with _cache_lock:
+                _log_cache[resolved] = (key, reading)
+        if surface is not None:
+            reading.check_surface(surface)
+        if problems is not None:
+            problems.extend(reading.problems)
+        logs[name] = reading.events
     return logs
 
 
@@ -177,13 +197,15 @@ def merge_votes(out_dir: str | Path, surface: str, *,
     """Merge ``<out_dir>/votes/*.csv`` into ``<out_dir>/labels.csv`` (and ``ambiguous.csv``).
 
     ``known``: labellers whose events are already in memory (see
-    :func:`read_all_logs`). Side effect: rewrites those files atomically. See the
-    module docstring for the layouts.
+    :func:`read_all_logs`). A damaged log never stops the merge: its damaged lines are
+    skipped and listed in :attr:`MergeResult.problems`. Side effect: rewrites those files
+    atomically. See the module docstring for the layouts.
     """
     check_surface(surface)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    logs = read_all_logs(out, known)
+    problems: list[str] = []
+    logs = read_all_logs(out, known, surface=surface, problems=problems)
     frames = mean_votes(logs, surface)
     labels_path = out / LABELS_FILE
     with _write_lock:
@@ -195,7 +217,8 @@ def merge_votes(out_dir: str | Path, surface: str, *,
                 for f in frames
             ]
             _write_atomic(labels_path, header, rows)
-            return MergeResult(labels_path, None, frames, len(rows), 0, tuple(sorted(logs)))
+            return MergeResult(labels_path, None, frames, len(rows), 0, tuple(sorted(logs)),
+                               tuple(problems))
         classes = CLASSES[surface]
         header = ["session", "Name", "surface", "label", "tip_change", "No. Responses",
                   *(column_title(c) for c in classes)]
@@ -211,4 +234,4 @@ def merge_votes(out_dir: str | Path, surface: str, *,
         ambiguous_path = out / AMBIGUOUS_FILE
         _write_atomic(ambiguous_path, header, ambiguous)
         return MergeResult(labels_path, ambiguous_path, frames, len(good), len(ambiguous),
-                           tuple(sorted(logs)))
+                           tuple(sorted(logs)), tuple(problems))

@@ -16,7 +16,10 @@ API (all JSON unless stated; POST bodies are ``application/json``):
 
 Every vote, skip and undo is appended to ``votes/<labeller>.csv`` and re-merged
 into ``labels.csv`` at once; the first vote on a frame also writes its data to
-``images/<name>`` (``.npy``, row 0 the bottom line) for training.
+``images/<name>`` (``.npy``, row 0 the bottom line) for training. One session writes a
+labeller's log at a time (a second one is refused on start, naming the first one's port
+and PID); a session whose log another one took over (``--take-over``) answers its votes,
+skips and undos with 409.
 
 Requests are bounded: the request line and headers must arrive within ``timeout``
 seconds in all (else the connection is closed); a POST body needs a ``Content-Length``
@@ -44,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from qcodes_stmtip.labelling.lock import LogTakenOverError
 from qcodes_stmtip.labelling.merge import MergeResult, column_title, merge_votes
 from qcodes_stmtip.labelling.render import frame_png
 from qcodes_stmtip.labelling.sources import FrameRef
@@ -82,15 +86,20 @@ class LabellingSession:
     """One labeller working through ``frames`` of ``surface``, writing into ``out_dir``.
 
     ``model``: path of a classifier bundle whose guess is shown (loaded, with
-    TensorFlow, on the first guess asked for). Thread-safe.
+    TensorFlow, on the first guess asked for). The session is the only writer of the
+    labeller's log while it lives (:class:`~qcodes_stmtip.labelling.votes.VoteStore`): a
+    second session of the same labeller on the same folder raises
+    :class:`~qcodes_stmtip.labelling.lock.LogInUseError`, unless ``take_over`` is true (the
+    first one's writes are then refused with HTTP 409). :meth:`close` lets go of the log.
+    Thread-safe.
     """
 
     def __init__(self, frames: Sequence[FrameRef], *, surface: str, labeller: str,
-                 out_dir: str | Path, model: str | Path | None = None) -> None:
+                 out_dir: str | Path, model: str | Path | None = None,
+                 take_over: bool = False) -> None:
         if not frames:
             raise ValueError("frames must hold at least one frame to label")
         self.out_dir = Path(out_dir)
-        self.store = VoteStore(self.out_dir, labeller, surface)
         self.surface = surface
         self.frames = list(frames)
         self._by_name: dict[str, FrameRef] = {}
@@ -101,13 +110,28 @@ class LabellingSession:
         self.model_path = None if model is None else Path(model)
         if self.model_path is not None and not self.model_path.exists():
             raise FileNotFoundError(f"model bundle {self.model_path} does not exist")
+        self.store = VoteStore(self.out_dir, labeller, surface, take_over=take_over)
         self._lock = threading.RLock()
         self._pending: tuple[str, tuple[str, ...]] | None = None
         self._png: OrderedDict[str, bytes] = OrderedDict()
         self._ensemble: Any = None
         self._model_lock = threading.Lock()
         self._guesses: dict[str, dict[str, Any]] = {}
-        self.merged = self._merge()
+        try:
+            self.merged = self._merge()
+        except BaseException:
+            self.store.close()
+            raise
+
+    def close(self) -> None:
+        """Let go of the labeller's log (another session may write it from now on)."""
+        self.store.close()
+
+    def __enter__(self) -> LabellingSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _merge(self) -> MergeResult:
         """Re-merge all logs (this labeller's from memory) into labels.csv."""
@@ -448,6 +472,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._error(HTTPStatus.NOT_FOUND, f"no such action {path!r}")
         except LabellingError as exc:
             self._error(exc.status, str(exc))
+        except LogTakenOverError as exc:  # another session of this labeller writes the log now
+            self._error(HTTPStatus.CONFLICT, str(exc))
         except Exception as exc:  # report, keep serving
             self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"{type(exc).__name__}: {exc}")
 
@@ -495,7 +521,7 @@ class LabellingServer:
     """Serve ``session`` on ``http://127.0.0.1:<port>/`` (``port=0``: a free port).
 
     :meth:`start` serves from a daemon thread, :meth:`serve_forever` from the
-    caller's; :meth:`stop` closes the socket. Context manager (starts, stops).
+    caller's; :meth:`stop` closes the socket and the session. Context manager (starts, stops).
     ``timeout``: seconds a request may take to arrive; ``max_body_bytes``: largest POST body.
     """
 
@@ -515,6 +541,11 @@ class LabellingServer:
         self._httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
+        try:  # a refused second session of this labeller names this port
+            session.store.announce(port=self.port, url=self.url)
+        except Exception:
+            self._httpd.server_close()
+            raise
 
     @property
     def port(self) -> int:
@@ -538,12 +569,13 @@ class LabellingServer:
         self._httpd.serve_forever()
 
     def stop(self) -> None:
-        """Stop serving and close the socket."""
+        """Stop serving, close the socket and the session (which lets go of the labeller's log)."""
         if self._thread is not None:
             self._httpd.shutdown()
             self._thread.join(timeout=5)
             self._thread = None
         self._httpd.server_close()
+        self.session.close()
 
     def __enter__(self) -> LabellingServer:
         return self.start()
