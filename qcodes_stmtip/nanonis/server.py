@@ -33,7 +33,11 @@ connection stays in step, a large one closes the connection after the reply. A c
 idle for ``idle_timeout`` seconds, or a request (or reply) that takes longer than
 ``request_timeout`` seconds to arrive (or go out), is closed, so half-open or stalled
 peers cannot pin a thread; :meth:`NanonisServer.stop` closes every connection and joins
-the threads.
+the threads. At most ``max_connections`` connections are served at once (one thread
+each): a connection past the cap gets its first request answered with an error reply that
+says so, and is closed (a few such refusals at a time; past that it is closed at once).
+The listen backlog (``backlog``, :data:`BACKLOG`) is sized for bursts of connections, so a
+burst does not stall in the kernel's SYN retries.
 
 This module runs against nothing but the standard library and the codec: it does not
 import the simulator.
@@ -68,8 +72,10 @@ from qcodes_stmtip.nanonis.protocol import (
 )
 
 __all__ = [
+    "BACKLOG",
     "DRAIN_BYTES",
     "IDLE_TIMEOUT_S",
+    "MAX_CONNECTIONS",
     "REQUEST_TIMEOUT_S",
     "Handler",
     "NanonisServer",
@@ -88,6 +94,14 @@ REQUEST_TIMEOUT_S = 10.0
 #: A body past its command's limit but at most this size (bytes) is read and dropped
 #: with an error reply, keeping the connection; a larger one closes it.
 DRAIN_BYTES = MAX_TEXT_BYTES
+#: Connections served at once by default (one thread each); more are refused.
+MAX_CONNECTIONS = 256
+#: Listen backlog: connections the kernel queues before the accept loop takes them.
+BACKLOG = 512
+#: Refused connections answered at once (each by a short-lived thread); more are just closed.
+MAX_REFUSING = 16
+#: Seconds a refused connection has to send its first request before it is closed.
+REFUSAL_WAIT_S = 2.0
 
 Handler = Callable[..., Mapping[str, Any] | None]
 """``handler(**request_fields) -> reply fields by name`` (``None``: no return values)."""
@@ -232,20 +246,31 @@ class NanonisServer:
             out (plus one second per MB).
         max_body_size: largest request body for any command (bytes), on top of each
             command's own limit from the table.
+        max_connections: connections served at once; one more is refused (see the
+            module docstring).
+        backlog: the listen backlog (connections queued by the kernel).
         name: what the log calls this server; its threads are ``{name}-accept-{port}``
             and ``{name}-conn-{peer port}``.
 
     Attributes:
         requests_served: requests answered (or refused) so far.
         connections: connections accepted so far.
+        refused: connections refused for the cap so far.
     """
 
     def __init__(self, handlers: Mapping[str, Handler], host: str = "127.0.0.1",
                  port: int = 0, *, idle_timeout: float = IDLE_TIMEOUT_S,
                  request_timeout: float = REQUEST_TIMEOUT_S,
-                 max_body_size: int = MAX_BODY_SIZE, name: str = "nanonis") -> None:
+                 max_body_size: int = MAX_BODY_SIZE, max_connections: int = MAX_CONNECTIONS,
+                 backlog: int = BACKLOG, name: str = "nanonis") -> None:
         if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port < 65536:
             raise ValueError(f"port must be an integer in 0..65535, got {port!r}")
+        for what, value, top in (("max_connections", max_connections, 1 << 16),
+                                 ("backlog", backlog, 1 << 16)):
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
+                raise ValueError(f"{what} must be an integer in 1..{top}, got {value!r}")
+        self.max_connections = max_connections
+        self.backlog = backlog
         self.idle_timeout = _seconds("idle_timeout", idle_timeout)
         self.request_timeout = _seconds("request_timeout", request_timeout)
         if isinstance(max_body_size, bool) or not isinstance(max_body_size, int) \
@@ -266,6 +291,8 @@ class NanonisServer:
         self._guard = threading.Lock()
         self.requests_served = 0
         self.connections = 0
+        self.refused = 0
+        self._refusing = 0
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -293,7 +320,8 @@ class NanonisServer:
         if self._server is not None:
             raise RuntimeError("the server is already started")
         self._stopping.clear()
-        self._server = socket.create_server((self.host, self._requested_port), backlog=8)
+        self._server = socket.create_server((self.host, self._requested_port),
+                                            backlog=self.backlog)
         self._server.settimeout(0.1)  # so that the accept loop notices stop()
         self._accept_thread = threading.Thread(target=self._accept_loop, args=(self._server,),
                                                daemon=True, name=f"{self.name}-accept-{self.port}")
@@ -388,6 +416,15 @@ class NanonisServer:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)  # vanished peers
             with self._guard:
+                full = len(self._connections) >= self.max_connections
+                if full:
+                    self.refused += 1
+                    answer = self._refusing < MAX_REFUSING
+                    self._refusing += answer
+            if full:
+                self._refuse(conn, addr, answer)
+                continue
+            with self._guard:
                 self.connections += 1
                 self._connections.add(conn)
                 self._threads = [t for t in self._threads if t.is_alive()]
@@ -395,6 +432,39 @@ class NanonisServer:
                                      name=f"{self.name}-conn-{addr[1]}")
                 self._threads.append(t)
             t.start()
+
+    def _refuse(self, conn: socket.socket, addr: tuple[str, int], answer: bool) -> None:
+        """Refuse a connection past the cap: answer its first request, else close it at once."""
+        log.warning("refusing a connection from %s: %d connections are open, the limit",
+                    addr, self.max_connections)
+        if not answer:
+            conn.close()
+            return
+        threading.Thread(target=self._refusal, args=(conn,), daemon=True,
+                         name=f"{self.name}-refuse-{addr[1]}").start()
+
+    def _refusal(self, conn: socket.socket) -> None:
+        message = (f"{self.name} server busy: {self.max_connections} connections are open, "
+                   "the limit; close one or try again later")
+        try:
+            with conn:
+                deadline = time.monotonic() + min(REFUSAL_WAIT_S, self.request_timeout)
+                conn.settimeout(min(REFUSAL_WAIT_S, self.request_timeout))
+                first = conn.recv(HEADER_SIZE)
+                raw = _recv_exact(conn, HEADER_SIZE, deadline, first) if first else None
+                if raw is not None:
+                    try:
+                        command = decode_request_header(raw).command
+                    except NanonisProtocolError:
+                        command = decode_command_name(raw)
+                    conn.settimeout(self.request_timeout)
+                    conn.sendall(encode_error_response(command, message))
+                    _linger(conn, 0.5, DRAIN_BYTES)
+        except (OSError, ValueError):
+            pass
+        finally:
+            with self._guard:
+                self._refusing -= 1
 
     def _serve_connection(self, conn: socket.socket, addr: tuple[str, int]) -> None:
         try:

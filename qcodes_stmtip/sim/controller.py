@@ -23,8 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 from qcodes_stmtip.nanonis.protocol import COMMANDS, MAX_BODY_SIZE
 from qcodes_stmtip.nanonis.server import (
+    BACKLOG,
     DRAIN_BYTES,
     IDLE_TIMEOUT_S,
+    MAX_CONNECTIONS,
     REQUEST_TIMEOUT_S,
     NanonisServer,
     check_handlers,
@@ -287,17 +289,20 @@ class SimulatedNanonisServer(NanonisServer):
             out (plus one second per MB).
         max_body_size: largest request body for any command (bytes), on top of each
             command's own limit from the table.
+        max_connections: connections served at once (more are refused with an error reply).
+        backlog: the listen backlog.
     """
 
     def __init__(self, microscope: SimulatedMicroscope, host: str = "127.0.0.1",
                  port: int = 0, *, idle_timeout: float = IDLE_TIMEOUT_S,
                  request_timeout: float = REQUEST_TIMEOUT_S,
-                 max_body_size: int = MAX_BODY_SIZE) -> None:
+                 max_body_size: int = MAX_BODY_SIZE, max_connections: int = MAX_CONNECTIONS,
+                 backlog: int = BACKLOG) -> None:
         handlers = {command: functools.partial(handler, microscope)
                     for command, handler in HANDLERS.items()}
         super().__init__(handlers, host, port, idle_timeout=idle_timeout,
                          request_timeout=request_timeout, max_body_size=max_body_size,
-                         name="nanonis-sim")
+                         max_connections=max_connections, backlog=backlog, name="nanonis-sim")
         self.microscope = microscope
 
 
@@ -305,10 +310,13 @@ def serve_simulator(surface: str = "hsi100", seed: int = 0, time_acceleration: f
                     port: int = 0, host: str = "127.0.0.1",
                     initial_tip: str | None = None, *, idle_timeout: float = IDLE_TIMEOUT_S,
                     request_timeout: float = REQUEST_TIMEOUT_S,
-                    max_frame_values: int | None = None) -> SimulatedNanonisServer:
+                    max_frame_values: int | None = None,
+                    max_connections: int = MAX_CONNECTIONS,
+                    backlog: int = BACKLOG) -> SimulatedNanonisServer:
     """Create a :class:`SimulatedMicroscope` and serve it in background threads.
 
-    ``idle_timeout``/``request_timeout``: see :class:`SimulatedNanonisServer`;
+    ``idle_timeout``/``request_timeout``/``max_connections``/``backlog``: see
+    :class:`SimulatedNanonisServer`;
     ``max_frame_values``: see :class:`SimulatedMicroscope` (``None``: its default).
     Returns the started server (``.port`` is the bound port; ``.stop()`` ends it).
     """
@@ -318,7 +326,8 @@ def serve_simulator(surface: str = "hsi100", seed: int = 0, time_acceleration: f
         surface, seed=seed, time_acceleration=time_acceleration, initial_tip=initial_tip,
         max_frame_values=MAX_FRAME_VALUES if max_frame_values is None else max_frame_values)
     server = SimulatedNanonisServer(microscope, host=host, port=port, idle_timeout=idle_timeout,
-                                    request_timeout=request_timeout)
+                                    request_timeout=request_timeout,
+                                    max_connections=max_connections, backlog=backlog)
     server.start()
     return server
 
@@ -327,7 +336,9 @@ def _serve_command(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     server = serve_simulator(args.surface, seed=args.seed, time_acceleration=args.time_acceleration,
                              port=args.port, host=args.host, initial_tip=args.initial_tip,
-                             idle_timeout=args.idle_timeout, max_frame_values=args.max_frame_values)
+                             idle_timeout=args.idle_timeout, max_frame_values=args.max_frame_values,
+                             request_timeout=args.request_timeout,
+                             max_connections=args.max_connections, backlog=args.backlog)
     try:
         print(f"simulated Nanonis controller ({args.surface}, seed {args.seed}, "
               f"×{args.time_acceleration:g} time) on {args.host}:{server.port} — Ctrl-C to stop",
@@ -357,6 +368,14 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> argparse.Argume
     parser.add_argument("--initial-tip", default=None, help="initial tip class (default: random)")
     parser.add_argument("--idle-timeout", type=float, default=IDLE_TIMEOUT_S,
                         help=f"close connections idle this many seconds (default {IDLE_TIMEOUT_S:g})")
+    parser.add_argument("--request-timeout", type=float, default=REQUEST_TIMEOUT_S,
+                        help="close a connection whose request (or reply) takes longer than this "
+                             f"many seconds to arrive (default {REQUEST_TIMEOUT_S:g})")
+    parser.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS,
+                        help="connections served at once; more are refused with an error reply "
+                             f"(default {MAX_CONNECTIONS})")
+    parser.add_argument("--backlog", type=int, default=BACKLOG,
+                        help=f"listen backlog for bursts of connections (default {BACKLOG})")
     parser.add_argument("--max-frame-values", type=int, default=None,
                         help="largest scan buffer, pixels x lines (default 1048576 = 1024 x 1024)")
     parser.set_defaults(func=_serve_command)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import time
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,61 @@ def test_the_core_does_not_import_the_simulator() -> None:
     imported |= {a.name for node in ast.walk(tree) if isinstance(node, ast.Import)
                  for a in node.names}
     assert not {m for m in imported if m and m.startswith("qcodes_stmtip.sim")}
+
+
+def _bias_server(**options) -> NanonisServer:
+    return NanonisServer({"Bias.Get": lambda: {"bias": 0.25}}, **options)
+
+
+def test_connections_past_the_cap_are_refused_with_an_error_reply() -> None:
+    """Issue 26 class 3: before, every connection got a thread (400 idle ones pinned 400)."""
+    with _bias_server(max_connections=2, idle_timeout=30) as srv:
+        held = [NanonisClient(port=srv.port, timeout=5) for _ in range(2)]
+        try:
+            for c in held:
+                assert c.call("Bias.Get") == (pytest.approx(0.25),)
+            with NanonisClient(port=srv.port, timeout=5) as extra:
+                with pytest.raises(p.NanonisError, match="busy: 2 connections are open, the limit"):
+                    extra.call("Bias.Get")
+            assert srv.refused == 1 and srv.connections == 2
+            held.pop().close()  # a slot frees: the next connection is served
+            for _ in range(100):  # the server notices the hang-up
+                if len(srv._connections) < 2:
+                    break
+                time.sleep(0.02)
+            with NanonisClient(port=srv.port, timeout=5) as again:
+                assert again.call("Bias.Get") == (pytest.approx(0.25),)
+        finally:
+            for c in held:
+                c.close()
+
+
+def test_limits_are_checked_and_the_backlog_is_sized_for_bursts() -> None:
+    assert server_module.BACKLOG >= 128 and server_module.MAX_CONNECTIONS >= 200
+    for bad in ({"max_connections": 0}, {"backlog": 0}, {"max_connections": True},
+                {"backlog": 1.5}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            _bias_server(**bad)
+    srv = _bias_server(backlog=64, max_connections=3)
+    assert (srv.backlog, srv.max_connections) == (64, 3)
+
+
+def test_sim_serve_takes_the_limits_and_timeouts_from_the_command_line(monkeypatch) -> None:
+    from qcodes_stmtip.cli import build_parser
+    from qcodes_stmtip.sim import controller
+
+    args = build_parser().parse_args(["sim", "serve", "--port", "0", "--idle-timeout", "5",
+                                      "--request-timeout", "2", "--max-connections", "3",
+                                      "--backlog", "64"])
+    started = {}
+
+    def fake_serve(surface, **kwargs):  # records what the command passes, serves nothing
+        started.update(kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(controller, "serve_simulator", fake_serve)
+    with pytest.raises(KeyboardInterrupt):
+        args.func(args)
+    assert {k: started[k] for k in ("idle_timeout", "request_timeout", "max_connections",
+                                    "backlog")} == {"idle_timeout": 5.0, "request_timeout": 2.0,
+                                                    "max_connections": 3, "backlog": 64}
