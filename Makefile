@@ -1,6 +1,7 @@
 # qcodes-stmtip — the two commands of the README quick start, and their setup.
 #   make demo   set up and run the main job on the simulated microscope
 #   make test   set up and run the test suite (what .ci/run calls)
+#   make mutants  mutation testing of the code where a bug hurts (not part of make test)
 
 SHELL := /bin/bash
 VENV  ?= .venv
@@ -16,7 +17,7 @@ UV_COMPILE := uv pip compile pyproject.toml requirements/build.in --extra all --
               --python-version 3.12 --python-platform $(shell uname -m)-manylinux_2_28 \
               --generate-hashes --index-url https://pypi.org/simple
 
-.PHONY: setup demo test lint bench lock lock-upgrade canary clean
+.PHONY: setup demo test lint bench lock lock-upgrade canary mutants clean
 
 setup: $(STAMP)
 
@@ -49,6 +50,13 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# Mutation testing (not part of `make test`; docs/decisions/0005-mutation-testing.md): mutmut
+# on the safety, conditioning, decision, monitor and protocol code, one module at a time in a
+# scratch copy under build/mutants/, each with its own fast tests; then the named mutations of
+# issue 29. `make mutants MODULES=safety` runs one module. CPU-heavy: minutes per module.
+mutants: $(STAMP)
+	nice -n 15 $(BIN)/python tools/mutants.py $(MODULES)
 
 lint: $(STAMP)
 	$(BIN)/ruff check qcodes_stmtip tests benchmarks examples

@@ -302,3 +302,121 @@ def test_frame_corner_violation_names_the_axis_and_the_area() -> None:
     with pytest.raises(SafetyViolation) as info:
         ENV.check_frame(0.0, -4.9e-6, 5e-7, 5e-7)
     assert info.value.quantity == "scan frame corner y" and info.value.unit == "m"
+
+
+def _corners(cx: float, cy: float, w: float, h: float, angle_deg: float) -> list[tuple[float, float]]:
+    """The four frame corners, rotated clockwise by ``angle_deg`` (Nanonis), computed here."""
+    a = math.radians(angle_deg)
+    return [(cx + dx * math.cos(a) + dy * math.sin(a), cy - dx * math.sin(a) + dy * math.cos(a))
+            for dx in (-w / 2, w / 2) for dy in (-h / 2, h / 2)]
+
+
+@pytest.mark.parametrize("angle", [0.0, 30.0, 75.0, 120.0, 200.0, -45.0])
+@pytest.mark.parametrize("edge", ["x-low", "x-high", "y-low", "y-high"])
+def test_every_corner_of_a_rotated_oblong_frame_is_checked(angle: float, edge: str) -> None:
+    """A 400 × 100 nm frame pushed against each edge of the area: 0.1 nm inside passes, 0.1 nm
+    outside raises and names the corner coordinate that left the area."""
+    w, h = 4e-7, 1e-7
+    axis, side = edge.split("-")
+    k = 0 if axis == "x" else 1
+    bound = ENV.scan_area_x_m if axis == "x" else ENV.scan_area_y_m
+    limit = bound[0] if side == "low" else bound[1]
+    extreme = (min if side == "low" else max)(c[k] for c in _corners(0.0, 0.0, w, h, angle))
+    for margin, ok in ((1e-10, True), (-1e-10, False)):
+        shift = limit - extreme + (margin if side == "low" else -margin)
+        centre = (shift, 0.0) if axis == "x" else (0.0, shift)
+        if ok:
+            assert ENV.check_frame(*centre, w, h, angle) == (*centre, w, h, angle)
+            continue
+        with pytest.raises(SafetyViolation) as info:
+            ENV.check_frame(*centre, w, h, angle)
+        assert info.value.quantity == f"scan frame corner {axis}"
+        outside = limit + margin if side == "low" else limit - margin
+        assert info.value.requested == pytest.approx(outside, abs=1e-12)
+
+
+def test_bias_sweep_both_signs_modulation_and_returns() -> None:
+    assert ENV.check_bias_sweep(-9.0, 9.5, 0.5) == (-9.0, 9.5, 0.5)
+    assert ENV.check_bias_sweep(2, -3) == (2.0, -3.0, 0.0)
+    assert ENV.check_bias_sweep(-10.0, 10.0) == (-10.0, 10.0, 0.0)  # the limit itself
+    for start, end, mod, reach in ((-10.5, 1.0, 0.0, 10.5), (1.0, -10.5, 0.0, 10.5),
+                                   (10.5, 1.0, 0.0, 10.5), (1.0, 10.5, 0.0, 10.5),
+                                   (-9.8, 1.0, 0.3, 10.1), (1.0, -9.8, 0.3, 10.1),
+                                   (9.8, -1.0, 0.3, 10.1)):
+        with pytest.raises(SafetyViolation) as info:
+            ENV.check_bias_sweep(start, end, mod)
+        exc = info.value
+        assert (exc.quantity, exc.limit, exc.unit) == ("|sweep bias| + modulation", 10.0, "V")
+        assert exc.requested == pytest.approx(reach)
+    with pytest.raises(SafetyViolation) as info:
+        ENV.check_bias_sweep(1.0, 2.0, -0.1)
+    assert (info.value.quantity, info.value.requested, info.value.limit, info.value.unit) == (
+        "lock-in modulation amplitude", -0.1, ">= 0", "V")
+    with pytest.raises(SafetyViolation) as info:
+        ENV.check_bias_sweep(1.5, 1.5)
+    assert (info.value.quantity, info.value.requested, info.value.limit, info.value.unit) == (
+        "sweep end bias", 1.5, "!= start 1.5", "V")
+    assert ENV.check_bias_sweep(1.0, 2.0, 0.0) == (1.0, 2.0, 0.0)  # no modulation is allowed
+    for args, quantity in (((math.nan, 1.0), "sweep start bias"), ((1.0, "2"), "sweep end bias"),
+                           ((1.0, 2.0, None), "lock-in modulation amplitude")):
+        with pytest.raises(SafetyViolation) as info:
+            ENV.check_bias_sweep(*args)
+        assert info.value.quantity == quantity and info.value.limit == "a finite number"
+
+
+def test_envelope_fields_are_checked_at_construction() -> None:
+    with pytest.raises(ValueError, match=r"^SafetyEnvelope.max_bias_V must be a number, got '5'$"):
+        SafetyEnvelope(max_bias_V="5")
+    with pytest.raises(ValueError, match=r"max_pulse_width_s must be finite and > 0, got 0.0"):
+        SafetyEnvelope(max_pulse_width_s=0)
+    assert SafetyEnvelope(max_motor_steps=0, max_approach_steps=0).max_motor_steps == 0
+    with pytest.raises(ValueError, match=r"max_motor_steps must be an int >= 0, got '3'"):
+        SafetyEnvelope(max_motor_steps="3")
+    with pytest.raises(ValueError, match=r"max_approach_steps must be an int >= 0, got -1"):
+        SafetyEnvelope(max_approach_steps=-1)
+    with pytest.raises(ValueError, match=r"scan_area_y_m must be finite with low < high"):
+        SafetyEnvelope(scan_area_y_m=(1e-6, 1e-6))
+    for name in ("scan_area_x_m", "scan_area_y_m"):
+        with pytest.raises(ValueError, match=rf"{name} must be a \(low, high\) pair"):
+            SafetyEnvelope.from_mapping({name: None})
+        env = SafetyEnvelope.from_mapping({name: [-1e-6, 2e-6]})
+        assert getattr(env, name) == (-1e-6, 2e-6)
+
+
+def test_area_bounds_include_their_float_tolerance_exactly() -> None:
+    low, high = ENV.scan_area_x_m
+    tol = 1e-9 * max(abs(low), abs(high))
+    assert ENV.check_tip_move(low - tol, high + tol) == (low - tol, high + tol)
+    with pytest.raises(SafetyViolation):
+        ENV.check_tip_move(math.nextafter(low - tol, -1.0), 0.0)
+    with pytest.raises(SafetyViolation):
+        ENV.check_tip_move(0.0, math.nextafter(high + tol, 1.0))
+
+
+def test_z_move_may_reach_the_indentation_limit_exactly_and_names_the_depth() -> None:
+    assert ENV.check_z_move(-2e-9, 0.0) == -2e-9  # depth 2 nm == max_indentation_m
+    with pytest.raises(SafetyViolation) as info:
+        ENV.check_z_move(-3e-9, 0.0)
+    exc = info.value
+    assert exc.quantity == "z below the tunnelling position 0.0 m (feedback off)"
+    assert (exc.requested, exc.limit, exc.unit) == (3e-9, 2e-9, "m")
+
+
+def test_scan_size_returns_width_then_height_and_names_a_bad_value() -> None:
+    assert ENV.check_scan_size(2e-7, 3e-7) == (2e-7, 3e-7)
+    with pytest.raises(SafetyViolation) as info:
+        ENV.check_scan_size(math.nan, 1e-7)
+    assert info.value.quantity == "scan width" and info.value.limit == "a finite number"
+
+
+def test_a_violation_without_unit_has_no_stray_space_and_a_validator_adds_only_its_context() -> None:
+    assert str(SafetyViolation("motor steps", 101, (0, 100))) == (
+        "safety envelope: motor steps = 101 is outside the allowed limit (0, 100); nothing was sent")
+    validator = EnvelopeValidator(ENV.check_bias, "|bias| <= 10 V", valid_values=(1.0,))
+    assert repr(validator) == "<EnvelopeValidator: |bias| <= 10 V>"
+    assert validator.valid_values == (1.0,)
+    with pytest.raises(SafetyViolation) as info:
+        validator.validate(11.0)
+    assert str(info.value) == str(SafetyViolation("|bias|", 11.0, 10.0, "V"))
+    with pytest.raises(SafetyViolation, match=r"nothing was sent; setting bias$"):
+        validator.validate(11.0, "setting bias")
