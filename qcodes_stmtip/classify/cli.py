@@ -244,11 +244,16 @@ def _classify(args: argparse.Namespace) -> int:
         if not read_manifest(path).get("partial"):
             print(f"stmtip classify: {path} has no partial-frame model; the full-frame ensemble judges the "
                   f"first {args.lines} lines", file=sys.stderr)
-    result = classify_files(
-        args.files, args.output, model=args.model, surface=args.surface, channel=args.channel,
-        direction=args.direction, lines=args.lines, workers=args.workers, scheduler=args.scheduler,
-        chunk_size=args.chunk_size, resume=args.resume, overwrite=args.overwrite,
-        progress=not args.quiet, as_frame=False)
+    try:
+        result = classify_files(
+            args.files, args.output, model=args.model, surface=args.surface, channel=args.channel,
+            direction=args.direction, lines=args.lines, workers=args.workers, scheduler=args.scheduler,
+            chunk_size=args.chunk_size, resume=args.resume, overwrite=args.overwrite,
+            progress=not args.quiet, as_frame=False)
+    except KeyboardInterrupt:
+        print(f"stmtip classify: interrupted; the rows of finished chunks are in {args.output}, "
+              "--resume continues", file=sys.stderr)
+        return 130
     print(result.summary())
     print(f"wrote {result.new} rows to {args.output}")
     return 0
