@@ -5,6 +5,7 @@ import pytest
 from PIL import Image
 
 from qcodes_stmtip.classify.frame_files import read_frame_array
+from tests.conftest import shared_data_missing
 
 
 def test_png_row_zero_is_bottom_line(tmp_path):
@@ -38,7 +39,7 @@ def test_other_formats_go_through_qcodes_stmtip_io():
 
     sxm = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "readers" / "sxm" / "Si_7x7_012.sxm"
     if not sxm.is_file():
-        pytest.skip("real file ../shared/data/readers/sxm/Si_7x7_012.sxm not present")
+        shared_data_missing("real file ../shared/data/readers/sxm/Si_7x7_012.sxm not present")
     from qcodes_stmtip.classify.preprocess import preprocess_frame
     from qcodes_stmtip.io import read_frame
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from qcodes_stmtip.classify.labels import load_labels, session_split, vote_label
+from tests.conftest import shared_data_missing
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
 HSI100 = SHARED / "data" / "hsi100"
@@ -85,8 +86,9 @@ def test_session_split_is_disjoint_and_sized():
         session_split(np.array(["a", "a"]), 0.5)
 
 
-@pytest.mark.skipif(not HSI100.is_dir(), reason="real data ../shared/data/hsi100 not present")
 def test_real_hsi100_counts_match_readme():
+    if not HSI100.is_dir():
+        shared_data_missing(f"real data ../shared/data/hsi100 not present at {HSI100}")
     d = load_labels(HSI100)
     s = d.summary()
     assert s["frames"] == 3659

@@ -31,6 +31,7 @@ from qcodes_stmtip.classify.partial import (
 )
 from qcodes_stmtip.classify.preprocess import FrameTooShortError, preprocess_frame
 from qcodes_stmtip.io.frame import STMFrame
+from tests.conftest import shared_data_missing
 
 CLASSES = ("dimers_asymmetries", "individual_atoms", "rows", "generic_defect")
 SIZE = 32
@@ -326,7 +327,7 @@ def test_untrusted_partial_member_is_refused(with_partial, tmp_path):
 @pytest.fixture(scope="module")
 def real_pngs() -> list[Path]:
     if not (REAL / "labels.csv").is_file():
-        pytest.skip(f"the real H:Si(100) frames are not here ({REAL.resolve()}); "
+        shared_data_missing(f"the real H:Si(100) frames are not here ({REAL.resolve()}); "
                     "this test needs ../shared/data/hsi100 beside the checkout")
     return sorted((REAL / "images").glob("*.png"))[:3]
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from qcodes_stmtip.cli import main
+from tests.conftest import shared_data_missing
 
 SXM = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "readers" / "sxm"
 
@@ -32,7 +33,7 @@ def test_info_on_a_written_npy_and_a_bad_file(
 def test_info_on_a_real_sxm(capsys: pytest.CaptureFixture[str]) -> None:
     path = SXM / "spmimages_01581.sxm"
     if not path.is_file():
-        pytest.skip(
+        shared_data_missing(
             f"real .sxm test data not available at {SXM} (the shared data folder is absent)"
         )
     assert main(["info", str(path), "--channel", "Current", "--direction", "backward"]) == 0

@@ -9,6 +9,7 @@ import pytest
 from gwyfile.objects import GwyContainer, GwyDataField, GwySIUnit
 
 from qcodes_stmtip.io import FrameReadError, list_channels, read_frame
+from tests.conftest import shared_data_missing
 
 GWY = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "readers" / "gwy"
 
@@ -16,7 +17,7 @@ GWY = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "readers"
 def test_real_gwyfile_test_file() -> None:
     path = GWY / "test.gwy"
     if not path.is_file():
-        pytest.skip(
+        shared_data_missing(
             f"real .gwy test data not available at {GWY} (the shared data folder is absent)"
         )
     frame = read_frame(path)

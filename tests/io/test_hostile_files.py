@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from qcodes_stmtip.io import FrameReadError, STMFrame, list_channels, read_frame
 from qcodes_stmtip.io.createc import HEADER_BYTES, MAX_VALUES
 from qcodes_stmtip.io.gwyddion import parse_gwy
+from tests.conftest import shared_data_missing
 
 from .test_createc import write_createc
 from .test_gwyddion import write_gwy
@@ -35,7 +36,7 @@ FUZZ = settings(max_examples=100, deadline=5000, derandomize=True,
 def _real(relative: str) -> Path:
     path = READERS / relative
     if not path.is_file():
-        pytest.skip(f"real reader test file {relative} not available at {READERS} "
+        shared_data_missing(f"real reader test file {relative} not available at {READERS} "
                     "(the shared data folder is absent)")
     return path
 

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from qcodes_stmtip.io import FrameReadError, read_frame
 from qcodes_stmtip.io.nanonis_sxm import list_channels, read_header, read_sxm
+from tests.conftest import shared_data_missing
 
 SXM = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "readers" / "sxm"
 
@@ -18,7 +19,7 @@ SXM = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "readers"
 def real(name: str) -> Path:
     path = SXM / name
     if not path.is_file():
-        pytest.skip(
+        shared_data_missing(
             f"real .sxm test data not available at {SXM} (the shared data folder is absent)"
         )
     return path

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from qcodes_stmtip.io import FrameReadError, is_supported, list_channels, read_frame
+from tests.conftest import shared_data_missing
 
 READERS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "readers"
 
@@ -54,7 +55,7 @@ def test_unrecognised_dat(tmp_path: Path) -> None:
 
 def test_every_real_file_reads_or_is_refused_clearly() -> None:
     if not READERS.is_dir():
-        pytest.skip(
+        shared_data_missing(
             f"real reader test data not available at {READERS} (the shared data folder is absent)"
         )
     files = sorted(p for p in READERS.rglob("*") if p.is_file() and p.name != "README.md")

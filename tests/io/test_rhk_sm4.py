@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from qcodes_stmtip.io import FrameReadError, list_channels, read_frame
+from tests.conftest import shared_data_missing
 
 SM4 = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "readers" / "sm4"
 HOPG = "hopg_300k_2020_08_11_16_04_06_999.sm4"
@@ -17,7 +18,7 @@ GRAPHITE = "topo_ABC_Graphite-Sample5_9K_2021_08_13_19_11_10_065.sm4"
 def real(name: str) -> Path:
     path = SM4 / name
     if not path.is_file():
-        pytest.skip(
+        shared_data_missing(
             f"real .sm4 test data not available at {SM4} (the shared data folder is absent)"
         )
     return path

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from qcodes_stmtip.io import FrameReadError, read_frame
+from tests.conftest import shared_data_missing
 
 SPIEPY = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "readers" / "spiepy"
 
@@ -24,7 +25,7 @@ SPIEPY = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "reade
 def test_real_spiepy_files(name: str, side: int) -> None:
     path = SPIEPY / name
     if not path.is_file():
-        pytest.skip(
+        shared_data_missing(
             f"SPIEPy demo data not available at {SPIEPY} (the shared data folder is absent)"
         )
     frame = read_frame(path)

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from qcodes_stmtip.labelling.sources import dataset_frames, folder_frames
+from tests.conftest import shared_data_missing
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
 HSI100 = SHARED / "data" / "hsi100"
@@ -46,7 +47,7 @@ def test_folder_errors(tmp_path):
 
 def test_real_hsi100_file_names_give_the_sheets_sessions(tmp_path):
     if not HSI100.is_dir():
-        pytest.skip(f"real H:Si(100) data not found at {HSI100} (shared data folder absent)")
+        shared_data_missing(f"real H:Si(100) data not found at {HSI100} (shared data folder absent)")
     import csv
 
     with open(HSI100 / "labels.csv", newline="", encoding="utf-8") as fh:

@@ -6,6 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import shared_data_missing
+
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / ".." / "shared" / "data" / "hsi100"
 
@@ -20,7 +22,7 @@ def _benchmark():
 @pytest.mark.slow
 def test_simulated_dimer_frames_match_real_statistics():
     if not (DATA / "labels.csv").exists():
-        pytest.skip(f"real H:Si(100) data not found at {DATA}")
+        shared_data_missing(f"real H:Si(100) data not found at {DATA}")
     bench = _benchmark()
     real = bench.real_frames(DATA, 8)["dimers_asymmetries"]
     sim = bench.sim_frames(8, seed=1, classes=("dimers_asymmetries",))["dimers_asymmetries"]
