@@ -267,9 +267,6 @@ class _Sink:
     def write(self, rows: list[dict[str, Any]]) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def close(self) -> None:
-        """Nothing is buffered between writes; kept for symmetry."""
-
 
 def _format(value: Any) -> str:
     if value is None:
@@ -388,6 +385,20 @@ class MemorySink(_Sink):
             self.count(r)
 
 
+def check_output(output: str | Path, *, resume: bool = False, overwrite: bool = False) -> Path:
+    """``output`` as a Path once its extension and folder are right and it may be written:
+    an existing output needs ``resume`` or ``overwrite`` (nothing is changed here)."""
+    path = Path(output)
+    if path.suffix.lower() not in (".csv", ".parquet"):
+        raise ValueError(f"--output {path}: extension must be .csv or .parquet")
+    if path.exists() and not (resume or overwrite):
+        raise ArchiveError(f"--output {path} exists: pass --resume to continue it or --overwrite to "
+                           "replace it")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"--output {path}: folder {path.parent} does not exist")
+    return path
+
+
 def open_sink(output: str | Path | None, job: ArchiveJob, *, resume: bool = False,
               overwrite: bool = False) -> _Sink:
     """The sink for ``output`` by extension (``.csv``, ``.parquet``; ``None``: memory), opened.
@@ -398,21 +409,14 @@ def open_sink(output: str | Path | None, job: ArchiveJob, *, resume: bool = Fals
         sink: _Sink = MemorySink(Path(), job.fields, job)
         sink.open(False)
         return sink
-    path = Path(output)
+    path = check_output(output, resume=resume, overwrite=overwrite)
     suffix = path.suffix.lower()
-    if suffix not in (".csv", ".parquet"):
-        raise ValueError(f"--output {path}: extension must be .csv or .parquet")
     if path.exists() and not resume:
-        if not overwrite:
-            raise ArchiveError(f"--output {path} exists: pass --resume to continue it or --overwrite "
-                               "to replace it")
         if path.is_dir():
             for part in path.glob(f"{PART_PREFIX}*.parquet"):
                 part.unlink()
         else:
             path.unlink()
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"--output {path}: folder {path.parent} does not exist")
     sink = (CsvSink if suffix == ".csv" else ParquetSink)(path, job.fields, job)
     sink.open(resume)
     return sink
@@ -478,6 +482,9 @@ def connect(workers: int | None = None, scheduler: str | None = None, *,
     if scheduler is not None:
         if workers is not None:
             raise ValueError("give --workers (a local cluster) or --scheduler (an existing one), not both")
+        if "://" not in scheduler and not Path(scheduler).is_file() and (
+                os.sep in scheduler or scheduler.endswith(".json")):
+            raise FileNotFoundError(f"--scheduler {scheduler}: no such scheduler file")
         try:
             if Path(scheduler).is_file():
                 client = Client(scheduler_file=scheduler, timeout="30s")
@@ -578,8 +585,8 @@ def classify_files(sources: Iterable[str | Path], output: str | Path | None = No
     files = [str(p) for p in find_frame_files(sources, exclude=[output] if output else ())]
     if not files:
         raise ValueError("no frame file given")
-    sink = open_sink(output, job, resume=resume, overwrite=overwrite)
-    todo = [f for f in files if os.path.abspath(f) not in sink.done]
+    if output is not None:
+        check_output(output, resume=resume, overwrite=overwrite)  # before a cluster starts
     log = log or (lambda text: print(text, file=sys.stderr))
     cluster = None
     if client is not None:
@@ -589,6 +596,8 @@ def classify_files(sources: Iterable[str | Path], output: str | Path | None = No
     start = time.perf_counter()
     new = 0
     try:
+        sink = open_sink(output, job, resume=resume, overwrite=overwrite)  # once the cluster answers
+        todo = [f for f in files if os.path.abspath(f) not in sink.done]
         if cluster is not None and cluster.dashboard and progress:
             log(f"dask dashboard: {cluster.dashboard}")
         with tqdm(total=len(todo), unit="file", desc="classify", disable=not progress, dynamic_ncols=True,
@@ -605,7 +614,6 @@ def classify_files(sources: Iterable[str | Path], output: str | Path | None = No
             else:
                 _run_dask(cluster.client, chunks, job, done)
     finally:
-        sink.close()
         if cluster is not None:
             cluster.close()
     result = ArchiveResult(sink.rows_before + new, new, len(files) - len(todo), dict(sink.counts),

@@ -266,3 +266,18 @@ def test_bundle_id_is_checked_where_the_bundle_loads(tmp_path):
 
     with pytest.raises(BundleError, match="a different bundle at the same path"):
         classify_chunk([str(tmp_path / "x.npy")], job)
+
+
+def test_cluster_arguments_are_checked_before_anything_starts(tmp_path):
+    pytest.importorskip("distributed")
+    from qcodes_stmtip.classify.archive import connect
+
+    with pytest.raises(FileNotFoundError, match="no such scheduler file"):
+        connect(scheduler=str(tmp_path / "scheduler.json"))
+    with pytest.raises(ValueError, match="not both"):
+        connect(2, "tcp://127.0.0.1:8786")
+    out = tmp_path / "rows.csv"
+    out.write_text("kept\n")
+    with pytest.raises(ArchiveError, match="exists"):  # refused before a cluster would start
+        classify_files([tmp_path / "x.npy"], out, surface="hsi100", workers=2)
+    assert out.read_text() == "kept\n"
