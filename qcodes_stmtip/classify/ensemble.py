@@ -87,6 +87,37 @@ def collapse_good_bad(
     return out.astype(str)
 
 
+def verdict_reasons(
+    prediction: EnsemblePrediction,
+    classes: Sequence[str],
+    good_classes: frozenset[str] | set[str],
+    thresholds: Sequence[float] | np.ndarray,
+    tip_change_threshold: float = 0.5,
+) -> list[str]:
+    """Why each frame's good/bad verdict (:func:`collapse_good_bad`) is not ``"good"``.
+
+    One line per frame, empty for a good verdict; otherwise the rule that fired, with its
+    numbers: a class that is not a good-tip class, a majority class below its confidence
+    threshold, and/or a flagged tip change (which makes the verdict ``"bad"`` whatever the
+    class says).
+    """
+    th = np.asarray(thresholds, dtype=np.float64)
+    tip = prediction.tip_change_probability
+    out = []
+    for n, (d, v) in enumerate(zip(prediction.decision, prediction.vote_class, strict=True)):
+        parts = []
+        name = classes[int(v)]
+        p = float(prediction.mean[n, int(v)])
+        if d == UNCERTAIN:
+            parts.append(f"uncertain: {name} p={p:.2f} is below its threshold {th[int(v)]:.2f}")
+        elif name not in good_classes:
+            parts.append(f"{name} p={p:.2f} is not a good-tip class")
+        if tip is not None and tip[n] >= tip_change_threshold:
+            parts.append(f"tip change flagged: p={float(tip[n]):.2f} >= {tip_change_threshold:.2f}")
+        out.append("; ".join(parts))
+    return out
+
+
 @dataclass
 class Member:
     """One ensemble member: a name, its architecture and a model with K probability outputs (a
@@ -207,6 +238,11 @@ class Ensemble:
         if prediction.tip_change_probability is not None:
             flag = prediction.tip_change_probability >= self.tip_change_threshold
         return collapse_good_bad(prediction.decision, self.classes, self.good_classes, flag)
+
+    def reasons(self, prediction: EnsemblePrediction) -> list[str]:
+        """Why each frame of ``prediction`` is not ``"good"`` (see :func:`verdict_reasons`)."""
+        return verdict_reasons(prediction, self.classes, self.good_classes, self.thresholds,
+                               self.tip_change_threshold)
 
 
 def _is_network(model) -> bool:

@@ -20,6 +20,7 @@ from qcodes_stmtip.classify.labels import session_split
 from qcodes_stmtip.classify.metrics import (
     balanced_accuracy_weights,
     binary_scores,
+    calibration_warnings,
     confident_precision,
     good_bad_scores,
     score,
@@ -126,6 +127,9 @@ def train_ensemble(
     ``refit`` the feature members (seconds to train) are fitted once more on training and
     validation frames together after every threshold has been set from their validation
     outputs (CNN members keep the weights early stopping chose).
+    The report's ``warnings`` lists every threshold that rests on too little validation
+    evidence (:func:`~qcodes_stmtip.classify.metrics.calibration_warnings`); ``stmtip train``
+    prints them.
     """
     frames = data.frames
     classes = frames.classes
@@ -181,6 +185,7 @@ def train_ensemble(
         thresholds = thresholds_for_precision(y_va, vote.mean, target_precision)
     ens_scores = score(y_va, vote.mean, classes, predictions=vote.vote_class)
     tc_member, tc_scores = None, None
+    y_tc_va = p_tc_va = None
     if tip_change is None:
         tip_change = frames.tip_change is not None and "tip_change" not in classes and bool(
             frames.tip_change.any())
@@ -207,6 +212,7 @@ def train_ensemble(
         threshold, rule = 0.5, "default (validation has one tip-change class only)"
         if y_tc[va].any() and not y_tc[va].all():
             threshold, rule = tip_change_threshold(y_tc[va].astype(bool), p_tc, tip_change_precision)
+        y_tc_va, p_tc_va = y_tc[va], p_tc
         tc_scores = {**binary_scores(y_tc[va].astype(bool), p_tc, threshold),
                      "threshold": threshold, "threshold_rule": rule}
         info = {**info, "validation": tc_scores}
@@ -218,8 +224,14 @@ def train_ensemble(
                         tip_change=tc_member, tta=tta, class_weights=class_weights,
                         tip_change_threshold=tc_scores["threshold"] if tc_scores else 0.5,
                         tip_change_vertical_flip=bool(tip_change and base.restricted_vertical_flip))
+    validation_sessions = sorted(set(frames.sessions[va].tolist()))
+    warnings_ = calibration_warnings(
+        y_va, classes, len(validation_sessions), class_thresholds_calibrated=target_precision is not None,
+        tip_change_labels=y_tc_va, tip_change_probability=p_tc_va,
+        tip_change_threshold=tc_scores["threshold"] if tc_scores else None)
     report = {
-        "validation_sessions": sorted(set(frames.sessions[va].tolist())),
+        "validation_sessions": validation_sessions,
+        "warnings": warnings_,
         "train_frames": int(lab_tr.size),
         "validation_frames": int(lab_va.size),
         "members": report_members,

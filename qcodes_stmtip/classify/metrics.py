@@ -10,6 +10,7 @@ positive calls is reported together with the fraction of frames that got one (co
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -228,6 +229,52 @@ def tip_change_threshold(y_true: np.ndarray, probability: np.ndarray, target_pre
     k = int(np.floor(max_false_positive_rate * negatives.size))
     t = float(np.nextafter(negatives[negatives.size - 1 - k], np.inf)) if k < negatives.size else 0.0
     return t, f"false-positive rate <= {max_false_positive_rate} on validation (precision target unreached)"
+
+
+#: Fewest validation frames of a class (or tip changes) that a calibrated threshold may rest on
+#: without a warning from :func:`calibration_warnings`.
+MIN_CALIBRATION_FRAMES = 30
+#: Fewest validation sessions that calibrated thresholds may rest on without a warning.
+MIN_CALIBRATION_SESSIONS = 3
+#: Share of validation frames a tip-change threshold may flag before it is reported as suspect.
+MAX_TIP_CHANGE_FLAGGED = 0.5
+
+
+def calibration_warnings(y_val: np.ndarray, classes: Sequence[str], sessions: int, *,
+                         class_thresholds_calibrated: bool,
+                         tip_change_labels: np.ndarray | None = None,
+                         tip_change_probability: np.ndarray | None = None,
+                         tip_change_threshold: float | None = None) -> list[str]:
+    """One line per threshold that rests on too little validation evidence (empty: none).
+
+    ``y_val`` are the validation class labels (−1: ambiguous, ignored), ``sessions`` the
+    number of validation sessions. Warns when fewer than :data:`MIN_CALIBRATION_SESSIONS`
+    sessions, when a calibrated class threshold rests on fewer than
+    :data:`MIN_CALIBRATION_FRAMES` frames of its class, and when the tip-change threshold rests
+    on fewer tip changes or flags more than :data:`MAX_TIP_CHANGE_FLAGGED` of the frames.
+    """
+    out: list[str] = []
+    if sessions < MIN_CALIBRATION_SESSIONS:
+        out.append(f"thresholds calibrated on {sessions} validation session(s) "
+                   f"(fewer than {MIN_CALIBRATION_SESSIONS}): they may not hold on new sessions")
+    y = np.asarray(y_val, dtype=int)
+    if class_thresholds_calibrated:
+        for k, name in enumerate(classes):
+            n = int(np.count_nonzero(y == k))
+            if n < MIN_CALIBRATION_FRAMES:
+                out.append(f"the threshold of {name!r} rests on {n} validation frame(s) "
+                           f"(fewer than {MIN_CALIBRATION_FRAMES})")
+    if tip_change_threshold is not None and tip_change_labels is not None:
+        positives = int(np.count_nonzero(np.asarray(tip_change_labels, dtype=bool)))
+        if positives < MIN_CALIBRATION_FRAMES:
+            out.append(f"the tip-change threshold ({tip_change_threshold:.3g}) rests on {positives} "
+                       f"validation tip change(s) (fewer than {MIN_CALIBRATION_FRAMES})")
+        if tip_change_probability is not None and np.size(tip_change_probability):
+            share = float(np.mean(np.asarray(tip_change_probability) >= tip_change_threshold))
+            if share > MAX_TIP_CHANGE_FLAGGED:
+                out.append(f"the tip-change threshold ({tip_change_threshold:.3g}) flags "
+                           f"{share:.0%} of the validation frames as tip changes")
+    return out
 
 
 def balanced_accuracy_weights(y_true: np.ndarray, probabilities: np.ndarray, start: np.ndarray | None = None,

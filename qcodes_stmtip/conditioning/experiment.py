@@ -13,14 +13,18 @@ Each iteration: check the current/Z readings (a reading outside the limits withd
 and stops), scan one frame, classify it, then
 
 * **good** (state in the target classes, probability ≥ ``min_confidence``, no tip
-  change): count it; ``consecutive`` good frames in a row end the experiment (a bad
-  frame or any tip action resets the count; inconclusive and sample-content frames
-  leave it as it is);
+  change): count it; ``consecutive`` good frames in a row end the experiment (a bad or
+  off-target frame or any tip action resets the count; inconclusive and sample-content
+  frames leave it as it is). The stop needs the evidence to be mostly decided: when more
+  frames since the last tip action were inconclusive than good, the experiment ends
+  ``inconclusive`` instead of ``good_tip`` and says so;
 * **sample content** (``content_classes``, e.g. a step edge on Au(111)): the frame says
   nothing about the tip → move to a fresh area, tip untouched;
 * **inconclusive** (uncertain, unclassified, a tip change during the frame): rescan, at
   most ``max_rescans`` times in a row;
-* **bad**: ask the policy. Every tip action is checked against the
+* **off_target** (the classifier calls the tip good, ``tip_quality`` ``good``, but its state
+  is not one of the target classes, e.g. ``rows`` when the target is dimers or atoms) and
+  **bad**: ask the policy. Every tip action is checked against the
   :class:`~qcodes_stmtip.conditioning.envelope.ConditioningEnvelope` first; a refusal
   is recorded with its reason, the tip is withdrawn and the experiment stops.
 
@@ -75,7 +79,15 @@ __all__ = ["OUTCOMES", "ConditioningExperiment", "ExperimentResult", "Target"]
 log = logging.getLogger(__name__)
 
 #: How an experiment can end.
-OUTCOMES = ("good_tip", "refused", "limit_tripped", "max_frames", "no_area_left", "dry_run", "error")
+OUTCOMES = ("good_tip", "inconclusive", "refused", "limit_tripped", "max_frames", "no_area_left",
+            "dry_run", "error")
+#: Per-frame verdicts of :meth:`Target.judge`: the one vocabulary of the console, the
+#: dataset (``frame_verdict``) and the report. ``off_target``: a good tip (``tip_quality``
+#: good) whose state is not a target class — never called ``bad``.
+VERDICTS = ("good", "off_target", "bad", "inconclusive", "content")
+
+#: Action kinds that touch the tip at a site (a site is required, whatever ``touches_tip`` says).
+TIP_KINDS = ("pulse", "indent")
 
 
 @dataclass(frozen=True)
@@ -122,7 +134,13 @@ class Target:
         return cls(**values)
 
     def judge(self, result: TipStateResult) -> str:
-        """``"good"``, ``"content"``, ``"inconclusive"`` or ``"bad"`` for one frame's result."""
+        """One of :data:`VERDICTS` for one frame's result.
+
+        ``inconclusive``: uncertain, unclassified, a tip change, or a target state below
+        ``min_confidence``; ``content``: the sample, not the tip; ``good``: a target state;
+        ``off_target``: the classifier's quality is good but the state is not a target;
+        ``bad``: the rest.
+        """
         from qcodes_stmtip.monitor.results import UNCERTAIN_STATE, UNCLASSIFIED
 
         tip_change = result.tip_change_probability
@@ -132,8 +150,10 @@ class Target:
         if result.state in self.content_classes:
             return "content"
         confidence = result.probabilities.get(result.state, math.nan)
-        if result.state in self.classes and confidence >= self.min_confidence:
-            return "good"
+        if result.state in self.classes:
+            return "good" if confidence >= self.min_confidence else "inconclusive"
+        if result.quality == "good":
+            return "off_target"
         return "bad"
 
     def as_dict(self) -> dict[str, Any]:
@@ -362,7 +382,6 @@ class ConditioningExperiment:
         from qcodes.dataset import Measurement
 
         self._setup_planner()
-        assert self.planner is not None
         meas = Measurement(exp=experiment, name=self.name)
         self.recorder.register(meas)
         self._t0 = self.clock()
@@ -428,30 +447,41 @@ class ConditioningExperiment:
     def _loop(self) -> tuple[str, str]:
         streak = 0
         rescans = 0
+        since_action: list[str] = []  # verdicts since the last tip action: the same tip
         while True:
             self._check_readings()
             if self.frames >= self.max_frames:
                 return "max_frames", f"{self.max_frames} frames scanned without a good tip"
             result = self._scan_and_classify()
             verdict = self.target.judge(result)
+            since_action.append(verdict)
+            self.recorder.write_verdict(result.frame_index, verdict)
             conf = result.probabilities.get(result.state, math.nan)
             finite = [p for p in result.probabilities.values() if math.isfinite(p)]
             shown = conf if math.isfinite(conf) or not finite else max(finite)
             record = self.watcher.last if self.watcher is not None else None
             stopped = (f"  (stopped at line {record.decided_line}/{record.total_lines}: "
                        f"{record.verdict})") if record is not None and record.stopped else ""
+            why = f"  ({result.reason})" if verdict != "good" and result.reason else ""
             self.echo(f"frame {result.frame_index:3d}  area {self.area:2d}  {result.state:<20} "
-                      f"p={shown:.2f}  {verdict}{stopped}")
+                      f"p={shown:.2f}  {verdict}{why}{stopped}")
             if verdict == "good":
                 streak += 1
                 rescans = 0
                 if streak >= self.target.consecutive:
+                    good = since_action.count("good")
+                    unsure = since_action.count("inconclusive")
+                    if unsure > good:
+                        return "inconclusive", (
+                            f"{streak} good frames in a row, but {unsure} of the {len(since_action)} "
+                            f"frames since the last tip action were inconclusive: the classifier "
+                            f"cannot confirm a good tip")
                     self.time_to_good = self._elapsed()
                     return "good_tip", (f"{streak} consecutive good frames "
                                         f"({result.state}, p={conf:.2f})")
                 self._execute(Action.rescan("confirming a good frame"), result.state)
                 continue
-            if verdict == "bad":
+            if verdict in ("bad", "off_target"):
                 streak = 0
             if verdict == "content":
                 action = Action.move(f"frame shows the sample ({result.state}), not the tip")
@@ -467,6 +497,7 @@ class ConditioningExperiment:
             self._execute(action, result.state)
             if action.touches_tip:
                 streak = 0  # the apex may have changed: earlier good frames no longer count
+                since_action.clear()
             if self.dry_run:
                 return "dry_run", f"dry run: would {action.describe()} ({action.reason})"
 
@@ -486,7 +517,8 @@ class ConditioningExperiment:
         if self.watcher is not None:
             image = self.watcher.scan(index)
             record = self.watcher.last
-            assert record is not None
+            if record is None:  # pragma: no cover - scan() always appends its record
+                raise RuntimeError("the scan watcher kept no record of the frame it scanned")
             self._frame_lines = record.decided_line if record.stopped else record.lines_acquired
             if record.stopped:
                 self.stopped_frames += 1
@@ -499,7 +531,6 @@ class ConditioningExperiment:
             gt = self.truth()
             true_state = gt.frame_label or gt.tip_label
         setpoints: list = []  # QCoDeS adds scan_line/scan_pixel of the ParameterWithSetpoints
-        assert self.planner is not None
         self.recorder.write_frame(index, image, setpoints, area=self.area,
                                   centre=(float(stm.scan_centre_x.cache.get()),
                                           float(stm.scan_centre_y.cache.get())),
@@ -520,8 +551,7 @@ class ConditioningExperiment:
             return None
         if action.x_m is not None and action.y_m is not None:
             return (float(action.x_m), float(action.y_m))
-        assert self.planner is not None
-        sites = self.planner.sites(self.area)
+        sites = self._planner().sites(self.area)
         if action.kind == "indent":
             return next((s for s in sites if self.envelope.site_is_free(s)), sites[0])
         return sites[self.envelope.actions_in(self.area) % len(sites)]
@@ -541,6 +571,8 @@ class ConditioningExperiment:
                                        status=f"refused: {reason}", lines=self._frame_lines)
             raise _Stop("no_area_left", reason)
         try:
+            if action.kind in TIP_KINDS and site is None:  # e.g. a pulse whose touches_tip is False
+                raise SafetyViolation(f"{action.kind} site", None, "a site on the sample")
             self.envelope.check_action(action, self.area, site)
         except SafetyViolation as exc:
             self.recorder.write_action(index, action, site=site, area=self.area,
@@ -571,12 +603,12 @@ class ConditioningExperiment:
 
     def _send(self, action: Action, site: tuple[float, float] | None) -> None:
         stm = self.stm
+        if action.kind in TIP_KINDS and site is None:  # _execute refuses these first
+            raise SafetyViolation(f"{action.kind} site", None, "a site on the sample")
         if action.kind == "pulse":
-            assert site is not None
             stm.move_tip(*site)
             stm.bias_pulse(amplitude_V=action.amplitude_V, width_s=action.width_s)
         elif action.kind == "indent":
-            assert site is not None
             stm.move_tip(*site)
             # lift at the imaging bias: the indentation alone acts on the apex
             stm.tip_shaper(action.depth_m, bias_lift_V=float(stm.bias()))
@@ -585,9 +617,16 @@ class ConditioningExperiment:
             self.moves += 1
             self._go_to_area(self.area, send=True)
 
+    def _planner(self):  # noqa: ANN202 - the AreaPlanner
+        """The area planner; ``RuntimeError`` before :meth:`_setup_planner` ran."""
+        if self.planner is None:
+            raise RuntimeError("the conditioning loop has no area planner yet (run() sets it up)")
+        return self.planner
+
     def _go_to_area(self, area: int, *, send: bool) -> None:
-        assert self.planner is not None and self.frame_size_m is not None
-        cx, cy = self.planner.centre(area)
+        if self.frame_size_m is None:
+            raise RuntimeError("the conditioning loop has no frame size yet (run() sets it up)")
+        cx, cy = self._planner().centre(area)
         if send:  # the scan angle stays the user's (the lattice direction they chose)
             self.stm.set_frame(cx, cy, self.frame_size_m, self.frame_size_m, float(self.stm.scan_angle.get()))
 

@@ -10,8 +10,10 @@ parameters, each with its own dependents:
   :attr:`~qcodes_stmtip.drivers.nanonis_stm.NanonisSTM.frame_parameters`), the monitor's tip-state parameters (``tip_state``, ``tip_quality``, ``tip_p_*``, …,
   see :mod:`qcodes_stmtip.monitor.results`) and ``frame_area``, ``frame_centre_x``,
   ``frame_centre_y`` (m), ``frame_elapsed`` (s since the experiment started),
-  ``frame_after_action`` (index of the action just before it, −1 for none) and, on a
-  simulator, ``frame_true_state`` (ground truth).
+  ``frame_after_action`` (index of the action just before it, −1 for none), on a
+  simulator ``frame_true_state`` (ground truth), and ``frame_verdict`` (the loop's verdict,
+  one of ``good``/``off_target``/``bad``/``inconclusive``/``content``, see
+  :data:`~qcodes_stmtip.conditioning.experiment.VERDICTS`; written as its own row once judged).
 ``action_index`` → ``action_kind``, ``action_amplitude`` (V), ``action_width`` (s),
   ``action_depth`` (m), ``action_x``/``action_y`` (m, the site), ``action_area``,
   ``action_time`` (s since the epoch), ``action_elapsed`` (s), ``action_state_before``,
@@ -79,6 +81,8 @@ class FrameRecord:
     decided_line: int | None = None  # watched scans: lines when its state was decided
     verdict: str = ""  # watched scans: "bad" / "tip_change" / "" (see tip_partial_verdict)
     stopped: bool = False  # its scan was stopped early on the verdict
+    frame_verdict: str = ""  # the loop's verdict (experiment.VERDICTS; "" in older runs)
+    reason: str = ""  # tip_reason: why the tip quality is not good
 
 
 @dataclass(frozen=True)
@@ -178,6 +182,7 @@ class RunRecorder:
             "lines": _num("action_lines", "Lines of the deciding frame"),
         }
         self.state_after = _text("action_state_after", "Tip state after")
+        self.verdict = _text("frame_verdict", "Conditioning verdict")
         self.saver: DataSaver | None = None
 
     def register(self, meas: Measurement) -> None:
@@ -189,21 +194,25 @@ class RunRecorder:
             self.monitor.register(meas, self.frame_index, partial=True)  # type: ignore[call-arg]
         else:
             self.monitor.register(meas, self.frame_index)
-        for p in (*self.records, *self.frame_params.values()):
+        for p in (*self.records, *self.frame_params.values(), self.verdict):
             meas.register_parameter(p, setpoints=(self.frame_index,))
         for p in (*self.action_params.values(), self.state_after):
             meas.register_parameter(p, setpoints=(self.action_index,))
 
+    def _saver(self) -> DataSaver:
+        """The run's datasaver; ``RuntimeError`` outside a run."""
+        if self.saver is None:
+            raise RuntimeError("RunRecorder used outside a run")
+        return self.saver
+
     def _flush(self) -> None:
-        assert self.saver is not None
-        self.saver.flush_data_to_database()
+        self._saver().flush_data_to_database()
 
     def write_frame(self, index: int, image: np.ndarray, setpoints: list[tuple[Parameter, Any]], *,
                     area: int, centre: tuple[float, float], elapsed_s: float, after_action: int,
                     true_state: str | None = None) -> None:
         """Store frame ``index`` with its position (the monitor adds the tip state)."""
-        assert self.saver is not None, "RunRecorder used outside a run"
-        self.saver.add_result((self.frame_index, index), (self.image, image), *setpoints)
+        self._saver().add_result((self.frame_index, index), (self.image, image), *setpoints)
         values = [(self.frame_params["area"], area), (self.frame_params["centre_x"], centre[0]),
                   (self.frame_params["centre_y"], centre[1]),
                   (self.frame_params["elapsed"], elapsed_s),
@@ -218,10 +227,10 @@ class RunRecorder:
                      area: int, elapsed_s: float, state_before: str, status: str,
                      lines: int | None = None) -> None:
         """Store action ``index`` (call before sending it); ``lines``: of the deciding frame."""
-        assert self.saver is not None, "RunRecorder used outside a run"
+        saver = self._saver()
         p = self.action_params
         x, y = site if site is not None else (math.nan, math.nan)
-        self.saver.add_result(
+        saver.add_result(
             (self.action_index, index), (p["kind"], action.kind),
             (p["amplitude"], float(action.amplitude_V)), (p["width"], float(action.width_s)),
             (p["depth"], float(action.depth_m)), (p["x"], float(x)), (p["y"], float(y)),
@@ -232,14 +241,17 @@ class RunRecorder:
 
     def write_state_after(self, index: int, state: str) -> None:
         """Store the tip state seen on the first frame after action ``index``."""
-        assert self.saver is not None, "RunRecorder used outside a run"
-        self.saver.add_result((self.action_index, index), (self.state_after, state))
+        self._saver().add_result((self.action_index, index), (self.state_after, state))
+        self._flush()
+
+    def write_verdict(self, index: int, verdict: str) -> None:
+        """Store the loop's verdict on frame ``index`` (its own row, once judged)."""
+        self._saver().add_result((self.frame_index, index), (self.verdict, verdict))
         self._flush()
 
     def flush_monitor(self) -> None:
         """Write the monitor's arrived results, then flush."""
-        assert self.saver is not None
-        self.monitor.flush(self.saver)
+        self.monitor.flush(self._saver())
         self._flush()
 
 
@@ -281,7 +293,8 @@ def _load_one(run_id: int) -> tuple[Any, dict, dict | None, list[FrameRecord], l
                          "action_amplitude", "action_width", "action_depth", "action_x", "action_y",
                          "action_area", "action_time", "action_elapsed", "action_state_before",
                          "action_reason", "action_tag", "action_status", "action_state_after",
-                         "action_lines", "tip_decided_line", "tip_partial_verdict", "tip_scan_stopped")
+                         "action_lines", "tip_decided_line", "tip_partial_verdict", "tip_scan_stopped",
+                         "frame_verdict", "tip_reason")
              if n in ds.paramspecs]
     probs = [n for n in ds.paramspecs if n.startswith("tip_p_")]
     data = ds.get_parameter_data(*names, *probs) if names else {}
@@ -297,7 +310,8 @@ def _load_one(run_id: int) -> tuple[Any, dict, dict | None, list[FrameRecord], l
             int(cols["frame_after_action"][i]), str(cols.get("frame_true_state", {}).get(i, "")),
             _int_or_none(cols.get("tip_decided_line", {}).get(i)),
             str(cols.get("tip_partial_verdict", {}).get(i, "")),
-            bool(cols.get("tip_scan_stopped", {}).get(i, 0.0) == 1.0)))
+            bool(cols.get("tip_scan_stopped", {}).get(i, 0.0) == 1.0),
+            str(cols.get("frame_verdict", {}).get(i, "")), str(cols.get("tip_reason", {}).get(i, ""))))
     actions = []
     for i in sorted(cols.get("action_kind", {})):
         x, y = float(cols["action_x"][i]), float(cols["action_y"][i])

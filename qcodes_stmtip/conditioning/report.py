@@ -348,7 +348,8 @@ def plot_gallery(run: ConditioningRun, images: dict[int, np.ndarray], path: Path
         truth = f"\ntrue: {f.true_state}" if f.true_state else ""
         caption = f"\n{mark.caption}" if mark.caption else ""
         stopped = f"\nstopped at line {f.decided_line}: {f.verdict}" if f.stopped else ""
-        titles.append(f"#{f.index} {f.state}{p}\nafter: {act}{truth}{caption}{stopped}")
+        judged = f" · {f.frame_verdict}" if f.frame_verdict else ""
+        titles.append(f"#{f.index} {f.state}{p}{judged}\nafter: {act}{truth}{caption}{stopped}")
         colours.append(mark.colour)
         outlines.append(mark.outline)
     shown = f"{len(frames)} of {len(run.frames)} frames" if len(frames) < len(run.frames) else "Frames"
@@ -400,9 +401,11 @@ def _truth_html(run: ConditioningRun) -> str:
     rows = "\n".join(
         f'<tr class="{"uncertain" if marks[i].verdict == Quality.UNCERTAIN else "disagree"}"><td>{i}</td>'
         f"<td>{html.escape(frames[i].state)}</td><td>{html.escape(str(marks[i].verdict))}</td>"
+        f"<td>{html.escape(frames[i].frame_verdict)}</td><td>{html.escape(frames[i].reason)}</td>"
         f"<td>{html.escape(frames[i].true_state)}</td><td>{html.escape(str(marks[i].truth))}</td></tr>"
         for i in agreement.not_agreeing)
-    table = (f"<table><tr><th>frame</th><th>classifier</th><th>verdict</th><th>true state</th>"
+    table = (f"<table><tr><th>frame</th><th>classifier</th><th>verdict</th><th>loop</th><th>why</th>"
+             f"<th>true state</th>"
              f"<th>truth</th></tr>\n{rows}\n</table>" if rows else "<p>Every counted frame agrees.</p>")
     return f"""<h2 id="truth">Classifier vs simulator truth</h2>
 <p><strong>{html.escape(agreement.line)}</strong></p>

@@ -14,7 +14,14 @@ thread-safe either. So the monitor splits the work:
   latter, and :meth:`TipStateMonitor.finish` blocks until every submitted frame has its
   result written. Nothing is written after the run closes and nothing is dropped.
 
-Durability (``durable=True``, the default): every write of the monitor to a datasaver
+Durability (``durable=True``, the default): a frame's result is written to the run's
+database and committed **as soon as it exists** — by the worker thread, through its own
+SQLite connection and ``DataSaver`` — not when the next frame is submitted, so a crash
+during a long scan keeps the previous frame's tip state (results without a database
+behind the datasaver, and partial-check decisions, are written on the acquisition thread
+as below). The live in-memory ``dataset.cache`` of the running measurement does not
+show the rows the worker wrote; the database (``load_by_id``, ``get_parameter_data``) does.
+Every write of the monitor to a datasaver
 ends with ``datasaver.flush_data_to_database(block=True)``, one SQLite commit per
 ``submit``/``flush``/``finish`` call. So once ``submit(i, frame, datasaver)`` returns,
 the frame the caller added before it is on disk, and once a result is reported
@@ -69,6 +76,7 @@ from qcodes_stmtip.monitor.results import (
     WindowCheck,
 )
 from qcodes_stmtip.monitor.scanwatch import WATCH_METADATA_KEY, PartialRule, ScanWatchMixin
+from qcodes_stmtip.monitor.validation import MAX_ABS_VALUE, check_frame  # noqa: F401 - re-exported
 
 if TYPE_CHECKING:
     from qcodes.dataset import DataSaver, Measurement
@@ -83,9 +91,6 @@ log = logging.getLogger(__name__)
 
 #: Queue-full policies.
 ON_FULL = ("block", "unclassified")
-#: Largest |value| (in the frame's units) preprocessing accepts: flattening can double
-#: it and the network input is float32 (max 3.4e38), so larger frames are refused.
-MAX_ABS_VALUE = float(np.finfo(np.float32).max) / 16
 
 StateCallback = Callable[[int, TipStateResult], None]
 
@@ -95,11 +100,29 @@ class MonitorError(RuntimeError):
 
 
 class _Job:
-    __slots__ = ("index", "frame", "timestamp", "submitted")
+    __slots__ = ("index", "frame", "timestamp", "submitted", "sink")
 
-    def __init__(self, index: int, frame: Any, timestamp: float) -> None:
+    def __init__(self, index: int, frame: Any, timestamp: float, sink: _Sink | None = None) -> None:
         self.index, self.frame, self.timestamp = index, frame, timestamp
         self.submitted = time.perf_counter()
+        self.sink = sink
+
+
+class _Sink:
+    """Where the worker writes a result the moment it exists: the run's SQLite database,
+    through the worker's own connection and ``DataSaver`` (a ``DataSaver`` and its
+    connection belong to the thread that made them)."""
+
+    __slots__ = ("db", "guid")
+
+    def __init__(self, db: str, guid: str) -> None:
+        self.db, self.guid = db, guid
+
+    @classmethod
+    def of(cls, datasaver: DataSaver) -> _Sink | None:
+        dataset = datasaver.dataset
+        db = getattr(dataset, "path_to_db", None)
+        return cls(str(db), str(dataset.guid)) if db else None
 
 
 class _PartialJob:
@@ -224,6 +247,7 @@ class TipStateMonitor(ScanWatchMixin):
         self._wake = threading.Event()  # set when a frame or a partial frame waits for the worker
         self._partial_slot: _PartialJob | None = None
         self._partial_out: queue.Queue[WindowCheck] = queue.Queue()
+        self._sink_saver: tuple[tuple[str, str], Any, Any] | None = None  # worker thread only
         self.partial_model = partial if partial is not None else self._load_partial()
         if tuple(self.partial_model.classes) != self.classes \
                 or self.partial_model.surface != self.ensemble.surface:
@@ -297,6 +321,7 @@ class TipStateMonitor(ScanWatchMixin):
         return naive
 
     def _reset_run(self) -> None:
+        self._stored: set[int] = set()  # written by the worker the moment they came out
         self._pending: set[int] = set()  # submitted, result not yet collected
         self._ready: dict[int, TipStateResult] = {}  # collected, not yet written
         self.results: dict[int, TipStateResult] = {}  # every collected result of this run
@@ -376,10 +401,13 @@ class TipStateMonitor(ScanWatchMixin):
             if datasaver is not None:
                 self.flush(datasaver)
             return
+        sink = None
+        if datasaver is not None and self.durable and self.frame_index is not None:
+            sink = _Sink.of(datasaver)  # the worker writes the result as soon as it exists
         try:
-            job = _Job(index, np.array(frame, copy=True), ts)
+            job = _Job(index, np.array(frame, copy=True), ts, sink)
         except Exception as exc:  # e.g. a ragged list: still store a result
-            job = _Job(index, exc, ts)
+            job = _Job(index, exc, ts, sink)
         if self.on_full == "block":
             self._in.put(job)
             self._wake.set()
@@ -565,8 +593,11 @@ class TipStateMonitor(ScanWatchMixin):
         written = []
         for index in sorted(self._ready):
             r = self._ready[index]
-            datasaver.add_result((self.frame_index, index), *self.params.values(r))
-            self._write_scan_rows(datasaver, index)
+            with self._lock:
+                stored = index in self._stored  # the worker wrote it when it came out
+            if not stored:
+                datasaver.add_result((self.frame_index, index), *self.params.values(r))
+                self._write_scan_rows(datasaver, index)
             written.append(r)
         if self.durable:  # one commit: these results and the caller's frames so far
             datasaver.flush_data_to_database(block=True)
@@ -615,13 +646,53 @@ class TipStateMonitor(ScanWatchMixin):
                         break
                     jobs.append(nxt)  # type: ignore[arg-type]
                 if jobs:
-                    for r in self._classify(jobs):
+                    for job, r in zip(jobs, self._classify(jobs), strict=True):
+                        if job.sink is not None:
+                            self._store(job.sink, r)
                         self._out.put(r)
                     worked = True
                 if stop:
+                    self._close_sink()
                     return
                 if not worked:
                     break
+
+    def _store(self, sink: _Sink, result: TipStateResult) -> None:
+        """Write ``result`` (and its scan-watch rows) to the run's database and commit, on the
+        worker thread, before anyone hears of it; on failure the acquisition thread writes it."""
+        from qcodes.dataset import load_by_guid
+        from qcodes.dataset.measurements import DataSaver
+        from qcodes.dataset.sqlite.database import connect
+
+        index = result.frame_index
+        try:
+            key = (sink.db, sink.guid)
+            if self._sink_saver is None or self._sink_saver[0] != key:
+                self._close_sink()
+                conn = connect(sink.db)
+                dataset = load_by_guid(sink.guid, conn=conn)
+                saver = DataSaver(dataset=dataset, write_period=math.inf,
+                                  interdeps=dataset.description.interdeps, registered_parameters=())
+                self._sink_saver = (key, conn, saver)
+            saver = self._sink_saver[2]
+            saver.add_result((self.frame_index, index), *self.params.values(result))
+            self._write_scan_rows(saver, index)
+            saver.flush_data_to_database(block=True)
+        except Exception:
+            log.exception("could not write frame %d's result at once; it is written with the "
+                          "next submit/flush/finish", index)
+            self._close_sink()
+            return
+        with self._lock:
+            self._stored.add(index)
+
+    def _close_sink(self) -> None:
+        sink, self._sink_saver = self._sink_saver, None
+        if sink is not None:
+            try:
+                sink[1].close()
+            except Exception:  # pragma: no cover - closing a broken connection
+                pass
 
     # ---- watched scans (ScanWatchMixin) ----------------------------------------------------
     def _post_partial_job(self, record: ScanRecord, frame: np.ndarray, lines: int,
@@ -678,13 +749,16 @@ class TipStateMonitor(ScanWatchMixin):
             pred = ens.vote(probs)
             flag = None if tip is None else tip >= ens.tip_change_threshold
             quality = collapse_good_bad(pred.decision, self.classes, ens.good_classes, flag)
+            if tip is not None:
+                pred.tip_change_probability = np.asarray(tip, dtype=np.float64)
+            reason = ens.reasons(pred)[0]
             d = int(pred.decision[0])
             firsts = np.argmax(probs, axis=2)
             result = TipStateResult(
                 index, UNCERTAIN_STATE if d == UNCERTAIN else self.classes[d], str(quality[0]),
                 {c: float(pred.mean[0, k]) for k, c in enumerate(self.classes)},
                 tuple(self.classes[int(firsts[m, 0])] for m in range(firsts.shape[0])),
-                math.nan if tip is None else float(tip[0]), job.timestamp, "",
+                math.nan if tip is None else float(tip[0]), job.timestamp, reason,
                 time.perf_counter() - job.submitted)
         except Exception as exc:
             result = TipStateResult.unclassified(
@@ -697,22 +771,7 @@ class TipStateMonitor(ScanWatchMixin):
 
         if isinstance(job.frame, Exception):
             raise ValueError(f"frame is not an array ({job.frame})")
-        frame = job.frame
-        if frame.ndim != 2:
-            raise ValueError(f"frame must be 2-D (lines, pixels), got shape {frame.shape}")
-        if self.expected_shape is not None and frame.shape != self.expected_shape:
-            raise ValueError(f"frame shape {frame.shape} is not the expected {self.expected_shape}")
-        if np.iscomplexobj(frame):
-            raise ValueError(f"frame is complex ({frame.dtype}); refused rather than dropping "
-                             "its imaginary part: submit the real channel")
-        if not np.issubdtype(frame.dtype, np.number):
-            raise ValueError(f"frame has non-numeric dtype {frame.dtype}")
-        values = np.asarray(frame, dtype=np.float64)
-        finite = values[np.isfinite(values)]
-        peak = float(np.max(np.abs(finite))) if finite.size else 0.0
-        if peak > MAX_ABS_VALUE:
-            raise ValueError(f"frame values reach |{peak:.3g}|, beyond the {MAX_ABS_VALUE:.3g} "
-                             "that float32 preprocessing can represent; refused")
+        values = check_frame(job.frame, self.expected_shape)  # the partial frames' checks too
         with np.errstate(over="ignore", invalid="ignore"):
             image = preprocess_frame(values, self.image_size)
         if not np.all(np.isfinite(image)):
@@ -741,6 +800,9 @@ class TipStateMonitor(ScanWatchMixin):
                 flag = None if tip is None else tip >= self.ensemble.tip_change_threshold
                 quality = collapse_good_bad(pred.decision, self.classes,
                                             self.ensemble.good_classes, flag)
+                if tip is not None:
+                    pred.tip_change_probability = np.asarray(tip, dtype=np.float64)
+                reasons = self.ensemble.reasons(pred)
                 firsts = np.argmax(probs, axis=2)  # (M, N)
                 for n, pos in enumerate(ok):
                     job = jobs[pos]
@@ -758,7 +820,7 @@ class TipStateMonitor(ScanWatchMixin):
                         {c: float(pred.mean[n, k]) for k, c in enumerate(self.classes)},
                         tuple(self.classes[int(firsts[m, n])] for m in range(n_members)),
                         math.nan if tip is None else float(tip[n]),
-                        job.timestamp, "", time.perf_counter() - job.submitted)
+                        job.timestamp, reasons[n], time.perf_counter() - job.submitted)
             except Exception as exc:
                 log.exception("tip-state inference failed")
                 for pos in ok:

@@ -15,7 +15,8 @@ name                       type     meaning
 ``tip_vote_<i>``           text     class ranked first by member *i* (label: the member name)
 ``tip_change_probability`` numeric  P(tip change) of the binary network (NaN without one)
 ``frame_timestamp``        numeric  acquisition time of the frame, s since the Unix epoch
-``tip_reason``             text     why the frame is unclassified (empty otherwise)
+``tip_reason``             text     why the verdict is not ``"good"``: the rule that fired and its
+                                    numbers, or why the frame is unclassified (empty when good)
 =========================  =======  ==========================================================
 
 When scans are watched while they are acquired
@@ -75,7 +76,7 @@ class TipStateResult:
     ``probabilities`` maps class → ensemble-mean probability; ``votes`` is each member's
     first-ranked class (member order of the bundle); ``timestamp`` is the frame's
     acquisition time (s since the epoch); ``latency_s`` the wall time from submission to
-    the result; ``reason`` explains an ``"unclassified"`` state.
+    the result; ``reason`` says why ``quality`` is not ``"good"`` (empty when it is).
     """
 
     frame_index: int
@@ -131,7 +132,7 @@ class ResultParameters:
                       for i, n in enumerate(self.member_names)]
         self.tip_change = make("tip_change_probability", "P(tip change)", "", False)
         self.timestamp = make("frame_timestamp", "Frame acquisition time", "s", False)
-        self.reason = make("tip_reason", "Why unclassified", "", True)
+        self.reason = make("tip_reason", "Why not good", "", True)
 
     @property
     def all(self) -> list[Parameter]:

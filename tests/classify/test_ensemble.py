@@ -132,3 +132,23 @@ def test_mean_over_views_works_in_chunks():
     for chunk in (1, 3, 256):
         np.testing.assert_allclose(mean_over_views(_Sum(), x, views, 64, chunk=chunk), want, rtol=1e-5)
     assert mean_over_views(_Sum(), x[:0], views, 64).shape == (0, 2)
+
+
+def test_verdict_reasons_say_which_rule_fired() -> None:
+    """Good frames have no reason; bad, uncertain and tip-change-flagged frames name the rule and
+    its numbers — including an uncertain frame made bad by a flagged tip change."""
+    from qcodes_stmtip.classify.ensemble import collapse_good_bad, verdict_reasons
+
+    classes = ("good_a", "bad_b")
+    p = np.array([[[0.9, 0.1], [0.2, 0.8], [0.55, 0.45], [0.9, 0.1]]])
+    pred = majority_vote(p, thresholds=[0.6, 0.6])
+    pred.tip_change_probability = np.array([0.1, 0.1, 0.7, 0.7])
+    flagged = pred.tip_change_probability >= 0.5
+    quality = collapse_good_bad(pred.decision, classes, {"good_a"}, flagged)
+    assert list(quality) == ["good", "bad", "bad", "bad"]
+    reasons = verdict_reasons(pred, classes, {"good_a"}, [0.6, 0.6], 0.5)
+    assert reasons[0] == ""
+    assert reasons[1] == "bad_b p=0.80 is not a good-tip class"
+    assert reasons[2] == ("uncertain: good_a p=0.55 is below its threshold 0.60; "
+                          "tip change flagged: p=0.70 >= 0.50")
+    assert reasons[3] == "tip change flagged: p=0.70 >= 0.50"

@@ -131,3 +131,27 @@ def test_balanced_accuracy_weights_recover_a_rare_class_and_never_score_below_th
     assert balanced_accuracy_score(y, (p * tuned).argmax(axis=1)) >= balanced_accuracy_score(y, (p * start).argmax(axis=1))
     with pytest.raises(ValueError, match="positive finite"):
         balanced_accuracy_weights(y, p, start=np.array([1.0, 0.0, 1.0]))
+
+
+def test_calibration_warnings_name_thin_evidence() -> None:
+    from qcodes_stmtip.classify.metrics import MIN_CALIBRATION_FRAMES, calibration_warnings
+
+    classes = ("a", "b")
+    plenty = np.repeat([0, 1], MIN_CALIBRATION_FRAMES)
+    changes = np.r_[np.ones(MIN_CALIBRATION_FRAMES, bool), np.zeros(3 * MIN_CALIBRATION_FRAMES, bool)]
+    p_tc = changes.astype(float)
+    assert calibration_warnings(plenty, classes, 5, class_thresholds_calibrated=True,
+                                tip_change_labels=changes, tip_change_probability=p_tc,
+                                tip_change_threshold=0.5) == []
+    few = calibration_warnings(plenty[1:], classes, 2, class_thresholds_calibrated=True)
+    assert len(few) == 2 and "2 validation session(s)" in few[0] and "'a' rests on 29" in few[1]
+    # uncalibrated class thresholds (the 0.5 default) rest on nothing: no class warning
+    assert calibration_warnings(plenty[1:], classes, 5, class_thresholds_calibrated=False) == []
+    flagged = calibration_warnings(plenty, classes, 5, class_thresholds_calibrated=True,
+                                   tip_change_labels=changes, tip_change_probability=np.full(120, 0.1),
+                                   tip_change_threshold=0.058)
+    assert flagged == ["the tip-change threshold (0.058) flags 100% of the validation frames as tip changes"]
+    thin = calibration_warnings(plenty, classes, 5, class_thresholds_calibrated=True,
+                                tip_change_labels=changes[:-100], tip_change_probability=None,
+                                tip_change_threshold=0.3)
+    assert thin == ["the tip-change threshold (0.3) rests on 20 validation tip change(s) (fewer than 30)"]

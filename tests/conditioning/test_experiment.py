@@ -166,7 +166,7 @@ def test_target_judges_results() -> None:
         return TipStateResult(0, state, "", {state: p}, (state,), tc, 0.0)
 
     assert target.judge(res("rows", 0.7)) == "good"
-    assert target.judge(res("rows", 0.5)) == "bad"
+    assert target.judge(res("rows", 0.5)) == "inconclusive"  # a target state, weak evidence
     assert target.judge(res("rows", 0.9, tc=0.8)) == "inconclusive"
     assert target.judge(res("generic_defect", 0.9)) == "bad"
     assert target.judge(res("uncertain", 0.3)) == "inconclusive"
@@ -237,3 +237,41 @@ def test_bad_frames_without_an_action_never_end_in_a_good_tip(rig, db) -> None:
     result = exp.run(db)
     assert result.outcome == "max_frames" and result.frames == len(labels)
 
+
+def test_a_good_tip_that_is_not_the_target_is_off_target_never_bad() -> None:
+    """The demo's target is dimers/atoms: a confident ``rows`` frame has tip_quality good, so the
+    loop calls it ``off_target`` (and acts), not ``bad``."""
+    from qcodes_stmtip.monitor.results import TipStateResult
+
+    target = Target(frozenset({"individual_atoms", "dimers_asymmetries"}))
+    rows = TipStateResult(0, "rows", "good", {"rows": 0.95}, ("rows",), 0.0, 0.0)
+    defect = TipStateResult(1, "generic_defect", "bad", {"generic_defect": 0.95}, ("x",), 0.0, 0.0)
+    assert target.judge(rows) == "off_target"
+    assert target.judge(defect) == "bad"
+
+
+def _with_tip_changes(labels: list[str | None]) -> GroundTruthClassifier:
+    """The oracle on ``labels``; None is a ``rows`` frame with a tip change (inconclusive)."""
+    tc = SimpleNamespace(frame_label="rows", tip_label="rows", tip_change_lines=(9,))
+    seen = iter([tc if label is None else always(label) for label in labels])
+    return GroundTruthClassifier("hsi100", lambda: next(seen, always("generic_defect")))
+
+
+def test_mostly_inconclusive_evidence_ends_inconclusive_not_good_tip(rig, db) -> None:
+    """Two good frames in a row are not enough when three inconclusive ones came between them
+    since the last tip action: the loop says it cannot confirm a good tip."""
+    exp = experiment(rig, lambda c: Action.rescan("policy rescans"), max_rescans=3,
+                     monitor=_with_tip_changes(["rows", None, None, None, "rows"]),
+                     target=Target.for_surface("hsi100", consecutive=2), max_frames=8)
+    result = exp.run(db)
+    assert result.outcome == "inconclusive", result.reason
+    assert "3 of the 5 frames since the last tip action were inconclusive" in result.reason
+    assert result.time_to_good_s is None
+    run = load_conditioning_run(result.run_id)
+    assert [f.frame_verdict for f in run.frames] == ["good", "inconclusive", "inconclusive",
+                                                     "inconclusive", "good"]
+    # with fewer inconclusive frames than good ones the same rule stops on a good tip
+    exp = experiment(rig, lambda c: Action.rescan("policy rescans"), max_rescans=3,
+                     monitor=_with_tip_changes(["rows", None, "rows"]),
+                     target=Target.for_surface("hsi100", consecutive=2), max_frames=8)
+    assert exp.run(db).outcome == "good_tip"

@@ -98,7 +98,7 @@ def test_stored_states_match_the_simulator_ground_truth(trained_bundle, tmp_path
         p = {c: float(col(f"tip_p_{c}")[i]) for c in ("individual_atoms", "generic_defect",
                                                        "rows", "dimers_asymmetries")}
         assert state == max(p, key=p.get) and col("tip_vote_0")[i] == state
-        assert col("tip_reason")[i] == ""
+        assert (col("tip_reason")[i] == "") == (col("tip_quality")[i] == "good")
     image = xd[image_name]
     assert image.shape == (len(plan), PIXELS, PIXELS)
     meta = json.loads(ds.metadata[METADATA_KEY])

@@ -89,7 +89,8 @@ def test_measurement_stores_states_and_round_trips_xarray_and_netcdf(tiny_bundle
         expect_good = r.state in ("dimers_asymmetries", "individual_atoms", "rows") \
             and r.tip_change_probability < 0.5
         assert r.quality == ("good" if expect_good else "bad")
-        assert r.reason == ""
+        assert (r.reason == "") == expect_good, r.reason  # every verdict but good says why
+        assert ("tip change flagged" in r.reason) == (r.tip_change_probability >= 0.5)
     assert results[2].state == UNCLASSIFIED and results[2].quality == UNCLASSIFIED
     assert "FrameTooShortError" in results[2].reason and "3 finite lines" in results[2].reason
     assert all(math.isnan(v) for v in results[2].probabilities.values())
@@ -203,7 +204,7 @@ def test_a_batch_whose_early_frame_fails_preprocessing_maps_each_result_to_its_f
     assert len({round(float(t), 6) for t in ref.tip_change_probability}) == 4  # frames differ
     for n, i in enumerate(good):
         r = results[i]
-        assert r.classified
+        assert r.classified and (r.reason == "") == (r.quality == "good"), r.reason
         assert r.state == CLASSES[int(ref.decision[n])]
         np.testing.assert_allclose([r.probabilities[c] for c in CLASSES], ref.mean[n], atol=1e-5)
         assert r.votes == tuple(CLASSES[k] for k in ref.member_probabilities[:, n].argmax(axis=1))
@@ -365,7 +366,7 @@ def test_overflowing_and_complex_frames_are_refused_with_a_reason_and_still_stor
             saver.add_result((frame_index, i), (image, np.real(f)))
             monitor.submit(i, f, saver)
         results = {r.frame_index: r for r in monitor.finish(saver)}
-    assert results[0].classified and results[0].reason == ""
+    assert results[0].classified and (results[0].reason == "") == results[0].good
     assert all(math.isfinite(p) for p in results[0].probabilities.values())
     for i in (1, 2, 4):
         r = results[i]
