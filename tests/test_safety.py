@@ -420,3 +420,10 @@ def test_a_violation_without_unit_has_no_stray_space_and_a_validator_adds_only_i
     assert str(info.value) == str(SafetyViolation("|bias|", 11.0, 10.0, "V"))
     with pytest.raises(SafetyViolation, match=r"nothing was sent; setting bias$"):
         validator.validate(11.0, "setting bias")
+
+
+def test_as_dict_round_trips_through_from_mapping() -> None:
+    env = SafetyEnvelope(max_bias_V=5.0, scan_area_x_m=(-1e-6, 2e-6), max_motor_steps=7)
+    d = env.as_dict()
+    assert d["max_bias_V"] == 5.0 and d["scan_area_x_m"] == (-1e-6, 2e-6) and d["max_motor_steps"] == 7
+    assert SafetyEnvelope.from_mapping(d) == env

@@ -101,6 +101,15 @@ EQUIVALENT: dict[str, str] = {
        for n in (15, 16, 17, 18)},
     **{f"{PKG}.safety.xǁSafetyEnvelopeǁcheck_frame__mutmut_{n}": _MIRROR for n in (34, 44, 45, 49, 50)},
     **{f"{PKG}.safety.xǁSafetyEnvelopeǁfrom_mapping__mutmut_{n}": _TUPLE for n in (11, 12, 13, 14)},
+    **{f"{PKG}.classify.ensemble.x_collapse_good_bad__mutmut_{n}":
+       "decision dtype dropped: integer-valued decisions compare equal to the class indexes and "
+       "UNCERTAIN in any numeric dtype" for n in (10, 12)},
+    **{f"{PKG}.classify.ensemble.x_majority_vote__mutmut_{n}":
+       "thresholds dtype dropped: numeric thresholds compare the same as float64 ones"
+       for n in (24, 26)},
+    **{f"{PKG}.classify.ensemble.x_majority_vote__mutmut_{n}":
+       "class_weights dtype dropped: numeric weights multiply, compare and check the same"
+       for n in (35, 37)},
 }
 
 #: The mutations of issue 29 that the suite missed: (name, file, code, mutated code, test).
@@ -206,12 +215,14 @@ def run_module(name: str, mod: Module, max_children: int) -> dict:
     survivors = sorted((k for k in counted if k not in killed), key=_natural)
     equivalent = [k for k in survivors if k in EQUIVALENT]
     live = [k for k in survivors if k not in EQUIVALENT]
+    stale = [k for k in EQUIVALENT if any(fnmatch.fnmatch(k, g) for g in mod.functions)
+             and counted.get(k, "gone") not in ("survived", "no tests")]
     diffs = {k: _mutmut(dest, "show", k).stdout for k in live}
     (dest / "survivors.txt").write_text(
         "".join(f"{k} ({counted[k]})\n{diffs[k]}\n" for k in live), encoding="utf-8")
     scored = len(counted) - len(equivalent)
     return {"mutants": len(counted), "killed": len(killed), "equivalent": equivalent,
-            "survivors": live, "diffs": diffs, "status": counted,
+            "survivors": live, "diffs": diffs, "status": counted, "stale": stale,
             "score": len(killed) / scored if scored else 1.0,
             "not_checked": sum(v == "not checked" for v in status.values()), "seconds": seconds}
 
@@ -268,6 +279,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"-- survived ({res['status'][k]}): {k}\n{res['diffs'][k]}")
             for k in res["equivalent"]:
                 print(f"-- equivalent: {k}: {EQUIVALENT[k]}")
+            for k in res["stale"]:
+                print(f"-- listed as equivalent but {res['status'].get(k, 'gone')}: {k} "
+                      "(its function changed: re-check EQUIVALENT)")
             rows.append((name, res))
             ok &= res["score"] >= GOAL
         print("\n| module | mutants | killed | equivalent | survived | score | minutes |")

@@ -152,3 +152,53 @@ def test_verdict_reasons_say_which_rule_fired() -> None:
     assert reasons[2] == ("uncertain: good_a p=0.55 is below its threshold 0.60; "
                           "tip change flagged: p=0.70 >= 0.50")
     assert reasons[3] == "tip change flagged: p=0.70 >= 0.50"
+
+
+# ---- the decision's edges (issue 29: mutation testing) ----------------------------------------
+def test_vote_outputs_are_float64_probabilities_and_integer_votes():
+    p = np.array([[[0.75, 0.25]], [[0.25, 0.75]], [[0.5, 0.5]]], dtype=np.float32)
+    pred = majority_vote(p)
+    assert pred.member_probabilities.dtype == np.float64 and pred.mean.dtype == np.float64
+    assert pred.votes.dtype.kind == "i"
+
+
+def test_vote_shape_checks_allow_one_class_and_refuse_no_member():
+    pred = majority_vote(np.ones((2, 3, 1)))
+    assert pred.decision.tolist() == [0, 0, 0]
+    for shape in ((0, 2, 3), (2, 3, 0), (2, 3)):
+        with pytest.raises(ValueError, match="must have shape"):
+            majority_vote(np.zeros(shape))
+
+
+def test_vote_ties_are_broken_per_frame():
+    """Frame 0 is unanimous (3 votes), frame 1 a three-way tie (1 vote each) that the mean decides."""
+    p = np.array([
+        [[0.1, 0.8, 0.1], [0.6, 0.1, 0.3]],
+        [[0.1, 0.8, 0.1], [0.1, 0.5, 0.4]],
+        [[0.1, 0.8, 0.1], [0.05, 0.05, 0.9]],
+    ])
+    pred = majority_vote(p)
+    np.testing.assert_array_equal(pred.votes, [[0, 3, 0], [1, 1, 1]])
+    assert pred.vote_class.tolist() == [1, 2]  # frame 1: mean 0.25, 0.22, 0.53
+
+
+def test_a_vote_tie_is_broken_by_the_weighted_mean():
+    p = np.array([[[0.9, 0.1]], [[0.5, 0.5]]])  # weighted firsts: class 0, class 1 -> a tie
+    pred = majority_vote(p, class_weights=[1.0, 4.0])
+    np.testing.assert_array_equal(pred.votes, [[1, 1]])
+    assert pred.vote_class[0] == 1  # weighted mean 0.7 vs 1.2; unweighted it would be class 0
+
+
+def test_a_mean_equal_to_its_threshold_is_confident():
+    p = np.array([[[0.75, 0.25]], [[0.75, 0.25]]])
+    assert majority_vote(p, thresholds=[0.75, 0.5]).decision[0] == 0
+    assert majority_vote(p, thresholds=[0.8, 0.5]).decision[0] == UNCERTAIN
+
+
+def test_ensemble_good_bad_flags_tip_changes_at_its_threshold():
+    ens = Ensemble("hsi100", CLASSES, [Member("m", "rw", None)], tip_change_threshold=0.5)
+    p = np.tile(np.array([0.7, 0.1, 0.1, 0.1]), (1, 4, 1))
+    pred = majority_vote(p)
+    assert ens.good_bad(pred).tolist() == ["good"] * 4  # no tip-change network: no flag
+    pred.tip_change_probability = np.array([0.5, 0.49, 0.9, 0.0])
+    assert ens.good_bad(pred).tolist() == ["bad", "good", "bad", "good"]
