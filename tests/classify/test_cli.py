@@ -162,7 +162,7 @@ def test_classify_csv(bundle, dataset, tmp_path):
         assert r["decision"] in (*CLASSES, "uncertain")
         assert 0.0 <= float(r["tip_change"]) <= 1.0
     assert rows[2]["decision"] == "unclassified" and rows[2][CLASSES[0]] == ""
-    assert rows[2]["reason"] == "too few lines" and rows[0]["reason"] == ""
+    assert rows[2]["reason"] == "constant channel" and rows[0]["reason"] == ""  # 3 lines of zeros
 
 
 def test_cli_errors(tmp_path, capsys):
