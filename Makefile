@@ -28,6 +28,7 @@ $(STAMP): pyproject.toml $(wildcard $(LOCK))
 	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
 	$(BIN)/python -m pip install -qq --no-deps --no-build-isolation -e .
 	$(BIN)/python -m pip check
+	$(BIN)/python tools/lock_check.py $(LOCK)
 	touch $(STAMP)
 
 # `make lock`: re-lock after editing pyproject's dependencies, keeping every other pin.

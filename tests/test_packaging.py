@@ -42,3 +42,49 @@ def test_wheel_runs_the_simulated_lab_outside_the_checkout(tmp_path: Path) -> No
                          timeout=300, cwd=run)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert "pulse 2 V" in out.stdout and "temperature:" in out.stdout
+
+
+def _lock() -> Path:
+    import platform
+
+    return REPO / "requirements" / f"lock-py312-linux-{platform.machine()}.txt"
+
+
+def test_the_lock_pins_every_declared_dependency_with_hashes() -> None:
+    """Every dependency pyproject declares (base, extras, build tools) is pinned exactly, with
+    sha256 hashes, so `make setup` installs from the lock without resolving anything."""
+    import re
+    import tomllib
+
+    lock = _lock()
+    if not lock.is_file():
+        pytest.skip(f"no lock for this platform ({lock.name}); make setup installs from ranges")
+    text = lock.read_text()
+    pinned = {re.sub(r"[-_.]+", "-", m[1]).lower()
+              for m in re.finditer(r"^([A-Za-z0-9_.\-]+)==\S+ \\$", text, re.M)}
+    blocks = re.split(r"\n(?=[A-Za-z0-9])", text.split("\n", 2)[-1])
+    unhashed = [b.split("==")[0] for b in blocks if "==" in b and "--hash=sha256:" not in b]
+    assert unhashed == []
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    declared = list(project["dependencies"])
+    for reqs in project["optional-dependencies"].values():
+        declared += [r for r in reqs if not r.startswith("qcodes-stmtip[")]
+    declared += [line for line in (REPO / "requirements" / "build.in").read_text().splitlines()
+                 if line and not line.startswith("#")]
+    names = set()
+    for req in declared:
+        if "platform_machine != 'x86_64'" in req and "x86_64" in lock.name:
+            continue  # the other platform's TensorFlow wheel
+        names.add(re.sub(r"[-_.]+", "-", re.match(r"[A-Za-z0-9_.\-]+", req)[0]).lower())
+    assert names - pinned == set()
+
+
+def test_lock_check_reports_differences(tmp_path: Path) -> None:
+    """tools/lock_check.py (run by `make setup`) names a package whose pin the venv does not hold."""
+    lock = tmp_path / "lock.txt"
+    lock.write_text("pytest==0.0.1 \\\n    --hash=sha256:00\nnot-a-real-package-xyz==1.0 \\\n")
+    out = subprocess.run([sys.executable, str(REPO / "tools" / "lock_check.py"), str(lock)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1
+    assert "pytest: locked 0.0.1, installed " in out.stdout
+    assert "not-a-real-package-xyz: locked 1.0, not installed" in out.stdout
