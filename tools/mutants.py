@@ -124,7 +124,8 @@ NAMED: list[tuple[str, str, str, str, str]] = [
      "if abs(value) > self.max_z_m:", "if value > self.max_z_m:",
      "tests/test_safety.py::test_named_negative_requests_never_pass"),
     ("a bad frame does not reset the good streak", f"{PKG}/conditioning/experiment.py",
-     'if verdict == "bad":\n                streak = 0', 'if verdict == "bad":\n                pass',
+     'if verdict in ("bad", "off_target"):\n                streak = 0',
+     'if verdict in ("bad", "off_target"):\n                pass',
      "tests/conditioning/test_experiment.py::"
      "test_stop_rule_counts_target_consecutive_good_frames_and_a_bad_frame_resets_it"),
     ("stop after 2 good frames, ignoring Target.consecutive", f"{PKG}/conditioning/experiment.py",
