@@ -148,3 +148,126 @@ def test_the_ladder_keys_on_action_tags_not_on_reason_text() -> None:
     assert Action.pulse(3.0, 0.05).tag == "" and Action.pulse(3.0, 0.05).as_dict()["tag"] == ""
     with pytest.raises(ValueError, match="tag"):
         Action("move", tag=3)  # type: ignore[arg-type]
+
+
+# ---- the policy's decisions at their edges (issue 29: mutation testing) ----------------------
+def test_actions_validate_describe_and_serialise() -> None:
+    pulse = Action.pulse(3, 0.05, "why")
+    assert (pulse.kind, pulse.amplitude_V, pulse.width_s, pulse.reason) == ("pulse", 3, 0.05, "why")
+    assert pulse.touches_tip and Action.indent(1e-9, "r").touches_tip
+    assert Action.indent(1e-9, "r").reason == "r" and Action.indent(1e-9).depth_m == 1e-9
+    assert not Action.move("m").touches_tip and not Action.rescan("s").touches_tip
+    assert (Action.move("m").reason, Action.rescan("s").reason) == ("m", "s")
+    assert Action.move().describe() == "move" and Action.rescan().describe() == "rescan"
+    assert Action.pulse(-3.25, 0.2).describe() == "pulse -3.2 V × 200 ms"
+    d = Action("indent", depth_m=1e-9, x_m=1e-8, y_m=-2e-8, reason="r", tag="ladder_restart").as_dict()
+    assert d == {"kind": "indent", "amplitude_V": d["amplitude_V"], "width_s": d["width_s"],
+                 "depth_m": 1e-9, "x_m": 1e-8, "y_m": -2e-8, "reason": "r", "tag": "ladder_restart"}
+    assert math.isnan(d["amplitude_V"]) and math.isnan(d["width_s"])
+    from qcodes_stmtip.conditioning.policy import ActionTag
+
+    tagged = Action("move", tag=ActionTag.LADDER_EXHAUSTED)
+    assert type(tagged.tag) is str and tagged.tag == "ladder_exhausted"
+    for kwargs, match in (
+            ({"kind": "move", "tag": 1}, r"^Action.tag must be a string \(an ActionTag\), got 1$"),
+            ({"kind": "pulse", "amplitude_V": 1.0, "width_s": math.inf},
+             r"^Action.width_s of a pulse must be a finite number, got inf$"),
+            ({"kind": "pulse", "amplitude_V": "1", "width_s": 0.1},
+             r"^Action.amplitude_V of a pulse must be a finite number"),
+            ({"kind": "indent", "depth_m": "1e-9"}, r"^Action.depth_m of an indent must be a finite"),
+            ({"kind": "indent", "depth_m": 1e-9, "y_m": 0.0}, r"^Action.x_m and Action.y_m must be"),
+            ({"kind": "zap"}, r"^Action.kind must be one of \('pulse', 'indent', 'move', 'rescan'\)")):
+        with pytest.raises(ValueError, match=match):
+            Action(**kwargs)
+    assert Action("move", x_m=1e-7, y_m=2e-7).x_m == 1e-7  # a move may name its area centre
+    assert Action("pulse", amplitude_V=1, width_s=1).width_s == 1  # ints are numbers
+
+
+def test_context_tip_actions_and_function_policies() -> None:
+    actions = (Action.move(), Action.pulse(3.0, 0.05), Action.rescan(), Action.indent(1e-9))
+    assert ctx(actions).tip_actions == (actions[1], actions[3])
+
+    def mine(context):
+        return Action.rescan("mine")
+
+    policy = as_policy(mine)
+    assert policy.name == "mine" and policy.config() == {"name": "mine"}
+    assert policy.choose(ctx()).reason == "mine"
+    escalating = EscalatingPolicy()
+    assert as_policy(escalating) is escalating
+    with pytest.raises(ValueError, match="policy must have choose"):
+        as_policy(42)
+
+
+def test_legacy_tags_are_read_from_old_reason_texts() -> None:
+    from qcodes_stmtip.conditioning.policy import EXHAUSTED, RESTART, legacy_tag
+
+    assert legacy_tag("move", f"{EXHAUSTED} in this area") == "ladder_exhausted"
+    assert legacy_tag("pulse", f"{RESTART}: state changed") == "ladder_restart"
+    assert legacy_tag("indent", f"{RESTART}: state changed") == "ladder_restart"
+    assert legacy_tag("move", f"{RESTART}: x") == ""
+    assert legacy_tag("pulse", f"{EXHAUSTED} in this area") == ""
+    assert legacy_tag("rescan", f"{RESTART}: x") == ""
+    assert legacy_tag("pulse", "level 0 of 6") == ""
+
+
+@pytest.mark.parametrize(("before", "now", "changed"), [
+    (None, "rows", False), ("generic_defect", "generic_defect", False),
+    ("generic_defect", "rows", True), ("uncertain", "rows", False), ("rows", "uncertain", False),
+    ("unclassified", "rows", False), ("rows", "unclassified", False)])
+def test_state_changed_needs_two_different_classified_states(before, now, changed) -> None:
+    assert EscalatingPolicy.state_changed(ctx(state=now, at_last=before)) is changed
+
+
+def test_escalating_choices_at_the_area_limit_restart_and_top() -> None:
+    from qcodes_stmtip.conditioning.policy import ActionTag
+
+    policy = EscalatingPolicy(attempts_per_level=1)
+    move = policy.choose(ctx(in_area=6, limit=6))
+    assert move.kind == "move" and move.reason == "6 actions in this area (the limit)"
+    assert policy.choose(ctx(in_area=5, limit=6)).kind == "pulse"  # one below the limit
+    restart = policy.choose(ctx([Action.pulse(4.0, 0.2)], state="rows", at_last="generic_defect"))
+    assert restart.tag == ActionTag.LADDER_RESTART and restart.amplitude_V == DEFAULT_LADDER[0].amplitude_V
+    assert restart.reason == "restart ladder: state changed to rows"
+    top = [Action.pulse(3.0, 0.05)] * len(DEFAULT_LADDER)
+    exhausted = policy.choose(ctx(top, limit=100))
+    assert (exhausted.kind, exhausted.tag, exhausted.reason) == (
+        "move", ActionTag.LADDER_EXHAUSTED, "ladder exhausted in this area")
+    rung = policy.choose(ctx(top[:-1], limit=100))
+    assert rung.depth_m == DEFAULT_LADDER[-1].depth_m and rung.reason == "level 5 of 6"
+    assert rung.tag == ""
+    # after the exhausted move the ladder starts again at the bottom
+    assert policy.level(ctx([*top, exhausted], limit=100)) == 0
+    assert policy.level(ctx([*top, exhausted, Action.pulse(3.0, 0.05)], limit=100)) == 1
+    assert policy.config() == {"name": "escalating", "attempts_per_level": 1,
+                               "ladder": [a.describe() for a in DEFAULT_LADDER]}
+    with pytest.raises(ValueError, match="attempts_per_level must be an integer >= 1, got True"):
+        EscalatingPolicy(attempts_per_level=True)
+    with pytest.raises(ValueError, match="ladder must be a non-empty"):
+        EscalatingPolicy([])
+    assert EscalatingPolicy([Action.indent(1e-9)], attempts_per_level=3).ladder == (Action.indent(1e-9),)
+
+
+def test_random_policy_ranges_and_config() -> None:
+    for kwargs, match in (({"amplitude_V": (2.0, 1.0)}, "amplitude_V must be a"),
+                          ({"width_s": (0.0, 0.1)}, "width_s must be a"),
+                          ({"depth_m": (1e-9, math.inf)}, "depth_m must be a"),
+                          ({"depth_m": (math.nan, 1e-9)}, "depth_m must be a"),
+                          ({"p_move": 1.0}, r"p_move must be in \[0, 1\), got 1.0"),
+                          ({"p_move": -0.1}, r"p_move must be in \[0, 1\)")):
+        with pytest.raises(ValueError, match=match):
+            RandomPolicy(**kwargs)
+    fixed = RandomPolicy(amplitude_V=(2.0, 2.0), width_s=(0.1, 0.1), depth_m=(1e-9, 1e-9),
+                         p_move=0.0, seed=3)
+    kinds = [fixed.choose(ctx(limit=100)) for _ in range(60)]
+    assert {a.kind for a in kinds} == {"pulse", "indent"}
+    assert all(a.amplitude_V == 2.0 and a.width_s == pytest.approx(0.1) for a in kinds if a.kind == "pulse")
+    assert all(a.depth_m == 1e-9 and a.reason == "random choice" for a in kinds if a.kind == "indent")
+    assert fixed.config() == {"name": "random", "seed": 3, "amplitude_V": [2.0, 2.0],
+                              "width_s": [0.1, 0.1], "depth_m": [1e-9, 1e-9], "p_move": 0.0}
+    limit = fixed.choose(ctx(in_area=2, limit=2))
+    assert limit.kind == "move" and limit.reason == "2 actions in this area (the limit)"
+    mover = RandomPolicy(p_move=0.99, seed=1)
+    moves = [mover.choose(ctx(limit=100)) for _ in range(50)]
+    assert sum(a.kind == "move" for a in moves) >= 45
+    assert all(a.reason == "random choice" for a in moves)
