@@ -40,6 +40,20 @@ Issue 14 (judging the tip while the frame is scanned):
     .venv/bin/python benchmarks/conditioning.py --tip-changes 50 --skip-policies
     .venv/bin/python benchmarks/conditioning.py --abort-ensemble-sessions 10 --skip-policies
 
+Issue 28 (``--spectral N``): the image verdict alone against image + spectrum on Au/Cu(111)
+(:class:`~qcodes_stmtip.conditioning.spectral.SpectroscopicTipCheck`: a frame judged good is
+confirmed by a dI/dV spectrum at its flattest spot, which must show a sharp surface-state step).
+The image classifier is the oracle made weak: a bad tip's frame reads as a good one with
+probability ``--false-good-rate``. Prints stops, the truly-good share of stops and simulated
+minutes to a truly good stop.
+
+    .venv/bin/python benchmarks/conditioning.py --spectral 30 --surfaces au111,cu111 --skip-policies --acceleration 50
+
+Simulated time runs at ``--acceleration`` × wall time, so the driver's own wall-clock work
+(requests, dataset writes) is counted as simulated time too, magnified by that factor; a
+spectrum costs ~20–60 ms of wall time on a shared machine (4–12 s simulated at ×200, against
+~1 s for the sweep itself), so the comparison runs at ×50.
+
 ``--abort-ensemble-sessions N`` runs the same comparison with the real monitor on H:Si(100)
 (the demo's frames — 4 nm, 128², 45° — and target, the bundle's calibrated tip-change threshold):
 there the success and truly-good rates show what a classifier's false alarms on partial
@@ -67,10 +81,13 @@ def run_session(surface: str, seed: int, policy_name: str, exp, *, pixels: int, 
                 acceleration: float, angle_deg: float = 0.0, bundle: str | None = None, consecutive: int = 2,
                 target_classes: frozenset[str] | None = None,
                 max_tip_change_probability: float | None = 0.5, early_abort: bool = False,
-                watch_every: int = 4) -> dict:
+                watch_every: int = 4, false_good_rate: float = 0.0, spectral: bool = False) -> dict:
     """One simulated session; returns its outcome, tip actions and simulated minutes.
 
-    ``max_tip_change_probability=None``: the bundle's calibrated tip-change threshold (as the demo)."""
+    ``max_tip_change_probability=None``: the bundle's calibrated tip-change threshold (as the demo).
+    ``false_good_rate`` (oracle only): each frame of a bad tip is called ``individual_atoms`` with
+    this probability (an image classifier that mistakes bad metal tips for good ones);
+    ``spectral``: wrap the classifier in the spectroscopic tip check (issue 28)."""
     from qcodes_stmtip.conditioning.experiment import ConditioningExperiment, Target
     from qcodes_stmtip.conditioning.oracle import GroundTruthClassifier
     from qcodes_stmtip.conditioning.policy import EscalatingPolicy, RandomPolicy
@@ -88,7 +105,10 @@ def run_session(surface: str, seed: int, policy_name: str, exp, *, pixels: int, 
         stm.lines(pixels)
         stm.set_frame(0.0, 0.0, frame_m, frame_m, angle_deg)
         if bundle is None:
-            monitor = GroundTruthClassifier(surface, server.microscope.ground_truth)
+            truth = server.microscope.ground_truth
+            if false_good_rate:
+                truth = _confused_truth(surface, truth, false_good_rate, seed)
+            monitor = GroundTruthClassifier(surface, truth)
         else:
             from qcodes_stmtip.monitor import TipStateMonitor
 
@@ -97,6 +117,10 @@ def run_session(surface: str, seed: int, policy_name: str, exp, *, pixels: int, 
                 from qcodes_stmtip.demo import bundle_tip_change_threshold
 
                 max_tip_change_probability = bundle_tip_change_threshold(monitor)
+        if spectral:
+            from qcodes_stmtip.conditioning.spectral import SpectroscopicTipCheck
+
+            monitor = SpectroscopicTipCheck(monitor, stm, surface)
         policy = EscalatingPolicy() if policy_name == "escalating" else RandomPolicy(seed=seed)
         t0 = server.microscope.sim_time()
         result = ConditioningExperiment(
@@ -111,12 +135,80 @@ def run_session(surface: str, seed: int, policy_name: str, exp, *, pixels: int, 
         return {"outcome": result.outcome, "actions": result.tip_actions, "frames": result.frames,
                 "minutes": (result.time_to_good_s or 0.0) / 60, "truly_good": truly_good,
                 "sim_minutes_total": (server.microscope.sim_time() - t0) / 60,
-                "stopped": result.stopped_frames}
+                "stopped": result.stopped_frames,
+                "spectra": getattr(monitor, "spectra_taken", 0)}
     finally:
         if bundle is not None and monitor is not None:
             monitor.close()
         stm.close()
         server.stop()
+
+
+def _confused_truth(surface: str, truth, rate: float, seed: int):
+    """``truth`` as a weak image classifier sees it: a bad metal tip's frame reads as
+    ``individual_atoms`` with probability ``rate`` (one draw per frame, seeded)."""
+    import dataclasses
+
+    import numpy as np
+
+    from qcodes_stmtip.taxonomy import CONTENT_CLASSES, GOOD_CLASSES
+
+    rng = np.random.default_rng([seed, 28])
+
+    def seen():
+        gt = truth()
+        label = gt.frame_label
+        bad = label is not None and label not in GOOD_CLASSES[surface] \
+            and label not in CONTENT_CLASSES[surface] and label != "tip_change"
+        if bad and rng.random() < rate:
+            return dataclasses.replace(gt, frame_label="individual_atoms")
+        return gt
+
+    return seen
+
+
+#: ``--spectral`` arms: (spectroscopic check, good frames in a row to stop). The loop's default
+#: stop is two good frames; with the check, one good frame confirmed by its spectrum is the
+#: proposed stop (the spectrum is the independent confirmation the second frame was).
+ARMS = ((False, 2), (False, 1), (True, 2), (True, 1))
+
+
+def spectral_comparison(surfaces: list[str], sessions: int, exp, *, pixels: int, frame_m: float,
+                        acceleration: float, false_good_rate: float) -> None:
+    """Issue 28: the image verdict alone against image + spectrum (the spectroscopic tip check),
+    each stopping after 2 or 1 good frames in a row (:data:`ARMS`)."""
+    print(f"\nspectroscopic tip check (issue 28): image classifier = ORACLE that calls a bad tip's frame "
+          f"individual_atoms with probability {false_good_rate:g} (a weak metal image classifier); "
+          f"escalating policy, {sessions} sessions per surface and arm (seeds 4000+), {pixels}x{pixels} px "
+          f"frames of {frame_m * 1e9:.0f} nm, time acceleration {acceleration:g}; 'truly good' = the "
+          f"simulator's tip is individual_atoms when the loop stops with a good tip; time = simulated "
+          f"minutes to a truly good stop", flush=True)
+    print("  'med. min all': median over every session, a session that never reaches a truly good "
+          "stop counting as never (inf); 'med./mean min good': over truly good stops only (a "
+          "conditional time: the image arm's are the sessions that happened to end well)")
+    print(f"{'surface':<8} {'verdict, frames':<19} {'n':>3} {'stops':>6} {'truly good':>10} {'good/sess.':>10} "
+          f"{'med. min all':>13} {'med. min good':>14} {'mean min good':>14} {'spectra/sess.':>14} "
+          f"{'wall s':>7}")
+    for surface in surfaces:
+        for spectral, consecutive in ARMS:
+            t = time.perf_counter()
+            rows = [run_session(surface, 4000 + s, "escalating", exp, pixels=pixels, frame_m=frame_m,
+                                acceleration=acceleration, false_good_rate=false_good_rate,
+                                spectral=spectral, consecutive=consecutive) for s in range(sessions)]
+            stops = [r for r in rows if r["outcome"] == "good_tip"]
+            good = [r for r in stops if r["truly_good"]]
+            med = statistics.median(r["minutes"] for r in good) if good else float("nan")
+            mean = statistics.fmean(r["minutes"] for r in good) if good else float("nan")
+            med_all = statistics.median(r["minutes"] if r["outcome"] == "good_tip" and r["truly_good"]
+                                        else float("inf") for r in rows)
+            arm = f"{'image+spectrum' if spectral else 'image'} x{consecutive}"
+            print(f"{surface:<8} {arm:<19} {len(rows):>3} "
+                  f"{len(stops):>6} {len(good) / max(1, len(stops)):>10.0%} {len(good) / len(rows):>10.0%} "
+                  f"{med_all:>13.2f} {med:>14.2f} {mean:>14.2f} "
+                  f"{statistics.fmean(r['spectra'] for r in rows):>14.1f} "
+                  f"{time.perf_counter() - t:>7.0f}  "
+                  f"{dict(Counter(r['outcome'] for r in rows if r['outcome'] != 'good_tip')) or ''}",
+                  flush=True)
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -339,6 +431,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tip-change-acceleration", type=float, default=20.0)
     p.add_argument("--tip-change-surface", default="hsi100", choices=sorted(TIP_CHANGE_APEX),
                    help="surface for --tip-changes (its shipped bundle unless --tip-change-bundle) [hsi100]")
+    p.add_argument("--spectral", type=int, default=0,
+                   help="issue 28: N sessions per surface and arm, image verdict alone vs image + "
+                   "spectrum (Au/Cu only)")
+    p.add_argument("--false-good-rate", type=float, default=0.3,
+                   help="--spectral: probability that the image classifier calls a bad tip's frame good [0.3]")
     args = p.parse_args(argv)
 
     import logging
@@ -363,6 +460,10 @@ def main(argv: list[str] | None = None) -> int:
                                   acceleration=args.abort_acceleration, watch_every=args.watch_every,
                                   arms=tuple({"off": False, "on": True}[a.strip()]
                                              for a in args.abort_arms.split(",")))
+    if args.spectral:
+        spectral_comparison([s for s in args.surfaces.split(",") if s != "hsi100"], args.spectral, exp,
+                            pixels=args.pixels, frame_m=args.frame_size,
+                            acceleration=args.acceleration, false_good_rate=args.false_good_rate)
     if args.tip_changes:
         tip_change_detection(args.tip_changes, args.tip_change_bundle, every=args.watch_every,
                              acceleration=args.tip_change_acceleration, surface=args.tip_change_surface)

@@ -172,13 +172,15 @@ def point_spectrum(surface: str, tip: TipState, bias_V: np.ndarray, *, setpoint_
         root = math.sqrt(sweeps)
         typical = np.abs(current).max() + 1e-15
         current = current + CURRENT_NOISE / root * typical * rng.standard_normal(bias.size)
-        if features.telegraph > 0:
+        jumps = np.ones(bias.size)
+        if features.telegraph > 0:  # the apex switches between two configurations
             states = np.cumsum(rng.random(bias.size) < 0.05 + 0.2 * features.telegraph) % 2
-            current = current * (1.0 + features.telegraph * states)
+            jumps = 1.0 + features.telegraph * states
+            current = current * jumps
         if amp > 0:
             li_typical = np.abs(lockin_x).max() + 1e-18
             level = LOCKIN_NOISE / root * li_typical
-            lockin_x = lockin_x + level * rng.standard_normal(bias.size)
+            lockin_x = lockin_x * jumps + level * rng.standard_normal(bias.size)
             lockin_y = level * rng.standard_normal(bias.size)
         else:
             lockin_x = 1e-15 * rng.standard_normal(bias.size)

@@ -80,6 +80,7 @@ class Spectroscopy:
         self.mod_freq = [973.0] * N_MODULATORS
         self.demod_signal = [SIG_CURRENT] * N_MODULATORS
         self.spectra_taken = 0
+        self.base_name = "Bias-Spectroscopy"
 
     # ------------------------------------------------------------------ BiasSpectr settings
     def set_props(self, save_all: int, sweeps: int, backward: int, points: int, z_offset: float,
@@ -261,7 +262,8 @@ class Spectroscopy:
                      setpoint: float) -> np.ndarray:
         from qcodes_stmtip.sim.spectra import Spectrum
 
-        assert isinstance(sweep, Spectrum)
+        if not isinstance(sweep, Spectrum):
+            raise TypeError(f"sweep must be a Spectrum, got {type(sweep).__name__}")
         if slot == CURRENT:
             return sweep.current
         if slot == BIAS:
