@@ -176,23 +176,30 @@ def _same(a, b) -> None:
 
 def test_local_dask_cluster_gives_the_single_process_rows(mixed, tmp_path, capsys):
     pytest.importorskip("distributed")
+    from qcodes_stmtip.classify.archive import connect
+
     root, _ = mixed
     single = classify_files([root], surface="hsi100", chunk_size=5).frame
     out = tmp_path / "rows.parquet"
-    cluster = classify_files([root], out, surface="hsi100", chunk_size=5, workers=2, processes=False,
-                             progress=True)
-    assert cluster.total == len(single) and cluster.new == len(single)
-    err = capsys.readouterr().err
-    assert "file/s" in err and f"{len(single)}/{len(single)}" in err  # tqdm: rate, count (and ETA)
-    if importlib.util.find_spec("bokeh") is not None:
-        assert "dask dashboard: http://" in err
-    _same(single, cluster.frame)
-    assert len(list(out.glob("part-*.parquet"))) == -(-len(single) // 5)
-    _same(single, read_output(out))
-    # the partial-frame path (--lines) too
-    files = [*sorted(root.glob("good*.npy")), root / "short.npy"]
-    _same(classify_files(files, surface="hsi100", lines=16).frame,
-          classify_files(files, surface="hsi100", lines=16, chunk_size=2, workers=2, processes=False).frame)
+    cluster = connect(2, processes=False)  # two workers (threads here: the suite stays fast)
+    try:
+        run = classify_files([root], out, surface="hsi100", chunk_size=5, client=cluster.client, progress=True)
+        assert run.total == len(single) and run.new == len(single)
+        err = capsys.readouterr().err
+        assert "file/s" in err and f"{len(single)}/{len(single)}" in err  # tqdm: rate, count (and ETA)
+        if importlib.util.find_spec("bokeh") is not None:
+            assert "dask dashboard: http://" in err
+        _same(single, run.frame)
+        assert len(list(out.glob("part-*.parquet"))) == -(-len(single) // 5)
+        _same(single, read_output(out))
+        # the partial-frame path (--lines) too
+        files = [*sorted(root.glob("good*.npy")), root / "short.npy"]
+        _same(classify_files(files, surface="hsi100", lines=16).frame,
+              classify_files(files, surface="hsi100", lines=16, chunk_size=2, client=cluster.client).frame)
+    finally:
+        cluster.close()
+    # --workers starts (and closes) its own cluster
+    assert classify_files(files[:2], surface="hsi100", workers=1, processes=False).total == 2
 
 
 def test_torn_last_line_is_redone_and_other_bundles_refused(mixed, tmp_path):
