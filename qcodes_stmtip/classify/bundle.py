@@ -14,7 +14,16 @@ loads) records the surface, class names, preprocessing parameters, thresholds, m
 file, architecture, SHA-256, training settings), training-data summary and provenance, metrics,
 and the package versions. It is checked against :data:`MANIFEST_SCHEMA` (jsonschema) and then
 for what a schema cannot say: finite thresholds in 0…1, good classes among the classes, member
-files inside the bundle (no absolute paths, ``..`` or symlinks) whose SHA-256 matches.
+files inside the bundle (no absolute paths, ``..`` or symlinks) whose SHA-256 matches, each
+member a file of its own (no file or hash listed twice). Each member entry declares its
+``size`` (bytes), ``inflated_size`` (its archive's entries once inflated) and ``shapes``
+(``input`` or ``features``, and ``outputs``; checked against the classes and image size);
+before any member is read, every archive's central directory is checked — entry count, no
+duplicate names, the inflated size of every entry against the declaration and the hard caps
+(:data:`MAX_MEMBER_INFLATED`, :data:`MAX_BUNDLE_INFLATED`) — so a member that would inflate
+to gigabytes is refused at the cost of reading its directory. Loaded members are checked
+again: every weight finite, and feature members' arrays shaped for the classes and features
+(:func:`~qcodes_stmtip.classify.feature_model.check_fitted_arrays`).
 Keras members load in safe mode (``keras.saving.load_model(..., safe_mode=True, compile=False)``;
 no Lambda layers), feature members with skops restricted to trusted types. Anything missing,
 corrupt, hostile or incompatible raises :class:`BundleError` naming the file and the field.
@@ -27,7 +36,10 @@ import hashlib
 import json
 import math
 import re
+import zipfile
 from pathlib import Path, PurePosixPath
+
+import numpy as np
 
 from qcodes_stmtip.classify.ensemble import Ensemble, Member
 from qcodes_stmtip.classify.preprocess import IMAGE_SIZE, MIN_PIXELS, MIN_VALID_LINES
@@ -41,6 +53,15 @@ MEMBER_KINDS = {"keras": ".keras", "sklearn": ".skops"}
 #: View designs a ``partial`` section may name (:data:`qcodes_stmtip.classify.partial.DESIGNS`).
 PARTIAL_DESIGNS = ("reflect", "stretch", "stack")
 
+#: Largest member file (bytes on disk).
+MAX_MEMBER_BYTES = 256 << 20
+#: Largest sum of a member archive's entries once inflated (bytes), whatever its manifest says.
+MAX_MEMBER_INFLATED = 256 << 20
+#: Largest sum over every member of a bundle once inflated (bytes).
+MAX_BUNDLE_INFLATED = 1 << 30
+#: Most entries in one member archive.
+MAX_ARCHIVE_ENTRIES = 1 << 16
+
 _MEMBER = {
     "type": "object",
     "required": ["file", "sha256"],
@@ -51,6 +72,14 @@ _MEMBER = {
         "file": {"type": "string", "minLength": 1, "maxLength": 500},
         "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
         "training": {"type": ["object", "null"]},
+        # sizes and shapes (issue 26; written by save_bundle, checked before anything is read)
+        "size": {"type": "integer", "minimum": 1, "maximum": MAX_MEMBER_BYTES},
+        "inflated_size": {"type": "integer", "minimum": 1, "maximum": MAX_MEMBER_INFLATED},
+        "shapes": {"type": "object", "additionalProperties": False, "properties": {
+            "input": {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 3,
+                      "maxItems": 3},
+            "features": {"type": "integer", "minimum": 1, "maximum": 1 << 20},
+            "outputs": {"type": "integer", "minimum": 2, "maximum": 64}}},
     },
 }
 #: Schema of an ensemble's fields: the manifest's top level and its optional ``partial`` section.
@@ -147,6 +176,23 @@ def _is_network(model) -> bool:
     return is_network(model)
 
 
+def _member_shapes(model) -> dict:
+    """The ``shapes`` manifest field of a member model: its input (networks) or feature count
+    (feature members) and its number of outputs."""
+    if _is_network(model):
+        return {"input": [int(n) for n in model.input_shape[1:]], "outputs": int(model.output_shape[-1])}
+    from qcodes_stmtip.classify.features import feature_names
+
+    return {"features": len(feature_names(model.image_size)), "outputs": int(model.n_outputs)}
+
+
+def _archive_declarations(file: Path) -> dict:
+    """The ``size`` and ``inflated_size`` manifest fields of a member file."""
+    with zipfile.ZipFile(file) as zf:
+        inflated = sum(info.file_size for info in zf.infolist())
+    return {"size": file.stat().st_size, "inflated_size": inflated}
+
+
 def _save_member(member: Member, root: Path, stem: str) -> dict:
     """Write one member under ``root`` as ``stem`` + suffix; its manifest entry."""
     if _is_network(member.model):
@@ -158,7 +204,8 @@ def _save_member(member: Member, root: Path, stem: str) -> dict:
         rel = stem + MEMBER_KINDS[kind]
         member.model.save(root / rel)
     return {"name": member.name, "architecture": member.architecture, "kind": kind, "file": rel,
-            "sha256": _sha256(root / rel), "training": member.info or {}}
+            "sha256": _sha256(root / rel), **_archive_declarations(root / rel),
+            "shapes": _member_shapes(member.model), "training": member.info or {}}
 
 
 def ensemble_fields(ensemble: Ensemble, members: list[dict], tip: dict | None, training_data: dict | None = None,
@@ -229,6 +276,44 @@ def save_bundle(
     return root
 
 
+def declare_member_sizes(path: str | Path) -> Path:
+    """Add the ``size``, ``inflated_size`` and ``shapes`` fields to every member entry of an
+    existing bundle's manifest (bundles saved before issue 26); the member files are not
+    touched, so predictions stay exactly the same. Returns the manifest path.
+
+    The shapes come from the manifest itself (classes, image size; feature members: this
+    version's feature count), the sizes from the files; :func:`load_bundle` then checks both.
+    """
+    root = Path(path)
+    manifest = read_manifest(root)
+    size = int(manifest["preprocessing"].get("image_size", IMAGE_SIZE))
+    for section in (manifest, manifest.get("partial") or None):
+        if section is None:
+            continue
+        entries = [(e, len(manifest["classes"])) for e in section["members"]]
+        if section.get("tip_change"):
+            entries.append((section["tip_change"], 2))
+        for entry, outputs in entries:
+            kind = entry.get("kind", "keras")
+            if kind == "keras":
+                shapes = {"input": [size, size, 1], "outputs": outputs}
+            else:
+                from qcodes_stmtip.classify.features import feature_names
+
+                shapes = {"features": len(feature_names(size)), "outputs": outputs}
+            declared = {**_archive_declarations(_member_file(root, entry["file"], str(root))),
+                        "shapes": shapes}
+            items = list(entry.items())
+            at = [k for k, _ in items].index("sha256") + 1
+            entry.clear()
+            entry.update([*[(k, v) for k, v in items[:at] if k not in declared], *declared.items(),
+                          *[(k, v) for k, v in items[at:] if k not in declared]])
+    mpath = root / MANIFEST
+    mpath.write_text(json.dumps(manifest, indent=2, allow_nan=True) + "\n")
+    read_manifest(root)
+    return mpath
+
+
 def _check_schema(manifest: object, mpath: Path) -> None:
     import jsonschema
 
@@ -288,14 +373,92 @@ def read_manifest(path: str | Path) -> dict:
                               f"got {tip['threshold']!r}")
         entries += [(f"{prefix}members[{i}]", e) for i, e in enumerate(section["members"])]
         entries += [(f"{prefix}tip_change", tip)] if tip else []
+    size = int(manifest["preprocessing"].get("image_size", IMAGE_SIZE))
+    seen_files: dict[object, str] = {}
+    seen_hashes: dict[str, str] = {}
+    declared_total = 0  # bytes every member archive inflates to
     for where, e in entries:
         kind = e.get("kind", "keras")
         if version == 1 and kind != "keras":
             raise BundleError(f"{mpath}: {where}.kind: format 1 holds Keras members only, got {kind!r}")
         if not e["file"].endswith(MEMBER_KINDS[kind]):
             raise BundleError(f"{mpath}: {where}.file: a {kind} member must end in {MEMBER_KINDS[kind]}")
-        _member_file(root, e["file"], f"{mpath}: {where}.file")
+        file = _member_file(root, e["file"], f"{mpath}: {where}.file")
+        try:
+            stat = file.stat()
+            key: object = (stat.st_dev, stat.st_ino)
+        except OSError:
+            key = file.resolve()
+        for seen, value, field in ((seen_files, key, "file"), (seen_hashes, e["sha256"], "sha256")):
+            if value in seen:
+                raise BundleError(f"{mpath}: {where}.{field}: the same member file as {seen[value]} "
+                                  "(each member must be a file of its own)")
+            seen[value] = where
+        outputs = 2 if where.endswith("tip_change") else len(manifest["classes"])
+        _check_shapes(e, kind, outputs, size, f"{mpath}: {where}.shapes")
+        if file.is_file():  # every archive is checked before any member is read
+            declared_total += _check_archive(file, e, f"{mpath}: {where}")
+    if declared_total > MAX_BUNDLE_INFLATED:
+        raise BundleError(f"{mpath}: members: they inflate to {declared_total} bytes in all, "
+                          f"more than the {MAX_BUNDLE_INFLATED} a bundle may hold")
     return manifest
+
+
+def _check_shapes(entry: dict, kind: str, outputs: int, size: int, where: str) -> None:
+    """The member's declared ``shapes`` against the manifest's classes and image size."""
+    shapes = entry.get("shapes")
+    if shapes is None:
+        return
+    if shapes.get("outputs", outputs) != outputs:
+        raise BundleError(f"{where}.outputs: {shapes['outputs']}, but the manifest's classes give {outputs}")
+    if kind == "keras":
+        if "features" in shapes:
+            raise BundleError(f"{where}.features: a keras member takes images, not features")
+        if shapes.get("input", [size, size, 1]) != [size, size, 1]:
+            raise BundleError(f"{where}.input: {shapes['input']}, but the image size is {size} ({[size, size, 1]})")
+        return
+    if "input" in shapes:
+        raise BundleError(f"{where}.input: a feature member takes features, not images")
+    from qcodes_stmtip.classify.features import feature_names
+
+    n_features = len(feature_names(size))
+    if shapes.get("features", n_features) != n_features:
+        raise BundleError(f"{where}.features: {shapes['features']}, but this version computes "
+                          f"{n_features} features of a {size}-pixel image")
+
+
+def _check_archive(file: Path, entry: dict, where: str) -> int:
+    """Check a member archive from its central directory, before any entry is read: the file
+    size cap, the number of entries, no duplicate names, and every entry's inflated size against the
+    manifest's ``inflated_size`` (an upper bound, itself at most :data:`MAX_MEMBER_INFLATED`).
+    Returns the inflated total.
+
+    Reading an entry never yields more than its declared size (``zipfile`` stops there and
+    fails the CRC check), so this bounds what loading the member can inflate.
+    """
+    actual = file.stat().st_size
+    if actual > MAX_MEMBER_BYTES:
+        raise BundleError(f"{file}: {actual} bytes, more than a member may be ({MAX_MEMBER_BYTES})")
+    limit = min(int(entry.get("inflated_size", MAX_MEMBER_INFLATED)), MAX_MEMBER_INFLATED)
+    try:
+        with zipfile.ZipFile(file) as zf:
+            infos = zf.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return 0  # not an archive: it inflates nothing (its loader refuses it, naming the file)
+    if len(infos) > MAX_ARCHIVE_ENTRIES:
+        raise BundleError(f"{file}: {len(infos)} archive entries, more than {MAX_ARCHIVE_ENTRIES}")
+    names: set[str] = set()
+    total = 0
+    for info in infos:
+        if info.filename in names:
+            raise BundleError(f"{file}: archive entry {info.filename!r} appears twice")
+        names.add(info.filename)
+        total += info.file_size
+        if total > limit:
+            field = f"{where}.inflated_size" if "inflated_size" in entry else "the member limit"
+            raise BundleError(f"{file}: archive entry {info.filename!r} inflates to {info.file_size} "
+                              f"bytes; the entries reach {total} bytes, more than {limit} ({field})")
+    return total
 
 
 def _member_file(root: Path, rel: str, where: str) -> Path:
@@ -318,8 +481,13 @@ def _load_member(root: Path, entry: dict, n_outputs: int, size: int, default_nam
     file = _member_file(root, entry["file"], f"{root / MANIFEST}")
     if not file.is_file():
         raise BundleError(f"{file}: member model file missing")
+    where = f"{root / MANIFEST}: member {entry['file']!r}"
+    _check_archive(file, entry, where)
     if _sha256(file) != entry["sha256"]:
         raise BundleError(f"{file}: SHA-256 does not match the manifest (corrupt or replaced)")
+    if "size" in entry and file.stat().st_size > entry["size"]:
+        raise BundleError(f"{file}: {file.stat().st_size} bytes, more than {where}.size declares "
+                          f"({entry['size']})")
     name = entry.get("name", default_name)
     architecture = entry.get("architecture", "?")
     if entry.get("kind", "keras") == "sklearn":
@@ -347,6 +515,9 @@ def _load_model(file: Path, n_outputs: int, size: int):
         raise BundleError(f"{file}: input shape {model.input_shape} does not match image size {size}")
     if model.output_shape[-1] != n_outputs:
         raise BundleError(f"{file}: {model.output_shape[-1]} outputs, expected {n_outputs}")
+    for weight in model.weights:
+        if not np.all(np.isfinite(np.asarray(weight))):
+            raise BundleError(f"{file}: weight {weight.path!r} holds non-finite values (NaN or inf)")
     return model
 
 

@@ -141,4 +141,79 @@ class FeatureModel:
         if classes.ndim != 1 or not np.issubdtype(classes.dtype, np.integer) or classes.min() < 0 \
                 or classes.max() >= n_outputs:
             raise ValueError(f"its classes {classes.tolist()} are not integer labels 0..{n_outputs - 1}")
+        check_fitted_arrays(estimator, expected, len(classes))
         return cls(kind, estimator, n_outputs, image_size, name)
+
+
+#: Arrays of a fitted estimator that hold one value per feature.
+_PER_FEATURE = ("mean_", "scale_", "var_")
+#: Most objects :func:`check_fitted_arrays` visits in one estimator.
+_MAX_VISITS = 1 << 20
+
+
+def check_fitted_arrays(estimator, n_features: int, n_classes: int) -> None:
+    """Refuse a fitted estimator whose arrays do not fit ``n_features`` and ``n_classes``, or hold
+    non-finite numbers (``ValueError`` naming the attribute).
+
+    Walks the estimator's attributes (pipelines, trees, bin mappers): every floating-point
+    array must be finite; ``n_features_in_`` must be ``n_features``; ``coef_`` must be
+    (``n_classes`` or 1, ``n_features``) and ``intercept_`` match it; per-feature scaler
+    arrays (``mean_``, ``scale_``, ``var_``) must have ``n_features`` values; tree nodes must
+    split on features below ``n_features``; a gradient-boosting model must have one tree per
+    class and iteration (one for two classes).
+    """
+    rows = 1 if n_classes == 2 else n_classes
+    seen: set[int] = set()
+    stack: list[tuple[object, str]] = [(estimator, "estimator")]
+    while stack:
+        obj, path = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if len(seen) > _MAX_VISITS:
+            raise ValueError(f"{path}: more than {_MAX_VISITS} objects in one member")
+        if isinstance(obj, np.ndarray):
+            _check_array(obj, path, n_features)
+        elif isinstance(obj, list | tuple):
+            stack.extend((x, f"{path}[{i}]") for i, x in enumerate(obj))
+        elif isinstance(obj, dict):
+            stack.extend((x, f"{path}[{k!r}]") for k, x in obj.items())
+        elif type(obj).__module__.startswith("sklearn") and hasattr(obj, "__dict__"):
+            attrs = vars(obj)
+            if "n_features_in_" in attrs and attrs["n_features_in_"] != n_features:
+                raise ValueError(f"{path}.n_features_in_ is {attrs['n_features_in_']}, expected {n_features}")
+            coef = attrs.get("coef_")
+            if isinstance(coef, np.ndarray) and coef.shape not in ((rows, n_features), (n_classes, n_features)):
+                raise ValueError(f"{path}.coef_ has shape {coef.shape}, expected ({rows}, {n_features}) "
+                                 f"for {n_classes} classes and {n_features} features")
+            intercept = attrs.get("intercept_")
+            if isinstance(coef, np.ndarray) and isinstance(intercept, np.ndarray) \
+                    and intercept.shape != coef.shape[:1]:
+                raise ValueError(f"{path}.intercept_ has shape {intercept.shape}, expected {coef.shape[:1]}")
+            for name in _PER_FEATURE:
+                value = attrs.get(name)
+                if isinstance(value, np.ndarray) and value.shape != (n_features,):
+                    raise ValueError(f"{path}.{name} has shape {value.shape}, expected ({n_features},)")
+            predictors = attrs.get("_predictors")
+            if isinstance(predictors, list) and any(
+                    not isinstance(p, list) or len(p) != rows for p in predictors):
+                raise ValueError(f"{path}._predictors: expected {rows} tree(s) per iteration "
+                                 f"for {n_classes} classes")
+            stack.extend((x, f"{path}.{k}") for k, x in attrs.items())
+
+
+def _check_array(array: np.ndarray, path: str, n_features: int) -> None:
+    if array.dtype.names:  # tree nodes: finite values and thresholds, known features
+        for field in array.dtype.names:
+            values = array[field]
+            if np.issubdtype(values.dtype, np.floating) and not np.all(np.isfinite(values)):
+                raise ValueError(f"{path}['{field}'] holds non-finite values (NaN or inf)")
+        if "feature_idx" in array.dtype.names and array.size \
+                and int(np.max(array["feature_idx"])) >= n_features:
+            raise ValueError(f"{path}['feature_idx'] splits on feature {int(np.max(array['feature_idx']))} "
+                             f"of {n_features}")
+    elif np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.complexfloating):
+        if not np.all(np.isfinite(array)):
+            raise ValueError(f"{path} holds non-finite values (NaN or inf)")
+    elif array.dtype == object:
+        raise ValueError(f"{path} is an object array")

@@ -8,6 +8,7 @@ import json
 import os
 import pickle
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -100,7 +101,16 @@ def test_removed_empty_or_wrong_typed_hash_is_refused(bundle, tmp_path, sha):
 
 
 def _rehash(b: Path, m: dict, index: int) -> None:
-    m["members"][index]["sha256"] = hashlib.sha256((b / m["members"][index]["file"]).read_bytes()).hexdigest()
+    """Rewrite member ``index``'s hash and declared sizes to fit its file (a consistent attacker)."""
+    entry = m["members"][index]
+    file = b / entry["file"]
+    entry["sha256"] = hashlib.sha256(file.read_bytes()).hexdigest()
+    entry["size"] = file.stat().st_size
+    try:
+        with zipfile.ZipFile(file) as zf:
+            entry["inflated_size"] = sum(i.file_size for i in zf.infolist())
+    except zipfile.BadZipFile:
+        entry.pop("inflated_size", None)
     _write(b, m)
 
 
@@ -262,3 +272,131 @@ def test_fuzzed_manifests_load_or_raise_bundle_error(bundle, tmp_path_factory, f
         load_bundle(b)
     except BundleError as exc:
         assert "manifest.json" in str(exc) or str(b) in str(exc)
+
+
+# ---- issue 26 class 2: sizes, shapes, finite weights and duplicates, checked before loading ----
+
+def _logreg(b: Path) -> tuple[dict, Path]:
+    """The manifest with the logreg member first (loaded first: a refusal comes fast), its file."""
+    m = _manifest(b)
+    m["members"].reverse()
+    _write(b, m)
+    return m, b / m["members"][0]["file"]
+
+
+def _redump(b: Path, m: dict, edit) -> None:
+    """Load member 0 (logreg), ``edit`` its estimator, save it back with skops, rehash."""
+    import skops.io as sio
+
+    file = b / m["members"][0]["file"]
+    estimator = sio.load(file, trusted=sio.get_untrusted_types(file=file))
+    edit(estimator)
+    file.unlink()
+    sio.dump(estimator, file, compression=zipfile.ZIP_DEFLATED)
+    _rehash(b, m, 0)
+
+
+def _inflate(b: Path, m: dict, megabytes: int) -> str:
+    """Replace the largest .npy entry of member 0 by zeros inflating to ``megabytes`` MiB."""
+    file = b / m["members"][0]["file"]
+    with zipfile.ZipFile(file) as zf:
+        entries = {i.filename: zf.read(i) for i in zf.infolist()}
+    big = max((n for n in entries if n.endswith(".npy")), key=lambda n: len(entries[n]))
+    buffer = __import__("io").BytesIO()
+    np.save(buffer, np.zeros((4, megabytes << 15)))
+    entries[big] = buffer.getvalue()
+    with zipfile.ZipFile(file, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    return big
+
+
+def test_a_member_inflating_past_its_declaration_is_refused_before_reading(bundle, tmp_path, monkeypatch):
+    b = _copy(bundle, tmp_path)
+    m, file = _logreg(b)
+    declared = m["members"][0]["inflated_size"]
+    big = _inflate(b, m, 12)  # a few kB on disk, 12 MiB inflated
+    m["members"][0]["sha256"] = hashlib.sha256(file.read_bytes()).hexdigest()
+    m["members"][0]["size"] = file.stat().st_size  # consistent hash and size: only the inflation lies
+    _write(b, m)
+    with pytest.raises(BundleError, match=rf"1_logreg_1\.skops: archive entry '{big}' inflates to "
+                                          rf"\d+ bytes.*more than {declared} \(.*inflated_size\)"):
+        load_bundle(b)
+    del m["members"][0]["inflated_size"]  # no declaration: the hard cap still holds
+    _write(b, m)
+    monkeypatch.setattr("qcodes_stmtip.classify.bundle.MAX_MEMBER_INFLATED", 8 << 20)
+    with pytest.raises(BundleError, match=r"1_logreg_1\.skops: archive entry .*\(the member limit\)"):
+        load_bundle(b)
+
+
+def test_wrong_coefficient_shape_and_nan_weights_are_refused(bundle, tmp_path):
+    n_features = len(__import__("qcodes_stmtip.classify.features", fromlist=["x"]).feature_names(SIZE))
+    b = _copy(bundle, tmp_path)
+    m, _ = _logreg(b)
+
+    def widen(est) -> None:
+        est[-1].coef_ = np.zeros((4, n_features * 4))
+
+    _redump(b, m, widen)
+    with pytest.raises(BundleError, match=rf"1_logreg_1\.skops: .*coef_ has shape \(4, {4 * n_features}\), "
+                                          rf"expected \(4, {n_features}\)"):
+        load_bundle(b)
+    b = _copy(bundle, tmp_path / "nan")
+    m, _ = _logreg(b)
+
+    def poison(est) -> None:
+        est[-1].coef_[0, 0] = np.nan
+
+    _redump(b, m, poison)
+    with pytest.raises(BundleError, match=r"1_logreg_1\.skops: .*coef_ holds non-finite values"):
+        load_bundle(b)
+
+
+def test_duplicate_members_and_archive_entries_are_refused(bundle, tmp_path):
+    b = _copy(bundle, tmp_path)
+    m = _manifest(b)
+    m["members"] = [m["members"][0]] * 3  # the same member listed three times
+    _write(b, m)
+    with pytest.raises(BundleError, match=r"members\[1\]\.file: the same member file as members\[0\]"):
+        read_manifest(b)
+    b = _copy(bundle, tmp_path / "copy2")
+    m = _manifest(b)
+    shutil.copy(b / m["members"][0]["file"], b / "members" / "again.skops")
+    m["members"].append({**m["members"][0], "file": "members/again.skops"})
+    _write(b, m)
+    with pytest.raises(BundleError, match=r"members\[2\]\.sha256: the same member file as members\[0\]"):
+        read_manifest(b)
+    b = _copy(bundle, tmp_path / "copy3")
+    m, file = _logreg(b)
+    with zipfile.ZipFile(file, "a") as zf, pytest.warns(UserWarning, match="Duplicate name"):
+        zf.writestr("schema.json", b"{}")
+    _rehash(b, m, 0)
+    with pytest.raises(BundleError, match=r"1_logreg_1\.skops: archive entry 'schema.json' appears twice"):
+        load_bundle(b)
+
+
+@pytest.mark.parametrize(("field", "value", "match"), [
+    ("features", 999, r"members\[0\]\.shapes\.features: 999"),
+    ("outputs", 6, r"members\[0\]\.shapes\.outputs: 6, but the manifest's classes give 4"),
+    ("input", [SIZE, SIZE, 1], r"members\[0\]\.shapes\.input: a feature member takes features"),
+])
+def test_declared_shapes_must_fit_the_classes_and_features(bundle, tmp_path, field, value, match):
+    b = _copy(bundle, tmp_path)
+    m = _manifest(b)
+    m["members"][0]["shapes"][field] = value
+    _write(b, m)
+    with pytest.raises(BundleError, match=match):
+        read_manifest(b)
+
+
+def test_saved_and_shipped_manifests_declare_every_members_sizes_and_shapes(bundle):
+    from qcodes_stmtip.classify.bundle import DEFAULT_BUNDLES
+
+    for root in [bundle, *sorted(p.parent for p in DEFAULT_BUNDLES.glob("*/manifest.json"))]:
+        m = read_manifest(root)
+        entries = [*m["members"], m.get("tip_change")]
+        if m.get("partial"):
+            entries += [*m["partial"]["members"], m["partial"].get("tip_change")]
+        for e in filter(None, entries):
+            assert {"size", "inflated_size", "shapes"} <= set(e), (root, e["file"])
+            assert e["size"] == (root / e["file"]).stat().st_size
