@@ -80,13 +80,15 @@ def import_quietly(name: str) -> ModuleType:
     filtered.
     """
     configure()
-    if name in sys.modules:
-        return sys.modules[name]
+    loaded = sys.modules.get(name)
+    if loaded is not None:  # (None there means "blocked": import_module raises ImportError)
+        return loaded
     if not quiet():
         return importlib.import_module(name)
     with _lock:
-        if name in sys.modules:
-            return sys.modules[name]
+        loaded = sys.modules.get(name)
+        if loaded is not None:
+            return loaded
         try:
             sys.stderr.flush()
         except (AttributeError, ValueError, OSError):

@@ -86,3 +86,19 @@ def test_cli_verbose_sets_level_zero_and_quiet_three(monkeypatch) -> None:
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "1")  # the user's own choice wins
     quiet_tensorflow(False)
     assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "1"
+
+
+def test_a_blocked_module_still_raises_import_error() -> None:
+    """``sys.modules[name] = None`` (how the extras tests hide TensorFlow) raises ImportError."""
+    import importlib
+
+    from qcodes_stmtip.tensorflow_logging import import_quietly
+
+    sys.modules["stmtip_blocked_module_xyz"] = None  # type: ignore[assignment]
+    try:
+        with pytest.raises(ImportError):
+            import_quietly("stmtip_blocked_module_xyz")
+        with pytest.raises(ImportError):
+            importlib.import_module("stmtip_blocked_module_xyz")
+    finally:
+        del sys.modules["stmtip_blocked_module_xyz"]
