@@ -58,9 +58,14 @@ def _ensemble(thresholds=(0.0,) * 4) -> Ensemble:
                     tip_change_threshold=float(np.median(p)), good_classes=GOOD)
 
 
+#: Built once at import (fitting takes seconds): mutation runs fork after collection and reuse it.
+ENSEMBLE = _ensemble()
+UNSURE = _ensemble(thresholds=(0.99,) * 4)
+
+
 @pytest.fixture(scope="module")
 def ensemble() -> Ensemble:
-    return _ensemble()
+    return ENSEMBLE
 
 
 def _hold(mon: TipStateMonitor) -> tuple[threading.Event, threading.Event, list[int]]:
@@ -137,7 +142,7 @@ def test_the_last_frames_of_a_batch_failing_keep_the_others_in_place(ensemble) -
 
 def test_uncertain_frames_and_flagged_tip_changes_in_one_batch(ensemble) -> None:
     """Thresholds above every mean probability: each frame is uncertain, or bad when flagged."""
-    ens = _ensemble(thresholds=(0.99,) * 4)
+    ens = UNSURE
     frames = list(TEST_FRAMES)
     with TipStateMonitor(ens, queue_size=8, max_batch=8, nice=None) as mon:
         results, _ = _batched(mon, frames)
