@@ -115,7 +115,7 @@ def train_demo_bundle(out: Path, surface: str = "hsi100", *, pixels: int = DEMO_
     from qcodes_stmtip.classify.bundle import save_bundle
     from qcodes_stmtip.classify.default_bundles import geometry_set
     from qcodes_stmtip.classify.ensemble_training import MemberSpec, train_ensemble
-    from qcodes_stmtip.classify.training import TrainConfig
+    from qcodes_stmtip.classify.train_config import TrainConfig
     from qcodes_stmtip.taxonomy import CLASSES
 
     t0 = time.perf_counter()

@@ -166,7 +166,7 @@ def _train(args: argparse.Namespace) -> int:
     from qcodes_stmtip.classify.dataset_images import load_images
     from qcodes_stmtip.classify.ensemble_training import parse_members, train_ensemble
     from qcodes_stmtip.classify.labels import load_labels
-    from qcodes_stmtip.classify.training import TrainConfig
+    from qcodes_stmtip.classify.train_config import TrainConfig
 
     members = parse_members(args.members)
     frames = load_labels(args.data, args.surface)

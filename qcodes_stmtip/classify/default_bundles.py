@@ -277,7 +277,7 @@ def build_default_bundle(
         parse_members,
         train_ensemble,
     )
-    from qcodes_stmtip.classify.training import TrainConfig
+    from qcodes_stmtip.classify.train_config import TrainConfig
 
     if count < 10 or test_count < 10:
         raise ValueError(f"count and test_count must be >= 10, got {count}, {test_count}")

@@ -3,7 +3,8 @@
 Used by ``stmtip train`` / ``stmtip evaluate`` and the Table I benchmark. The
 validation split is by session (:func:`~qcodes_stmtip.classify.labels.session_split`);
 ambiguous frames (label −1) are left out of the multi-class task but used by the
-tip-change network. Importing this module imports Keras.
+tip-change network. Keras is imported only when a network member is trained or scored,
+so the feature-member recipe runs on the base install.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from qcodes_stmtip.classify.metrics import (
     thresholds_for_precision,
     tip_change_threshold,
 )
-from qcodes_stmtip.classify.training import TrainConfig, predict_probabilities, train_classifier
+from qcodes_stmtip.classify.train_config import TrainConfig
 
 #: The paper's H:Si(100) ensemble: two SqueezeNets and one batch-normalised VGG with
 #: adam, sgd and rmsprop at learning rates 1e-3, 1e-4, 1e-4.
@@ -161,6 +162,8 @@ def train_ensemble(
                                                 size, base.seed + i, name)
             probs = model.predict_features(features[lab_va])
         else:
+            from qcodes_stmtip.classify.training import predict_probabilities, train_classifier
+
             cfg = replace(base, architecture=spec.architecture, optimizer=spec.optimizer,
                           learning_rate=spec.learning_rate, seed=base.seed + i)
             name = f"{spec.architecture}_{spec.optimizer}_{i}"
@@ -199,6 +202,8 @@ def train_ensemble(
                                                 base.seed + len(members), "tip_change")
             p_tc = model.predict_features(features[va])[:, 1]
         else:
+            from qcodes_stmtip.classify.training import predict_probabilities, train_classifier
+
             cfg = replace(base, architecture=kind, optimizer=members[0].optimizer,
                           learning_rate=members[0].learning_rate, restricted_augment=True,
                           seed=base.seed + len(members),

@@ -142,7 +142,7 @@ def train_partial_bundle(data_dir: str | Path, bundle: str | Path, *, surface: s
     from qcodes_stmtip.classify.ensemble_training import parse_members, train_ensemble
     from qcodes_stmtip.classify.labels import load_labels
     from qcodes_stmtip.classify.partial import MIN_LINES, save_partial
-    from qcodes_stmtip.classify.training import TrainConfig
+    from qcodes_stmtip.classify.train_config import TrainConfig
 
     size = int(read_manifest(bundle)["preprocessing"].get("image_size", IMAGE_SIZE))
     specs = parse_members(members)

@@ -176,3 +176,18 @@ def test_parser_stays_tensorflow_free():
             "import qcodes_stmtip.classify; "
             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_train_and_evaluate_the_default_recipe_without_keras(dataset, tmp_path):
+    """The feature-member recipe needs no Keras/TensorFlow: with both blocked (as on the base
+    install) `stmtip train` and `stmtip evaluate` run and never import them."""
+    out = tmp_path / "no-keras"
+    code = ("import sys\nfor m in ('tensorflow', 'keras'):\n    sys.modules[m] = None\n"
+            "from qcodes_stmtip.cli import main\n"
+            f"assert main(['train', '--surface', 'hsi100', '--data', {str(dataset)!r}, '--out', "
+            f"{str(out)!r}, '--val-fraction', '0.3', '--quiet']) == 0\n"
+            f"assert main(['evaluate', '--data', {str(dataset)!r}, '--model', {str(out)!r}, "
+            "'--quiet']) == 0\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert (out / "manifest.json").is_file()
