@@ -17,6 +17,7 @@ __all__ = [
     "GOOD_CLASSES",
     "METADATA_KEY",
     "SURFACES",
+    "SURFACE_STATE_ONSET_V",
     "TIP_CHANGE",
     "UNCERTAIN",
     "UNCLASSIFIED",
@@ -28,6 +29,9 @@ __all__ = [
 
 #: Surfaces the package knows (the simulator renders all of them), by their short names.
 SURFACES: tuple[str, ...] = ("hsi100", "au111", "cu111")
+#: Onset of the Shockley surface state (V, sample bias) of the surfaces that have one: the
+#: step in dI/dV that a sharp, clean tip shows (the spectroscopic tip check, the simulator).
+SURFACE_STATE_ONSET_V: dict[str, float] = {"au111": -0.50, "cu111": -0.44}
 
 _METAL_CLASSES: tuple[str, ...] = (
     "individual_atoms",

@@ -34,8 +34,7 @@ import numpy as np
 from qcodes.parameters import Parameter
 from qcodes.validators import Numbers, Strings
 
-from qcodes_stmtip.sim.spectra import SURFACE_STATE_ONSET_V
-from qcodes_stmtip.taxonomy import GOOD_CLASSES, check_surface
+from qcodes_stmtip.taxonomy import GOOD_CLASSES, SURFACE_STATE_ONSET_V, check_surface
 
 if TYPE_CHECKING:
     from qcodes.dataset import DataSaver, Measurement

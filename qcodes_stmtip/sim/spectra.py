@@ -36,12 +36,10 @@ from scipy.special import erf
 
 from qcodes_stmtip.sim.physics import KAPPA
 from qcodes_stmtip.sim.tips import TipState
-from qcodes_stmtip.taxonomy import check_surface
+from qcodes_stmtip.taxonomy import SURFACE_STATE_ONSET_V, check_surface
 
 __all__ = ["SURFACE_STATE_ONSET_V", "Spectrum", "ldos", "point_spectrum", "tip_features"]
 
-#: Onset of the Shockley surface state (V, sample bias): the step in dI/dV.
-SURFACE_STATE_ONSET_V: dict[str, float] = {"au111": -0.50, "cu111": -0.44}
 #: H:Si(100) band edges (V, sample bias): valence, conduction.
 HSI_BAND_EDGES_V = (-1.0, 0.5)
 #: Width of the onset (V) for a sharp clean apex (thermal + lifetime broadening at 4.5 K).
