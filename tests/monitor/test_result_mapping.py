@@ -275,3 +275,23 @@ def test_flush_commits_written_results_when_durable(ensemble, tmp_path, durable:
             assert mon.written == (0, 1, 2)
             mon.finish(saver)
         assert _rows(db_file, saver.run_id) == 3
+
+
+def test_one_flush_collects_every_result_that_has_arrived(ensemble) -> None:
+    """flush never waits, and takes every result waiting, not just the first."""
+    with TipStateMonitor(ensemble, queue_size=8, max_batch=4, nice=None) as mon:
+        started, gate, _ = _hold(mon)
+        mon.submit(0, TEST_FRAMES[0])
+        assert started.wait(30)
+        for i in (1, 2, 3):
+            mon.submit(i, TEST_FRAMES[i])
+        assert mon.flush() == [] and mon.results == {}  # nothing has arrived yet
+        gate.set()
+        for _ in range(3000):  # until the worker has queued all four results (ordering, no clock)
+            if mon._out.qsize() == 4:
+                break
+            threading.Event().wait(0.01)
+        assert mon._out.qsize() == 4
+        mon.flush()
+        assert sorted(mon.results) == [0, 1, 2, 3]
+        assert [r.frame_index for r in mon.finish(timeout=60)] == [0, 1, 2, 3]
