@@ -68,6 +68,16 @@ class ArchiveJob:
     channel: str | None = None
     direction: str = "forward"
     lines: int | None = None
+    surface: str | None = None
+
+    def bundle_path(self) -> str:
+        """Where this process finds the bundle: the shipped default of ``surface`` (each worker's
+        own install), else ``bundle`` (a path every worker must see)."""
+        if self.surface is not None:
+            from qcodes_stmtip.classify.bundle import default_bundle_path
+
+            return str(default_bundle_path(self.surface))
+        return self.bundle
 
     @property
     def fields(self) -> list[str]:
@@ -105,7 +115,8 @@ def make_job(model: str | Path | None = None, surface: str | None = None, *, cha
     if lines is not None and manifest.get("partial"):
         section = manifest["partial"]
     return ArchiveJob(str(path.resolve()), bundle_id(path), tuple(section.get("classes") or manifest["classes"]),
-                      bool(section.get("tip_change")), channel, direction, lines)
+                      bool(section.get("tip_change")), channel, direction, lines,
+                      surface if model is None else None)
 
 
 # --- one chunk (runs in this process or on a worker) -------------------------------------------
@@ -117,22 +128,24 @@ _MAX_MODELS = 4
 
 
 def _model(job: ArchiveJob):
-    """The job's ensemble (or partial model), loaded once per process; checks the bundle id here."""
-    key = (job.bundle, job.bundle_id, job.lines)
+    """The job's ensemble (or partial model), loaded once per process (whatever ``--lines``); the
+    bundle id is checked here, in the process that loads it."""
+    path = job.bundle_path()
+    key = (path, job.bundle_id, job.lines is not None)
     with _MODELS_LOCK:
         model = _MODELS.get(key)
         if model is None:
             from qcodes_stmtip.classify.bundle import BundleError, load_bundle
 
-            found = bundle_id(job.bundle)
+            found = bundle_id(path)
             if found != job.bundle_id:
-                raise BundleError(f"{job.bundle}: this process finds bundle {found}, the run uses "
+                raise BundleError(f"{path}: this process finds bundle {found}, the run uses "
                                   f"{job.bundle_id} (a different bundle at the same path)")
-            model = load_bundle(job.bundle)
+            model = load_bundle(path)
             if job.lines is not None:
                 from qcodes_stmtip.classify.partial import load_partial
 
-                model = load_partial(job.bundle, ensemble=model)
+                model = load_partial(path, ensemble=model)
             while len(_MODELS) >= _MAX_MODELS:  # bounded: the oldest bundle goes first
                 _MODELS.pop(next(iter(_MODELS)))
             _MODELS[key] = model
