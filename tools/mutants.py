@@ -117,6 +117,13 @@ EQUIVALENT: dict[str, str] = {
     **{f"{PKG}.classify.ensemble.x_majority_vote__mutmut_{n}":
        "class_weights dtype dropped: numeric weights multiply, compare and check the same"
        for n in (35, 37)},
+    **{f"{PKG}.classify.ensemble.x_verdict_reasons__mutmut_{n}":
+       "thresholds dtype dropped: numeric thresholds compare and format the same" for n in (4, 6)},
+    **{f"{PKG}.classify.ensemble.x_verdict_reasons__mutmut_{n}":
+       "zip strict dropped: decision and vote_class come from one majority_vote, equally long"
+       for n in (12, 15, 16)},
+    f"{PKG}.classify.ensemble.xǁEnsembleǁgood_bad__mutmut_1":
+        "flag '' without a tip-change network: a 0-d False mask marks no frame, as None does",
     **{f"{PKG}.monitor.monitor.xǁTipStateMonitorǁflush__mutmut_{n}":
        "the timeout of a non-blocking _collect (block_for=None) is never read" for n in (1, 4)},
     f"{PKG}.monitor.monitor.xǁTipStateMonitorǁ_collect__mutmut_2":

@@ -202,3 +202,14 @@ def test_ensemble_good_bad_flags_tip_changes_at_its_threshold():
     assert ens.good_bad(pred).tolist() == ["good"] * 4  # no tip-change network: no flag
     pred.tip_change_probability = np.array([0.5, 0.49, 0.9, 0.0])
     assert ens.good_bad(pred).tolist() == ["bad", "good", "bad", "good"]
+
+
+def test_verdict_reasons_flag_a_tip_change_at_the_default_threshold_exactly():
+    from qcodes_stmtip.classify.ensemble import verdict_reasons
+
+    classes = ("good_a", "bad_b")
+    pred = majority_vote(np.array([[[0.9, 0.1], [0.9, 0.1], [0.3, 0.7]]]), thresholds=[0.5, 0.5])
+    pred.tip_change_probability = np.array([0.5, 0.49, 0.5])
+    reasons = verdict_reasons(pred, classes, {"good_a"}, [0.5, 0.5])  # default threshold 0.5
+    assert reasons == ["tip change flagged: p=0.50 >= 0.50", "",
+                       "bad_b p=0.70 is not a good-tip class; tip change flagged: p=0.50 >= 0.50"]
