@@ -660,9 +660,10 @@ class TipStateMonitor(ScanWatchMixin):
     def _store(self, sink: _Sink, result: TipStateResult) -> None:
         """Write ``result`` (and its scan-watch rows) to the run's database and commit, on the
         worker thread, before anyone hears of it; on failure the acquisition thread writes it."""
-        from qcodes.dataset import load_by_guid
+        from qcodes.dataset.data_set import DataSet
         from qcodes.dataset.measurements import DataSaver
         from qcodes.dataset.sqlite.database import connect
+        from qcodes.dataset.sqlite.queries import get_runid_from_guid
 
         index = result.frame_index
         try:
@@ -670,7 +671,9 @@ class TipStateMonitor(ScanWatchMixin):
             if self._sink_saver is None or self._sink_saver[0] != key:
                 self._close_sink()
                 conn = connect(sink.db)
-                dataset = load_by_guid(sink.guid, conn=conn)
+                run_id = get_runid_from_guid(conn, sink.guid)
+                # no in-memory cache: the acquisition thread's dataset object owns the run's cache
+                dataset = DataSet(run_id=run_id, conn=conn, in_memory_cache=False)
                 saver = DataSaver(dataset=dataset, write_period=math.inf,
                                   interdeps=dataset.description.interdeps, registered_parameters=())
                 self._sink_saver = (key, conn, saver)

@@ -48,6 +48,7 @@ from qcodes_stmtip.monitor.results import (
     TipStateResult,
     WindowCheck,
 )
+from qcodes_stmtip.monitor.validation import check_frame, check_lines
 from qcodes_stmtip.taxonomy import CONTENT_CLASSES, GOOD_CLASSES, TIP_CHANGE
 
 if TYPE_CHECKING:
@@ -213,12 +214,20 @@ class ScanWatchMixin:
         """Classify the first ``lines`` acquired lines of ``frame`` (NaN beyond); never blocks.
 
         A partial frame still waiting from before is replaced (counted in ``record.dropped``).
+        The frame goes through the same checks as a whole frame
+        (:func:`~qcodes_stmtip.monitor.validation.check_frame`: 2-D, numeric, not complex, the
+        classifier's ``expected_shape``) and ``lines`` must be in 1..its line count; else
+        ``ValueError`` and nothing is recorded.
         """
         if record.frame_index not in self._open_scans:
             raise ValueError(f"frame {record.frame_index} is not being watched (begin_scan first)")
+        values = check_frame(frame, getattr(self, "expected_shape", None))
+        n = check_lines(lines, values.shape[0])
+        ts = time.time() if timestamp is None else float(timestamp)
+        if not math.isfinite(ts):
+            raise ValueError(f"timestamp must be finite seconds since the epoch, got {timestamp!r}")
         record.posted += 1
-        self._post_partial_job(record, np.array(frame, dtype=np.float64, copy=True), int(lines),
-                               time.time() if timestamp is None else float(timestamp))
+        self._post_partial_job(record, np.array(values, copy=True), n, ts)
 
     def partial_checks(self, timeout: float = 0.0) -> list[WindowCheck]:
         """The checks that have arrived since the last call (waiting at most ``timeout`` s for
@@ -462,7 +471,8 @@ class ScanWatcher:
 
     def _store(self, index: int, image: np.ndarray) -> None:
         saver, stm, cls = self.datasaver, self.stm, self.classifier
-        assert saver is not None
+        if saver is None:
+            raise ValueError("ScanWatcher._store needs a datasaver (the watcher was made without one)")
         if cls.frame_index is None:
             raise ValueError("register the classifier (register(meas, frame_index, partial=True)) "
                              "before scanning into a datasaver")

@@ -112,3 +112,68 @@ def test_sigkill_keeps_every_frame_and_result_reported_written(tiny_bundle, tmp_
     assert frames <= stored_frames, f"lost frames {sorted(frames - stored_frames)[:10]}"
     assert results <= stored_results, f"lost results {sorted(results - stored_results)[:10]}"
     assert len(data["image"]["image"]) == len(stored_frames)
+
+
+LONG_SCAN_CHILD = textwrap.dedent('''
+    """Frame 0 is classified, then frame 1 "scans" for minutes (a real microscope's pace)."""
+    import sys
+    import time
+
+    import numpy as np
+    from qcodes.dataset import Measurement, initialise_or_create_database_at, load_or_create_experiment
+    from qcodes.parameters import ManualParameter, Parameter, ParameterWithSetpoints
+    from qcodes.validators import Arrays
+
+    from qcodes_stmtip.classify.bundle import default_bundle_path
+    from qcodes_stmtip.monitor import TipStateMonitor
+
+    initialise_or_create_database_at(sys.argv[1])
+    exp = load_or_create_experiment("long_scan", sample_name="synthetic")
+    frame_index = ManualParameter("frame_index", initial_value=0)
+    ys = Parameter("y", get_cmd=lambda: np.arange(32.0), vals=Arrays(shape=(32,)))
+    xs = Parameter("x", get_cmd=lambda: np.arange(32.0), vals=Arrays(shape=(32,)))
+    image = ParameterWithSetpoints("image", setpoints=(ys, xs), vals=Arrays(shape=(32, 32)),
+                                   get_cmd=None, set_cmd=None)
+    with TipStateMonitor(default_bundle_path("hsi100"), nice=None) as monitor:
+        meas = Measurement(exp=exp, name="long scan")
+        meas.register_parameter(frame_index)
+        meas.register_parameter(image, setpoints=(frame_index,))
+        monitor.register(meas, frame_index)
+        with meas.run() as saver:
+            print("RUN", saver.run_id, flush=True)
+            frame = 1e-10 * np.random.default_rng(0).normal(size=(32, 32)).cumsum(axis=1)
+            saver.add_result((frame_index, 0), (image, frame))
+            monitor.submit(0, frame, saver)
+            print("STATE", monitor.result(0).state, flush=True)  # computed; nothing submitted since
+            print("SCANNING 1", flush=True)
+            time.sleep(120)  # frame 1 takes minutes: killed here
+''')
+
+
+@pytest.mark.timeout(120)
+def test_sigkill_during_the_next_scan_keeps_the_previous_frames_tip_state(tmp_path: Path) -> None:
+    """Issue 26 class 5: before, frame i's result was written only when frame i+1 was submitted,
+    so a kill during a long scan lost it although it had been computed long before."""
+    from qcodes.dataset import initialise_or_create_database_at, load_by_id
+
+    script = tmp_path / "long_scan.py"
+    script.write_text(LONG_SCAN_CHILD)
+    db = tmp_path / "long_scan.db"
+    proc = subprocess.Popen([sys.executable, str(script), str(db)], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)
+    try:
+        lines = _read_lines(proc, lambda got: "SCANNING 1" in got, timeout=90)
+        assert "SCANNING 1" in lines, f"the child did not get to frame 1: {lines}"
+        os.kill(proc.pid, signal.SIGKILL)  # mid-scan of frame 1
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+    run_id = int(next(line.split()[1] for line in lines if line.startswith("RUN ")))
+    state = next(line.split()[1] for line in lines if line.startswith("STATE "))
+    initialise_or_create_database_at(db)
+    data = load_by_id(run_id).get_parameter_data("tip_state")["tip_state"]
+    assert list(np.ravel(data["frame_index"]).astype(int)) == [0]
+    assert list(np.ravel(data["tip_state"])) == [state]

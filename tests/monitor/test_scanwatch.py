@@ -270,3 +270,31 @@ def test_dond_measures_watched_scans_and_keeps_the_series_in_the_metadata(monito
     series = meta["series"]  # dond: the per-check series live in the metadata
     assert set(series) == {"0", "1"} and series["0"]["stopped"] and series["0"]["verdict"][-1] == "tip_change"
     assert len(series["1"]["lines"]) == 1 and 8 <= series["1"]["lines"][0] <= series["1"]["lines_acquired"] < 32
+
+
+@pytest.mark.parametrize(("frame", "lines", "match"), [
+    (np.ones((64, 64)), -5, r"lines must be in 1\.\.64"),
+    (np.ones((64, 64)), 0, r"lines must be in 1\.\.64"),
+    (np.ones((64, 64)), 640, r"lines must be in 1\.\.64 .*got 640"),
+    (np.ones((64, 64)), 2**62, r"lines must be in 1\.\.64"),
+    (np.ones((64, 64)), True, "lines must be an integer"),
+    (np.ones((64, 64)), 8.0, "lines must be an integer"),
+    (np.ones((64, 64)) * (1 + 1j), 16, "frame is complex"),
+    (np.full((64, 64), None, dtype=object), 16, "non-numeric dtype object"),
+    (np.ones(64), 16, "must be 2-D"),
+    ([[1.0, 2.0], [3.0]], 1, "not an array of numbers"),
+])
+def test_partial_frames_are_checked_like_whole_frames(monitor, frame, lines, match) -> None:
+    """Issue 26 class 4: before, these were recorded (lines), cast to real (complex) or raised a
+    bare TypeError (object); now ValueError, and nothing is posted."""
+    record = ScanRecord(0, 64, every_lines=16)
+    monitor.begin_scan(record)
+    with pytest.raises(ValueError, match=match):
+        monitor.post_partial(record, frame, lines)
+    assert record.posted == 0 and monitor.partial_checks(timeout=0.2) == []
+    monitor.post_partial(record, np.ones((64, 64)), 16)  # a good one still goes through
+    assert record.posted == 1
+    for _ in range(100):  # its check arrives (and not in the next test)
+        if monitor.partial_checks(timeout=0.1):
+            break
+    monitor.end_scan(record)
