@@ -71,3 +71,15 @@ def test_the_architecture_note_is_short_and_names_the_rules(doc: str) -> None:
     text = (ROOT / doc).read_text()
     assert len(text.splitlines()) <= 80
     assert "tools/check_imports.py" in text and "qcodes_stmtip.taxonomy" in text
+
+
+def test_the_package_guards_behaviour_with_typed_errors_not_asserts() -> None:
+    """Issue 26 class 6: ``python -O`` drops asserts, so none may guard behaviour."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "qcodes_stmtip"
+    found = [f"{path.relative_to(root.parent)}:{node.lineno}"
+             for path in sorted(root.rglob("*.py"))
+             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+             if isinstance(node, ast.Assert)]
+    assert found == [], f"assert statements in the package (use a typed error): {found}"

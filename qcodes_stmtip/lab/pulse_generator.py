@@ -166,7 +166,8 @@ class PulseGenerator(PyMeasureInstrument):
         self._check_errors("firing the pulse")
         if self.simulate_pulse_on_stm:
             stm = self.link.stm()
-            assert stm is not None  # checked at construction
+            if stm is None:  # checked at construction; the STM may have been closed since
+                raise PulseGeneratorError(f"{self.name}: no STM to show the simulated pulse on")
             stm.bias_pulse(amplitude_V=amplitude, width_s=width)
 
     def configure_single_pulse(self, amplitude_V: float, width_s: float) -> None:

@@ -41,7 +41,8 @@ def render(scan: Frame, surface: str, sample_seed: int) -> None:
 def channel_data(scan: Frame, channel: int, forward: bool) -> np.ndarray:
     """Signal ``channel`` over the whole frame (float64, ``(lines, pixels)``)."""
     heights = scan.forward if forward else scan.backward
-    assert heights is not None
+    if heights is None:
+        raise RuntimeError("channel_data: the frame has not been rendered yet")
     rng = np.random.default_rng([scan.seed, channel, int(forward)])
     if channel == Z:
         if scan.feedback:

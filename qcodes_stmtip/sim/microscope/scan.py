@@ -103,7 +103,8 @@ class Scanner:
                     if s.bouncy and n_skip % 2:
                         up = not up
                 self._start(up, self.clock.t + dt - leftover)
-                assert self.scan is not None
+                if self.scan is None:  # pragma: no cover - _start always sets it
+                    raise RuntimeError("the next continuous frame did not start")
                 self._advance_scan(self.scan, leftover)
             else:
                 self.state = "idle"
@@ -190,7 +191,8 @@ class Scanner:
         render(scan, self.surface, self.sample_seed)
         keep = [scan.row_of(a) for a in range(line)]
         if keep and old_f is not None and old_b is not None:
-            assert scan.forward is not None and scan.backward is not None
+            if scan.forward is None or scan.backward is None:  # pragma: no cover - render sets both
+                raise RuntimeError("re-rendering the frame after a tip change left no data")
             scan.forward[keep] = old_f[keep]
             scan.backward[keep] = old_b[keep]
 
