@@ -61,14 +61,18 @@ MODULES: dict[str, Module] = {
     "safety": Module(f"{PKG}/safety.py", (f"{PKG}.safety.*",), ("tests/test_safety.py",)),
     "envelope": Module(f"{PKG}/conditioning/envelope.py", (f"{PKG}.conditioning.envelope.*",),
                        ("tests/conditioning/test_envelope.py",)),
-    # the judge and the stop rule (the rest of the loop is I/O, covered by slower tests)
-    "experiment": Module(
+    # the judge of one frame (fast tests without the simulator)
+    "judge": Module(
         f"{PKG}/conditioning/experiment.py",
-        _names(f"{PKG}.conditioning.experiment", "Target.__post_init__", "Target.judge",
-               "ConditioningExperiment._loop"),
+        _names(f"{PKG}.conditioning.experiment", "Target.__post_init__", "Target.judge"),
+        ("tests/conditioning/test_experiment.py", "-k", "target_judges or judge or off_target")),
+    # the stop rule: its tests run the loop on the simulated microscope (seconds each), so this
+    # run takes about half an hour; the rest of the loop is I/O, covered by slower tests
+    "stop_rule": Module(
+        f"{PKG}/conditioning/experiment.py",
+        _names(f"{PKG}.conditioning.experiment", "ConditioningExperiment._loop"),
         ("tests/conditioning/test_experiment.py", "-k",
-         "target_judges or stop_rule or bad_frames_without or judge or content_frames "
-         "or dry_run or off_target or inconclusive")),
+         "stop_rule or bad_frames_without or content_frames or dry_run or inconclusive")),
     "policy": Module(f"{PKG}/conditioning/policy.py", (f"{PKG}.conditioning.policy.*",),
                      ("tests/conditioning/test_policy.py", "tests/conditioning/test_action_tags.py")),
     # the decision: vote, thresholds, the good/bad/uncertain collapse and the verdict reasons
@@ -117,6 +121,9 @@ EQUIVALENT: dict[str, str] = {
     **{f"{PKG}.classify.ensemble.x_majority_vote__mutmut_{n}":
        "class_weights dtype dropped: numeric weights multiply, compare and check the same"
        for n in (35, 37)},
+    **{f"{PKG}.conditioning.policy.xǁRandomPolicyǁchoose__mutmut_{n}":
+       "< vs <= at u == a probability boundary: a continuous draw hits it with probability 0"
+       for n in (4, 8)},
     **{f"{PKG}.classify.ensemble.x_verdict_reasons__mutmut_{n}":
        "thresholds dtype dropped: numeric thresholds compare and format the same" for n in (4, 6)},
     **{f"{PKG}.classify.ensemble.x_verdict_reasons__mutmut_{n}":

@@ -271,3 +271,22 @@ def test_random_policy_ranges_and_config() -> None:
     moves = [mover.choose(ctx(limit=100)) for _ in range(50)]
     assert sum(a.kind == "move" for a in moves) >= 45
     assert all(a.reason == "random choice" for a in moves)
+
+
+def test_default_reasons_names_and_the_context_a_function_policy_sees() -> None:
+    assert [a.reason for a in (Action.pulse(1.0, 0.1), Action.indent(1e-9), Action.move(),
+                               Action.rescan())] == ["", "", "", ""]
+    assert Action.pulse(2.0, 1.0).describe() == "pulse 2.0 V × 1000 ms"
+    assert Action.indent(1e-2).describe() == "indent 10000000.00 nm"
+
+    class Callable:
+        def __call__(self, context):
+            return Action.rescan(f"saw {context.state}")
+
+    policy = as_policy(Callable())
+    assert policy.name == "function" and policy.choose(ctx(state="rows")).reason == "saw rows"
+    with pytest.raises(ValueError, match=r"^ladder must be a non-empty sequence of pulse/indent Actions$"):
+        EscalatingPolicy([Action.rescan()])
+    pulses = [a for a in (RandomPolicy(p_move=0.0, seed=s).choose(ctx(limit=100)) for s in range(20))
+              if a.kind == "pulse"]
+    assert pulses and all(a.reason == "random choice" for a in pulses)
