@@ -275,3 +275,53 @@ def test_mostly_inconclusive_evidence_ends_inconclusive_not_good_tip(rig, db) ->
                      monitor=_with_tip_changes(["rows", None, "rows"]),
                      target=Target.for_surface("hsi100", consecutive=2), max_frames=8)
     assert exp.run(db).outcome == "good_tip"
+
+
+def test_target_fields_are_checked_and_kept_as_frozensets() -> None:
+    """Issue 29 (mutation testing): each bound of each field, and the exact messages."""
+    t = Target(["rows", "individual_atoms"], content_classes=["step_edge"])
+    assert t.classes == frozenset({"rows", "individual_atoms"}) and type(t.classes) is frozenset
+    assert t.content_classes == frozenset({"step_edge"}) and type(t.content_classes) is frozenset
+    rows = frozenset({"rows"})
+    for value in (0, 0.0, 1, 1.0):
+        assert Target(rows, min_confidence=value).min_confidence == value
+    assert Target(rows, consecutive=1).consecutive == 1
+    assert Target(rows, max_tip_change_probability=1.0).max_tip_change_probability == 1.0
+    for kwargs, match in (
+            ({"classes": frozenset()}, r"^Target.classes must name at least one acceptable tip state$"),
+            ({"min_confidence": 1.01}, r"^Target.min_confidence must be in \[0, 1\], got 1.01$"),
+            ({"min_confidence": -0.01}, r"^Target.min_confidence must be in \[0, 1\]"),
+            ({"min_confidence": "0.5"}, r"^Target.min_confidence must be in \[0, 1\], got '0.5'$"),
+            ({"consecutive": 0}, r"^Target.consecutive must be an integer >= 1, got 0$"),
+            ({"consecutive": True}, r"^Target.consecutive must be an integer >= 1, got True$"),
+            ({"consecutive": 2.0}, r"^Target.consecutive must be an integer >= 1, got 2.0$"),
+            ({"max_tip_change_probability": 0.0},
+             r"^Target.max_tip_change_probability must be in \(0, 1\], got 0.0$"),
+            ({"max_tip_change_probability": 1.5}, r"^Target.max_tip_change_probability must be in"),
+            ({"max_tip_change_probability": "1"}, r"^Target.max_tip_change_probability must be in"),
+            ({"content_classes": frozenset({"rows", "step_edge"})},
+             r"^Target.classes and content_classes overlap: \['rows'\]$")):
+        kwargs.setdefault("classes", frozenset({"rows", "individual_atoms"}))
+        with pytest.raises(ValueError, match=match):
+            Target(**kwargs)
+
+
+def test_judge_at_its_edges() -> None:
+    from qcodes_stmtip.monitor.results import TipStateResult
+
+    target = Target(frozenset({"rows"}), min_confidence=0.6, max_tip_change_probability=0.5,
+                    content_classes=frozenset({"step_edge"}))
+
+    def res(state, probabilities, tc=0.0, quality="bad"):
+        return TipStateResult(0, state, quality, probabilities, (state,), tc, 0.0)
+
+    assert target.judge(res("rows", {"rows": 0.9}, tc=0.5)) == "inconclusive"  # flag at == threshold
+    assert target.judge(res("rows", {"rows": 0.9}, tc=0.49)) == "good"
+    assert target.judge(res("rows", {"rows": 0.9}, tc=float("nan"))) == "good"  # no tip-change network
+    assert target.judge(res("rows", {"rows": 0.6})) == "good"  # confidence == min_confidence
+    assert target.judge(res("rows", {"generic_defect": 0.9})) == "inconclusive"  # no probability
+    assert target.judge(res("step_edge", {"step_edge": 0.9})) == "content"
+    assert target.judge(res("tip_change", {"rows": 0.9})) == "inconclusive"
+    assert target.judge(res("unclassified", {})) == "inconclusive"
+    assert target.judge(res("generic_defect", {"generic_defect": 0.9}, quality="good")) == "off_target"
+    assert target.judge(res("generic_defect", {"generic_defect": 0.9})) == "bad"
