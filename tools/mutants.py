@@ -65,7 +65,8 @@ MODULES: dict[str, Module] = {
     "judge": Module(
         f"{PKG}/conditioning/experiment.py",
         _names(f"{PKG}.conditioning.experiment", "Target.__post_init__", "Target.judge"),
-        ("tests/conditioning/test_experiment.py", "-k", "target_judges or judge or off_target")),
+        ("tests/conditioning/test_experiment.py", "-k",
+         "target_judges or target_fields or judge or off_target")),
     # the stop rule: its tests run the loop on the simulated microscope (seconds each), so this
     # run takes about half an hour; the rest of the loop is I/O, covered by slower tests
     "stop_rule": Module(
