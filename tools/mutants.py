@@ -73,7 +73,8 @@ MODULES: dict[str, Module] = {
         f"{PKG}/conditioning/experiment.py",
         _names(f"{PKG}.conditioning.experiment", "ConditioningExperiment._loop"),
         ("tests/conditioning/test_experiment.py", "-k",
-         "stop_rule or bad_frames_without or content_frames or dry_run or inconclusive")),
+         "stop_rule or bad_frames_without or content_frames or dry_run or inconclusive "
+         "or echoes or off_target_frame")),
     "policy": Module(f"{PKG}/conditioning/policy.py", (f"{PKG}.conditioning.policy.*",),
                      ("tests/conditioning/test_policy.py", "tests/conditioning/test_action_tags.py")),
     # the decision: vote, thresholds, the good/bad/uncertain collapse and the verdict reasons

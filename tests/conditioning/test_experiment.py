@@ -325,3 +325,27 @@ def test_judge_at_its_edges() -> None:
     assert target.judge(res("unclassified", {})) == "inconclusive"
     assert target.judge(res("generic_defect", {"generic_defect": 0.9}, quality="good")) == "off_target"
     assert target.judge(res("generic_defect", {"generic_defect": 0.9})) == "bad"
+
+
+def test_the_loop_echoes_one_line_per_frame_and_its_actions(rig, db) -> None:
+    """The console line of each frame (state, probability, verdict, why) and the time to good."""
+    lines: list[str] = []
+    exp = experiment(rig, lambda c: Action.rescan("policy rescans"), echo=lines.append,
+                     monitor=_sequence(["rows", "generic_defect", "rows", "rows"]), max_frames=7)
+    result = exp.run(db)
+    assert [line for line in lines if line.startswith("frame ")] == [
+        "frame   0  area  0  rows                 p=1.00  good",
+        "frame   1  area  0  generic_defect       p=1.00  bad",
+        "frame   2  area  0  rows                 p=1.00  good",
+        "frame   3  area  0  rows                 p=1.00  good"]
+    assert result.outcome == "good_tip" and result.time_to_good_s is not None
+    assert result.reason == "2 consecutive good frames (rows, p=1.00)"
+
+
+def test_an_off_target_frame_resets_the_good_streak(rig, db) -> None:
+    """individual_atoms is a good tip but not this target's: like a bad frame, it breaks the run."""
+    exp = experiment(rig, lambda c: Action.rescan("policy rescans"),
+                     monitor=_sequence(["rows", "individual_atoms", "rows", "rows"]),
+                     target=Target(frozenset({"rows"}), consecutive=2), max_frames=7)
+    result = exp.run(db)
+    assert result.outcome == "good_tip" and result.frames == 4
