@@ -74,7 +74,7 @@ MODULES: dict[str, Module] = {
         _names(f"{PKG}.conditioning.experiment", "ConditioningExperiment._loop"),
         ("tests/conditioning/test_experiment.py", "-k",
          "stop_rule or bad_frames_without or content_frames or dry_run or inconclusive "
-         "or echoes or off_target_frame")),
+         "or echoes or off_target_frame or max_rescans_times")),
     "policy": Module(f"{PKG}/conditioning/policy.py", (f"{PKG}.conditioning.policy.*",),
                      ("tests/conditioning/test_policy.py", "tests/conditioning/test_action_tags.py")),
     # the decision: vote, thresholds, the good/bad/uncertain collapse and the verdict reasons

@@ -349,3 +349,13 @@ def test_an_off_target_frame_resets_the_good_streak(rig, db) -> None:
                      target=Target(frozenset({"rows"}), consecutive=2), max_frames=7)
     result = exp.run(db)
     assert result.outcome == "good_tip" and result.frames == 4
+
+
+def test_inconclusive_frames_are_rescanned_at_most_max_rescans_times_in_a_row(rig, db) -> None:
+    """max_rescans=2: two rescans, then the policy (a move here), then rescans again."""
+    exp = experiment(rig, lambda c: Action.move("policy moves"), max_rescans=2,
+                     monitor=_with_tip_changes([None] * 5), max_frames=5)
+    result = exp.run(db)
+    assert result.outcome == "max_frames"
+    run = load_conditioning_run(result.run_id)
+    assert [a.action.kind for a in run.actions] == ["rescan", "rescan", "move", "rescan", "rescan"]
