@@ -75,7 +75,11 @@ def test_stored_states_match_the_simulator_ground_truth(trained_bundle, tmp_path
     assert sorted(states) == list(range(len(plan)))
     clear = [i for i, (label, changes) in truths.items() if not changes]
     assert len(clear) >= 10, f"too many frames with spontaneous tip changes: {truths}"
-    assert {truths[i][0] for i in clear} == {"individual_atoms", "generic_defect"}
+    # the simulator's frame truth can differ from the tip it was given (a generic_defect apex
+    # that still resolves rows reads "rows"); judge the frames whose truth is one of the two
+    assert {"individual_atoms", "generic_defect"} <= {truths[i][0] for i in clear}
+    clear = [i for i in clear if truths[i][0] in ("individual_atoms", "generic_defect")]
+    assert len(clear) >= 8, truths
     # A seconds-trained member on simulated frames, some of which are ambiguous even to the
     # eye (a blunt "individual_atoms" apex, a "generic_defect" apex that resolves rows):
     # allow two misses in twelve; chance or an index mix-up would score ~6 or ~0.
