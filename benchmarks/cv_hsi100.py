@@ -75,6 +75,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=25)
     p.add_argument("--patience", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--steps-per-epoch", type=int, default=None,
+                   help="augmented batches per epoch (the authors' repeats; default one pass)")
+    p.add_argument("--lr-decay", type=float, default=0.95, help="learning-rate factor per epoch [0.95]")
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--tip-change", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--tip-change-vflip", action=argparse.BooleanOptionalAction, default=True)
@@ -90,6 +93,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--cache", type=Path, default=Path("/tmp/stmtip-table1-cache"))
     p.add_argument("--json", type=Path, default=None, help="write every fold's scores here")
     p.add_argument("--predictions", type=Path, default=None, help="write every frame's predictions (npz)")
+    p.add_argument("--save-bundles", type=Path, default=None,
+                   help="save each fold's trained ensemble as DIR/PROTOCOL-fold-I (a bundle directory)")
     p.add_argument("--quiet", action="store_true")
     return p.parse_args()
 
@@ -224,7 +229,8 @@ def main() -> None:
     voters, one_class = vote_sheet(args.data, frames.paths)
     members = parse_members(args.members)
     base = TrainConfig(members[0].architecture, width=args.width, epochs=args.epochs, batch_size=args.batch_size,
-                       patience=args.patience, seed=args.seed, restricted_vertical_flip=args.tip_change_vflip)
+                       patience=args.patience, seed=args.seed, restricted_vertical_flip=args.tip_change_vflip,
+                       steps_per_epoch=args.steps_per_epoch, lr_decay=args.lr_decay)
     print(f"{len(frames)} frames ({int(labelled.sum())} four-class labelled, {int((labelled & one_class).sum())} "
           f"of them with one-class votes) from {np.unique(frames.sessions).size} sessions; members "
           f"{args.members}; preprocessing {load_s:.0f} s (0 = cached)")
@@ -258,13 +264,29 @@ def main() -> None:
                 tta=args.tta,
                 tip_change_epochs=2 * args.epochs if args.tip_change_epochs is None else args.tip_change_epochs,
                 tip_change_patience=args.tip_change_patience, balanced_decisions=not args.plain_vote,
-                refit=not args.no_refit)
+                refit=not args.no_refit, keep_validation_outputs=args.predictions is not None)
             train_s = time.perf_counter() - t0
+            if args.save_bundles is not None:
+                from qcodes_stmtip.classify.bundle import save_bundle
+
+                save_bundle(ensemble, args.save_bundles / f"{protocol}-fold-{i}",
+                            training_data={"validation_sessions": rep["validation_sessions"]})
             held_out = part(test)
             result = evaluate_ensemble(ensemble, held_out)
             pred = ensemble.predict(held_out.images)
             fold_of[test] = i
             p_mean[test] = pred.mean
+            if args.predictions is not None:  # everything a decision rule needs, per fold
+                outer = np.flatnonzero(~test)
+                vo = rep["validation_outputs"]
+                tc_va = vo["tip_change_probability"]
+                saved.update({
+                    f"{protocol}_{i}_test_members": pred.member_probabilities.astype(np.float32),
+                    f"{protocol}_{i}_val_labelled": outer[vo["labelled_index"]],
+                    f"{protocol}_{i}_val_members": vo["member_probabilities"].astype(np.float32),
+                    f"{protocol}_{i}_val_index": outer[vo["index"]],
+                    f"{protocol}_{i}_val_tip_change": np.array([]) if tc_va is None else tc_va,
+                    f"{protocol}_{i}_member_names": np.array([m.name for m in ensemble.members])})
             if pred.tip_change_probability is not None:
                 p_tc[test] = pred.tip_change_probability
             lab = held_out.frames.labels >= 0

@@ -100,6 +100,7 @@ def train_ensemble(
     tip_change_precision: float = 0.5,
     balanced_decisions: bool = True,
     refit: bool = True,
+    keep_validation_outputs: bool = False,
 ) -> tuple[Ensemble, dict]:
     """Train the members (and the tip-change network) and return the ensemble and a report.
 
@@ -130,7 +131,10 @@ def train_ensemble(
     outputs (CNN members keep the weights early stopping chose).
     The report's ``warnings`` lists every threshold that rests on too little validation
     evidence (:func:`~qcodes_stmtip.classify.metrics.calibration_warnings`); ``stmtip train``
-    prints them.
+    prints them. With ``keep_validation_outputs`` the report also holds the validation arrays
+    every calibration was fitted on (``validation_outputs``: indexes into ``data``, the members'
+    probabilities before any refit, the tip-change probabilities), so that benchmarks can compare
+    decision rules without retraining.
     """
     frames = data.frames
     classes = frames.classes
@@ -245,6 +249,9 @@ def train_ensemble(
         "thresholds": dict(zip(classes, thresholds.tolist(), strict=True)),
         "class_weights": None if class_weights is None else class_weights.tolist(),
     }
+    if keep_validation_outputs:
+        report["validation_outputs"] = {"labelled_index": lab_va, "member_probabilities": member_probs,
+                                        "index": va, "tip_change_probability": p_tc_va}
     return ensemble, report
 
 
