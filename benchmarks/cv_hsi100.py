@@ -52,6 +52,10 @@ SUMMARY = (
     ("tip change AUROC", ("tip_change", "auroc")),
     ("tip change balanced accuracy", ("tip_change", "balanced_accuracy")),
     ("expected calibration error", ("calibration", "ece")),
+    ("verdicts: coverage (decided frames)", ("decision", "coverage")),
+    ("verdicts: accuracy on decided frames", ("decision", "accuracy_decided")),
+    ("verdicts: bad tips called good (of all)", ("decision", "bad_called_good")),
+    ("verdicts: good tips called bad (of all)", ("decision", "good_called_bad")),
     ("good/bad verdicts agreeing (as stmtip demo counts)", ("verdicts", "agreement")),
     ("  share of uncertain verdicts", ("verdicts", "uncertain")),
     ("  good frames called bad (tip-change flags incl.)", ("verdicts", "bad_on_good")),
@@ -214,14 +218,15 @@ def main() -> None:
     args = parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)
     from qcodes_stmtip.classify.dataset_images import ImageSet
+    from qcodes_stmtip.classify.decision import truth_bad
     from qcodes_stmtip.classify.ensemble_training import (
         evaluate_ensemble,
         parse_members,
         train_ensemble,
     )
     from qcodes_stmtip.classify.features import feature_names, frame_features
-    from qcodes_stmtip.classify.metrics import score
-    from qcodes_stmtip.classify.training import TrainConfig
+    from qcodes_stmtip.classify.metrics import score, verdict_figures
+    from qcodes_stmtip.classify.train_config import TrainConfig
 
     data, load_s = load_cached(args.data, args.cache, progress=not args.quiet)
     frames = data.frames
@@ -292,6 +297,9 @@ def main() -> None:
             lab = held_out.frames.labels >= 0
             result["calibration"] = {"ece": calibration_error(held_out.frames.labels[lab], pred.mean[lab])}
             result["verdicts"] = verdict_agreement(ensemble, pred, held_out.frames.labels)
+            # the issue-23 truth: bad when the label is a bad class or the voters saw a tip change
+            result["decision"] = verdict_figures(ensemble.good_bad(pred), truth_bad(
+                held_out.frames.labels, ensemble.classes, ensemble.good_classes, held_out.frames.tip_change))
             one = lab & one_class[test]
             if one.any():
                 s = score(held_out.frames.labels[one], pred.mean[one], ensemble.classes)
@@ -312,6 +320,11 @@ def main() -> None:
                          f"good/bad {_get(b, ('good_bad', 'auroc')):.3f}, tip change "
                          f"{_get(b, ('tip_change', 'auroc')):.3f}")
             print(line, flush=True)
+            if args.predictions:  # after every fold, so a long run's finished folds are never lost
+                saved.update({f"{protocol}_fold": fold_of, f"{protocol}_mean": p_mean,
+                              f"{protocol}_tip_change": p_tc, f"{protocol}_baseline_mean": b_mean,
+                              f"{protocol}_baseline_tip_change": b_tc})
+                np.savez_compressed(args.predictions, **saved)
         report += summarise(f"\n{protocol} protocol, stmtip train ({args.members})", results)
         if one_results:
             report += summarise(f"{protocol} protocol, stmtip train, test frames with one-class votes",

@@ -254,11 +254,18 @@ def run_demo(
         echo(f"classifier: {bundle_path} ({source}; {monitor.inference_path} on {monitor.device})")
         chosen = EscalatingPolicy() if policy == "escalating" else RandomPolicy(seed=seed)
         target_classes = {"classes": DEMO_TARGET[surface]} if surface in DEMO_TARGET else {}
-        tip_change_threshold = bundle_tip_change_threshold(monitor)
-        if monitor.ensemble.tip_change is not None:
-            echo(f"tip change: at the bundle's calibrated threshold {tip_change_threshold:.2f}")
-        target = Target.for_surface(surface, consecutive=consecutive,
-                                    max_tip_change_probability=tip_change_threshold, **target_classes)
+        if monitor.ensemble.calibrated:  # one calibrated P(bad) weighs class and tip-change evidence
+            decision = monitor.ensemble.decision
+            echo(f"good/bad: calibrated P(bad), good at or below {decision.good_below:.2f}, bad at or above "
+                 f"{decision.bad_above:.2f}; stop once P(bad tip) over the frames since the last action "
+                 f"is at most {Target.max_belief_bad:g}")
+            target = Target.for_surface(surface, consecutive=consecutive, **target_classes)
+        else:
+            tip_change_threshold = bundle_tip_change_threshold(monitor)
+            if monitor.ensemble.tip_change is not None:
+                echo(f"tip change: at the bundle's calibrated threshold {tip_change_threshold:.2f}")
+            target = Target.for_surface(surface, consecutive=consecutive,
+                                        max_tip_change_probability=tip_change_threshold, **target_classes)
         result = ConditioningExperiment(
             stm, monitor, chosen, surface=surface, target=target, area_bounds=DEMO_BOUNDS,
             max_frames=max_frames,

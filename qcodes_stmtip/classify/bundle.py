@@ -95,6 +95,20 @@ _ENSEMBLE_PROPERTIES: dict = {
             "type": "number", "exclusiveMinimum": 0, "maximum": 1e6}}]}}},
     "training_data": {"type": "object"},
     "metrics": {"type": "object"},
+    # the calibrated good/bad decision (qcodes_stmtip.classify.decision, issue 23); absent: the vote rule
+    "decision": {"oneOf": [{"type": "null"}, {
+        "type": "object",
+        "required": ["class_weight", "change_weight", "bias", "good_below", "bad_above"],
+        "properties": {
+            **{k: {"type": "number", "minimum": -1e6, "maximum": 1e6}
+               for k in ("class_weight", "change_weight", "bias")},
+            "good_below": {"type": "number", "minimum": 0, "maximum": 1},
+            "bad_above": {"type": "number", "minimum": 0, "maximum": 1},
+            "rule": {"enum": ["calibrated", "vote"]},
+            "risk": {"type": "object", "properties": {
+                k: {"type": "number", "minimum": 0, "exclusiveMaximum": 1}
+                for k in ("bad_called_good", "good_called_bad")}},
+            "validation": {"type": "object"}}}]},
 }
 
 #: JSON schema of ``manifest.json`` (checked with jsonschema before anything is loaded).
@@ -220,6 +234,8 @@ def ensemble_fields(ensemble: Ensemble, members: list[dict], tip: dict | None, t
                       "class_weights": None if ensemble.class_weights is None else ensemble.class_weights.tolist()},
         "training_data": training_data or {},
         "metrics": metrics or {},
+        "decision": None if ensemble.decision is None else {**ensemble.decision.as_dict(),
+                                                            "rule": ensemble.decision_rule},
     }
 
 
@@ -537,11 +553,20 @@ def load_bundle(path: str | Path, surface: str | None = None) -> Ensemble:
     thresholds = [float(manifest["thresholds"][c]) for c in classes]
     inference = manifest.get("inference") or {}
     views = {key: bool(inference.get(key, False)) for key in ("tta", "tip_change_vertical_flip")}
+    decision, rule = None, "calibrated"
+    if manifest.get("decision"):
+        from qcodes_stmtip.classify.decision import BadTipDecision
+
+        try:
+            decision = BadTipDecision.from_dict(manifest["decision"])
+        except ValueError as exc:
+            raise BundleError(f"{root / MANIFEST}: decision: {exc}") from None
+        rule = manifest["decision"].get("rule", "calibrated")
     ens = Ensemble(
         manifest["surface"], classes, members, thresholds=thresholds, tip_change=tip,
         tip_change_threshold=float((manifest.get("tip_change") or {}).get("threshold", 0.5)),
         good_classes=frozenset(manifest.get("good_classes", ())) or None,
-        class_weights=inference.get("class_weights"), **views,
+        class_weights=inference.get("class_weights"), decision=decision, decision_rule=rule, **views,
     )
     ens.manifest = manifest
     ens.path = root

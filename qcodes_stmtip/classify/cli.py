@@ -49,6 +49,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--plain-vote", action="store_true",
                    help="decide by the paper's plain majority vote instead of the class-weighted vote (weights "
                         "start at 1 / class frequency, tuned on the validation sessions for balanced accuracy)")
+    p.add_argument("--decision", choices=("calibrated", "vote"), default="calibrated",
+                   help="good/bad verdicts: one calibrated P(bad) from class and tip-change evidence with two "
+                        "operating points (default), or the paper's vote, per-class thresholds and tip-change flag "
+                        "(the calibration is stored either way)")
+    p.add_argument("--max-bad-called-good", type=float, default=0.02,
+                   help="the risk the good threshold is chosen for: bad tips called good, share of the "
+                        "validation frames [0.02]")
+    p.add_argument("--max-good-called-bad", type=float, default=0.05,
+                   help="the risk the bad threshold is chosen for: good tips called bad, share of the "
+                        "validation frames [0.05]")
     p.add_argument("--no-refit", action="store_true",
                    help="keep the feature members fitted on the training sessions only (default: fitted once "
                         "more on training + validation sessions after the thresholds are set)")
@@ -164,6 +174,7 @@ def _train(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"--notice {args.notice}: no such file")
     from qcodes_stmtip.classify.bundle import save_bundle
     from qcodes_stmtip.classify.dataset_images import load_images
+    from qcodes_stmtip.classify.decision import Risk
     from qcodes_stmtip.classify.ensemble_training import parse_members, train_ensemble
     from qcodes_stmtip.classify.labels import load_labels
     from qcodes_stmtip.classify.train_config import TrainConfig
@@ -186,6 +197,7 @@ def _train(args: argparse.Namespace) -> int:
         tip_change_epochs=2 * args.epochs if args.tip_change_epochs is None else args.tip_change_epochs,
         tip_change_patience=args.tip_change_patience, tip_change_precision=args.tip_change_precision,
         balanced_decisions=not args.plain_vote, refit=not args.no_refit,
+        decision_rule=args.decision, decision_risk=Risk(args.max_bad_called_good, args.max_good_called_bad),
     )
     summary = {**data.frames.summary(), "skipped_frames": len(data.skipped),
                "validation_sessions": report["validation_sessions"], "members": args.members}
@@ -197,6 +209,11 @@ def _train(args: argparse.Namespace) -> int:
     e = report["ensemble"]
     print(f"saved {args.out}: validation AUROC {e['mean_auroc']:.3f}, balanced accuracy "
           f"{e['balanced_accuracy']:.3f}, mean precision {e['mean_precision']:.3f}")
+    if report.get("decision"):
+        d, v = report["decision"], report["decision"]["validation"]
+        print(f"good/bad ({d['rule']}): good at P(bad) <= {d['good_below']:.3f}, bad at >= {d['bad_above']:.3f}; on the "
+              f"validation sessions coverage {v['coverage']:.3f}, accuracy on decided {v['accuracy_decided']:.3f}, "
+              f"bad tips called good {v['bad_called_good']:.3f}, good tips called bad {v['good_called_bad']:.3f}")
     for line in report.get("warnings", []):
         print(f"stmtip train: warning: {line}", file=sys.stderr)
     return 0

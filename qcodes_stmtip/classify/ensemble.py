@@ -8,8 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from qcodes_stmtip.classify.decision import BadTipDecision
 
 #: Decision value of a frame whose winning class is below its confidence threshold.
 UNCERTAIN = -1
@@ -156,7 +160,11 @@ class Ensemble:
         tta: bool = False,
         tip_change_vertical_flip: bool = False,
         class_weights: Sequence[float] | None = None,
+        decision: BadTipDecision | None = None,
+        decision_rule: str = "calibrated",
     ):
+        from qcodes_stmtip.classify.decision import DECISION_RULES
+
         if not members:
             raise ValueError("members must hold at least one model")
         self.surface = surface
@@ -174,6 +182,13 @@ class Ensemble:
 
             good_classes = GOOD_CLASSES.get(surface, frozenset())
         self.good_classes = frozenset(good_classes)
+        from qcodes_stmtip.taxonomy import CONTENT_CLASSES
+
+        self.content_classes = frozenset(CONTENT_CLASSES.get(surface, frozenset())) - self.good_classes
+        if decision_rule not in DECISION_RULES:
+            raise ValueError(f"decision_rule must be one of {DECISION_RULES}, got {decision_rule!r}")
+        self.decision = decision
+        self.decision_rule = decision_rule
         self.tta = bool(tta)
         self.tip_change_vertical_flip = bool(tip_change_vertical_flip)
         self.class_weights = None if class_weights is None else np.asarray(class_weights, dtype=np.float64)
@@ -232,15 +247,48 @@ class Ensemble:
         """True when every member (and the tip-change member) is a Keras network."""
         return all(_is_network(m.model) for m in self.networks)
 
+    @property
+    def calibrated(self) -> bool:
+        """True when verdicts come from the calibrated P(bad) (:mod:`~qcodes_stmtip.classify.decision`),
+        False for the paper's vote rule (chosen, or a bundle trained before the decision existed)."""
+        return self.decision is not None and self.decision_rule == "calibrated"
+
+    def bad_probability(self, prediction: EnsemblePrediction) -> np.ndarray:
+        """(N,) calibrated P(bad tip) per frame; NaN when the ensemble has no calibrated decision."""
+        n = len(prediction.mean)
+        if self.decision is None:
+            return np.full(n, np.nan)
+        from qcodes_stmtip.classify.decision import bad_class_evidence
+
+        evidence = bad_class_evidence(prediction.mean, self.classes, self.good_classes, self.content_classes)
+        return self.decision.probability(evidence, prediction.tip_change_probability)
+
     def good_bad(self, prediction: EnsemblePrediction) -> np.ndarray:
-        """``"good"`` / ``"bad"`` / ``"uncertain"`` per frame of ``prediction``."""
+        """``"good"`` / ``"bad"`` / ``"uncertain"`` per frame of ``prediction``: the calibrated
+        decision when the ensemble has one (:attr:`calibrated`), else the paper's vote rule."""
+        if self.calibrated:
+            return self.decision.verdicts(self.bad_probability(prediction))
         flag = None
         if prediction.tip_change_probability is not None:
             flag = prediction.tip_change_probability >= self.tip_change_threshold
         return collapse_good_bad(prediction.decision, self.classes, self.good_classes, flag)
 
     def reasons(self, prediction: EnsemblePrediction) -> list[str]:
-        """Why each frame of ``prediction`` is not ``"good"`` (see :func:`verdict_reasons`)."""
+        """Why each frame of ``prediction`` is not ``"good"``: the calibrated P(bad), its operating
+        point and the evidence behind it, or the vote rule's reasons (:func:`verdict_reasons`)."""
+        if self.calibrated:
+            p_bad = self.bad_probability(prediction)
+            bad = [i for i, c in enumerate(self.classes)
+                   if c not in self.good_classes and c not in self.content_classes]
+            tip = prediction.tip_change_probability
+            out = []
+            for n, p in enumerate(p_bad):
+                worst = max(bad, key=lambda i: prediction.mean[n, i]) if bad else None
+                parts = [] if worst is None else [f"{self.classes[worst]} p={prediction.mean[n, worst]:.2f}"]
+                if tip is not None:
+                    parts.append(f"tip change p={float(tip[n]):.2f}")
+                out.append(self.decision.reason(float(p), ", ".join(parts)))
+            return out
         return verdict_reasons(prediction, self.classes, self.good_classes, self.thresholds,
                                self.tip_change_threshold)
 

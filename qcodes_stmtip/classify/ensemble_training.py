@@ -15,6 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from qcodes_stmtip.classify.dataset_images import ImageSet
+from qcodes_stmtip.classify.decision import (
+    DEFAULT_RISK,
+    Risk,
+    bad_class_evidence,
+    fit_decision,
+    truth_bad,
+)
 from qcodes_stmtip.classify.ensemble import Ensemble, EnsemblePrediction, Member, majority_vote
 from qcodes_stmtip.classify.feature_model import FEATURE_KINDS, FeatureModel
 from qcodes_stmtip.classify.labels import session_split
@@ -29,6 +36,7 @@ from qcodes_stmtip.classify.metrics import (
     tip_change_threshold,
 )
 from qcodes_stmtip.classify.train_config import TrainConfig
+from qcodes_stmtip.taxonomy import CONTENT_CLASSES, GOOD_CLASSES
 
 #: The paper's H:Si(100) ensemble: two SqueezeNets and one batch-normalised VGG with
 #: adam, sgd and rmsprop at learning rates 1e-3, 1e-4, 1e-4.
@@ -101,6 +109,8 @@ def train_ensemble(
     balanced_decisions: bool = True,
     refit: bool = True,
     keep_validation_outputs: bool = False,
+    decision_rule: str = "calibrated",
+    decision_risk: Risk = DEFAULT_RISK,
 ) -> tuple[Ensemble, dict]:
     """Train the members (and the tip-change network) and return the ensemble and a report.
 
@@ -121,7 +131,10 @@ def train_ensemble(
     first member's kind. Calibration on the validation sessions: the per-class thresholds
     (``target_precision``) and the tip-change threshold (the lowest reaching
     ``tip_change_precision``, see :func:`~qcodes_stmtip.classify.metrics.tip_change_threshold`).
-    ``balanced_decisions`` weights the vote by class weights (normalised to mean 1;
+    The good/bad decision (:mod:`~qcodes_stmtip.classify.decision`) is fitted on the labelled
+    validation frames too: one calibrated P(bad) from the bad-class and tip-change evidence, and
+    the operating points for ``decision_risk``; ``decision_rule="vote"`` keeps it in the bundle
+    but decides by the paper's vote. ``balanced_decisions`` weights the vote by class weights (normalised to mean 1;
     :func:`~qcodes_stmtip.classify.ensemble.majority_vote`): 1 / training class frequency, then
     tuned on the validation sessions for the highest balanced accuracy
     (:func:`~qcodes_stmtip.classify.metrics.balanced_accuracy_weights`); False is the paper's
@@ -226,18 +239,33 @@ def train_ensemble(
                      "threshold": threshold, "threshold_rule": rule}
         info = {**info, "validation": tc_scores}
         tc_member = Member("tip_change", kind, model, info)
+    good = frozenset(GOOD_CLASSES.get(frames.surface, frozenset()))
+    content = frozenset(CONTENT_CLASSES.get(frames.surface, frozenset())) - good
+    tc_lab = None if p_tc_va is None else p_tc_va[frames.labels[va] >= 0]
+    decision, decision_problem = None, None
+    try:
+        decision = fit_decision(
+            bad_class_evidence(vote.mean, classes, good, content), tc_lab,
+            truth_bad(y_va, classes, good, None if frames.tip_change is None else frames.tip_change[lab_va],
+                      content),
+            decision_risk, sessions=len(set(frames.sessions[va].tolist())))
+    except ValueError as exc:  # e.g. validation sessions without a bad (or a good) frame
+        decision_problem = f"no calibrated good/bad decision ({exc}): verdicts use the paper's vote rule"
     if refit:
         _refit_feature_members(trained, tc_member, features, np.concatenate([lab_tr, lab_va]),
                                np.concatenate([tr, va]), frames, size)
     ensemble = Ensemble(frames.surface, classes, [m for m, _ in trained], thresholds=thresholds,
                         tip_change=tc_member, tta=tta, class_weights=class_weights,
                         tip_change_threshold=tc_scores["threshold"] if tc_scores else 0.5,
-                        tip_change_vertical_flip=bool(tip_change and base.restricted_vertical_flip))
+                        tip_change_vertical_flip=bool(tip_change and base.restricted_vertical_flip),
+                        decision=decision, decision_rule=decision_rule)
     validation_sessions = sorted(set(frames.sessions[va].tolist()))
     warnings_ = calibration_warnings(
         y_va, classes, len(validation_sessions), class_thresholds_calibrated=target_precision is not None,
         tip_change_labels=y_tc_va, tip_change_probability=p_tc_va,
         tip_change_threshold=tc_scores["threshold"] if tc_scores else None)
+    if decision_problem:
+        warnings_.append(decision_problem)
     report = {
         "validation_sessions": validation_sessions,
         "warnings": warnings_,
@@ -248,6 +276,7 @@ def train_ensemble(
         "tip_change": tc_scores,
         "thresholds": dict(zip(classes, thresholds.tolist(), strict=True)),
         "class_weights": None if class_weights is None else class_weights.tolist(),
+        "decision": None if decision is None else {**decision.as_dict(), "rule": decision_rule},
     }
     if keep_validation_outputs:
         report["validation_outputs"] = {"labelled_index": lab_va, "member_probabilities": member_probs,

@@ -311,3 +311,23 @@ def balanced_accuracy_weights(y_true: np.ndarray, probabilities: np.ndarray, sta
             break
     w = np.exp(offsets - offsets.max())
     return w / w.mean()
+
+
+def verdict_figures(verdicts: np.ndarray, bad: np.ndarray) -> dict[str, float]:
+    """The four figures of a good/bad decision against a good/bad truth (``bad``: 1 bad tip,
+    0 good tip, −1 no truth: left out): ``coverage`` (share of frames decided, not
+    ``uncertain``), ``accuracy_decided``, and, as shares of all frames, ``bad_called_good``
+    (a bad tip kept) and ``good_called_bad`` (a good tip acted on); ``frames`` counted."""
+    v = np.asarray(verdicts).astype(str)
+    b = np.asarray(bad, dtype=int)
+    keep = b >= 0
+    v, y = v[keep], b[keep] == 1
+    if v.size == 0:
+        return {"frames": 0, "coverage": float("nan"), "accuracy_decided": float("nan"),
+                "bad_called_good": float("nan"), "good_called_bad": float("nan")}
+    decided = v != "uncertain"
+    return {"frames": int(v.size), "coverage": float(decided.mean()),
+            "accuracy_decided": float(np.mean((v[decided] == "bad") == y[decided])) if decided.any()
+            else float("nan"),
+            "bad_called_good": float(np.mean((v == "good") & y)),
+            "good_called_bad": float(np.mean((v == "bad") & ~y))}

@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from qcodes_stmtip.classify.protocol import TipClassifier
+from qcodes_stmtip.classify.tip_belief import TipBelief
 from qcodes_stmtip.conditioning.areas import AreaPlanner
 from qcodes_stmtip.conditioning.envelope import ConditioningEnvelope, ConditioningLimits
 from qcodes_stmtip.conditioning.policy import Action, Policy, PolicyContext, as_policy
@@ -94,17 +95,23 @@ TIP_KINDS = ("pulse", "indent")
 class Target:
     """When the tip counts as good.
 
-    ``classes``: acceptable tip states; ``min_confidence``: least ensemble probability of
-    the state; ``consecutive``: good frames in a row that end the experiment;
+    ``classes``: acceptable tip states; ``min_confidence``: least summed ensemble probability
+    of the target states; ``max_belief_bad``: with a calibrated classifier (frames carry a
+    P(bad), :mod:`~qcodes_stmtip.classify.decision`), the experiment ends on a good frame once
+    the running P(bad tip) over the frames since the last tip action
+    (:class:`~qcodes_stmtip.classify.tip_belief.TipBelief`) is at or below this;
+    ``consecutive``: without one (the vote rule), good frames in a row that end it;
     ``max_tip_change_probability``: a frame whose tip-change probability reaches this is
-    not good; ``content_classes``: states that show the sample, not the tip (relocate).
+    inconclusive (1.0: off, the calibrated P(bad) already weighs tip changes);
+    ``content_classes``: states that show the sample, not the tip (relocate).
     """
 
     classes: frozenset[str]
     min_confidence: float = 0.5
     consecutive: int = 2
-    max_tip_change_probability: float = 0.5
+    max_tip_change_probability: float = 1.0
     content_classes: frozenset[str] = frozenset()
+    max_belief_bad: float = 0.03
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "classes", frozenset(self.classes))
@@ -120,6 +127,9 @@ class Target:
                 and 0 < self.max_tip_change_probability <= 1):
             raise ValueError("Target.max_tip_change_probability must be in (0, 1], "
                              f"got {self.max_tip_change_probability!r}")
+        if isinstance(self.max_belief_bad, bool) or not (isinstance(self.max_belief_bad, int | float)
+                                                         and 0 < self.max_belief_bad < 1):
+            raise ValueError(f"Target.max_belief_bad must be in (0, 1), got {self.max_belief_bad!r}")
         if self.classes & self.content_classes:
             raise ValueError(f"Target.classes and content_classes overlap: "
                              f"{sorted(self.classes & self.content_classes)}")
@@ -134,27 +144,32 @@ class Target:
         return cls(**values)
 
     def judge(self, result: TipStateResult) -> str:
-        """One of :data:`VERDICTS` for one frame's result.
+        """One of :data:`VERDICTS` for one frame's result, from its tip quality.
 
-        ``inconclusive``: uncertain, unclassified, a tip change, or a target state below
-        ``min_confidence``; ``content``: the sample, not the tip; ``good``: a target state;
-        ``off_target``: the classifier's quality is good but the state is not a target;
-        ``bad``: the rest.
+        ``inconclusive``: unclassified, quality uncertain, a flagged tip change (or the
+        ``tip_change`` state), or a good
+        tip whose target states sum below ``min_confidence`` with no other good class ahead;
+        ``content``: the sample, not the tip; ``bad``: quality bad; ``good``: quality good and
+        the target states hold at least ``min_confidence``; ``off_target``: quality good, but
+        the state is another good class.
         """
         from qcodes_stmtip.monitor.results import UNCERTAIN_STATE, UNCLASSIFIED
 
         tip_change = result.tip_change_probability
         changed = math.isfinite(tip_change) and tip_change >= self.max_tip_change_probability
-        if result.state in (UNCLASSIFIED, UNCERTAIN_STATE) or result.state == TIP_CHANGE or changed:
+        if result.state in (UNCLASSIFIED, TIP_CHANGE) or result.quality in (UNCLASSIFIED, UNCERTAIN_STATE) \
+                or changed:  # a tip that changed during the frame: scan it again
             return "inconclusive"
         if result.state in self.content_classes:
             return "content"
-        confidence = result.probabilities.get(result.state, math.nan)
-        if result.state in self.classes:
-            return "good" if confidence >= self.min_confidence else "inconclusive"
-        if result.quality == "good":
-            return "off_target"
-        return "bad"
+        if result.quality != "good":
+            return "bad"
+        on_target = sum(p for c, p in result.probabilities.items() if c in self.classes and math.isfinite(p))
+        if on_target >= self.min_confidence:
+            return "good"
+        if result.state in self.classes or result.state in (UNCERTAIN_STATE, TIP_CHANGE):
+            return "inconclusive"
+        return "off_target"
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -448,6 +463,7 @@ class ConditioningExperiment:
         streak = 0
         rescans = 0
         since_action: list[str] = []  # verdicts since the last tip action: the same tip
+        belief = tip_belief_for(self.monitor)
         while True:
             self._check_readings()
             if self.frames >= self.max_frames:
@@ -455,7 +471,7 @@ class ConditioningExperiment:
             result = self._scan_and_classify()
             verdict = self.target.judge(result)
             since_action.append(verdict)
-            self.recorder.write_verdict(result.frame_index, verdict)
+            step = belief.update(result.p_bad) if math.isfinite(result.p_bad) else None
             conf = result.probabilities.get(result.state, math.nan)
             finite = [p for p in result.probabilities.values() if math.isfinite(p)]
             shown = conf if math.isfinite(conf) or not finite else max(finite)
@@ -463,20 +479,32 @@ class ConditioningExperiment:
             stopped = (f"  (stopped at line {record.decided_line}/{record.total_lines}: "
                        f"{record.verdict})") if record is not None and record.stopped else ""
             why = f"  ({result.reason})" if verdict != "good" and result.reason else ""
+            carried = f"  P(bad tip)={step.belief:.3f}" if step is not None else ""
             self.echo(f"frame {result.frame_index:3d}  area {self.area:2d}  {result.state:<20} "
-                      f"p={shown:.2f}  {verdict}{why}{stopped}")
+                      f"p={shown:.2f}  {verdict}{carried}{why}{stopped}")
             if verdict == "good":
                 streak += 1
                 rescans = 0
-                if streak >= self.target.consecutive:
+                if step is not None:  # calibrated: the evidence of every frame since the last tip action
+                    done = step.belief <= self.target.max_belief_bad
+                    rule = (f"{step.rule}; {'<=' if done else '>'} {self.target.max_belief_bad:g}: "
+                            f"{'stop, good tip' if done else 'rescan to confirm'}")
+                else:
+                    done = streak >= self.target.consecutive
+                    rule = f"vote rule: {streak} of {self.target.consecutive} good frames in a row"
+                self.recorder.write_verdict(result.frame_index, verdict, step, rule)
+                if done:
                     good = since_action.count("good")
                     unsure = since_action.count("inconclusive")
                     if unsure > good:
                         return "inconclusive", (
-                            f"{streak} good frames in a row, but {unsure} of the {len(since_action)} "
+                            f"{good} good frames, but {unsure} of the {len(since_action)} "
                             f"frames since the last tip action were inconclusive: the classifier "
                             f"cannot confirm a good tip")
                     self.time_to_good = self._elapsed()
+                    if step is not None:
+                        return "good_tip", (f"P(bad tip)={step.belief:.3f} <= {self.target.max_belief_bad:g} "
+                                            f"over {belief.frames} frame(s) ({result.state}, p={conf:.2f})")
                     return "good_tip", (f"{streak} consecutive good frames "
                                         f"({result.state}, p={conf:.2f})")
                 self._execute(Action.rescan("confirming a good frame"), result.state)
@@ -486,18 +514,24 @@ class ConditioningExperiment:
             if verdict == "content":
                 action = Action.move(f"frame shows the sample ({result.state}), not the tip")
                 rescans = 0
+                rule = "content: move to a fresh area"
             elif verdict == "inconclusive" and rescans < self.max_rescans:
                 rescans += 1
                 action = Action.rescan(f"inconclusive frame ({result.state})")
+                rule = f"inconclusive: rescan {rescans} of {self.max_rescans}"
             else:
                 rescans = 0
                 action = self.policy.choose(self._context(result))
                 if not isinstance(action, Action):
                     raise ValueError(f"policy {self.policy.name!r} returned {action!r}, not an Action")
+                rule = f"{verdict}: policy {self.policy.name} chose {action.kind}"
+            self.recorder.write_verdict(result.frame_index, verdict, step,
+                                        rule if step is None else f"{step.rule}; {rule}")
             self._execute(action, result.state)
             if action.touches_tip:
                 streak = 0  # the apex may have changed: earlier good frames no longer count
                 since_action.clear()
+                belief.reset()
             if self.dry_run:
                 return "dry_run", f"dry run: would {action.describe()} ({action.reason})"
 
@@ -629,6 +663,16 @@ class ConditioningExperiment:
         cx, cy = self._planner().centre(area)
         if send:  # the scan angle stays the user's (the lattice direction they chose)
             self.stm.set_frame(cx, cy, self.frame_size_m, self.frame_size_m, float(self.stm.scan_angle.get()))
+
+
+def tip_belief_for(monitor: TipClassifier) -> TipBelief:
+    """A :class:`~qcodes_stmtip.classify.tip_belief.TipBelief` whose base rate is the share of bad
+    frames the monitor's decision was calibrated on (0.5 when it does not say)."""
+    decision = getattr(getattr(monitor, "ensemble", None), "decision", None)
+    validation = getattr(decision, "validation", None) or {}
+    frames, bad = validation.get("frames", 0), validation.get("bad_frames", 0)
+    base = bad / frames if isinstance(frames, int) and frames > 0 and 0 < bad < frames else 0.5
+    return TipBelief(base_rate=base)
 
 
 def _classifier_summary(monitor: TipClassifier) -> dict[str, Any]:

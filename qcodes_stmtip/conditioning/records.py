@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from qcodes.dataset import DataSaver, Measurement
 
     from qcodes_stmtip.classify.protocol import TipClassifier
+    from qcodes_stmtip.classify.tip_belief import BeliefStep
 
 __all__ = ["CONFIG_KEY", "OUTCOME_KEY", "RESUMED_KEY", "ActionRecord", "ConditioningRun",
            "FrameRecord", "RunRecorder", "load_conditioning_run", "load_frame_images"]
@@ -83,6 +84,9 @@ class FrameRecord:
     stopped: bool = False  # its scan was stopped early on the verdict
     frame_verdict: str = ""  # the loop's verdict (experiment.VERDICTS; "" in older runs)
     reason: str = ""  # tip_reason: why the tip quality is not good
+    p_bad: float = math.nan  # tip_p_bad: the frame's calibrated P(bad) (NaN under the vote rule)
+    belief_bad: float = math.nan  # frame_belief_bad: running P(bad tip) after this frame
+    rule: str = ""  # frame_rule: what the loop did with the frame and why
 
 
 @dataclass(frozen=True)
@@ -183,6 +187,8 @@ class RunRecorder:
         }
         self.state_after = _text("action_state_after", "Tip state after")
         self.verdict = _text("frame_verdict", "Conditioning verdict")
+        self.belief = _num("frame_belief_bad", "Running P(bad tip) since the last tip action")
+        self.rule = _text("frame_rule", "Rule that fired")
         self.saver: DataSaver | None = None
 
     def register(self, meas: Measurement) -> None:
@@ -194,7 +200,7 @@ class RunRecorder:
             self.monitor.register(meas, self.frame_index, partial=True)  # type: ignore[call-arg]
         else:
             self.monitor.register(meas, self.frame_index)
-        for p in (*self.records, *self.frame_params.values(), self.verdict):
+        for p in (*self.records, *self.frame_params.values(), self.verdict, self.belief, self.rule):
             meas.register_parameter(p, setpoints=(self.frame_index,))
         for p in (*self.action_params.values(), self.state_after):
             meas.register_parameter(p, setpoints=(self.action_index,))
@@ -244,9 +250,12 @@ class RunRecorder:
         self._saver().add_result((self.action_index, index), (self.state_after, state))
         self._flush()
 
-    def write_verdict(self, index: int, verdict: str) -> None:
-        """Store the loop's verdict on frame ``index`` (its own row, once judged)."""
-        self._saver().add_result((self.frame_index, index), (self.verdict, verdict))
+    def write_verdict(self, index: int, verdict: str, step: BeliefStep | None = None, rule: str = "") -> None:
+        """Store the loop's verdict on frame ``index`` (its own row, once judged), with the
+        running P(bad tip) after it (NaN without a calibrated classifier) and the rule that fired."""
+        belief = math.nan if step is None else float(step.belief)
+        self._saver().add_result((self.frame_index, index), (self.verdict, verdict),
+                                 (self.belief, belief), (self.rule, rule))
         self._flush()
 
     def flush_monitor(self) -> None:
@@ -294,7 +303,7 @@ def _load_one(run_id: int) -> tuple[Any, dict, dict | None, list[FrameRecord], l
                          "action_area", "action_time", "action_elapsed", "action_state_before",
                          "action_reason", "action_tag", "action_status", "action_state_after",
                          "action_lines", "tip_decided_line", "tip_partial_verdict", "tip_scan_stopped",
-                         "frame_verdict", "tip_reason")
+                         "frame_verdict", "tip_reason", "frame_belief_bad", "frame_rule", "tip_p_bad")
              if n in ds.paramspecs]
     probs = [n for n in ds.paramspecs if n.startswith("tip_p_")]
     data = ds.get_parameter_data(*names, *probs) if names else {}
@@ -311,7 +320,9 @@ def _load_one(run_id: int) -> tuple[Any, dict, dict | None, list[FrameRecord], l
             _int_or_none(cols.get("tip_decided_line", {}).get(i)),
             str(cols.get("tip_partial_verdict", {}).get(i, "")),
             bool(cols.get("tip_scan_stopped", {}).get(i, 0.0) == 1.0),
-            str(cols.get("frame_verdict", {}).get(i, "")), str(cols.get("tip_reason", {}).get(i, ""))))
+            str(cols.get("frame_verdict", {}).get(i, "")), str(cols.get("tip_reason", {}).get(i, "")),
+            float(cols.get("tip_p_bad", {}).get(i, math.nan)), float(cols.get("frame_belief_bad", {}).get(i, math.nan)),
+            str(cols.get("frame_rule", {}).get(i, ""))))
     actions = []
     for i in sorted(cols.get("action_kind", {})):
         x, y = float(cols["action_x"][i]), float(cols["action_y"][i])

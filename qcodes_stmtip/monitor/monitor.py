@@ -738,7 +738,7 @@ class TipStateMonitor(ScanWatchMixin):
         return p.member_probabilities, p.tip_change_probability
 
     def _check(self, job: _PartialJob) -> WindowCheck:
-        from qcodes_stmtip.classify.ensemble import UNCERTAIN, collapse_good_bad
+        from qcodes_stmtip.classify.ensemble import UNCERTAIN
 
         index = job.record.frame_index
         ens = self.partial_model.ensemble
@@ -750,10 +750,10 @@ class TipStateMonitor(ScanWatchMixin):
             if not np.all(np.isfinite(probs)):
                 raise ValueError("non-finite class probabilities")
             pred = ens.vote(probs)
-            flag = None if tip is None else tip >= ens.tip_change_threshold
-            quality = collapse_good_bad(pred.decision, self.classes, ens.good_classes, flag)
             if tip is not None:
                 pred.tip_change_probability = np.asarray(tip, dtype=np.float64)
+            quality = ens.good_bad(pred)
+            p_bad = ens.bad_probability(pred)
             reason = ens.reasons(pred)[0]
             d = int(pred.decision[0])
             firsts = np.argmax(probs, axis=2)
@@ -762,7 +762,7 @@ class TipStateMonitor(ScanWatchMixin):
                 {c: float(pred.mean[0, k]) for k, c in enumerate(self.classes)},
                 tuple(self.classes[int(firsts[m, 0])] for m in range(firsts.shape[0])),
                 math.nan if tip is None else float(tip[0]), job.timestamp, reason,
-                time.perf_counter() - job.submitted)
+                time.perf_counter() - job.submitted, p_bad=float(p_bad[0]))
         except Exception as exc:
             result = TipStateResult.unclassified(
                 index, self.classes, len(ens.members), job.timestamp,
@@ -782,7 +782,7 @@ class TipStateMonitor(ScanWatchMixin):
         return image
 
     def _classify(self, jobs: Sequence[_Job]) -> list[TipStateResult]:
-        from qcodes_stmtip.classify.ensemble import UNCERTAIN, collapse_good_bad
+        from qcodes_stmtip.classify.ensemble import UNCERTAIN
 
         out: dict[int, TipStateResult] = {}
         images, ok = [], []
@@ -800,11 +800,10 @@ class TipStateMonitor(ScanWatchMixin):
             try:
                 probs, tip = self._infer(np.stack(images)[..., None])
                 pred = self.ensemble.vote(probs)
-                flag = None if tip is None else tip >= self.ensemble.tip_change_threshold
-                quality = collapse_good_bad(pred.decision, self.classes,
-                                            self.ensemble.good_classes, flag)
                 if tip is not None:
                     pred.tip_change_probability = np.asarray(tip, dtype=np.float64)
+                quality = self.ensemble.good_bad(pred)  # the calibrated decision, or the vote rule
+                p_bad = self.ensemble.bad_probability(pred)
                 reasons = self.ensemble.reasons(pred)
                 firsts = np.argmax(probs, axis=2)  # (M, N)
                 for n, pos in enumerate(ok):
@@ -823,7 +822,8 @@ class TipStateMonitor(ScanWatchMixin):
                         {c: float(pred.mean[n, k]) for k, c in enumerate(self.classes)},
                         tuple(self.classes[int(firsts[m, n])] for m in range(n_members)),
                         math.nan if tip is None else float(tip[n]),
-                        job.timestamp, reasons[n], time.perf_counter() - job.submitted)
+                        job.timestamp, reasons[n], time.perf_counter() - job.submitted,
+                        p_bad=float(p_bad[n]))
             except Exception as exc:
                 log.exception("tip-state inference failed")
                 for pos in ok:

@@ -17,6 +17,8 @@ name                       type     meaning
 ``frame_timestamp``        numeric  acquisition time of the frame, s since the Unix epoch
 ``tip_reason``             text     why the verdict is not ``"good"``: the rule that fired and its
                                     numbers, or why the frame is unclassified (empty when good)
+``tip_p_bad``              numeric  calibrated P(bad tip) behind ``tip_quality``
+                                    (:mod:`qcodes_stmtip.classify.decision`; NaN under the vote rule)
 =========================  =======  ==========================================================
 
 When scans are watched while they are acquired
@@ -89,6 +91,7 @@ class TipStateResult:
     reason: str = ""
     latency_s: float = math.nan
     extra: dict[str, object] = field(default_factory=dict)
+    p_bad: float = math.nan
 
     @property
     def classified(self) -> bool:
@@ -133,12 +136,13 @@ class ResultParameters:
         self.tip_change = make("tip_change_probability", "P(tip change)", "", False)
         self.timestamp = make("frame_timestamp", "Frame acquisition time", "s", False)
         self.reason = make("tip_reason", "Why not good", "", True)
+        self.p_bad = make("tip_p_bad", "P(bad tip), calibrated", "", False)
 
     @property
     def all(self) -> list[Parameter]:
         """Every parameter, in storage order."""
         return [self.state, self.quality, *self.probabilities.values(), *self.votes,
-                self.tip_change, self.timestamp, self.reason]
+                self.tip_change, self.timestamp, self.reason, self.p_bad]
 
     def register(self, meas: Measurement, frame_index: Parameter) -> list[Parameter]:
         """Register every parameter with ``meas``, each depending on ``frame_index``.
@@ -160,7 +164,8 @@ class ResultParameters:
         pairs += [(p, float(result.probabilities[c])) for c, p in self.probabilities.items()]
         pairs += list(zip(self.votes, result.votes, strict=True))
         pairs += [(self.tip_change, float(result.tip_change_probability)),
-                  (self.timestamp, float(result.timestamp)), (self.reason, result.reason)]
+                  (self.timestamp, float(result.timestamp)), (self.reason, result.reason),
+                  (self.p_bad, float(result.p_bad))]
         return pairs
 
     def value_of(self, name: str, result: TipStateResult) -> object:

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from qcodes_stmtip.classify.bundle import BundleError, load_bundle, read_manifest, save_bundle
+from qcodes_stmtip.classify.decision import BadTipDecision
 from qcodes_stmtip.classify.ensemble import Ensemble, Member
 from qcodes_stmtip.classify.feature_model import FeatureModel
 from qcodes_stmtip.classify.features import frame_features
@@ -38,7 +39,8 @@ def bundle(tmp_path_factory) -> Path:
                for i, k in enumerate(("hgb", "logreg"))]
     tip = Member("tip_change", "logreg", FeatureModel.train("logreg", f, np.arange(24) % 2, 2, SIZE))
     ens = Ensemble("hsi100", CLASSES, members, thresholds=[0.3, 0.4, 0.5, 0.6], tip_change=tip,
-                   tip_change_threshold=0.7, class_weights=[0.5, 2.0, 1.0, 0.5])
+                   tip_change_threshold=0.7, class_weights=[0.5, 2.0, 1.0, 0.5],
+                   decision=BadTipDecision(1.5, 0.8, -0.2, 0.1, 0.7, validation={"frames": 24, "bad_frames": 6}))
     return save_bundle(ens, tmp_path_factory.mktemp("b") / "bundle", image_size=SIZE, notice="test notice")
 
 
@@ -68,6 +70,34 @@ def test_feature_bundle_round_trips_exactly(bundle):
     again = load_bundle(bundle).predict(x)
     np.testing.assert_array_equal(p.member_probabilities, again.member_probabilities)
     np.testing.assert_allclose(p.member_probabilities.sum(axis=2), 1.0, atol=1e-9)
+    assert ens.calibrated and ens.decision.as_dict() == BadTipDecision(
+        1.5, 0.8, -0.2, 0.1, 0.7, validation={"frames": 24, "bad_frames": 6}).as_dict()
+
+
+@pytest.mark.parametrize(("edit", "match"), [
+    (lambda d: d.update(good_below=0.9), "good_below"),  # thresholds the wrong way round
+    (lambda d: d.update(bias="0.1"), "decision"),  # wrong type
+    (lambda d: d.pop("bias"), "decision"),  # missing
+    (lambda d: d.update(bad_above=1.5), "decision"),  # out of range
+    (lambda d: d.update(rule="majority"), "decision"),  # unknown rule
+])
+def test_a_hostile_decision_section_is_refused(bundle, tmp_path, edit, match):
+    b = _copy(bundle, tmp_path)
+    m = _manifest(b)
+    edit(m["decision"])
+    _write(b, m)
+    with pytest.raises(BundleError, match=match):
+        load_bundle(b)
+
+
+def test_a_bundle_without_a_decision_loads_with_the_vote_rule(bundle, tmp_path):
+    b = _copy(bundle, tmp_path)
+    m = _manifest(b)
+    del m["decision"]
+    _write(b, m)
+    ens = load_bundle(b)
+    assert ens.decision is None and not ens.calibrated
+    assert np.isnan(ens.bad_probability(ens.predict(_images(2, 3)))).all()
 
 
 def test_missing_member_is_refused(bundle, tmp_path):

@@ -213,3 +213,42 @@ def test_verdict_reasons_flag_a_tip_change_at_the_default_threshold_exactly():
     reasons = verdict_reasons(pred, classes, {"good_a"}, [0.5, 0.5])  # default threshold 0.5
     assert reasons == ["tip change flagged: p=0.50 >= 0.50", "",
                        "bad_b p=0.70 is not a good-tip class; tip change flagged: p=0.50 >= 0.50"]
+
+
+def _calibrated(rule: str = "calibrated") -> Ensemble:
+    from qcodes_stmtip.classify.decision import BadTipDecision
+
+    members = [Member("m", "squeezenet", _Fixed([
+        [0.45, 0.05, 0.45, 0.05],  # split between two good classes: class uncertain, tip good
+        [0.30, 0.30, 0.30, 0.10],  # class uncertain, little bad evidence, but a tip change is likely
+        [0.05, 0.05, 0.05, 0.85],  # a bad class
+        [0.10, 0.10, 0.75, 0.05],  # rows: a good tip
+    ]))]
+    tip = Member("tip_change", "squeezenet", _Fixed([[0.99, 0.01], [0.01, 0.99], [0.5, 0.5], [0.99, 0.01]]))
+    decision = BadTipDecision(class_weight=1.0, change_weight=1.0, bias=0.0, good_below=0.2, bad_above=0.6)
+    return Ensemble("hsi100", CLASSES, members, tip_change=tip, decision=decision, decision_rule=rule)
+
+
+def test_the_calibrated_decision_decides_and_every_other_verdict_says_why() -> None:
+    ens = _calibrated()
+    pred = ens.predict(np.zeros((4, 8, 8, 1)))
+    p_bad = ens.bad_probability(pred)
+    assert ens.calibrated and np.all((p_bad > 0) & (p_bad < 1))
+    verdicts = ens.good_bad(pred).tolist()
+    # frame 0: the class is uncertain, but the tip is good; frame 1: the tip-change evidence makes it bad
+    assert np.asarray(pred.decision).tolist()[0] == UNCERTAIN and verdicts[0] == "good"
+    assert verdicts == ["good", "bad", "bad", "good"]
+    reasons = ens.reasons(pred)
+    assert reasons[0] == "" and reasons[3] == ""
+    assert reasons[1].startswith("p(bad)=") and "tip change p=0.99" in reasons[1]
+    assert "generic_defect p=0.85" in reasons[2]
+
+
+def test_the_vote_rule_stays_available_beside_a_stored_decision() -> None:
+    ens = _calibrated("vote")
+    pred = ens.predict(np.zeros((4, 8, 8, 1)))
+    assert not ens.calibrated
+    assert ens.good_bad(pred).tolist() == ["uncertain", "bad", "bad", "good"]  # the paper's rule
+    assert np.all(np.isfinite(ens.bad_probability(pred)))  # still reported
+    with pytest.raises(ValueError, match="decision_rule"):
+        Ensemble("hsi100", CLASSES, [Member("m", "x", None)], decision_rule="majority")

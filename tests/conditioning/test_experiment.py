@@ -162,14 +162,24 @@ def test_target_judges_results() -> None:
 
     target = Target.for_surface("hsi100", min_confidence=0.6)
 
-    def res(state, p, tc=0.0):
-        return TipStateResult(0, state, "", {state: p}, (state,), tc, 0.0)
+    def res(state, p, tc=0.0, quality="good", others=None):
+        return TipStateResult(0, state, quality, {state: p, **(others or {})}, (state,), tc, 0.0)
 
     assert target.judge(res("rows", 0.7)) == "good"
     assert target.judge(res("rows", 0.5)) == "inconclusive"  # a target state, weak evidence
-    assert target.judge(res("rows", 0.9, tc=0.8)) == "inconclusive"
-    assert target.judge(res("generic_defect", 0.9)) == "bad"
-    assert target.judge(res("uncertain", 0.3)) == "inconclusive"
+    # the target states' summed probability counts: a good tip between two good classes
+    assert target.judge(res("uncertain", 0.35, others={"rows": 0.35, "individual_atoms": 0.3})) == "good"
+    assert target.judge(res("rows", 0.9, quality="bad")) == "bad"  # the verdict is the tip quality
+    assert target.judge(res("rows", 0.9, quality="uncertain")) == "inconclusive"
+    assert target.judge(res("rows", 0.9, tc=0.8)) == "good"  # the tip-change gate is off by default ...
+    gated = Target.for_surface("hsi100", max_tip_change_probability=0.5)
+    assert gated.judge(res("rows", 0.9, tc=0.8)) == "inconclusive"  # ... and on when asked for
+    assert target.judge(res("generic_defect", 0.9, quality="bad")) == "bad"
+    assert target.judge(res("uncertain", 0.3, quality="uncertain")) == "inconclusive"
+    atoms = Target.for_surface("hsi100", classes={"individual_atoms"})
+    assert atoms.judge(res("rows", 0.9)) == "off_target"  # a good tip, not the target: never "bad"
+    with pytest.raises(ValueError, match="max_belief_bad"):
+        Target.for_surface("hsi100", max_belief_bad=0.0)
     with pytest.raises(ValueError, match="consecutive"):
         Target.for_surface("hsi100", consecutive=0)
     with pytest.raises(ValueError, match="overlap"):
@@ -312,7 +322,7 @@ def test_judge_at_its_edges() -> None:
     target = Target(frozenset({"rows"}), min_confidence=0.6, max_tip_change_probability=0.5,
                     content_classes=frozenset({"step_edge"}))
 
-    def res(state, probabilities, tc=0.0, quality="bad"):
+    def res(state, probabilities, tc=0.0, quality="good"):
         return TipStateResult(0, state, quality, probabilities, (state,), tc, 0.0)
 
     assert target.judge(res("rows", {"rows": 0.9}, tc=0.5)) == "inconclusive"  # flag at == threshold
@@ -324,7 +334,9 @@ def test_judge_at_its_edges() -> None:
     assert target.judge(res("tip_change", {"rows": 0.9})) == "inconclusive"
     assert target.judge(res("unclassified", {})) == "inconclusive"
     assert target.judge(res("generic_defect", {"generic_defect": 0.9}, quality="good")) == "off_target"
-    assert target.judge(res("generic_defect", {"generic_defect": 0.9})) == "bad"
+    assert target.judge(res("generic_defect", {"generic_defect": 0.9}, quality="bad")) == "bad"
+    assert target.judge(res("rows", {"rows": 0.9}, quality="bad")) == "bad"  # the quality decides
+    assert target.judge(res("step_edge", {"step_edge": 0.9}, quality="bad")) == "content"
 
 
 def test_the_loop_echoes_one_line_per_frame_and_its_actions(rig, db) -> None:
