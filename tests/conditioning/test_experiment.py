@@ -371,3 +371,48 @@ def test_inconclusive_frames_are_rescanned_at_most_max_rescans_times_in_a_row(ri
     assert result.outcome == "max_frames"
     run = load_conditioning_run(result.run_id)
     assert [a.action.kind for a in run.actions] == ["rescan", "rescan", "move", "rescan", "rescan"]
+
+
+class _CalibratedOracle(GroundTruthClassifier):
+    """The oracle's labels with a calibrated P(bad) per frame, as a calibrated bundle gives them."""
+
+    def __init__(self, labels: list[str], p_bad: list[float]) -> None:
+        seen = iter([always(label) for label in labels])
+        super().__init__("hsi100", lambda: next(seen, always("generic_defect")))
+        self.p_bad = iter(p_bad)
+
+    def _keep(self, result, datasaver) -> None:
+        from dataclasses import replace
+
+        super()._keep(replace(result, p_bad=next(self.p_bad, 0.9)), datasaver)
+
+
+@pytest.mark.parametrize(("p_bad", "frames"), [
+    ([0.01], 1),  # one clearly good frame is enough
+    ([0.15, 0.15, 0.15], 3),  # moderately good frames add up: 0.15, then 0.034, then 0.011
+    ([0.15, 0.5, 0.15, 0.15], 4),  # a frame at the base rate adds nothing but does not reset
+])
+def test_a_calibrated_classifier_stops_on_the_evidence_of_the_frames_since_the_last_action(
+        rig, db, p_bad: list[float], frames: int) -> None:
+    lines: list[str] = []
+    oracle = _CalibratedOracle(["rows"] * len(p_bad), p_bad)
+    result = experiment(rig, lambda c: Action.rescan("policy rescans"), monitor=oracle, echo=lines.append,
+                        max_frames=len(p_bad) + 2).run(db)
+    assert result.outcome == "good_tip" and result.frames == frames, "\n".join(lines)
+    assert "P(bad tip)=" in result.reason
+    run = load_conditioning_run(result.run_id)
+    beliefs = [f.belief_bad for f in run.frames]
+    assert beliefs[-1] <= 0.03 < min(beliefs[:-1], default=1.0)
+    assert [f.p_bad for f in run.frames] == pytest.approx(p_bad)
+    assert "stop, good tip" in run.frames[-1].rule
+    assert all("rescan to confirm" in f.rule for f in run.frames[:-1])
+
+
+def test_a_tip_action_resets_the_evidence(rig, db) -> None:
+    # good evidence, then a bad frame the policy pulses on: the good frames before the pulse no longer count
+    oracle = _CalibratedOracle(["rows", "generic_defect", "rows", "rows", "rows"], [0.15, 0.95, 0.15, 0.15, 0.15])
+    result = experiment(rig, lambda c: Action.pulse(2.0, 0.01), monitor=oracle, max_frames=8).run(db)
+    run = load_conditioning_run(result.run_id)
+    assert result.outcome == "good_tip" and result.tip_actions == 1 and result.frames == 5
+    assert run.frames[2].belief_bad == pytest.approx(0.15)  # restarted from 0.5 after the pulse
+    assert "policy" in run.frames[1].rule and "pulse" in run.frames[1].rule
