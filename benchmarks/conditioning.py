@@ -1,7 +1,7 @@
 """Tip conditioning on the simulator: rule-based (escalating) policy vs the random baseline.
 
     .venv/bin/python benchmarks/conditioning.py [--sessions 50] [--surfaces hsi100,au111,cu111]
-        [--ensemble-bundle BUNDLE --ensemble-sessions 5]
+        [--ensemble-bundle BUNDLE|default --ensemble-sessions 5 [--ensemble-only]]
 
 Each session is a fresh simulated microscope (seed = session number) starting from a bad
 tip (H:Si(100): ``generic_defect``; Au/Cu(111): ``double_tip`` or ``corruption``), driven
@@ -113,7 +113,9 @@ def run_session(surface: str, seed: int, policy_name: str, exp, *, pixels: int, 
             from qcodes_stmtip.monitor import TipStateMonitor
 
             monitor = TipStateMonitor(bundle, surface=surface)
-            if max_tip_change_probability is None:
+            if monitor.ensemble.calibrated:  # the calibrated P(bad) weighs tip changes already
+                max_tip_change_probability = 1.0
+            elif max_tip_change_probability is None:
                 from qcodes_stmtip.demo import bundle_tip_change_threshold
 
                 max_tip_change_probability = bundle_tip_change_threshold(monitor)
@@ -129,10 +131,14 @@ def run_session(surface: str, seed: int, policy_name: str, exp, *, pixels: int, 
                                       max_tip_change_probability=max_tip_change_probability,
                                       **({"classes": target_classes} if target_classes else {})),
             clock=server.microscope.sim_time, clock_name="simulated", seed=seed,
+            truth=server.microscope.ground_truth,
             early_abort=early_abort, watch_every_lines=watch_every if early_abort else None).run(exp)
         final = server.microscope.ground_truth().tip_label
-        truly_good = final in (target_classes or GOOD_CLASSES[surface])
+        good = target_classes or GOOD_CLASSES[surface]
+        truly_good = final in good
+        on_good = actions_on_good_tips(result.run_id, good)
         return {"outcome": result.outcome, "actions": result.tip_actions, "frames": result.frames,
+                "actions_on_good": on_good, "truly_bad": final not in GOOD_CLASSES[surface],
                 "minutes": (result.time_to_good_s or 0.0) / 60, "truly_good": truly_good,
                 "sim_minutes_total": (server.microscope.sim_time() - t0) / 60,
                 "stopped": result.stopped_frames,
@@ -211,6 +217,22 @@ def spectral_comparison(surfaces: list[str], sessions: int, exp, *, pixels: int,
                   flush=True)
 
 
+def actions_on_good_tips(run_id: int, good: frozenset[str]) -> int:
+    """Tip actions (pulse, indent) of run ``run_id`` decided on a frame whose simulator truth was a
+    good tip (``good`` classes): each such action was fired at a good tip."""
+    from qcodes_stmtip.conditioning.records import load_conditioning_run
+
+    run = load_conditioning_run(run_id)
+    count = 0
+    for action in run.actions:
+        if not action.action.touches_tip:
+            continue
+        before = [f for f in run.frames if f.elapsed_s <= action.elapsed_s]
+        if before and before[-1].true_state in good:
+            count += 1
+    return count
+
+
 def summarise(rows: list[dict]) -> dict:
     ok = [r for r in rows if r["outcome"] == "good_tip"]
     return {
@@ -221,6 +243,10 @@ def summarise(rows: list[dict]) -> dict:
         "mean_actions": statistics.fmean(r["actions"] for r in ok) if ok else float("nan"),
         "median_minutes": statistics.median(r["minutes"] for r in ok) if ok else float("nan"),
         "median_frames": statistics.median(r["frames"] for r in ok) if ok else float("nan"),
+        "stops_on_bad": sum(r.get("truly_bad", not r["truly_good"]) for r in ok),
+        "actions_on_good": (sum(r.get("actions_on_good", 0) for r in rows)
+                            / max(1, sum(r["actions"] for r in rows))),
+        "inconclusive": sum(r["outcome"] == "inconclusive" for r in rows),
         "failures": dict(Counter(r["outcome"] for r in rows if r["outcome"] != "good_tip")),
     }
 
@@ -404,7 +430,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frame-size", type=float, default=8e-9,
                    help="frame side, m [8e-9: atomic-resolution frames; 20 nm metal frames mostly show steps]")
     p.add_argument("--acceleration", type=float, default=200.0, help="simulated s per wall s [200]")
-    p.add_argument("--ensemble-bundle", default=None, help="also run the real monitor on this bundle")
+    p.add_argument("--ensemble-bundle", default=None,
+                   help="also run the real monitor on this bundle (H:Si(100)), or 'default': each surface of "
+                        "--surfaces on its shipped default bundle")
     p.add_argument("--ensemble-sessions", type=int, default=5)
     p.add_argument("--ensemble-pixels", type=int, default=DEMO_PIXELS, help=f"[{DEMO_PIXELS}, as the demo]")
     p.add_argument("--ensemble-frame-size", type=float, default=DEMO_FRAME_M,
@@ -486,27 +514,31 @@ def main(argv: list[str] | None = None) -> int:
                   f"{s['mean_actions']:>13.2f} {s['median_minutes']:>13.1f} {s['median_frames']:>12.1f} "
                   f"{time.perf_counter() - t:>7.0f}  {s['failures'] or ''}", flush=True)
     if args.ensemble_bundle:
-        from qcodes_stmtip.demo import DEMO_TARGET
+        from qcodes_stmtip.classify.bundle import default_bundle_path
+        from qcodes_stmtip.demo import DEMO_FRAMES, DEMO_TARGET
 
-        print(f"\nclassifier: REAL ENSEMBLE {args.ensemble_bundle} (TipStateMonitor), "
-              f"{args.ensemble_sessions} sessions, {args.ensemble_pixels} px frames of "
-              f"{args.ensemble_frame_size * 1e9:.0f} nm at {args.ensemble_angle:g}°, "
-              f"{args.ensemble_consecutive} frames in a row showing "
-              f"{'/'.join(sorted(DEMO_TARGET['hsi100']))} (the demo's target, tip-change flag at the bundle's calibrated threshold); 'truly good' = the "
-              "simulator's tip is in the target at the end")
-        print(header + f" {'truly good':>10}")
-        for policy in ("escalating", "random"):
-            t = time.perf_counter()
-            rows = [run_session("hsi100", 1000 + s, policy, exp, pixels=args.ensemble_pixels,
-                                frame_m=args.ensemble_frame_size, angle_deg=args.ensemble_angle,
-                                acceleration=50.0,
-                                bundle=args.ensemble_bundle, consecutive=args.ensemble_consecutive,
-                                target_classes=DEMO_TARGET["hsi100"], max_tip_change_probability=None)
-                    for s in range(args.ensemble_sessions)]
-            s = summarise(rows)
-            print(f"{'hsi100':<8} {policy:<11} {s['n']:>3} {s['success']:>8.0%} {s['median_actions']:>13.1f} "
-                  f"{s['mean_actions']:>13.2f} {s['median_minutes']:>13.1f} {s['median_frames']:>12.1f} "
-                  f"{time.perf_counter() - t:>7.0f} {s['truly_good']:>10.0%}", flush=True)
+        surfaces = args.surfaces.split(",") if args.ensemble_bundle == "default" else ["hsi100"]
+        print(f"\nclassifier: REAL ENSEMBLE (TipStateMonitor), {args.ensemble_sessions} sessions per surface and "
+              f"policy, each surface's `stmtip demo` frames and target; a calibrated bundle stops on the "
+              f"running P(bad tip), a vote-rule one on {args.ensemble_consecutive} good frames in a row (tip-change "
+              f"flag at its calibrated threshold); 'truly good' = the simulator's tip is in the target at the "
+              f"end; 'on good' = share of tip actions fired at a tip the simulator calls good")
+        print(header + f" {'truly good':>10} {'stops on bad':>12} {'on good':>8} {'inconcl.':>8}")
+        for surface in surfaces:
+            bundle = str(default_bundle_path(surface)) if args.ensemble_bundle == "default" else args.ensemble_bundle
+            size_m, pixels, angle = DEMO_FRAMES[surface]
+            for policy in ("escalating", "random"):
+                t = time.perf_counter()
+                rows = [run_session(surface, 1000 + s, policy, exp, pixels=pixels, frame_m=size_m,
+                                    angle_deg=angle, acceleration=50.0, bundle=bundle,
+                                    consecutive=args.ensemble_consecutive,
+                                    target_classes=DEMO_TARGET.get(surface), max_tip_change_probability=None)
+                        for s in range(args.ensemble_sessions)]
+                s = summarise(rows)
+                print(f"{surface:<8} {policy:<11} {s['n']:>3} {s['success']:>8.0%} {s['median_actions']:>13.1f} "
+                      f"{s['mean_actions']:>13.2f} {s['median_minutes']:>13.1f} {s['median_frames']:>12.1f} "
+                      f"{time.perf_counter() - t:>7.0f} {s['truly_good']:>10.0%} {s['stops_on_bad']:>12d} "
+                      f"{s['actions_on_good']:>8.0%} {s['inconclusive']:>8d}  {s['failures'] or ''}", flush=True)
     if not results:
         return 0
     fewer = all(results[(surf, "escalating")]["median_actions"] <= results[(surf, "random")]["median_actions"]
