@@ -310,7 +310,11 @@ def main() -> None:
             line = (f"{protocol} fold {i}: {result['n_labelled']} four-class test frames, trained in "
                     f"{train_s:.0f} s; AUROC {_get(result, SUMMARY[0][1]):.3f}, bal. acc. "
                     f"{_get(result, SUMMARY[1][1]):.3f}, good/bad {_get(result, ('good_bad', 'auroc')):.3f}, "
-                    f"tip change {_get(result, ('tip_change', 'auroc')):.3f}")
+                    f"tip change {_get(result, ('tip_change', 'auroc')):.3f}"
+                    + f"; verdicts: coverage {_get(result, ('decision', 'coverage')):.3f}, accuracy on decided "
+                    f"{_get(result, ('decision', 'accuracy_decided')):.3f}, bad called good "
+                    f"{_get(result, ('decision', 'bad_called_good')):.3f}, good called bad "
+                    f"{_get(result, ('decision', 'good_called_bad')):.3f}")
             if features is not None:
                 b, bp, bt = baseline_scores(features, names, data, ~test, test, ensemble.classes,
                                             ensemble.good_classes, args.seed)
