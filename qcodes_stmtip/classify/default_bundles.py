@@ -1,41 +1,67 @@
 """Build and score the default bundles shipped in ``qcodes_stmtip/classify/bundles/<surface>``.
 
+    .venv/bin/python -m qcodes_stmtip.classify.default_bundles --surface au111 --replace
     .venv/bin/python -m qcodes_stmtip.classify.default_bundles --surface hsi100 \\
         [--count 3200 --pixels 128:0.75,64:0.25 --epochs 12 --work /tmp/sim] [--geometry demo=6:64:1.5]
     .venv/bin/python -m qcodes_stmtip.classify.default_bundles --surface hsi100 --evaluate BUNDLE
 
 Generates a simulated training set (``qcodes_stmtip.sim.dataset``; a mix of frame
 pixel counts, scan sizes 3–80 nm) and separate held-out simulated test sets (other
-seeds, hence other sessions), trains a compact ensemble (H:Si(100): two SqueezeNets +
-one VGG-BN + the binary tip-change network, as the paper; Au/Cu(111): three VGG
-repeats), calibrates the tip-change threshold on the validation sessions for a target
-precision, scores the bundle on held-out simulated frames (per pixel count, and at each
-fixed scan geometry given: ``--geometry NAME=SIZE_NM:PIXELS:HALF_RANGE_UM``, e.g. the
-``stmtip demo`` frames as ``demo=6:64:1.5``) and writes it. Only simulated data is used: real
-frames are not redistributed (``--real DIR`` scores sim→real for information only).
-:func:`geometry_set` renders labelled frames at one fixed geometry (the demo trains its
-fallback bundle on them). Importing this module does not import Keras.
+seeds, hence other sessions), trains an ensemble through the one recipe
+(:func:`~qcodes_stmtip.classify.ensemble_training.train_ensemble`, split by session),
+scores the bundle on held-out simulated frames (per pixel count, and at each fixed scan
+geometry given: ``--geometry NAME=SIZE_NM:PIXELS:HALF_RANGE_UM``, e.g. the ``stmtip demo``
+frames as ``demo=6:64:1.5``) and writes it.
+
+Members (:data:`DEFAULT_MEMBERS`, ``--members`` overrides): H:Si(100) two SqueezeNets + one VGG-BN +
+the binary tip-change network, as the paper (thresholds 0.5); Au/Cu(111) ``stmtip train``'s
+feature members ``hgb,logreg`` (no Keras), per-class thresholds at ``stmtip train``'s
+validation precision 0.9. The Au/Cu(111) training set adds frames rendered at fixed scan
+geometries (:data:`DEFAULT_TRAIN_GEOMETRY`, ``--train-geometry``, the ``stmtip demo`` frame for
+the metals: 6 nm, 64 px, 0°): half clean, as the demo's simulated microscope scans them, half
+domain-randomised (:mod:`qcodes_stmtip.sim.degrade`), as a real microscope's frames look. The
+metal bundles also get their partial-frame (mid-scan) section
+(:func:`~qcodes_stmtip.classify.partial_training.train_partial_bundle`, as ``stmtip
+train-partial``) on ``--partial-count`` further simulated 128² frames.
+
+Only simulated data is used: real frames are not redistributed (``--real DIR`` scores
+sim→real for information only). :func:`geometry_set` renders labelled frames at one fixed
+geometry (the demo trains its fallback bundle on them). Importing this module does not
+import Keras.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tempfile
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from qcodes_stmtip.classify.bundle import DEFAULT_BUNDLES
+from qcodes_stmtip.classify.bundle import DEFAULT_BUNDLES, MANIFEST
 
-#: Members per surface (architecture:optimizer:learning rate).
+#: Members per surface (architecture:optimizer:learning rate, or feature kinds). Au/Cu(111):
+#: ``stmtip train``'s default, :data:`~qcodes_stmtip.classify.ensemble_training.BEST_MEMBERS`.
 DEFAULT_MEMBERS: dict[str, str] = {
     "hsi100": "squeezenet:adam:1e-3,squeezenet:sgd:1e-2,vgg_bn:rmsprop:1e-3",
-    "au111": "vgg:adam:1e-3,vgg:adam:1e-3,vgg:adam:1e-3",
-    "cu111": "vgg:adam:1e-3,vgg:adam:1e-3,vgg:adam:1e-3",
+    "au111": "hgb,logreg",
+    "cu111": "hgb,logreg",
 }
+#: Validation precision the per-class thresholds are calibrated for (``stmtip train``'s
+#: ``--target-precision``); None: every threshold 0.5 (the H:Si(100) networks' recipe).
+DEFAULT_TARGET_PRECISION: dict[str, float | None] = {"hsi100": None, "au111": 0.9, "cu111": 0.9}
+#: Fixed scan geometries whose frames join the training set (``NAME=SIZE_NM:PIXELS:HALF_RANGE_UM``):
+#: the ``stmtip demo`` frame of the metals (:data:`qcodes_stmtip.demo.DEMO_FRAMES`, centres within
+#: :data:`qcodes_stmtip.demo.DEMO_BOUNDS`).
+DEFAULT_TRAIN_GEOMETRY: dict[str, tuple[str, ...]] = {
+    "hsi100": (), "au111": ("demo=6:64:1.5",), "cu111": ("demo=6:64:1.5",)}
+#: Simulated 128² frames the partial-frame section is trained on (0: no partial section).
+DEFAULT_PARTIAL_COUNT: dict[str, int] = {"hsi100": 0, "au111": 1200, "cu111": 1200}
 
 #: Training frame pixel counts and their shares (frames are resized to 128 px for the networks).
 DEFAULT_PIXEL_MIX: tuple[tuple[int, float], ...] = ((128, 0.75), (64, 0.25))
@@ -73,16 +99,25 @@ def _merge(sets: list):
                     [k for s in sets for k in s.skipped])
 
 
-def simulated_set(surface: str, count: int, pixels: int, seed: int, work: Path, jobs: int = 2,
-                  progress: bool = False):
-    """Simulated frames (generated into ``work/<surface>_<pixels>px_<count>_s<seed>`` unless there)."""
-    from qcodes_stmtip.classify.dataset_images import load_images
-    from qcodes_stmtip.classify.labels import load_labels
+def simulated_dir(surface: str, count: int, pixels: int, seed: int, work: Path, jobs: int = 2,
+                  progress: bool = False) -> Path:
+    """The folder of a simulated data set (``work/<surface>_<pixels>px_<count>_s<seed>``), generated
+    (:func:`qcodes_stmtip.sim.dataset.generate_dataset`) unless it already holds ``labels.csv``."""
     from qcodes_stmtip.sim.dataset import generate_dataset
 
     d = work / f"{surface}_{pixels}px_{count}_s{seed}"
     if not (d / "labels.csv").is_file():
         generate_dataset(surface, count, d, seed=seed, pixels=pixels, jobs=jobs, progress=progress)
+    return d
+
+
+def simulated_set(surface: str, count: int, pixels: int, seed: int, work: Path, jobs: int = 2,
+                  progress: bool = False):
+    """Simulated frames (generated into ``work/<surface>_<pixels>px_<count>_s<seed>`` unless there)."""
+    from qcodes_stmtip.classify.dataset_images import load_images
+    from qcodes_stmtip.classify.labels import load_labels
+
+    d = simulated_dir(surface, count, pixels, seed, work, jobs=jobs, progress=progress)
     return load_images(load_labels(d, surface), progress=progress)
 
 
@@ -249,6 +284,18 @@ def evaluate_bundle(ensemble, surface: str, work: Path, *, test_count: int = 400
     return out
 
 
+def train_geometry_set(surface: str, count: int, seed: int, geometries: Mapping[str, FrameGeometry]):
+    """``count`` training frames at each of ``geometries`` (:func:`geometry_set`, seeds ≥ ``seed`` + 50 000,
+    apart from the evaluation's ≥ 20 000 and ``benchmarks/demo_bundles.py``'s 30 000): half clean, half
+    domain-randomised (``degrade``), merged into one :class:`ImageSet`."""
+    parts = []
+    for i, geometry in enumerate(geometries.values()):
+        clean = count // 2
+        parts.append(geometry_set(surface, clean, seed + 50_000 + 2 * i, geometry))
+        parts.append(geometry_set(surface, count - clean, seed + 50_001 + 2 * i, geometry, degrade=True))
+    return _merge([p for p in parts if len(p.images)])
+
+
 def build_default_bundle(
     surface: str,
     out: Path,
@@ -262,14 +309,26 @@ def build_default_bundle(
     seed: int = 0,
     tip_change_precision: float = 0.5,
     geometries: Mapping[str, FrameGeometry] | None = None,
+    members: str | None = None,
+    target_precision: float | None = None,
+    train_geometries: Mapping[str, FrameGeometry] | None = None,
+    train_geometry_count: int = 1600,
+    partial_count: int = 0,
     work: Path | None = None,
     real: Path | None = None,
     progress: bool = True,
 ) -> dict:
     """Generate simulated data, train, calibrate, score on held-out simulated frames, save to ``out``.
 
-    Returns the evaluation (:func:`evaluate_bundle`; ``geometries`` are scored too). Side effects: writes the bundle
-    directory; simulated data goes to ``work`` (kept) or a temporary directory (deleted).
+    ``members`` (default :data:`DEFAULT_MEMBERS`) are trained by
+    :func:`~qcodes_stmtip.classify.ensemble_training.train_ensemble` on ``count`` frames of the
+    ``pixel_mix`` plus ``train_geometry_count`` frames at each of ``train_geometries``
+    (:func:`train_geometry_set`), 20 % of the sessions held out for calibration (per-class
+    thresholds at ``target_precision``, None: 0.5). With ``partial_count`` > 0 the bundle also gets
+    a partial-frame section trained on that many further simulated 128² frames (seed ``seed`` + 11).
+    Returns the evaluation (:func:`evaluate_bundle`; ``geometries`` are scored too) and the wall
+    seconds of each step (``seconds``). Side effects: writes the bundle directory; simulated data
+    goes to ``work`` (kept) or a temporary directory (deleted).
     """
     from qcodes_stmtip.classify.bundle import save_bundle
     from qcodes_stmtip.classify.ensemble_training import (
@@ -281,34 +340,80 @@ def build_default_bundle(
 
     if count < 10 or test_count < 10:
         raise ValueError(f"count and test_count must be >= 10, got {count}, {test_count}")
-    members = parse_members(DEFAULT_MEMBERS[surface])
+    if train_geometries and train_geometry_count < 2:
+        raise ValueError(f"train_geometry_count must be >= 2, got {train_geometry_count}")
+    if partial_count and partial_count < 10:
+        raise ValueError(f"partial_count must be 0 or >= 10, got {partial_count}")
+    member_text = DEFAULT_MEMBERS[surface] if members is None else members
+    specs = parse_members(member_text)
+    seconds: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix=f"stmtip-{surface}-") as tmp:
         root = Path(tmp) if work is None else Path(work)
+        t0 = time.perf_counter()
         parts = [simulated_set(surface, max(1, round(count * share)), px, seed + i, root, progress=progress)
                  for i, (px, share) in enumerate(pixel_mix) if share > 0]
+        if train_geometries:
+            parts.append(train_geometry_set(surface, train_geometry_count, seed, train_geometries))
         data = _merge(parts)
-        base = TrainConfig(members[0].architecture, width=width, epochs=epochs, batch_size=32,
+        seconds["data"] = round(time.perf_counter() - t0, 1)
+        t0 = time.perf_counter()
+        base = TrainConfig(specs[0].architecture, width=width, epochs=epochs, batch_size=32,
                            patience=patience, seed=seed)
-        ensemble, report = train_ensemble(data, base, members, val_fraction=0.2, split_seed=seed,
-                                          progress=progress, tip_change_precision=tip_change_precision)
+        ensemble, report = train_ensemble(data, base, specs, val_fraction=0.2, split_seed=seed,
+                                          target_precision=target_precision, progress=progress,
+                                          tip_change_precision=tip_change_precision)
+        seconds["training"] = round(time.perf_counter() - t0, 1)
         tests = [simulated_set(surface, test_count, px, seed + 10_000 + i, root, progress=progress)
                  for i, px in enumerate(TEST_PIXELS)]
         held_out = evaluate_ensemble(ensemble, _merge(tests))
-        evaluation = evaluate_bundle(ensemble, surface, root, test_count=test_count, geometries=geometries,
+        evaluation = evaluate_bundle(ensemble, surface, root, test_count=test_count,
+                                     geometries={**(train_geometries or {}), **(geometries or {})},
                                      seed=seed, real=real, progress=progress)
         summary = {**data.frames.summary(), "source": "simulated (qcodes_stmtip.sim.dataset)",
                    "count": count, "pixel_mix": dict(pixel_mix), "scan_sizes": "3-80 nm (per class)",
-                   "seed": seed, "width": width, "epochs": epochs, "patience": patience}
+                   "members": member_text, "target_precision": target_precision,
+                   "validation_sessions": report["validation_sessions"], "seed": seed}
+        if specs[0].architecture not in _feature_kinds():
+            summary.update(width=width, epochs=epochs, patience=patience)
+        if train_geometries:
+            summary["train_geometries"] = {
+                name: {"frame_size_m": g.frame_size_m, "pixels": g.pixels, "bounds_m": g.bounds_m,
+                       "angle_deg": g.angle_deg, "frames": train_geometry_count,
+                       "degraded": train_geometry_count - train_geometry_count // 2}
+                for name, g in train_geometries.items()}
         sim_eval = {k: v for k, v in evaluation.items() if k != "real_sim_to_real"}
         save_bundle(ensemble, out, training_data=summary,
                     metrics={"validation": report, "held_out_simulated": held_out,
                              "held_out_by_geometry": sim_eval})
-    return {"held_out_simulated": held_out, **evaluation}
+        if partial_count:
+            from qcodes_stmtip.classify.partial_training import train_partial_bundle
+
+            t0 = time.perf_counter()
+            partial_dir = simulated_dir(surface, partial_count, 128, seed + 11, root, progress=progress)
+            train_partial_bundle(partial_dir, out, surface=surface, seed=seed, progress=progress)
+            seconds["partial"] = round(time.perf_counter() - t0, 1)
+            _name_partial_source(out, f"simulated (qcodes_stmtip.sim.dataset: {partial_count} frames of "
+                                      f"{surface}, 128 px, seed {seed + 11})")
+    return {"held_out_simulated": held_out, **evaluation, "seconds": seconds}
+
+
+def _name_partial_source(bundle: Path, source: str) -> None:
+    """Name the partial section's training data by how it was made, not by its (temporary) folder."""
+    path = Path(bundle) / MANIFEST
+    manifest = json.loads(path.read_text())
+    manifest["partial"]["training_data"]["source"] = source
+    path.write_text(json.dumps(manifest, indent=2, allow_nan=True) + "\n")
+
+
+def _feature_kinds() -> frozenset[str]:
+    from qcodes_stmtip.classify.feature_model import FEATURE_KINDS
+
+    return frozenset(FEATURE_KINDS)
 
 
 def _print_evaluation(evaluation: dict) -> None:
     for name, s in evaluation.items():
-        if name == "held_out_simulated":
+        if name in ("held_out_simulated", "seconds"):
             continue
         fc, gb = s["four_class"], s["good_bad"]
         line = (f"{name:>18} n={s['n']:4d}  AUROC {fc['mean_auroc']:.3f}  bal.acc {fc['balanced_accuracy']:.3f}"
@@ -339,6 +444,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--patience", type=int, default=3)
     p.add_argument("--tip-change-precision", type=float, default=0.5)
+    p.add_argument("--members", default=None,
+                   help="members, as stmtip train --members [hsi100: the paper's networks; au111, cu111: hgb,logreg]")
+    p.add_argument("--target-precision", type=float, default=None,
+                   help="validation precision of the per-class thresholds [au111, cu111: 0.9; hsi100: all 0.5]")
+    p.add_argument("--train-geometry", type=parse_geometry, action="append", default=None,
+                   metavar="NAME=SIZE_NM:PIXELS:HALF_RANGE_UM",
+                   help="also train on frames at this fixed geometry, half clean, half domain-randomised "
+                        "(repeatable) [au111, cu111: the stmtip demo frame, demo=6:64:1.5; hsi100: none]")
+    p.add_argument("--train-geometry-count", type=int, default=1600, help="frames per training geometry [1600]")
+    p.add_argument("--partial-count", type=int, default=None,
+                   help="simulated 128² frames for the partial-frame section, 0: none [au111, cu111: 1200]")
+    p.add_argument("--replace", action="store_true",
+                   help="replace an existing bundle at --out once the new one is complete")
     p.add_argument("--geometry", type=parse_geometry, action="append", default=[],
                    metavar="NAME=SIZE_NM:PIXELS:HALF_RANGE_UM",
                    help="also score clean frames at this fixed geometry (repeatable; the stmtip demo's "
@@ -363,11 +481,29 @@ def main(argv: list[str] | None = None) -> int:
         from qcodes_stmtip.classify.ensemble_training import format_table
 
         out = args.out or DEFAULT_BUNDLES / (f"{args.surface}-sim" if args.surface == "hsi100" else args.surface)
+        if out.exists() and any(out.iterdir()) and not args.replace:
+            p.error(f"--out {out}: bundle directory exists and is not empty (--replace replaces it)")
+        train_geometry = args.train_geometry
+        if train_geometry is None:
+            train_geometry = [parse_geometry(t) for t in DEFAULT_TRAIN_GEOMETRY[args.surface]]
+        target = args.target_precision
+        if target is None:
+            target = DEFAULT_TARGET_PRECISION[args.surface]
+        partial = DEFAULT_PARTIAL_COUNT[args.surface] if args.partial_count is None else args.partial_count
+        new = out.with_name(f".{out.name}.new")
+        if new.exists():
+            shutil.rmtree(new)
         evaluation = build_default_bundle(
-            args.surface, out, count=args.count, test_count=args.test_count, pixel_mix=args.pixels,
+            args.surface, new, count=args.count, test_count=args.test_count, pixel_mix=args.pixels,
             width=args.width, epochs=args.epochs, patience=args.patience, seed=args.seed,
-            tip_change_precision=args.tip_change_precision, geometries=dict(args.geometry), work=args.work,
+            tip_change_precision=args.tip_change_precision, geometries=dict(args.geometry),
+            members=args.members, target_precision=target, train_geometries=dict(train_geometry),
+            train_geometry_count=args.train_geometry_count, partial_count=partial, work=args.work,
             real=args.real, progress=not args.quiet)
+        if out.exists():
+            shutil.rmtree(out)
+        new.rename(out)
+        print("wall seconds: " + ", ".join(f"{k} {v:g}" for k, v in evaluation["seconds"].items()))
         print(f"{out}: held-out simulated frames")
         print(format_table(evaluation["held_out_simulated"]["table"]))
     _print_evaluation(evaluation)
