@@ -164,12 +164,16 @@ class Target:
             return "content"
         if result.quality != "good":
             return "bad"
-        on_target = sum(p for c, p in result.probabilities.items() if c in self.classes and math.isfinite(p))
-        if on_target >= self.min_confidence:
+        if self.on_target(result):
             return "good"
         if result.state in self.classes or result.state in (UNCERTAIN_STATE, TIP_CHANGE):
             return "inconclusive"
         return "off_target"
+
+    def on_target(self, result: TipStateResult) -> bool:
+        """True when the target states of ``result`` sum to at least ``min_confidence``."""
+        return sum(p for c, p in result.probabilities.items()
+                   if c in self.classes and math.isfinite(p)) >= self.min_confidence
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -496,7 +500,7 @@ class ConditioningExperiment:
                 if done:
                     good = since_action.count("good")
                     unsure = since_action.count("inconclusive")
-                    if unsure > good:
+                    if unsure > good:  # a safety net against a classifier outside its calibration
                         return "inconclusive", (
                             f"{good} good frames, but {unsure} of the {len(since_action)} "
                             f"frames since the last tip action were inconclusive: the classifier "
