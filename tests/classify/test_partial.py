@@ -444,20 +444,20 @@ def test_train_partial_adds_the_section_only(tiny_dataset, plain, tmp_path):
 
 
 def test_a_keras_only_format_1_bundle_becomes_format_2_with_feature_members(tmp_path):
-    """The shipped Au(111) bundle (format 1, Keras members) takes a feature-member partial section:
-    the manifest moves to format 2, and both ensembles load."""
+    """An Au(111) bundle of format 1 (Keras members only, as the metal bundles shipped before issue 23)
+    takes a feature-member partial section: the manifest moves to format 2, and both ensembles load."""
     pytest.importorskip("keras")
-    from qcodes_stmtip.classify.bundle import DEFAULT_BUNDLES
+    from qcodes_stmtip.classify.architectures import build_model
     from qcodes_stmtip.taxonomy import CLASSES as ALL_CLASSES
+    from tests.conftest import perturbed
 
-    src = DEFAULT_BUNDLES / "au111"
-    m0 = _manifest(src)
+    classes = ALL_CLASSES["au111"]
     b = tmp_path / "au111"
-    shutil.copytree(src, b, ignore=shutil.ignore_patterns("partial"))
-    m0 = {k: v for k, v in m0.items() if k != "partial"}
+    vgg = Member("vgg_0", "vgg", perturbed(build_model("vgg", len(classes), width=0.125, size=32), 0))
+    save_bundle(Ensemble("au111", classes, [vgg], thresholds=[0.5] * len(classes)), b, image_size=32)
+    m0 = {k: v for k, v in _manifest(b).items() if k != "partial"}
     m0["format_version"] = 1
     _write(b, m0)
-    classes = ALL_CLASSES["au111"]
     size = int(m0["preprocessing"]["image_size"])
     x = np.random.default_rng(3).uniform(-1, 1, (2 * len(classes), size, size, 1)).astype(np.float32)
     y = np.arange(len(x)) % len(classes)
