@@ -258,7 +258,7 @@ def run_demo(
             decision = monitor.ensemble.decision
             echo(f"good/bad: calibrated P(bad), good at or below {decision.good_below:.2f}, bad at or above "
                  f"{decision.bad_above:.2f}; stop once P(bad tip) over the frames since the last action "
-                 f"is at most {Target.max_belief_bad:g}")
+                 f"is at most {Target.max_belief_bad:g} on at least {Target.min_good_frames} good frames")
             target = Target.for_surface(surface, consecutive=consecutive, **target_classes)
         else:
             tip_change_threshold = bundle_tip_change_threshold(monitor)

@@ -99,7 +99,8 @@ class Target:
     of the target states; ``max_belief_bad``: with a calibrated classifier (frames carry a
     P(bad), :mod:`~qcodes_stmtip.classify.decision`), the experiment ends on a good frame once
     the running P(bad tip) over the frames since the last tip action
-    (:class:`~qcodes_stmtip.classify.tip_belief.TipBelief`) is at or below this;
+    (:class:`~qcodes_stmtip.classify.tip_belief.TipBelief`) is at or below this and at least
+    ``min_good_frames`` frames since that action were good (one confidently wrong frame is not enough);
     ``consecutive``: without one (the vote rule), good frames in a row that end it;
     ``max_tip_change_probability``: a frame whose tip-change probability reaches this is
     inconclusive (1.0: off, the calibrated P(bad) already weighs tip changes);
@@ -112,6 +113,7 @@ class Target:
     max_tip_change_probability: float = 1.0
     content_classes: frozenset[str] = frozenset()
     max_belief_bad: float = 0.03
+    min_good_frames: int = 2
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "classes", frozenset(self.classes))
@@ -127,6 +129,9 @@ class Target:
                 and 0 < self.max_tip_change_probability <= 1):
             raise ValueError("Target.max_tip_change_probability must be in (0, 1], "
                              f"got {self.max_tip_change_probability!r}")
+        if isinstance(self.min_good_frames, bool) or not isinstance(self.min_good_frames, int) \
+                or self.min_good_frames < 1:
+            raise ValueError(f"Target.min_good_frames must be an integer >= 1, got {self.min_good_frames!r}")
         if isinstance(self.max_belief_bad, bool) or not (isinstance(self.max_belief_bad, int | float)
                                                          and 0 < self.max_belief_bad < 1):
             raise ValueError(f"Target.max_belief_bad must be in (0, 1), got {self.max_belief_bad!r}")
@@ -490,9 +495,11 @@ class ConditioningExperiment:
                 streak += 1
                 rescans = 0
                 if step is not None:  # calibrated: the evidence of every frame since the last tip action
-                    done = step.belief <= self.target.max_belief_bad
-                    rule = (f"{step.rule}; {'<=' if done else '>'} {self.target.max_belief_bad:g}: "
-                            f"{'stop, good tip' if done else 'rescan to confirm'}")
+                    good_frames = since_action.count("good")
+                    done = step.belief <= self.target.max_belief_bad and good_frames >= self.target.min_good_frames
+                    rule = (f"{step.rule} ({'<=' if step.belief <= self.target.max_belief_bad else '>'} "
+                            f"{self.target.max_belief_bad:g}), {good_frames} of {self.target.min_good_frames} good "
+                            f"frames: {'stop, good tip' if done else 'rescan to confirm'}")
                 else:
                     done = streak >= self.target.consecutive
                     rule = f"vote rule: {streak} of {self.target.consecutive} good frames in a row"
