@@ -196,6 +196,7 @@ def run_demo(
     max_frames: int = 100,
     consecutive: int = 3,
     echo: Callable[[str], None] = print,
+    spectral_check: bool = True,
 ) -> DemoResult:
     """Condition a bad simulated tip until it is good; store the run and its report in ``out_dir``.
 
@@ -215,7 +216,7 @@ def run_demo(
     from qcodes_stmtip.conditioning.report import summary_text, write_report
     from qcodes_stmtip.drivers.nanonis_stm import NanonisSTM
     from qcodes_stmtip.sim.controller import serve_simulator
-    from qcodes_stmtip.taxonomy import GOOD_CLASSES, SURFACES
+    from qcodes_stmtip.taxonomy import GOOD_CLASSES, SURFACE_STATE_ONSET_V, SURFACES
 
     if surface not in SURFACES:
         raise ValueError(f"surface must be one of {SURFACES}, got {surface!r}")
@@ -266,8 +267,15 @@ def run_demo(
                 echo(f"tip change: at the bundle's calibrated threshold {tip_change_threshold:.2f}")
             target = Target.for_surface(surface, consecutive=consecutive,
                                         max_tip_change_probability=tip_change_threshold, **target_classes)
+        classifier: Any = monitor
+        if spectral_check and surface in SURFACE_STATE_ONSET_V:
+            from qcodes_stmtip.conditioning.spectral import SpectroscopicTipCheck
+
+            classifier = SpectroscopicTipCheck(monitor, stm, surface)
+            echo("spectroscopic tip check: a frame the image calls good is confirmed by a dI/dV spectrum "
+                 f"(surface-state step at {SURFACE_STATE_ONSET_V[surface]:g} V)")
         result = ConditioningExperiment(
-            stm, monitor, chosen, surface=surface, target=target, area_bounds=DEMO_BOUNDS,
+            stm, classifier, chosen, surface=surface, target=target, area_bounds=DEMO_BOUNDS,
             max_frames=max_frames,
             truth=server.microscope.ground_truth, clock=server.microscope.sim_time,
             clock_name="simulated", seed=seed, echo=echo, name="demo_conditioning").run(experiment)
@@ -296,7 +304,7 @@ def run_demo(
 def _demo_command(args: argparse.Namespace) -> int:
     result = run_demo(args.out, surface=args.surface, seed=args.seed, bundle=args.model,
                       policy=args.policy, time_acceleration=args.time_acceleration, pixels=args.pixels,
-                      max_frames=args.max_frames)
+                      max_frames=args.max_frames, spectral_check=args.spectral_check)
     return 0 if result.outcome == "good_tip" else 3
 
 
@@ -321,6 +329,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=1,
                         help="simulator seed [1: its tip stays bad until conditioned]")
     parser.add_argument("--max-frames", type=int, default=100, help="stop after N frames [100]")
+    parser.add_argument("--spectral-check", action=argparse.BooleanOptionalAction, default=True,
+                        help="on Au(111)/Cu(111), confirm a frame the image calls good with a dI/dV spectrum "
+                             "(the surface-state step) before counting it [on]")
     parser.add_argument("--pixels", type=int, default=None,
                         help="pixels = lines per frame [the surface's demo frame: "
                              + ", ".join(f"{k} {v[1]}" for k, v in DEMO_FRAMES.items()) + "]")

@@ -679,7 +679,8 @@ class ConditioningExperiment:
 def tip_belief_for(monitor: TipClassifier) -> TipBelief:
     """A :class:`~qcodes_stmtip.classify.tip_belief.TipBelief` whose base rate is the share of bad
     frames the monitor's decision was calibrated on (0.5 when it does not say)."""
-    decision = getattr(getattr(monitor, "ensemble", None), "decision", None)
+    classifier = getattr(monitor, "inner", monitor)  # through a wrapper (the spectroscopic check)
+    decision = getattr(getattr(classifier, "ensemble", None), "decision", None)
     validation = getattr(decision, "validation", None) or {}
     frames, bad = validation.get("frames", 0), validation.get("bad_frames", 0)
     base = bad / frames if isinstance(frames, int) and frames > 0 and 0 < bad < frames else 0.5

@@ -50,6 +50,9 @@ SPECTRAL_METADATA_KEY = "stmtip_spectral_check"
 #: The class a frame gets when its image looked good but its spectrum did not, unless the
 #: spectrum points to another bad class (:attr:`SpectralVerdict.state`).
 SPECTRUM_BAD_STATE = "corruption"
+#: The P(bad) a frame carries into the conditioning loop's running belief when its spectrum
+#: overruled a good image (a spectrum without the surface-state step is strong evidence).
+SPECTRUM_BAD_P = 0.99
 
 
 @dataclass(frozen=True)
@@ -261,7 +264,8 @@ class SpectroscopicTipCheck:
             probabilities = {c: float(c == bad) for c in result.probabilities}
             result = dataclasses.replace(
                 result, state=bad, quality="bad", probabilities=probabilities,
-                reason=f"image {result.state}, spectrum bad: {verdict.reason}")
+                reason=f"image {result.state}, spectrum bad: {verdict.reason}",
+                p_bad=SPECTRUM_BAD_P if math.isfinite(result.p_bad) else result.p_bad)
         self.results[frame_index] = result
         self._latest = {"tip_spectrum_verdict": "good" if verdict.good else "bad",
                         "tip_spectrum_onset": verdict.onset_V,
