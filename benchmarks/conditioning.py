@@ -516,10 +516,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.ensemble_bundle:
         from qcodes_stmtip.classify.bundle import default_bundle_path
         from qcodes_stmtip.demo import DEMO_FRAMES, DEMO_TARGET
+        from qcodes_stmtip.taxonomy import SURFACE_STATE_ONSET_V
 
         surfaces = args.surfaces.split(",") if args.ensemble_bundle == "default" else ["hsi100"]
         print(f"\nclassifier: REAL ENSEMBLE (TipStateMonitor), {args.ensemble_sessions} sessions per surface and "
-              f"policy, each surface's `stmtip demo` frames and target; a calibrated bundle stops on the "
+              f"policy, each surface's `stmtip demo` frames, target and (Au/Cu) spectroscopic check; a calibrated bundle stops on the "
               f"running P(bad tip), a vote-rule one on {args.ensemble_consecutive} good frames in a row (tip-change "
               f"flag at its calibrated threshold); 'truly good' = the simulator's tip is in the target at the "
               f"end; 'on good' = share of tip actions fired at a tip the simulator calls good")
@@ -532,7 +533,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows = [run_session(surface, 1000 + s, policy, exp, pixels=pixels, frame_m=size_m,
                                     angle_deg=angle, acceleration=50.0, bundle=bundle,
                                     consecutive=args.ensemble_consecutive,
-                                    target_classes=DEMO_TARGET.get(surface), max_tip_change_probability=None)
+                                    target_classes=DEMO_TARGET.get(surface), max_tip_change_probability=None,
+                                    spectral=surface in SURFACE_STATE_ONSET_V)  # as stmtip demo
                         for s in range(args.ensemble_sessions)]
                 s = summarise(rows)
                 print(f"{surface:<8} {policy:<11} {s['n']:>3} {s['success']:>8.0%} {s['median_actions']:>13.1f} "
