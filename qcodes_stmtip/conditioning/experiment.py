@@ -12,15 +12,18 @@ QCoDeS run (:mod:`qcodes_stmtip.conditioning.records`), flushed as written.
 Each iteration: check the current/Z readings (a reading outside the limits withdraws
 and stops), scan one frame, classify it, then
 
-* **good** (state in the target classes, probability ≥ ``min_confidence``, no tip
-  change): count it; ``consecutive`` good frames in a row end the experiment (a bad or
-  off-target frame or any tip action resets the count; inconclusive and sample-content
-  frames leave it as it is). The stop needs the evidence to be mostly decided: when more
+* **good** (``tip_quality`` good, target classes summing to ≥ ``min_confidence``): with a
+  calibrated classifier (frames carry ``tip_p_bad``) the experiment ends once the running
+  P(bad tip) over the frames since the last tip action
+  (:class:`~qcodes_stmtip.classify.tip_belief.TipBelief`, reset by every tip action) is at most
+  ``max_belief_bad`` and ``min_good_frames`` of those frames were good; under the vote rule,
+  ``consecutive`` good frames in a row end it (a bad or off-target frame or any tip action
+  resets the count; inconclusive and sample-content frames leave it as it is). The stop needs the evidence to be mostly decided: when more
   frames since the last tip action were inconclusive than good, the experiment ends
   ``inconclusive`` instead of ``good_tip`` and says so;
 * **sample content** (``content_classes``, e.g. a step edge on Au(111)): the frame says
   nothing about the tip → move to a fresh area, tip untouched;
-* **inconclusive** (uncertain, unclassified, a tip change during the frame): rescan, at
+* **inconclusive** (quality uncertain, unclassified, a tip change during the frame): rescan, at
   most ``max_rescans`` times in a row;
 * **off_target** (the classifier calls the tip good, ``tip_quality`` ``good``, but its state
   is not one of the target classes, e.g. ``rows`` when the target is dimers or atoms) and
