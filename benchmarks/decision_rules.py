@@ -2,9 +2,9 @@
 
 Reads the ``--predictions`` file of ``benchmarks/cv_hsi100.py`` (every fold's validation outputs,
 before any refit, and its test outputs, per member) and, per fold, re-applies the recipe's
-calibration exactly as :func:`~qcodes_stmtip.classify.ensemble_training.train_ensemble` does it
-(balanced class weights tuned on validation, then the calibrated good/bad decision of
-:mod:`qcodes_stmtip.classify.decision`, fitted on the validation frames for the default risk) to:
+calibration with the functions :func:`~qcodes_stmtip.classify.ensemble_training.train_ensemble`
+calls (``vote_class_weights``; ``fit_surface_decision``, the calibrated good/bad decision for the
+default risk) to:
 
 * ``features``: the feature members only (today's default recipe, ``hgb,logreg``);
 * ``mean``: every member, plain mean (the recipe's rule for a mixed member list);
@@ -30,21 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-from qcodes_stmtip.classify.decision import (
-    DEFAULT_RISK,
-    Risk,
-    bad_class_evidence,
-    fit_decision,
-    truth_bad,
-)
+from qcodes_stmtip.classify.decision import DEFAULT_RISK, Risk, bad_class_evidence, truth_bad
 from qcodes_stmtip.classify.ensemble import majority_vote
-from qcodes_stmtip.classify.metrics import (
-    balanced_accuracy_weights,
-    binary_scores,
-    good_bad_scores,
-    score,
-    verdict_figures,
-)
+from qcodes_stmtip.classify.ensemble_training import fit_surface_decision, vote_class_weights
+from qcodes_stmtip.classify.metrics import binary_scores, good_bad_scores, score, verdict_figures
 from qcodes_stmtip.taxonomy import CLASSES, GOOD_CLASSES
 
 RULES = ("features", "mean", "half", "weighted", "network")
@@ -96,14 +85,11 @@ def fold_scores(z: dict, fold: int, rule: str, risk: Risk) -> dict:
     if rule == "weighted":  # the same share on test as chosen on validation
         t_probs = ((1 - share) * test_members[~network].mean(0) + share * test_members[network].mean(0))[None]
     y_tr = labels[np.setdiff1d(np.flatnonzero(~test), val_idx)]
-    counts = np.bincount(y_tr[y_tr >= 0], minlength=len(classes)).astype(float)
-    inverse = np.where(counts > 0, counts.sum() / np.maximum(counts, 1), 1.0)
-    weights = balanced_accuracy_weights(y_va, v_probs.mean(0), start=inverse / inverse.mean())
+    weights = vote_class_weights(y_tr[y_tr >= 0], y_va, v_probs.mean(0))
     val_vote = majority_vote(v_probs, class_weights=weights)
     tc_val = z[f"session_{fold}_val_tip_change"]
     tc_lab = tc_val[np.isin(val_idx, val_lab)] if tc_val.size else None
-    decision = fit_decision(bad_class_evidence(val_vote.mean, classes, good), tc_lab,
-                            truth_bad(y_va, classes, good, tip[val_lab]), risk)
+    decision = fit_surface_decision("hsi100", classes, val_vote.mean, y_va, tip[val_lab], tc_lab, risk)
     vote = majority_vote(t_probs, class_weights=weights)
     p_tc = z["session_tip_change"][test]
     p_bad = decision.probability(bad_class_evidence(vote.mean, classes, good), p_tc)

@@ -17,6 +17,7 @@ import numpy as np
 from qcodes_stmtip.classify.dataset_images import ImageSet
 from qcodes_stmtip.classify.decision import (
     DEFAULT_RISK,
+    BadTipDecision,
     Risk,
     bad_class_evidence,
     fit_decision,
@@ -196,9 +197,7 @@ def train_ensemble(
     member_probs = np.stack([p for _, p in trained])
     class_weights = None
     if balanced_decisions:
-        counts = np.bincount(y_tr, minlength=len(classes)).astype(float)
-        inverse = np.where(counts > 0, counts.sum() / np.maximum(counts, 1), 1.0)
-        class_weights = balanced_accuracy_weights(y_va, member_probs.mean(axis=0), start=inverse / inverse.mean())
+        class_weights = vote_class_weights(y_tr, y_va, member_probs.mean(axis=0))
     vote = majority_vote(member_probs, class_weights=class_weights)
     thresholds = np.full(len(classes), 0.5)
     if target_precision is not None:
@@ -239,15 +238,12 @@ def train_ensemble(
                      "threshold": threshold, "threshold_rule": rule}
         info = {**info, "validation": tc_scores}
         tc_member = Member("tip_change", kind, model, info)
-    good = frozenset(GOOD_CLASSES.get(frames.surface, frozenset()))
-    content = frozenset(CONTENT_CLASSES.get(frames.surface, frozenset())) - good
-    tc_lab = None if p_tc_va is None else p_tc_va[frames.labels[va] >= 0]
     decision, decision_problem = None, None
     try:
-        decision = fit_decision(
-            bad_class_evidence(vote.mean, classes, good, content), tc_lab,
-            truth_bad(y_va, classes, good, None if frames.tip_change is None else frames.tip_change[lab_va],
-                      content),
+        decision = fit_surface_decision(
+            frames.surface, classes, vote.mean, y_va,
+            None if frames.tip_change is None else frames.tip_change[lab_va],
+            None if p_tc_va is None else p_tc_va[frames.labels[va] >= 0],
             decision_risk, sessions=len(set(frames.sessions[va].tolist())))
     except ValueError as exc:  # e.g. validation sessions without a bad (or a good) frame
         decision_problem = f"no calibrated good/bad decision ({exc}): verdicts use the paper's vote rule"
@@ -282,6 +278,26 @@ def train_ensemble(
         report["validation_outputs"] = {"labelled_index": lab_va, "member_probabilities": member_probs,
                                         "index": va, "tip_change_probability": p_tc_va}
     return ensemble, report
+
+
+def vote_class_weights(y_train: np.ndarray, y_val: np.ndarray, val_mean: np.ndarray) -> np.ndarray:
+    """The recipe's vote weights: 1 / training class frequency (normalised to mean 1), then tuned on
+    the validation outputs ``val_mean`` (N, K) for the highest balanced accuracy."""
+    counts = np.bincount(y_train, minlength=val_mean.shape[1]).astype(float)
+    inverse = np.where(counts > 0, counts.sum() / np.maximum(counts, 1), 1.0)
+    return balanced_accuracy_weights(y_val, val_mean, start=inverse / inverse.mean())
+
+
+def fit_surface_decision(surface: str, classes, val_mean: np.ndarray, y_val: np.ndarray,
+                         tip_change_labels: np.ndarray | None, tip_change_probability: np.ndarray | None,
+                         risk: Risk = DEFAULT_RISK, sessions: int | None = None) -> BadTipDecision:
+    """The recipe's good/bad decision (:func:`~qcodes_stmtip.classify.decision.fit_decision`) on the
+    labelled validation frames: their ensemble-mean probabilities ``val_mean``, labels ``y_val``,
+    tip-change labels and probabilities (None without), with the surface's good and content classes."""
+    good = frozenset(GOOD_CLASSES.get(surface, frozenset()))
+    content = frozenset(CONTENT_CLASSES.get(surface, frozenset())) - good
+    return fit_decision(bad_class_evidence(val_mean, classes, good, content), tip_change_probability,
+                        truth_bad(y_val, classes, good, tip_change_labels, content), risk, sessions=sessions)
 
 
 class _FeatureCache:
